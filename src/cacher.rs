@@ -1,0 +1,140 @@
+//! The orchestration: joins the protocol's [`Handler`] to the storage tiers
+//! and the stats. Decides what cmd/go sees of each failure: a get that fails
+//! on I/O is a counted error answered as a miss; a put that fails is an `Err`.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+
+use crate::disk::{self, DiskCache, PutError};
+use crate::protocol::{Body, Handler, Hit, Put};
+use crate::stats::{Snapshot, Stats};
+use crate::wire::Id;
+
+/// What the cacher does at close besides draining.
+#[derive(Debug, Clone, Default)]
+pub struct CloseOptions {
+    /// Print the one-line summary on stderr.
+    pub verbose: bool,
+    /// Write the stats JSON here.
+    pub stats_file: Option<PathBuf>,
+}
+
+pub struct Cacher {
+    disk: Arc<DiskCache>,
+    stats: Arc<Stats>,
+    close: CloseOptions,
+    /// Disk trouble is reported once per process: a full disk would otherwise
+    /// print a line per request into the user's build output.
+    disk_warned: AtomicBool,
+}
+
+impl Cacher {
+    pub fn new(disk: DiskCache, close: CloseOptions) -> Cacher {
+        Cacher {
+            disk: Arc::new(disk),
+            stats: Arc::new(Stats::default()),
+            close,
+            disk_warned: AtomicBool::new(false),
+        }
+    }
+
+    pub fn disk(&self) -> &Arc<DiskCache> {
+        &self.disk
+    }
+
+    pub fn stats(&self) -> Snapshot {
+        self.stats.snapshot()
+    }
+
+    fn warn_disk(&self, what: impl std::fmt::Display) {
+        if !self.disk_warned.swap(true, Ordering::Relaxed) {
+            eprintln!(
+                "gocacher: local cache {}: {what} (further disk errors are only counted)",
+                self.disk.root().display()
+            );
+        }
+    }
+
+    fn write_stats(&self, path: &PathBuf, snap: &Snapshot) -> anyhow::Result<()> {
+        let mut json = serde_json::to_vec_pretty(snap)?;
+        json.push(b'\n');
+        std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))
+    }
+}
+
+impl Handler for Cacher {
+    async fn get(&self, action_id: Id) -> Option<Hit> {
+        Stats::inc(&self.stats.gets);
+        let disk = self.disk.clone();
+        let found = tokio::task::spawn_blocking(move || disk.get(&action_id)).await;
+        match found {
+            Ok(Ok(Some(e))) => {
+                Stats::inc(&self.stats.hits);
+                Stats::add(&self.stats.bytes_read, e.size);
+                Some(Hit {
+                    output_id: e.output_id,
+                    size: e.size,
+                    put_time_nanos: e.put_time_nanos,
+                    disk_path: e.disk_path,
+                })
+            }
+            Ok(Ok(None)) => {
+                Stats::inc(&self.stats.misses);
+                None
+            }
+            Ok(Err(err)) => {
+                Stats::inc(&self.stats.get_errors);
+                self.warn_disk(format_args!("get {action_id:?}: {err}"));
+                None
+            }
+            Err(join) => {
+                Stats::inc(&self.stats.get_errors);
+                self.warn_disk(format_args!("get {action_id:?}: {join}"));
+                None
+            }
+        }
+    }
+
+    async fn put(&self, put: Put, mut body: Body) -> anyhow::Result<PathBuf> {
+        Stats::inc(&self.stats.puts);
+        let disk = self.disk.clone();
+        let stored = tokio::task::spawn_blocking(move || -> Result<PathBuf, PutError> {
+            let path = disk.write_output(&put.output_id, put.size, || body.blocking_next())?;
+            disk.write_action(&put.action_id, &put.output_id, put.size, disk::now_nanos())?;
+            Ok(path)
+        })
+        .await;
+        match stored {
+            Ok(Ok(path)) => {
+                Stats::add(&self.stats.bytes_written, put.size);
+                Ok(path)
+            }
+            Ok(Err(err)) => {
+                Stats::inc(&self.stats.put_errors);
+                if err.is_disk() {
+                    self.warn_disk(&err);
+                }
+                Err(err.into())
+            }
+            Err(join) => {
+                Stats::inc(&self.stats.put_errors);
+                Err(anyhow::anyhow!("put task failed: {join}"))
+            }
+        }
+    }
+
+    async fn close(&self) {
+        let snap = self.stats.snapshot();
+        if let Some(path) = &self.close.stats_file {
+            if let Err(err) = self.write_stats(path, &snap) {
+                eprintln!("gocacher: stats file: {err:#}");
+            }
+        }
+        if self.close.verbose {
+            eprintln!("{}", snap.summary());
+        }
+    }
+}

@@ -1,0 +1,293 @@
+//! The local disk tier: the mirror that serves every DiskPath.
+//!
+//! Layout, like Go's own cache: `<root>/<xx>/<action-hex>-a` holds a one-line
+//! action entry and `<root>/<xx>/<output-hex>-d` the output bytes, where `xx`
+//! is the first two hex digits of the name. Output files are shared by every
+//! action that produced the same bytes and have no extension (golang/go#74451).
+//!
+//! Every write goes to a temp file in the target's own directory and is then
+//! renamed into place, so a reader (this process, or another gocacher serving
+//! another go command on the same directory) sees a whole file or none. An
+//! existing output file is never rewritten: its bytes are fixed by its name.
+//!
+//! All methods block; callers run them on a blocking thread.
+
+mod trim;
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+
+use crate::wire::Id;
+
+pub use trim::{TrimPolicy, TrimReport, MIN_AGE as TRIM_MIN_AGE};
+
+/// How stale an entry's mtime may get before a hit refreshes it. Go uses an
+/// hour too: frequent enough for day-scale trimming, rare enough that hits
+/// almost never write.
+const MTIME_REFRESH: Duration = Duration::from_secs(3600);
+
+/// First token of an action entry line; bump it if the format changes, and old
+/// entries read as misses.
+const ENTRY_VERSION: &str = "gocacher1";
+
+/// A stored action: what a get hit returns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub output_id: Id,
+    pub size: u64,
+    pub put_time_nanos: i64,
+    pub disk_path: PathBuf,
+}
+
+/// Why a put failed. The caller reports all of them to cmd/go as `Err`.
+#[derive(Debug, thiserror::Error)]
+pub enum PutError {
+    #[error("body hashes to {actual:?}, not the OutputID {expected:?}")]
+    Mismatch { expected: Id, actual: Id },
+    #[error("body has {actual} bytes, expected {expected}")]
+    Size { expected: u64, actual: u64 },
+    #[error("reading body: {0}")]
+    Body(io::Error),
+    #[error("writing {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+}
+
+impl PutError {
+    /// Whether the disk itself is the problem (full, read-only, gone), as
+    /// opposed to a bad request.
+    pub fn is_disk(&self) -> bool {
+        matches!(self, PutError::Io { .. })
+    }
+}
+
+pub struct DiskCache {
+    root: PathBuf,
+    /// Makes temp file names unique within this process; the pid makes them
+    /// unique across processes sharing the directory.
+    tmp_seq: AtomicU64,
+}
+
+impl DiskCache {
+    /// Opens (creating if needed) a cache rooted at `root`, which is made
+    /// absolute so every DiskPath is.
+    pub fn open(root: &Path) -> io::Result<DiskCache> {
+        fs::create_dir_all(root)?;
+        let root = fs::canonicalize(root)?;
+        let probe = root.join(format!(".probe-{}", std::process::id()));
+        File::create(&probe)?;
+        let _ = fs::remove_file(&probe);
+        Ok(DiskCache {
+            root,
+            tmp_seq: AtomicU64::new(0),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn action_path(&self, id: &Id) -> PathBuf {
+        self.file_path(id, "-a")
+    }
+
+    pub fn output_path(&self, id: &Id) -> PathBuf {
+        self.file_path(id, "-d")
+    }
+
+    fn file_path(&self, id: &Id, suffix: &str) -> PathBuf {
+        let hex = id.to_hex();
+        let mut p = self.root.join(&hex[..2]);
+        p.push(hex + suffix);
+        p
+    }
+
+    /// Looks up an action. `Ok(None)` is a miss: no entry, an entry in another
+    /// format, or an output file that is missing or of the wrong size.
+    pub fn get(&self, action: &Id) -> io::Result<Option<Entry>> {
+        let apath = self.action_path(action);
+        let mut file = match File::open(&apath) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut line = String::with_capacity(192);
+        file.read_to_string(&mut line)?;
+        let Some((entry_action, output_id, size, put_time_nanos)) = parse_entry(&line) else {
+            return Ok(None);
+        };
+        if entry_action != *action {
+            return Ok(None);
+        }
+        let dpath = self.output_path(&output_id);
+        let meta = match fs::metadata(&dpath) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if meta.len() != size {
+            return Ok(None);
+        }
+        let now = SystemTime::now();
+        let stale = |m: &fs::Metadata| {
+            m.modified()
+                .map(|t| now.duration_since(t).unwrap_or_default() > MTIME_REFRESH)
+                .unwrap_or(false)
+        };
+        if stale(&file.metadata()?) {
+            touch(&apath, now);
+        }
+        if stale(&meta) {
+            touch(&dpath, now);
+        }
+        Ok(Some(Entry {
+            output_id,
+            size,
+            put_time_nanos,
+            disk_path: dpath,
+        }))
+    }
+
+    /// Stores an output from a stream of chunks, checking that the bytes hash
+    /// to `output_id` and add up to `size` before anything becomes visible.
+    /// Returns the output's path.
+    pub fn write_output(
+        &self,
+        output_id: &Id,
+        size: u64,
+        mut next: impl FnMut() -> Option<io::Result<Bytes>>,
+    ) -> Result<PathBuf, PutError> {
+        let dpath = self.output_path(output_id);
+        let (tmp, mut file) = self.temp_file(&dpath)?;
+        let mut guard = TempGuard(Some(tmp.clone()));
+        let mut hasher = Sha256::new();
+        let mut written = 0u64;
+        while let Some(chunk) = next() {
+            let chunk = chunk.map_err(PutError::Body)?;
+            hasher.update(&chunk);
+            written += chunk.len() as u64;
+            file.write_all(&chunk).map_err(|e| io_err(&tmp, e))?;
+        }
+        if written != size {
+            return Err(PutError::Size {
+                expected: size,
+                actual: written,
+            });
+        }
+        let actual = Id(hasher.finalize().into());
+        if actual != *output_id {
+            return Err(PutError::Mismatch {
+                expected: *output_id,
+                actual,
+            });
+        }
+        // The output's name is its hash, so a file already there of the right
+        // size holds these bytes: leave it alone (someone may be reading it).
+        if matches!(fs::metadata(&dpath), Ok(m) if m.len() == size) {
+            return Ok(dpath);
+        }
+        drop(file);
+        fs::rename(&tmp, &dpath).map_err(|e| io_err(&dpath, e))?;
+        guard.0 = None;
+        Ok(dpath)
+    }
+
+    /// Records that `action` produced `output_id` (already stored).
+    pub fn write_action(
+        &self,
+        action: &Id,
+        output_id: &Id,
+        size: u64,
+        put_time_nanos: i64,
+    ) -> Result<(), PutError> {
+        let apath = self.action_path(action);
+        let line = format!(
+            "{ENTRY_VERSION} {} {} {size} {put_time_nanos}\n",
+            action.to_hex(),
+            output_id.to_hex()
+        );
+        let (tmp, mut file) = self.temp_file(&apath)?;
+        let mut guard = TempGuard(Some(tmp.clone()));
+        file.write_all(line.as_bytes())
+            .map_err(|e| io_err(&tmp, e))?;
+        drop(file);
+        fs::rename(&tmp, &apath).map_err(|e| io_err(&apath, e))?;
+        guard.0 = None;
+        Ok(())
+    }
+
+    /// A new temp file beside `target`, creating the shard directory if needed.
+    fn temp_file(&self, target: &Path) -> Result<(PathBuf, File), PutError> {
+        let dir = target.parent().expect("cache paths have a shard dir");
+        let seq = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
+        let tmp = dir.join(format!("{}{}-{seq}", trim::TEMP_PREFIX, std::process::id()));
+        let open = || File::options().write(true).create_new(true).open(&tmp);
+        let file = match open() {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+                open()
+            }
+            other => other,
+        }
+        .map_err(|e| io_err(&tmp, e))?;
+        Ok((tmp, file))
+    }
+
+    /// Removes old entries according to `policy`. See [`trim`].
+    pub fn trim(&self, policy: &TrimPolicy) -> io::Result<Option<TrimReport>> {
+        trim::run(&self.root, policy)
+    }
+}
+
+fn io_err(path: &Path, source: io::Error) -> PutError {
+    PutError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Removes a temp file on every early return.
+struct TempGuard(Option<PathBuf>);
+
+impl Drop for TempGuard {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = fs::remove_file(p);
+        }
+    }
+}
+
+/// Marks a file used. Best effort: a read-only cache dir still serves hits.
+fn touch(path: &Path, now: SystemTime) {
+    if let Ok(f) = File::options().write(true).open(path) {
+        let _ = f.set_modified(now);
+    }
+}
+
+fn parse_entry(line: &str) -> Option<(Id, Id, u64, i64)> {
+    let mut it = line.split_ascii_whitespace();
+    if it.next()? != ENTRY_VERSION {
+        return None;
+    }
+    let action = Id::from_hex(it.next()?)?;
+    let output = Id::from_hex(it.next()?)?;
+    let size = it.next()?.parse().ok()?;
+    let time = it.next()?.parse().ok()?;
+    Some((action, output, size, time))
+}
+
+/// Nanoseconds since the Unix epoch, for put times.
+pub fn now_nanos() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests;

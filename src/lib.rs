@@ -1,0 +1,24 @@
+//! gocacher: a `GOCACHEPROG` helper for Go's build cache.
+//!
+//! cmd/go starts gocacher as a child process and talks to it over stdin and
+//! stdout (see `../shared/PROTOCOL.md` in the project tree). Modules:
+//!
+//! - [`wire`]: the protocol's JSON types, exactly as cmd/go encodes them.
+//! - [`protocol`]: the request loop. [`protocol::serve`] takes a reader, a
+//!   writer and a [`protocol::Handler`], answers out of order, and streams put
+//!   bodies. It knows nothing about storage.
+//! - [`disk`]: the local disk tier, laid out like Go's own cache; atomic
+//!   writes, mtime refresh on hits, daily trimming.
+//! - [`cacher`]: the handler that joins the tiers and counts everything.
+//! - [`stats`]: atomic counters, the `--stats-file` JSON and the close line.
+//! - [`config`]: flags, their `GOCACHER_*` mirrors, and validation.
+//!
+//! The binary (`src/main.rs`) parses flags, opens the cache, runs
+//! [`protocol::serve`] on stdin/stdout, and trims after the close reply.
+
+pub mod cacher;
+pub mod config;
+pub mod disk;
+pub mod protocol;
+pub mod stats;
+pub mod wire;

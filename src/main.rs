@@ -1,0 +1,96 @@
+//! The `gocacher` binary: flags, then the protocol on stdin/stdout.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use gocacher::cacher::{Cacher, CloseOptions};
+use gocacher::config::{Args, Config};
+use gocacher::disk::{DiskCache, TrimPolicy};
+use gocacher::protocol;
+
+/// Blocking threads for file I/O. cmd/go keeps at most a few dozen requests in
+/// flight; more threads would only add memory (each has its own stack).
+const MAX_BLOCKING_THREADS: usize = 16;
+
+/// How long a trim may run after close before it stops and resumes next time.
+/// cmd/go no longer waits for us by then, so this only bounds an idle process.
+const TRIM_DEADLINE: Duration = Duration::from_secs(60);
+
+fn main() -> ExitCode {
+    let config = match Args::parse_from_env().validate() {
+        Ok(c) => c,
+        Err(err) => {
+            eprintln!("gocacher: {err:#}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("gocacher: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(config: Config) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let disk = DiskCache::open(&config.cache_dir)
+        .with_context(|| format!("cache dir {}", config.cache_dir.display()))?;
+    if config.verbose {
+        eprintln!("gocacher: cache dir {}", disk.root().display());
+    }
+    let cacher = Arc::new(Cacher::new(
+        disk,
+        CloseOptions {
+            verbose: config.verbose,
+            stats_file: config.stats_file.clone(),
+        },
+    ));
+    runtime.block_on(protocol::serve(
+        tokio::io::stdin(),
+        tokio::io::stdout(),
+        cacher.clone(),
+    ))?;
+    // cmd/go waits for our stdout to close, not for us to exit: close it now
+    // so the go command finishes while we trim.
+    close_stdout();
+    let policy = TrimPolicy {
+        max_age: config.trim_age,
+        max_size: config.max_size,
+        deadline: TRIM_DEADLINE,
+    };
+    match cacher.disk().trim(&policy) {
+        Ok(Some(r)) if config.verbose => eprintln!(
+            "gocacher: trimmed {} files ({} bytes); {} files ({} bytes) kept{}",
+            r.removed_files,
+            r.removed_bytes,
+            r.kept_files,
+            r.kept_bytes,
+            if r.complete { "" } else { "; unfinished, resumes next time" }
+        ),
+        Ok(_) => {}
+        Err(err) => eprintln!("gocacher: trim: {err}"),
+    }
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    Ok(())
+}
+
+#[cfg(unix)]
+fn close_stdout() {
+    use std::os::fd::FromRawFd;
+    // SAFETY: fd 1 is ours, nothing else uses it after `serve` returned (the
+    // writer task has finished), and nothing in this process prints to stdout.
+    drop(unsafe { std::fs::File::from_raw_fd(1) });
+}
+
+#[cfg(not(unix))]
+fn close_stdout() {}
