@@ -36,7 +36,12 @@ pub struct Args {
 
     /// Remove local entries unused for longer than this (at most one trim a
     /// day, after close). At least 1 day. Units: s, m, h, d.
-    #[arg(long, env = "GOCACHER_TRIM_AGE", value_name = "DURATION", default_value = "5d")]
+    #[arg(
+        long,
+        env = "GOCACHER_TRIM_AGE",
+        value_name = "DURATION",
+        default_value = "5d"
+    )]
     pub trim_age: String,
 
     /// Keep the local cache under this size when trimming, least recently used
@@ -67,11 +72,17 @@ impl Args {
             Some(dir) if dir.as_os_str().is_empty() => bail!("--cache-dir is empty"),
             Some(dir) => dir,
             None => dirs::cache_dir()
-                .context("no user cache directory (set $HOME or XDG_CACHE_HOME, or pass --cache-dir)")?
+                .context(
+                    "no user cache directory (set $HOME or XDG_CACHE_HOME, or pass --cache-dir)",
+                )?
                 .join("gocacher"),
         };
-        let trim_age = humantime::parse_duration(&self.trim_age)
-            .with_context(|| format!("--trim-age {:?}: not a duration like 5d or 36h", self.trim_age))?;
+        let trim_age = humantime::parse_duration(&self.trim_age).with_context(|| {
+            format!(
+                "--trim-age {:?}: not a duration like 5d or 36h",
+                self.trim_age
+            )
+        })?;
         if trim_age < TRIM_MIN_AGE {
             bail!(
                 "--trim-age {} is below the 1-day minimum (entries used within a day may still be in use)",
@@ -118,7 +129,9 @@ fn normalize_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Vec<std
 /// Parses "123", "10k", "500MB", "10GiB" (decimal and binary units).
 pub fn parse_size(s: &str) -> Result<u64> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
     let num: f64 = num.parse().context("no number")?;
     let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
@@ -144,7 +157,9 @@ mod tests {
     use super::*;
 
     fn args(list: &[&str]) -> Result<Config> {
-        let argv = std::iter::once("gocacher").chain(list.iter().copied()).map(Into::into);
+        let argv = std::iter::once("gocacher")
+            .chain(list.iter().copied())
+            .map(Into::into);
         Args::try_parse_from(normalize_args(argv))?.validate()
     }
 

@@ -75,7 +75,11 @@ fn run(config: Config) -> Result<()> {
             r.removed_bytes,
             r.kept_files,
             r.kept_bytes,
-            if r.complete { "" } else { "; unfinished, resumes next time" }
+            if r.complete {
+                ""
+            } else {
+                "; unfinished, resumes next time"
+            }
         ),
         Ok(_) => {}
         Err(err) => eprintln!("gocacher: trim: {err}"),

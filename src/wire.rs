@@ -172,8 +172,9 @@ mod tests {
     fn output_id_wins_over_object_id() {
         let a = B64.encode([1u8; 32]);
         let b = B64.encode([2u8; 32]);
-        let line =
-            format!(r#"{{"ID":1,"Command":"put","ActionID":"{a}","OutputID":"{a}","ObjectID":"{b}"}}"#);
+        let line = format!(
+            r#"{{"ID":1,"Command":"put","ActionID":"{a}","OutputID":"{a}","ObjectID":"{b}"}}"#
+        );
         let req: Request = serde_json::from_str(&line).unwrap();
         assert_eq!(req.output_id(), Some(Id([1; 32])));
         assert_eq!(req.body_size, 0);
@@ -196,7 +197,10 @@ mod tests {
 
     #[test]
     fn time_is_rfc3339() {
-        assert_eq!(rfc3339(1_700_000_000_123_456_789), "2023-11-14T22:13:20.123456789Z");
+        assert_eq!(
+            rfc3339(1_700_000_000_123_456_789),
+            "2023-11-14T22:13:20.123456789Z"
+        );
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000000000Z");
     }
 }

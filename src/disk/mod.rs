@@ -66,11 +66,12 @@ impl PutError {
     }
 }
 
+/// Makes temp file names unique within this process (across every
+/// `DiskCache` in it); the pid makes them unique across processes.
+static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
+
 pub struct DiskCache {
     root: PathBuf,
-    /// Makes temp file names unique within this process; the pid makes them
-    /// unique across processes sharing the directory.
-    tmp_seq: AtomicU64,
 }
 
 impl DiskCache {
@@ -82,10 +83,7 @@ impl DiskCache {
         let probe = root.join(format!(".probe-{}", std::process::id()));
         File::create(&probe)?;
         let _ = fs::remove_file(&probe);
-        Ok(DiskCache {
-            root,
-            tmp_seq: AtomicU64::new(0),
-        })
+        Ok(DiskCache { root })
     }
 
     pub fn root(&self) -> &Path {
@@ -163,15 +161,27 @@ impl DiskCache {
         mut next: impl FnMut() -> Option<io::Result<Bytes>>,
     ) -> Result<PathBuf, PutError> {
         let dpath = self.output_path(output_id);
-        let (tmp, mut file) = self.temp_file(&dpath)?;
-        let mut guard = TempGuard(Some(tmp.clone()));
+        // The output's name is its hash, so a file already there of the right
+        // size holds these bytes: leave it alone (someone may be reading it)
+        // and only check the body. Go's std build puts the same outputs (the
+        // empty one above all) hundreds of times.
+        let exists = |p: &Path| matches!(fs::metadata(p), Ok(m) if m.len() == size);
+        let mut temp = if exists(&dpath) {
+            None
+        } else {
+            let (tmp, file) = self.temp_file(&dpath)?;
+            Some((TempGuard(Some(tmp)), file))
+        };
         let mut hasher = Sha256::new();
         let mut written = 0u64;
         while let Some(chunk) = next() {
             let chunk = chunk.map_err(PutError::Body)?;
             hasher.update(&chunk);
             written += chunk.len() as u64;
-            file.write_all(&chunk).map_err(|e| io_err(&tmp, e))?;
+            if let Some((guard, file)) = &mut temp {
+                file.write_all(&chunk)
+                    .map_err(|e| io_err(guard.path(), e))?;
+            }
         }
         if written != size {
             return Err(PutError::Size {
@@ -186,14 +196,14 @@ impl DiskCache {
                 actual,
             });
         }
-        // The output's name is its hash, so a file already there of the right
-        // size holds these bytes: leave it alone (someone may be reading it).
-        if matches!(fs::metadata(&dpath), Ok(m) if m.len() == size) {
+        let Some((mut guard, file)) = temp else {
             return Ok(dpath);
-        }
+        };
         drop(file);
-        fs::rename(&tmp, &dpath).map_err(|e| io_err(&dpath, e))?;
-        guard.0 = None;
+        // Another process may have stored it meanwhile; same bytes either way.
+        if !exists(&dpath) {
+            guard.commit(&dpath)?;
+        }
         Ok(dpath)
     }
 
@@ -212,30 +222,32 @@ impl DiskCache {
             output_id.to_hex()
         );
         let (tmp, mut file) = self.temp_file(&apath)?;
-        let mut guard = TempGuard(Some(tmp.clone()));
+        let mut guard = TempGuard(Some(tmp));
         file.write_all(line.as_bytes())
-            .map_err(|e| io_err(&tmp, e))?;
+            .map_err(|e| io_err(guard.path(), e))?;
         drop(file);
-        fs::rename(&tmp, &apath).map_err(|e| io_err(&apath, e))?;
-        guard.0 = None;
-        Ok(())
+        guard.commit(&apath)
     }
 
     /// A new temp file beside `target`, creating the shard directory if needed.
+    /// Names are `<prefix><pid>-<seq>`; a name taken by a crashed process with
+    /// a recycled pid is skipped.
     fn temp_file(&self, target: &Path) -> Result<(PathBuf, File), PutError> {
         let dir = target.parent().expect("cache paths have a shard dir");
-        let seq = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
-        let tmp = dir.join(format!("{}{}-{seq}", trim::TEMP_PREFIX, std::process::id()));
-        let open = || File::options().write(true).create_new(true).open(&tmp);
-        let file = match open() {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
-                open()
+        let mut tries = 0;
+        loop {
+            let seq = TEMP_SEQ.fetch_add(1, Ordering::Relaxed);
+            let tmp = dir.join(format!("{}{}-{seq}", trim::TEMP_PREFIX, std::process::id()));
+            match File::options().write(true).create_new(true).open(&tmp) {
+                Ok(file) => return Ok((tmp, file)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound && tries == 0 => {
+                    fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && tries < 100 => {}
+                Err(e) => return Err(io_err(&tmp, e)),
             }
-            other => other,
+            tries += 1;
         }
-        .map_err(|e| io_err(&tmp, e))?;
-        Ok((tmp, file))
     }
 
     /// Removes old entries according to `policy`. See [`trim`].
@@ -251,8 +263,21 @@ fn io_err(path: &Path, source: io::Error) -> PutError {
     }
 }
 
-/// Removes a temp file on every early return.
+/// Removes a temp file on every early return, unless committed.
 struct TempGuard(Option<PathBuf>);
+
+impl TempGuard {
+    fn path(&self) -> &Path {
+        self.0.as_deref().expect("temp file not yet committed")
+    }
+
+    /// Renames the temp file onto `target`, atomically replacing it.
+    fn commit(&mut self, target: &Path) -> Result<(), PutError> {
+        fs::rename(self.path(), target).map_err(|e| io_err(target, e))?;
+        self.0 = None;
+        Ok(())
+    }
+}
 
 impl Drop for TempGuard {
     fn drop(&mut self) {

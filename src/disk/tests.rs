@@ -1,0 +1,231 @@
+use std::fs;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+
+use super::*;
+
+fn cache() -> (DiskCache, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    (DiskCache::open(dir.path()).unwrap(), dir)
+}
+
+fn sum(b: &[u8]) -> Id {
+    Id(Sha256::digest(b).into())
+}
+
+/// Stores `body` under `action` the way a put does.
+fn store(c: &DiskCache, action: Id, body: &[u8]) -> Result<PathBuf, PutError> {
+    let mut chunks = body
+        .chunks(7)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect::<Vec<_>>()
+        .into_iter();
+    let path = c.write_output(&sum(body), body.len() as u64, || chunks.next())?;
+    c.write_action(&action, &sum(body), body.len() as u64, 42)?;
+    Ok(path)
+}
+
+fn set_age(path: &Path, age: Duration) {
+    let f = File::options().write(true).open(path).unwrap();
+    f.set_modified(SystemTime::now() - age).unwrap();
+}
+
+const DAY: Duration = Duration::from_secs(86400);
+
+#[test]
+fn layout_is_sharded_like_gos() {
+    let (c, _dir) = cache();
+    let path = store(&c, Id([0xAB; 32]), b"hello").unwrap();
+    let hex = sum(b"hello").to_hex();
+    assert_eq!(path, c.root().join(&hex[..2]).join(format!("{hex}-d")));
+    let apath = c.action_path(&Id([0xAB; 32]));
+    assert!(apath.ends_with(format!("ab/{}-a", "ab".repeat(32))));
+    assert_eq!(fs::read(&path).unwrap(), b"hello");
+    let e = c.get(&Id([0xAB; 32])).unwrap().unwrap();
+    assert_eq!(
+        (e.size, e.put_time_nanos, e.output_id),
+        (5, 42, sum(b"hello"))
+    );
+}
+
+#[test]
+fn damaged_entries_are_misses() {
+    let (c, _dir) = cache();
+    let a = Id([1; 32]);
+    let out = store(&c, a, b"content").unwrap();
+    // Output of the wrong size (say, truncated by a crash or a hand edit).
+    fs::write(&out, b"cont").unwrap();
+    assert_eq!(c.get(&a).unwrap(), None);
+    // A put repairs it: the wrong-size file is replaced.
+    store(&c, a, b"content").unwrap();
+    assert_eq!(fs::read(&out).unwrap(), b"content");
+    // Garbage action entry.
+    fs::write(c.action_path(&a), "v1 nonsense\n").unwrap();
+    assert_eq!(c.get(&a).unwrap(), None);
+    // Entry naming another action (copied file).
+    store(&c, Id([2; 32]), b"content").unwrap();
+    fs::copy(c.action_path(&Id([2; 32])), c.action_path(&a)).unwrap();
+    assert_eq!(c.get(&a).unwrap(), None);
+    // Output removed.
+    fs::remove_file(&out).unwrap();
+    assert_eq!(c.get(&Id([2; 32])).unwrap(), None);
+}
+
+#[test]
+fn mismatch_and_short_bodies_leave_nothing() {
+    let (c, dir) = cache();
+    let mut once = Some(Ok(Bytes::from_static(b"abc")));
+    let err = c.write_output(&sum(b"xyz"), 3, || once.take()).unwrap_err();
+    assert!(matches!(err, PutError::Mismatch { .. }), "{err}");
+    let mut once = Some(Ok(Bytes::from_static(b"ab")));
+    let err = c.write_output(&sum(b"abc"), 3, || once.take()).unwrap_err();
+    assert!(matches!(err, PutError::Size { .. }), "{err}");
+    let mut once = Some(Err(io::Error::other("cut")));
+    let err = c.write_output(&sum(b"abc"), 3, || once.take()).unwrap_err();
+    assert!(matches!(err, PutError::Body(_)), "{err}");
+    let files: Vec<_> = walk(dir.path());
+    assert!(files.is_empty(), "left behind: {files:?}");
+}
+
+fn walk(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for shard in fs::read_dir(root).unwrap() {
+        let shard = shard.unwrap().path();
+        if shard.is_dir() {
+            for f in fs::read_dir(&shard).unwrap() {
+                out.push(f.unwrap().path());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn existing_output_is_not_rewritten() {
+    let (c, _dir) = cache();
+    let path = store(&c, Id([3; 32]), b"same bytes").unwrap();
+    let before = fs::metadata(&path).unwrap();
+    store(&c, Id([4; 32]), b"same bytes").unwrap();
+    let after = fs::metadata(&path).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        before.ino(),
+        after.ino(),
+        "the shared output kept its inode"
+    );
+}
+
+#[test]
+fn hits_refresh_stale_mtimes_only() {
+    let (c, _dir) = cache();
+    let a = Id([5; 32]);
+    let out = store(&c, a, b"x").unwrap();
+    set_age(&out, 2 * DAY);
+    set_age(&c.action_path(&a), 2 * DAY);
+    c.get(&a).unwrap().unwrap();
+    let age = |p: &Path| {
+        SystemTime::now()
+            .duration_since(fs::metadata(p).unwrap().modified().unwrap())
+            .unwrap()
+    };
+    assert!(age(&out) < Duration::from_secs(60));
+    assert!(age(&c.action_path(&a)) < Duration::from_secs(60));
+    // Within the hour: left alone.
+    set_age(&out, Duration::from_secs(600));
+    c.get(&a).unwrap().unwrap();
+    assert!(age(&out) >= Duration::from_secs(599));
+}
+
+#[test]
+fn concurrent_writers_of_the_same_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            // One DiskCache per thread, as one per process would be.
+            let c = Arc::new(DiskCache::open(dir.path()).unwrap());
+            std::thread::spawn(move || {
+                for i in 0..200u8 {
+                    let body = vec![i; i as usize * 100];
+                    let path = store(&c, Id([i; 32]), &body).unwrap();
+                    assert_eq!(fs::read(&path).unwrap(), body);
+                    let e = c.get(&Id([i; 32])).unwrap().expect("hit after put");
+                    assert_eq!(e.size, body.len() as u64);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let names: Vec<_> = walk(dir.path());
+    assert!(names.iter().all(|p| !p.to_string_lossy().contains(".tmp-")));
+}
+
+fn policy(max_age: Duration, max_size: Option<u64>) -> TrimPolicy {
+    TrimPolicy {
+        max_age,
+        max_size,
+        deadline: Duration::from_secs(60),
+    }
+}
+
+#[test]
+fn trim_removes_old_entries_once_a_day() {
+    let (c, _dir) = cache();
+    let old = Id([6; 32]);
+    let fresh = Id([7; 32]);
+    let old_out = store(&c, old, b"old").unwrap();
+    store(&c, fresh, b"fresh").unwrap();
+    set_age(&old_out, 6 * DAY);
+    set_age(&c.action_path(&old), 6 * DAY);
+    // A temp file a crashed writer left two days ago.
+    let stale_tmp = c.root().join("07").join(".tmp-1-1");
+    fs::write(&stale_tmp, b"junk").unwrap();
+    set_age(&stale_tmp, 2 * DAY);
+
+    let r = c
+        .trim(&policy(5 * DAY, None))
+        .unwrap()
+        .expect("first trim runs");
+    assert_eq!(r.removed_files, 3);
+    assert!(r.complete);
+    assert_eq!(c.get(&old).unwrap(), None);
+    assert!(c.get(&fresh).unwrap().is_some());
+    assert!(!stale_tmp.exists());
+    // Not again today.
+    assert_eq!(c.trim(&policy(5 * DAY, None)).unwrap(), None);
+}
+
+#[test]
+fn trim_size_cap_spares_the_last_day() {
+    let (c, _dir) = cache();
+    let mut paths = Vec::new();
+    for i in 0..4u8 {
+        let p = store(&c, Id([i + 10; 32]), &vec![i; 1000]).unwrap();
+        // Ages 4, 3, 2 days and fresh: all within the 5-day trim age.
+        if i < 3 {
+            set_age(&p, (4 - i as u32) * DAY);
+            set_age(&c.action_path(&Id([i + 10; 32])), (4 - i as u32) * DAY);
+        }
+        paths.push(p);
+    }
+    // Cap of 1 byte: everything older than a day goes, oldest first; the
+    // fresh entry stays although the cap is still exceeded.
+    let r = trim::trim_now(c.root(), &policy(5 * DAY, Some(1)), SystemTime::now()).unwrap();
+    assert_eq!(r.removed_files, 6);
+    assert!(paths[3].exists());
+    assert!(!paths[0].exists() && !paths[2].exists());
+    // A cap that fits two outputs keeps the two newest.
+    for i in 0..3u8 {
+        let p = store(&c, Id([i + 10; 32]), &vec![i; 1000]).unwrap();
+        set_age(&p, (4 - i as u32) * DAY);
+        set_age(&c.action_path(&Id([i + 10; 32])), (4 - i as u32) * DAY);
+    }
+    let r = trim::trim_now(c.root(), &policy(5 * DAY, Some(2300)), SystemTime::now()).unwrap();
+    assert!(r.kept_bytes <= 2300, "{r:?}");
+    assert!(!paths[0].exists() && !paths[1].exists());
+    assert!(paths[2].exists() && paths[3].exists());
+}

@@ -70,7 +70,9 @@ pub fn trim_now(root: &Path, policy: &TrimPolicy, now: SystemTime) -> io::Result
         let shard = shard?;
         let name = shard.file_name();
         let is_shard = name.len() == 2
-            && name.to_str().is_some_and(|s| s.bytes().all(|b| b.is_ascii_hexdigit()));
+            && name
+                .to_str()
+                .is_some_and(|s| s.bytes().all(|b| b.is_ascii_hexdigit()));
         if !is_shard || !shard.file_type()?.is_dir() {
             continue;
         }

@@ -150,7 +150,8 @@ async fn flush(text: &mut Vec<u8>, decoded: &mut u64, size: u64, sink: &mut Sink
         Ok(bytes) => {
             *decoded += bytes.len() as u64;
             if *decoded > size {
-                sink.fail(format!("body is longer than BodySize {size}")).await;
+                sink.fail(format!("body is longer than BodySize {size}"))
+                    .await;
             } else {
                 sink.send(Bytes::from(bytes)).await;
             }

@@ -176,7 +176,10 @@ where
                 break;
             }
             other => {
-                let _ = tx.send(Response::error(req.id, format!("unknown command {other:?}")));
+                let _ = tx.send(Response::error(
+                    req.id,
+                    format!("unknown command {other:?}"),
+                ));
                 if req.body_size > 0 {
                     body::read(&mut reader, req.body_size as u64, None).await?;
                 }
