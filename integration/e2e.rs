@@ -1,1 +1,204 @@
+//! End-to-end: the real `go` command runs gocacher as its GOCACHEPROG on the
+//! fixture module (integration/fixture) and on the standard library.
+//!
+//! Every go command gets a fresh GOCACHE unless a test says otherwise, so a
+//! warm run's hits can only come from gocacher's own cache dir.
 
+mod support;
+
+use std::collections::BTreeMap;
+use std::thread;
+
+use support::{GoEnv, Toolchain};
+
+/// Cold then warm through one cache dir: build, test, vet and run the fixture.
+fn cold_then_warm(toolchain: Toolchain) {
+    let env = GoEnv::new(toolchain);
+    let module = support::fixture_copy();
+    let dir = module.path();
+    let steps: [&[&str]; 4] = [
+        &["build", "./..."],
+        &["test", "./..."],
+        &["vet", "./..."],
+        &["run", "./cmd/fixture"],
+    ];
+
+    let mut cold_out = BTreeMap::new();
+    for args in steps {
+        let run = env.go(dir, args);
+        run.assert_ok();
+        assert!(
+            run.stats.puts > 0 || args[0] == "vet",
+            "{args:?} stored nothing: {:?}",
+            run.stats
+        );
+        assert_eq!(run.stats.put_errors, 0, "{args:?}: {:?}", run.stats);
+        cold_out.insert(args[0], run.stdout.clone());
+    }
+    assert!(
+        cold_out["test"].contains("ok  \texample.com/fixture/cgox"),
+        "{}",
+        cold_out["test"]
+    );
+    assert!(
+        !cold_out["test"].contains("(cached)"),
+        "cold test was cached: {}",
+        cold_out["test"]
+    );
+    assert!(
+        cold_out["run"].contains("cgo add=42"),
+        "{}",
+        cold_out["run"]
+    );
+
+    for args in steps {
+        let run = env.fresh_gocache().go(dir, args);
+        run.assert_ok();
+        assert_warm(&run);
+        match args[0] {
+            "test" => {
+                for line in run.stdout.lines().filter(|l| l.starts_with("ok")) {
+                    assert!(line.ends_with("(cached)"), "warm test ran again: {line}");
+                }
+            }
+            "build" | "vet" | "run" => assert_eq!(run.stdout, cold_out[args[0]], "{args:?}"),
+            _ => unreachable!(),
+        }
+    }
+}
+
+/// A warm run: every key gocacher was given is served; the only misses are
+/// the few keys cmd/go looks up but never stores (see `GoRun::lost`).
+fn assert_warm(run: &support::GoRun) {
+    let s = &run.stats;
+    assert!(s.gets > 0, "{:?}: no gets", run.args);
+    assert!(
+        run.lost.is_empty(),
+        "{:?}: stored keys missed: {:?}",
+        run.args,
+        run.lost
+    );
+    assert_eq!(
+        s.misses as usize, run.never_stored_misses,
+        "{:?}: {s:?}",
+        run.args
+    );
+    assert!(
+        s.hits * 20 >= s.gets * 19,
+        "{:?}: under 95% hits: {s:?}",
+        run.args
+    );
+    assert_eq!(s.hits + s.misses, s.gets, "{:?}: {s:?}", run.args);
+    assert_eq!(s.get_errors, 0, "{:?}: {s:?}", run.args);
+}
+
+#[test]
+fn fixture_cold_then_warm_on_machine_go() {
+    cold_then_warm(Toolchain::Local);
+}
+
+#[test]
+fn fixture_cold_then_warm_on_go_1_24_0() {
+    cold_then_warm(Toolchain::Go1_24_0);
+}
+
+#[test]
+fn two_go_commands_at_once_share_one_cache_dir() {
+    let env = GoEnv::new(Toolchain::Local);
+    let module = support::fixture_copy();
+    let dir = module.path().to_path_buf();
+    // Same actions from two processes at once, each with its own gocacher.
+    let runs: Vec<_> = [["build", "./..."], ["test", "./..."], ["build", "./..."]]
+        .into_iter()
+        .map(|args| {
+            let env = env.fresh_gocache();
+            let dir = dir.clone();
+            thread::spawn(move || env.go(&dir, &args))
+        })
+        .collect();
+    for r in runs {
+        let run = r.join().unwrap();
+        run.assert_ok();
+        assert_eq!(
+            run.stats.put_errors + run.stats.get_errors,
+            0,
+            "{:?}",
+            run.stats
+        );
+    }
+    let warm = env.fresh_gocache().go(&dir, &["test", "./..."]);
+    warm.assert_ok();
+    assert_warm(&warm);
+    assert!(warm.stdout.contains("(cached)"), "{}", warm.stdout);
+    support::assert_no_temp_files(env.cache_dir());
+}
+
+#[test]
+fn go_build_std_cold_then_warm() {
+    let env = GoEnv::new(Toolchain::Local);
+    let work = tempfile::tempdir().unwrap();
+    let cold = env.go(work.path(), &["build", "std"]);
+    cold.assert_ok();
+    assert!(cold.stats.puts > 500, "{:?}", cold.stats);
+    assert_eq!(cold.stats.put_errors, 0);
+    let warm = env.fresh_gocache().go(work.path(), &["build", "std"]);
+    warm.assert_ok();
+    assert!(warm.stats.gets > 500, "{:?}", warm.stats);
+    // The standard library has no cgo link markers: every get hits.
+    assert_eq!(warm.stats.misses, 0, "{:?}", warm.stats);
+    assert_eq!(warm.stats.hits, warm.stats.gets);
+    assert_eq!(
+        warm.stats.puts, 0,
+        "a warm build rebuilt something: {:?}",
+        warm.stats
+    );
+}
+
+#[test]
+fn verbose_prints_the_summary_line_and_quiet_prints_nothing() {
+    let env = GoEnv::new(Toolchain::Local);
+    let module = support::fixture_copy();
+    let quiet = env.go(module.path(), &["build", "./internal/..."]);
+    quiet.assert_ok();
+    assert_eq!(
+        quiet.stderr, "",
+        "gocacher must be silent without --verbose"
+    );
+    let loud = env
+        .fresh_gocache()
+        .with_flags(&["--verbose"])
+        .go(module.path(), &["build", "./internal/..."]);
+    loud.assert_ok();
+    let s = &loud.stats;
+    let line = format!(
+        "gocacher: closing; {} gets ({} hits, {} misses, {} errors); {} puts ({} errors)",
+        s.gets, s.hits, s.misses, s.get_errors, s.puts, s.put_errors
+    );
+    assert!(
+        loud.stderr.contains(&line),
+        "{:?} lacks {line:?}",
+        loud.stderr
+    );
+}
+
+#[test]
+fn bad_flag_fails_the_start_with_one_line_reason() {
+    // No transcript here: the tee in front of gocacher would keep cmd/go's
+    // stdin open after gocacher exits, and cmd/go would wait forever.
+    let env = GoEnv::new(Toolchain::Local)
+        .with_flags(&["--trim-age", "1h"])
+        .without_transcript();
+    let module = support::fixture_copy();
+    let run = env.go(module.path(), &["build", "./internal/mathx"]);
+    assert!(
+        !run.status.success(),
+        "go should fail when GOCACHEPROG cannot start"
+    );
+    let ours: Vec<_> = run
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("gocacher:"))
+        .collect();
+    assert_eq!(ours.len(), 1, "{}", run.stderr);
+    assert!(ours[0].contains("1-day minimum"), "{}", ours[0]);
+}

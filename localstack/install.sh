@@ -5,8 +5,9 @@
 # Prints the venv path on stdout (last line); progress goes to stderr.
 set -euo pipefail
 
-# Pins: cbor2 6 and pyOpenSSL >= 26.2 break localstack-core 4.13.1;
-# service_identity silences hypercorn/twisted TLS hostname-check warnings.
+# The tested set. The upper bounds keep later cbor2/pyOpenSSL releases away
+# from this pinned LocalStack; service_identity lets its TLS stack verify
+# hostnames without warning about the missing module.
 PACKAGES=('localstack-core[runtime]==4.13.1' 'cbor2<6' 'pyOpenSSL<26.2' service_identity)
 
 TOOLS_DIR="${GOCACHER_TOOLS_DIR:-$HOME/.cache/gocacher-tools}"

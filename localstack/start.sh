@@ -3,8 +3,10 @@
 # from the venv made by install.sh. All of its files go under DATADIR, so
 # several instances can run side by side. Ready when
 #   curl -sf http://127.0.0.1:PORT/_localstack/health
-# returns JSON whose services.s3 is "available" or "running".
-# Stop it with SIGTERM (it exits within a second or two).
+# returns JSON whose services.s3 is "available" or "running" (stdout also
+# prints "Ready."). Stop it with SIGKILL: with the hypercorn gateway, SIGTERM
+# takes 3-7 s and sometimes never finishes (LocalStack stops the asyncio loop
+# from another thread without waking it). Nothing is left outside DATADIR.
 set -euo pipefail
 
 if [[ $# -ne 2 ]]; then
@@ -25,10 +27,13 @@ mkdir -p "$DATADIR"/{fs,tmp,volume,config}
 DATADIR=$(cd "$DATADIR" && pwd)
 
 # FILESYSTEM_ROOT: host-mode state/cache/logs (defaults to inside the venv!).
-# TMPDIR: LocalStack's TMP_FOLDER and the S3 object spool files (mkdtemp).
+# TMP: Python's tempfile dir, which LocalStack's TMP_FOLDER derives from. Not
+# TMPDIR: LocalStack reads that as a deprecated setting and warns (and TMPDIR
+# would take precedence over TMP, hence the unset).
 # LOCALSTACK_VOLUME_DIR / CONFIG_DIR: otherwise /tmp/localstack and ~/.localstack.
 export FILESYSTEM_ROOT="$DATADIR/fs"
-export TMPDIR="$DATADIR/tmp"
+unset TMPDIR
+export TMP="$DATADIR/tmp"
 export LOCALSTACK_VOLUME_DIR="$DATADIR/volume"
 export CONFIG_DIR="$DATADIR/config"
 
@@ -46,4 +51,13 @@ export SKIP_SSL_CERT_DOWNLOAD=1
 # We are not in LocalStack's docker image; skips its container-only checks/paths.
 export OVERRIDE_IN_DOCKER=0
 
-exec "$VENV/bin/python" -m localstack.runtime.main
+# Same as `python -m localstack.runtime.main`, except that S3 object data goes to
+# DATADIR/s3: LocalStack hard-codes /tmp/localstack-s3-storage/BUCKET for it
+# (no env var), which parallel instances would share (DeleteBucket in one
+# rmtree's the other's directory).
+exec "$VENV/bin/python" -c '
+import runpy, sys
+import localstack.services.s3.provider as s3_provider
+s3_provider.DEFAULT_S3_TMP_DIR = sys.argv.pop(1)
+runpy.run_module("localstack.runtime.main", run_name="__main__", alter_sys=True)
+' "$DATADIR/s3"

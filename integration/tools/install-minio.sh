@@ -6,6 +6,8 @@
 # Prints the binary path on stdout (last line); progress goes to stderr.
 set -euo pipefail
 
+# Final commit (2026-02-12) of github.com/minio/minio, which is now archived and
+# unmaintained, so this pin will not move. `go install` of it works with Go 1.26.
 MINIO_VERSION="v0.0.0-20260212201848-7aac2a2c5b7c"
 
 TOOLS_DIR="${GOCACHER_TOOLS_DIR:-$HOME/.cache/gocacher-tools}"

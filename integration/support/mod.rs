@@ -1,0 +1,304 @@
+//! Helpers for the end-to-end suite: a go command with gocacher as its
+//! GOCACHEPROG, its captured output, and the stats gocacher wrote at close.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use serde_json::Value;
+
+/// No single go command in this suite should take longer; one that does is
+/// hung (say, waiting forever for GOCACHEPROG) and fails the test.
+const GO_TIMEOUT: Duration = Duration::from_secs(600);
+
+#[derive(Clone, Copy, Debug)]
+pub enum Toolchain {
+    /// The go on PATH.
+    Local,
+    /// Downloaded through the module proxy on first use.
+    Go1_24_0,
+}
+
+impl Toolchain {
+    fn env(self) -> &'static str {
+        match self {
+            Toolchain::Local => "local",
+            Toolchain::Go1_24_0 => "go1.24.0",
+        }
+    }
+}
+
+/// The stats JSON gocacher writes with --stats-file.
+#[derive(Debug, Default, Deserialize, Clone, PartialEq)]
+pub struct Stats {
+    pub gets: u64,
+    pub hits: u64,
+    pub misses: u64,
+    pub get_errors: u64,
+    pub puts: u64,
+    pub put_errors: u64,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+}
+
+/// One go command's result.
+#[derive(Debug)]
+pub struct GoRun {
+    pub args: Vec<String>,
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+    pub stats: Stats,
+    /// Action IDs of gets answered "miss" although an earlier go command on
+    /// this cache dir had put them: gocacher lost or failed to serve them.
+    pub lost: Vec<String>,
+    /// Gets answered "miss" for keys nobody ever stored. cmd/go makes a few of
+    /// these on every build (e.g. it looks a link marker up under one key and
+    /// stores it under another), with its own cache just the same.
+    pub never_stored_misses: usize,
+}
+
+impl GoRun {
+    pub fn assert_ok(&self) {
+        assert!(
+            self.status.success(),
+            "go {:?} failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
+            self.args,
+            self.status,
+            self.stdout,
+            self.stderr
+        );
+    }
+}
+
+/// A gocacher cache dir plus the environment for go commands that use it.
+#[derive(Clone)]
+pub struct GoEnv {
+    root: Arc<tempfile::TempDir>,
+    cache_dir: PathBuf,
+    gocache: PathBuf,
+    toolchain: Toolchain,
+    flags: Vec<String>,
+    /// Every action ID put through this cache dir so far, from the protocol
+    /// transcripts of earlier go commands.
+    stored: Arc<Mutex<HashSet<String>>>,
+    /// Record the protocol with tee (on unless a test turns it off).
+    transcript: bool,
+}
+
+static SEQ: AtomicUsize = AtomicUsize::new(0);
+
+fn next_seq() -> usize {
+    SEQ.fetch_add(1, Ordering::Relaxed)
+}
+
+impl GoEnv {
+    pub fn new(toolchain: Toolchain) -> GoEnv {
+        let root = Arc::new(tempfile::tempdir().expect("temp dir"));
+        let cache_dir = root.path().join("gocacher");
+        let env = GoEnv {
+            gocache: PathBuf::new(),
+            root,
+            cache_dir,
+            toolchain,
+            flags: Vec::new(),
+            stored: Arc::default(),
+            transcript: true,
+        };
+        env.fresh_gocache()
+    }
+
+    /// The same gocacher cache dir with a new, empty GOCACHE: Go's own cache
+    /// can then serve nothing, so every hit is gocacher's.
+    pub fn fresh_gocache(&self) -> GoEnv {
+        let gocache = self.root.path().join(format!("gocache-{}", next_seq()));
+        std::fs::create_dir_all(&gocache).unwrap();
+        GoEnv {
+            gocache,
+            ..self.clone()
+        }
+    }
+
+    pub fn with_flags(&self, flags: &[&str]) -> GoEnv {
+        GoEnv {
+            flags: flags.iter().map(|s| s.to_string()).collect(),
+            ..self.clone()
+        }
+    }
+
+    pub fn without_transcript(&self) -> GoEnv {
+        GoEnv {
+            transcript: false,
+            ..self.clone()
+        }
+    }
+
+    pub fn cache_dir(&self) -> &Path {
+        &self.cache_dir
+    }
+
+    /// Runs `go ARGS` in `dir` and collects its output and gocacher's stats.
+    pub fn go(&self, dir: &Path, args: &[&str]) -> GoRun {
+        let seq = next_seq();
+        let file = |name: &str| self.root.path().join(format!("{name}-{seq}"));
+        let (stats_file, input, output) = (file("stats.json"), file("in.log"), file("out.log"));
+        // tee records the protocol both ways, so the test can tell which
+        // misses were for keys gocacher had been given.
+        let gocacher = format!(
+            "{} --cache-dir {} --stats-file {} {}",
+            env!("CARGO_BIN_EXE_gocacher"),
+            self.cache_dir.display(),
+            stats_file.display(),
+            self.flags.join(" "),
+        );
+        let prog = if self.transcript {
+            format!(
+                "sh -c 'tee {} | {gocacher} | tee {}'",
+                input.display(),
+                output.display()
+            )
+        } else {
+            gocacher
+        };
+        let mut cmd = Command::new("go");
+        cmd.args(args)
+            .current_dir(dir)
+            .env("GOCACHE", &self.gocache)
+            .env("GOCACHEPROG", prog.trim())
+            .env("GOTOOLCHAIN", self.toolchain.env())
+            .env("CGO_ENABLED", "1")
+            .env("GOFLAGS", "")
+            .env_remove("GOEXPERIMENT")
+            .env_remove("GOENV");
+        let (status, stdout, stderr) = run_with_timeout(cmd, GO_TIMEOUT);
+        let stats = std::fs::read(&stats_file)
+            .ok()
+            .map(|b| serde_json::from_slice(&b).expect("stats file is valid JSON"))
+            .unwrap_or_default();
+        let (gets, puts) = transcript(&input, &output);
+        let mut stored = self.stored.lock().unwrap();
+        let mut lost = Vec::new();
+        let mut never_stored_misses = 0;
+        for (action, miss) in gets {
+            if miss && stored.contains(&action) {
+                lost.push(action);
+            } else if miss {
+                never_stored_misses += 1;
+            }
+        }
+        stored.extend(puts);
+        GoRun {
+            args: args.iter().map(|s| s.to_string()).collect(),
+            status,
+            stdout,
+            stderr,
+            stats,
+            lost,
+            never_stored_misses,
+        }
+    }
+}
+
+/// Reads a protocol transcript: each get's action ID with whether it missed,
+/// and the action IDs of successful puts.
+fn transcript(input: &Path, output: &Path) -> (Vec<(String, bool)>, Vec<String>) {
+    let lines = |p: &Path| -> Vec<Value> {
+        std::fs::read_to_string(p)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v.is_object())
+            .collect()
+    };
+    let responses: HashMap<i64, Value> = lines(output)
+        .into_iter()
+        .filter_map(|v| Some((v["ID"].as_i64()?, v)))
+        .collect();
+    let (mut gets, mut puts) = (Vec::new(), Vec::new());
+    for req in lines(input) {
+        let (Some(id), Some(action)) = (req["ID"].as_i64(), req["ActionID"].as_str()) else {
+            continue;
+        };
+        let Some(resp) = responses.get(&id) else {
+            continue;
+        };
+        match req["Command"].as_str() {
+            Some("get") => gets.push((action.to_string(), resp["Miss"] == true)),
+            Some("put") if resp["Err"].is_null() => puts.push(action.to_string()),
+            _ => {}
+        }
+    }
+    (gets, puts)
+}
+
+fn run_with_timeout(mut cmd: Command, limit: Duration) -> (ExitStatus, String, String) {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("go is on PATH");
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let out_t = std::thread::spawn(move || {
+        let mut s = String::new();
+        out.read_to_string(&mut s).map(|_| s).unwrap_or_default()
+    });
+    let err_t = std::thread::spawn(move || {
+        let mut s = String::new();
+        err.read_to_string(&mut s).map(|_| s).unwrap_or_default()
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("{cmd:?} still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (status, out_t.join().unwrap(), err_t.join().unwrap())
+}
+
+/// A private copy of the fixture module.
+pub fn fixture_copy() -> tempfile::TempDir {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("integration/fixture");
+    let dst = tempfile::tempdir().unwrap();
+    copy_dir(&src, dst.path());
+    dst
+}
+
+fn copy_dir(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for e in std::fs::read_dir(src).unwrap() {
+        let e = e.unwrap();
+        let to = dst.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to);
+        } else {
+            std::fs::copy(e.path(), to).unwrap();
+        }
+    }
+}
+
+/// No writer left a temp file behind.
+pub fn assert_no_temp_files(cache_dir: &Path) {
+    for shard in std::fs::read_dir(cache_dir).unwrap() {
+        let shard = shard.unwrap().path();
+        if shard.is_dir() {
+            for f in std::fs::read_dir(&shard).unwrap() {
+                let name = f.unwrap().file_name();
+                assert!(
+                    !name.to_string_lossy().starts_with(".tmp-"),
+                    "left {name:?}"
+                );
+            }
+        }
+    }
+}
