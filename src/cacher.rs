@@ -68,10 +68,14 @@ impl Cacher {
 impl Handler for Cacher {
     async fn get(&self, action_id: Id) -> Option<Hit> {
         Stats::inc(&self.stats.gets);
-        let disk = self.disk.clone();
-        let found = tokio::task::spawn_blocking(move || disk.get(&action_id)).await;
-        match found {
-            Ok(Ok(Some(e))) => {
+        // The lookup runs right here, not on the blocking pool: it is an
+        // open, a read of ~160 bytes, an fstat and a stat, all served from the
+        // page cache in microseconds, while a hop to the pool and back costs
+        // two thread wake-ups. cmd/go sends most gets one at a time and waits
+        // for each, so the round trip is the whole cost: `go build std` warm
+        // went from 1.74x to ~1.4x native with this alone (see README).
+        match self.disk.get(&action_id) {
+            Ok(Some(e)) => {
                 Stats::inc(&self.stats.hits);
                 Stats::add(&self.stats.bytes_read, e.size);
                 Some(Hit {
@@ -81,18 +85,13 @@ impl Handler for Cacher {
                     disk_path: e.disk_path,
                 })
             }
-            Ok(Ok(None)) => {
+            Ok(None) => {
                 Stats::inc(&self.stats.misses);
                 None
             }
-            Ok(Err(err)) => {
+            Err(err) => {
                 Stats::inc(&self.stats.get_errors);
                 self.warn_disk(format_args!("get {action_id:?}: {err}"));
-                None
-            }
-            Err(join) => {
-                Stats::inc(&self.stats.get_errors);
-                self.warn_disk(format_args!("get {action_id:?}: {join}"));
                 None
             }
         }

@@ -11,6 +11,8 @@ use gocacher::config::{Args, Config};
 use gocacher::disk::{DiskCache, TrimPolicy};
 use gocacher::protocol;
 
+mod stdio;
+
 /// Blocking threads for file I/O. cmd/go keeps at most a few dozen requests in
 /// flight; more threads would only add memory (each has its own stack).
 const MAX_BLOCKING_THREADS: usize = 16;
@@ -37,8 +39,12 @@ fn main() -> ExitCode {
 }
 
 fn run(config: Config) -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One async thread: cmd/go sends most gets one at a time and waits for
+    // each, so what counts is the round trip, and every hop between threads
+    // (a futex wake-up) costs more than the work. Reading stdin, answering a
+    // hit and writing stdout all happen on this thread; bulk file I/O goes to
+    // the blocking pool.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .max_blocking_threads(MAX_BLOCKING_THREADS)
         .enable_all()
         .build()
@@ -55,11 +61,10 @@ fn run(config: Config) -> Result<()> {
             stats_file: config.stats_file.clone(),
         },
     ));
-    runtime.block_on(protocol::serve(
-        tokio::io::stdin(),
-        tokio::io::stdout(),
-        cacher.clone(),
-    ))?;
+    runtime.block_on(async {
+        let (stdin, stdout) = stdio::open();
+        protocol::serve(stdin, stdout, cacher.clone()).await
+    })?;
     // cmd/go waits for our stdout to close, not for us to exit: close it now
     // so the go command finishes while we trim.
     close_stdout();

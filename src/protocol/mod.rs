@@ -11,7 +11,9 @@ mod body;
 use std::future::Future;
 use std::io;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 
 use bytes::Bytes;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
@@ -86,6 +88,11 @@ where
         while tasks.try_join_next().is_some() {}
 
         line.clear();
+        if reader.buffer().is_empty() {
+            // About to wait for cmd/go: let the writer send what is answered
+            // first (on a one-thread runtime it runs only when we yield).
+            tokio::task::yield_now().await;
+        }
         match read_request_line(&mut reader, &mut line).await? {
             LineRead::Eof => break,
             LineRead::TooLong => {
@@ -114,7 +121,7 @@ where
                     continue;
                 };
                 let (h, tx) = (handler.clone(), tx.clone());
-                tasks.spawn(async move {
+                let mut answer = Box::pin(async move {
                     let resp = match h.get(action_id).await {
                         Some(hit) => Response {
                             id: req.id,
@@ -128,6 +135,12 @@ where
                     };
                     let _ = tx.send(resp);
                 });
+                // A local hit or miss is ready on the first poll: answer it
+                // here, without a task. Only gets that must wait (say, on the
+                // network) become tasks.
+                if poll_once(answer.as_mut()).await.is_pending() {
+                    tasks.spawn(answer);
+                }
             }
             "put" => {
                 let size = req.body_size;
@@ -194,6 +207,11 @@ where
     }
     drop(tx);
     writer_task.await.map_err(io::Error::other)?
+}
+
+/// Polls a future once, in the caller's task.
+async fn poll_once<F: Future + Unpin>(mut fut: F) -> Poll<F::Output> {
+    std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut fut).poll(cx))).await
 }
 
 enum LineRead {
