@@ -8,7 +8,13 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 
+use std::time::Duration;
+
 use crate::disk::{self, DiskCache, PutError};
+use crate::remote::s3::S3Store;
+use crate::config::RemoteConfig;
+use crate::remote::{Remote, UploadJob, Uploader};
+use tokio::sync::OnceCell;
 use crate::protocol::{Body, Handler, Hit, Put};
 use crate::stats::{Snapshot, Stats};
 use crate::wire::Id;
@@ -29,6 +35,17 @@ pub struct Cacher {
     /// Disk trouble is reported once per process: a full disk would otherwise
     /// print a line per request into the user's build output.
     disk_warned: AtomicBool,
+    /// The bucket, when `--remote` is set: its settings, and the tier, made
+    /// on first use so the capability message never waits for the AWS
+    /// configuration chain (which may look at profiles or instance metadata).
+    remote: Option<(RemoteConfig, OnceCell<RemoteTier>)>,
+}
+
+struct RemoteTier {
+    remote: Arc<Remote>,
+    uploader: Uploader,
+    /// How long close waits for queued uploads.
+    drain: Duration,
 }
 
 impl Cacher {
@@ -38,7 +55,32 @@ impl Cacher {
             stats: Arc::new(Stats::default()),
             close,
             disk_warned: AtomicBool::new(false),
+            remote: None,
         }
+    }
+
+    /// Adds the bucket tier, connected on first use.
+    pub fn with_remote(mut self, config: RemoteConfig) -> Cacher {
+        self.remote = Some((config, OnceCell::new()));
+        self
+    }
+
+    /// The bucket tier, connecting on first call; `None` without `--remote`.
+    async fn tier(&self) -> Option<&RemoteTier> {
+        let (config, cell) = self.remote.as_ref()?;
+        let tier = cell
+            .get_or_init(|| async {
+                let store = S3Store::connect(&config.s3).await;
+                let remote =
+                    Remote::new(store, self.disk.clone(), self.stats.clone(), config.opts.clone());
+                RemoteTier {
+                    uploader: Uploader::start(remote.clone()),
+                    remote,
+                    drain: config.drain,
+                }
+            })
+            .await;
+        Some(tier)
     }
 
     pub fn disk(&self) -> &Arc<DiskCache> {
@@ -74,8 +116,25 @@ impl Handler for Cacher {
         // two thread wake-ups. cmd/go sends most gets one at a time and waits
         // for each, so the round trip is the whole cost: `go build std` warm
         // went from 1.74x to ~1.4x native with this alone (see README).
-        match self.disk.get(&action_id) {
-            Ok(Some(e)) => {
+        let local = match self.disk.get(&action_id) {
+            Ok(found) => found,
+            Err(err) => {
+                Stats::inc(&self.stats.get_errors);
+                self.warn_disk(format_args!("get {action_id:?}: {err}"));
+                return None;
+            }
+        };
+        // Only a local miss goes to the bucket (and only then does this
+        // future wait, which makes the protocol loop run it as a task).
+        let found = match local {
+            Some(e) => Some(e),
+            None => match self.tier().await {
+                Some(tier) => tier.remote.fetch(action_id).await,
+                None => None,
+            },
+        };
+        match found {
+            Some(e) => {
                 Stats::inc(&self.stats.hits);
                 Stats::add(&self.stats.bytes_read, e.size);
                 Some(Hit {
@@ -85,13 +144,8 @@ impl Handler for Cacher {
                     disk_path: e.disk_path,
                 })
             }
-            Ok(None) => {
+            None => {
                 Stats::inc(&self.stats.misses);
-                None
-            }
-            Err(err) => {
-                Stats::inc(&self.stats.get_errors);
-                self.warn_disk(format_args!("get {action_id:?}: {err}"));
                 None
             }
         }
@@ -100,15 +154,27 @@ impl Handler for Cacher {
     async fn put(&self, put: Put, mut body: Body) -> anyhow::Result<PathBuf> {
         Stats::inc(&self.stats.puts);
         let disk = self.disk.clone();
+        let put_time_nanos = disk::now_nanos();
         let stored = tokio::task::spawn_blocking(move || -> Result<PathBuf, PutError> {
             let path = disk.write_output(&put.output_id, put.size, || body.blocking_next())?;
-            disk.write_action(&put.action_id, &put.output_id, put.size, disk::now_nanos())?;
+            disk.write_action(&put.action_id, &put.output_id, put.size, put_time_nanos)?;
             Ok(path)
         })
         .await;
         match stored {
             Ok(Ok(path)) => {
                 Stats::add(&self.stats.bytes_written, put.size);
+                if let Some(tier) = self.tier().await {
+                    tier.uploader
+                        .enqueue(UploadJob {
+                            action: put.action_id,
+                            output: put.output_id,
+                            size: put.size,
+                            put_time_nanos,
+                            path: path.clone(),
+                        })
+                        .await;
+                }
                 Ok(path)
             }
             Ok(Err(err)) => {
@@ -126,6 +192,10 @@ impl Handler for Cacher {
     }
 
     async fn close(&self) {
+        // A tier never used has nothing to drain.
+        if let Some(tier) = self.remote.as_ref().and_then(|(_, cell)| cell.get()) {
+            tier.uploader.drain(tier.drain).await;
+        }
         let snap = self.stats.snapshot();
         if let Some(path) = &self.close.stats_file {
             if let Err(err) = self.write_stats(path, &snap) {
@@ -133,7 +203,7 @@ impl Handler for Cacher {
             }
         }
         if self.close.verbose {
-            eprintln!("{}", snap.summary());
+            eprintln!("{}", snap.summary(self.remote.is_some()));
         }
     }
 }

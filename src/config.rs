@@ -9,6 +9,8 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 
 use crate::disk::TRIM_MIN_AGE;
+use crate::remote::s3::S3Settings;
+use crate::remote::RemoteOptions;
 
 /// Flags as typed by the user, before validation.
 #[derive(Debug, Parser)]
@@ -49,6 +51,74 @@ pub struct Args {
     /// unset: no cap.
     #[arg(long, env = "GOCACHER_MAX_SIZE", value_name = "SIZE")]
     pub max_size: Option<String>,
+
+    /// Share the cache through this bucket: s3://BUCKET[/PREFIX]. Endpoint,
+    /// region and credentials come from the standard AWS chain (AWS_* env,
+    /// profiles, SSO, web identity, instance metadata).
+    #[arg(long, env = "GOCACHER_REMOTE", value_name = "URL", global = true)]
+    pub remote: Option<String>,
+
+    /// S3 endpoint URL (MinIO, R2, GCS, LocalStack); default: the AWS chain's
+    /// (AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL), else AWS.
+    #[arg(long, env = "GOCACHER_S3_ENDPOINT", value_name = "URL", global = true)]
+    pub s3_endpoint: Option<String>,
+
+    /// S3 region; default: the AWS chain's, else us-east-1.
+    #[arg(long, env = "GOCACHER_S3_REGION", value_name = "REGION", global = true)]
+    pub s3_region: Option<String>,
+
+    /// Use virtual-hosted-style URLs with a custom endpoint (default there:
+    /// path-style, as MinIO and LocalStack expect).
+    #[arg(long, env = "GOCACHER_S3_VIRTUAL_HOSTED", global = true)]
+    pub s3_virtual_hosted: bool,
+
+    /// Send unsigned requests (a public bucket). Implies --read-only.
+    #[arg(long, env = "GOCACHER_ANONYMOUS", global = true)]
+    pub anonymous: bool,
+
+    /// Read from the bucket, never upload.
+    #[arg(long, env = "GOCACHER_READ_ONLY", global = true)]
+    pub read_only: bool,
+
+    /// Bound on one bucket lookup: to the response, and between chunks of
+    /// its body. A slower bucket counts as failing.
+    #[arg(long, env = "GOCACHER_REMOTE_TIMEOUT", value_name = "DURATION", default_value = "3s", global = true)]
+    pub remote_timeout: String,
+
+    /// Bound on one upload (plus 1s per 8 MiB of object).
+    #[arg(long, env = "GOCACHER_UPLOAD_TIMEOUT", value_name = "DURATION", default_value = "30s")]
+    pub upload_timeout: String,
+
+    /// At close, how long to wait for queued uploads before dropping them.
+    #[arg(long, env = "GOCACHER_UPLOAD_DRAIN_TIMEOUT", value_name = "DURATION", default_value = "20s")]
+    pub upload_drain_timeout: String,
+
+    /// Uploads in flight at once.
+    #[arg(long, env = "GOCACHER_UPLOAD_WORKERS", value_name = "N", default_value_t = 8)]
+    pub upload_workers: usize,
+
+    /// Uploads that may wait; more are dropped (and counted), never waited for.
+    #[arg(long, env = "GOCACHER_UPLOAD_QUEUE", value_name = "N", default_value_t = 2048)]
+    pub upload_queue: usize,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Subcommand)]
+pub enum Command {
+    /// Check the bucket given by --remote: credentials, bucket, write, read
+    /// and delete of a probe object, with the latency of each. Exits non-zero
+    /// with the reason when a step fails.
+    Check,
+}
+
+/// The bucket tier's settings.
+#[derive(Debug, Clone)]
+pub struct RemoteConfig {
+    pub s3: S3Settings,
+    pub opts: RemoteOptions,
+    pub drain: Duration,
 }
 
 /// Validated settings.
@@ -59,6 +129,8 @@ pub struct Config {
     pub stats_file: Option<PathBuf>,
     pub trim_age: Duration,
     pub max_size: Option<u64>,
+    pub remote: Option<RemoteConfig>,
+    pub command: Option<Command>,
 }
 
 impl Args {
@@ -98,12 +170,61 @@ impl Args {
                 n => Some(n),
             },
         };
+        let duration = |flag: &str, v: &str| {
+            humantime::parse_duration(v)
+                .with_context(|| format!("{flag} {v:?}: not a duration like 5s or 2m"))
+        };
+        let remote_timeout = duration("--remote-timeout", &self.remote_timeout)?;
+        let upload_timeout = duration("--upload-timeout", &self.upload_timeout)?;
+        let drain = duration("--upload-drain-timeout", &self.upload_drain_timeout)?;
+        if remote_timeout.is_zero() || upload_timeout.is_zero() {
+            bail!("--remote-timeout and --upload-timeout must be above zero");
+        }
+        if self.upload_workers == 0 {
+            bail!("--upload-workers must be at least 1");
+        }
+        let remote = match self.remote.as_deref().filter(|s| !s.is_empty()) {
+            None => {
+                if self.command == Some(Command::Check) {
+                    bail!("check needs --remote s3://BUCKET[/PREFIX]");
+                }
+                None
+            }
+            Some(url) => {
+                let (bucket, prefix) = S3Settings::parse_url(url)?;
+                if let Some(ep) = &self.s3_endpoint {
+                    if !(ep.starts_with("http://") || ep.starts_with("https://")) {
+                        bail!("--s3-endpoint {ep:?}: expected http://HOST[:PORT] or https://...");
+                    }
+                }
+                Some(RemoteConfig {
+                    s3: S3Settings {
+                        bucket,
+                        prefix,
+                        endpoint: self.s3_endpoint,
+                        region: self.s3_region,
+                        virtual_hosted: self.s3_virtual_hosted,
+                        anonymous: self.anonymous,
+                    },
+                    opts: RemoteOptions {
+                        timeout: remote_timeout,
+                        upload_timeout,
+                        upload_workers: self.upload_workers,
+                        upload_queue: self.upload_queue,
+                        read_only: self.read_only || self.anonymous,
+                    },
+                    drain,
+                })
+            }
+        };
         Ok(Config {
             cache_dir,
             verbose: self.verbose,
             stats_file: self.stats_file,
             trim_age,
             max_size,
+            remote,
+            command: self.command,
         })
     }
 }
@@ -186,6 +307,24 @@ mod tests {
         assert_eq!(c.trim_age, Duration::from_secs(5 * 86400));
         assert_eq!(c.max_size, None);
         assert!(!c.verbose);
+    }
+
+    #[test]
+    fn remote_flags() {
+        let c = args(&["--remote", "s3://bkt/ci/main/", "--anonymous"]).unwrap();
+        let r = c.remote.unwrap();
+        assert_eq!((r.s3.bucket.as_str(), r.s3.prefix.as_str()), ("bkt", "ci/main"));
+        assert!(r.opts.read_only, "--anonymous implies read-only");
+        let c = args(&["check", "--remote", "s3://b"]).unwrap();
+        assert_eq!(c.command, Some(Command::Check));
+        let e = args(&["check"]).unwrap_err().to_string();
+        assert!(e.contains("--remote"), "{e}");
+        let e = args(&["--remote", "gs://b"]).unwrap_err().to_string();
+        assert!(e.contains("s3://BUCKET"), "{e}");
+        let e = args(&["--remote", "s3://b", "--s3-endpoint", "localhost:9000"]).unwrap_err().to_string();
+        assert!(e.contains("http://"), "{e}");
+        let e = args(&["--upload-drain-timeout", "forever"]).unwrap_err().to_string();
+        assert!(e.contains("--upload-drain-timeout"), "{e}");
     }
 
     #[test]

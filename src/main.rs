@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use gocacher::cacher::{Cacher, CloseOptions};
-use gocacher::config::{Args, Config};
+use gocacher::config::{Args, Command, Config};
 use gocacher::disk::{DiskCache, TrimPolicy};
 use gocacher::protocol;
 
@@ -49,18 +49,29 @@ fn run(config: Config) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    if config.command == Some(Command::Check) {
+        let remote = config.remote.as_ref().expect("validated: check has --remote");
+        return runtime.block_on(gocacher::check::run(remote));
+    }
     let disk = DiskCache::open(&config.cache_dir)
         .with_context(|| format!("cache dir {}", config.cache_dir.display()))?;
     if config.verbose {
         eprintln!("gocacher: cache dir {}", disk.root().display());
     }
-    let cacher = Arc::new(Cacher::new(
+    let mut cacher = Cacher::new(
         disk,
         CloseOptions {
             verbose: config.verbose,
             stats_file: config.stats_file.clone(),
         },
-    ));
+    );
+    if let Some(remote) = config.remote.clone() {
+        if config.verbose {
+            eprintln!("gocacher: bucket s3://{}/{}", remote.s3.bucket, remote.s3.prefix);
+        }
+        cacher = cacher.with_remote(remote);
+    }
+    let cacher = Arc::new(cacher);
     runtime.block_on(async {
         let (stdin, stdout) = stdio::open();
         protocol::serve(stdin, stdout, cacher.clone()).await

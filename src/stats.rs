@@ -17,6 +17,16 @@ pub struct Stats {
     pub put_errors: AtomicU64,
     pub bytes_read: AtomicU64,
     pub bytes_written: AtomicU64,
+    pub remote_hits: AtomicU64,
+    pub remote_misses: AtomicU64,
+    pub remote_errors: AtomicU64,
+    pub corrupt: AtomicU64,
+    pub uploads: AtomicU64,
+    pub upload_errors: AtomicU64,
+    pub uploads_dropped: AtomicU64,
+    pub uploads_skipped: AtomicU64,
+    pub bytes_downloaded: AtomicU64,
+    pub bytes_uploaded: AtomicU64,
 }
 
 /// A point-in-time copy of [`Stats`]; the JSON keys are documented in README.md.
@@ -38,6 +48,26 @@ pub struct Snapshot {
     pub bytes_read: u64,
     /// Body bytes received and stored by puts.
     pub bytes_written: u64,
+    /// Gets answered from the bucket (downloaded, verified, written locally).
+    pub remote_hits: u64,
+    /// Gets the bucket did not have either.
+    pub remote_misses: u64,
+    /// Bucket requests that failed (timeouts, unreachable, refused); those gets were misses.
+    pub remote_errors: u64,
+    /// Objects that failed verification (metadata, size, zstd or sha256); never served.
+    pub corrupt: u64,
+    /// Uploads the bucket accepted (including objects it already had).
+    pub uploads: u64,
+    /// Uploads that failed.
+    pub upload_errors: u64,
+    /// Uploads not attempted: queue full, bucket backing off, or unfinished at the drain deadline.
+    pub uploads_dropped: u64,
+    /// Puts not uploaded because the bucket is known to hold that entry.
+    pub uploads_skipped: u64,
+    /// Object bytes received from the bucket (on the wire, compressed).
+    pub bytes_downloaded: u64,
+    /// Object bytes sent to the bucket (on the wire, compressed).
+    pub bytes_uploaded: u64,
 }
 
 impl Stats {
@@ -60,17 +90,44 @@ impl Stats {
             put_errors: get(&self.put_errors),
             bytes_read: get(&self.bytes_read),
             bytes_written: get(&self.bytes_written),
+            remote_hits: get(&self.remote_hits),
+            remote_misses: get(&self.remote_misses),
+            remote_errors: get(&self.remote_errors),
+            corrupt: get(&self.corrupt),
+            uploads: get(&self.uploads),
+            upload_errors: get(&self.upload_errors),
+            uploads_dropped: get(&self.uploads_dropped),
+            uploads_skipped: get(&self.uploads_skipped),
+            bytes_downloaded: get(&self.bytes_downloaded),
+            bytes_uploaded: get(&self.bytes_uploaded),
         }
     }
 }
 
 impl Snapshot {
-    /// The seed's one-line summary, under our name.
-    pub fn summary(&self) -> String {
-        format!(
+    /// The seed's one-line summary, under our name; with a bucket, its part
+    /// follows.
+    pub fn summary(&self, remote: bool) -> String {
+        let mut line = format!(
             "gocacher: closing; {} gets ({} hits, {} misses, {} errors); {} puts ({} errors)",
             self.gets, self.hits, self.misses, self.get_errors, self.puts, self.put_errors
-        )
+        );
+        if remote {
+            line += &format!(
+                "; remote: {} hits, {} misses, {} errors, {} corrupt; {} uploads ({} errors, {} dropped, {} skipped); {:.1} MB down, {:.1} MB up",
+                self.remote_hits,
+                self.remote_misses,
+                self.remote_errors,
+                self.corrupt,
+                self.uploads,
+                self.upload_errors,
+                self.uploads_dropped,
+                self.uploads_skipped,
+                self.bytes_downloaded as f64 / 1e6,
+                self.bytes_uploaded as f64 / 1e6
+            );
+        }
+        line
     }
 }
 
@@ -86,7 +143,7 @@ mod tests {
         Stats::add(&s.misses, 2);
         Stats::inc(&s.puts);
         assert_eq!(
-            s.snapshot().summary(),
+            s.snapshot().summary(false),
             "gocacher: closing; 3 gets (1 hits, 2 misses, 0 errors); 1 puts (0 errors)"
         );
     }
@@ -103,6 +160,16 @@ mod tests {
             "put_errors",
             "bytes_read",
             "bytes_written",
+            "remote_hits",
+            "remote_misses",
+            "remote_errors",
+            "corrupt",
+            "uploads",
+            "upload_errors",
+            "uploads_dropped",
+            "uploads_skipped",
+            "bytes_downloaded",
+            "bytes_uploaded",
         ] {
             assert!(v[key].is_u64(), "{key} missing or not an integer: {v}");
         }

@@ -173,7 +173,7 @@ impl DiskCache {
             None
         } else {
             let (tmp, file) = self.temp_file(&dpath)?;
-            Some((TempGuard(Some(tmp)), file))
+            Some((Scratch(Some(tmp)), file))
         };
         let mut hasher = Sha256::new();
         let mut written = 0u64;
@@ -181,6 +181,13 @@ impl DiskCache {
             let chunk = chunk.map_err(PutError::Body)?;
             hasher.update(&chunk);
             written += chunk.len() as u64;
+            if written > size {
+                // Stop early: a bad object could otherwise fill the disk.
+                return Err(PutError::Size {
+                    expected: size,
+                    actual: written,
+                });
+            }
             if let Some((guard, file)) = &mut temp {
                 file.write_all(&chunk)
                     .map_err(|e| io_err(guard.path(), e))?;
@@ -225,7 +232,7 @@ impl DiskCache {
             output_id.to_hex()
         );
         let (tmp, mut file) = self.temp_file(&apath)?;
-        let mut guard = TempGuard(Some(tmp));
+        let mut guard = Scratch(Some(tmp));
         file.write_all(line.as_bytes())
             .map_err(|e| io_err(guard.path(), e))?;
         drop(file);
@@ -253,6 +260,16 @@ impl DiskCache {
         }
     }
 
+    /// A scratch file in the same directory as `path` (e.g. a compressed copy
+    /// for upload), removed when the returned guard drops.
+    pub fn scratch_beside(&self, path: &Path) -> io::Result<(Scratch, File)> {
+        let (tmp, file) = self.temp_file(path).map_err(|e| match e {
+            PutError::Io { source, .. } => source,
+            other => io::Error::other(other.to_string()),
+        })?;
+        Ok((Scratch(Some(tmp)), file))
+    }
+
     /// Removes old entries according to `policy`. See [`trim`].
     pub fn trim(&self, policy: &TrimPolicy) -> io::Result<Option<TrimReport>> {
         trim::run(&self.root, policy)
@@ -266,11 +283,11 @@ fn io_err(path: &Path, source: io::Error) -> PutError {
     }
 }
 
-/// Removes a temp file on every early return, unless committed.
-struct TempGuard(Option<PathBuf>);
+/// A temp file in the cache dir, removed when dropped unless committed.
+pub struct Scratch(Option<PathBuf>);
 
-impl TempGuard {
-    fn path(&self) -> &Path {
+impl Scratch {
+    pub fn path(&self) -> &Path {
         self.0.as_deref().expect("temp file not yet committed")
     }
 
@@ -282,7 +299,7 @@ impl TempGuard {
     }
 }
 
-impl Drop for TempGuard {
+impl Drop for Scratch {
     fn drop(&mut self) {
         if let Some(p) = self.0.take() {
             let _ = fs::remove_file(p);

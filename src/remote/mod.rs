@@ -1,0 +1,221 @@
+//! The bucket tier: lazy downloads into the local mirror, asynchronous
+//! uploads, an in-memory index of what the bucket is known to hold, and the
+//! policy that keeps a slow, down or misconfigured bucket from failing or
+//! stalling a build.
+//!
+//! Every failure here ends as a miss for cmd/go and a counted error; the
+//! first failure of each kind also gets one line on stderr.
+
+pub mod breaker;
+pub mod format;
+pub mod s3;
+mod transfer;
+mod upload;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::disk::{DiskCache, Entry};
+use crate::stats::Stats;
+use crate::wire::Id;
+
+use breaker::Breaker;
+use s3::{FailureKind, RemoteError, S3Store};
+
+pub use upload::{UploadJob, Uploader};
+
+/// Entries the index holds: recent hits, uploads and known misses of this
+/// process. 64k entries are ~8 MB at most; a `go build std` uses ~1,100.
+const INDEX_CAPACITY: u64 = 65_536;
+
+/// How long a known miss stays known. Another machine may upload the entry
+/// meanwhile; a few minutes keeps repeated lookups in one go command cheap.
+const MISS_TTL: Duration = Duration::from_secs(300);
+
+/// Tuning for the bucket tier (validated flags).
+#[derive(Debug, Clone)]
+pub struct RemoteOptions {
+    /// Bound on one GET (to the response headers, then between body chunks).
+    pub timeout: Duration,
+    /// Bound on one upload.
+    pub upload_timeout: Duration,
+    pub upload_workers: usize,
+    pub upload_queue: usize,
+    pub read_only: bool,
+}
+
+/// What the index knows of an action in the bucket.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Known {
+    /// The bucket has it, with this output (downloaded or uploaded here).
+    Present(Id),
+    /// The bucket did not have it when asked.
+    Missing,
+}
+
+pub struct Remote {
+    pub(crate) store: S3Store,
+    pub(crate) disk: Arc<DiskCache>,
+    pub(crate) stats: Arc<Stats>,
+    pub(crate) opts: RemoteOptions,
+    pub(crate) breaker: Breaker,
+    /// Single-flight too: concurrent gets of one key share one download.
+    index: moka::future::Cache<Id, Known>,
+    read_only: AtomicBool,
+    /// Failure kinds already reported on stderr (std Mutex: never held
+    /// across an await).
+    reported: Mutex<HashSet<&'static str>>,
+}
+
+impl Remote {
+    pub fn new(
+        store: S3Store,
+        disk: Arc<DiskCache>,
+        stats: Arc<Stats>,
+        opts: RemoteOptions,
+    ) -> Arc<Remote> {
+        let index = moka::future::Cache::builder()
+            .max_capacity(INDEX_CAPACITY)
+            .expire_after(KnownExpiry)
+            .build();
+        Arc::new(Remote {
+            read_only: AtomicBool::new(opts.read_only),
+            store,
+            disk,
+            stats,
+            opts,
+            breaker: Breaker::default(),
+            index,
+            reported: Mutex::default(),
+        })
+    }
+
+    pub fn describe(&self) -> &str {
+        &self.store.describe
+    }
+
+    pub fn is_read_only(&self) -> bool {
+        self.read_only.load(Ordering::Relaxed)
+    }
+
+    /// Looks an action up in the bucket; on a hit the output is verified and
+    /// written to the local mirror before this returns its entry.
+    pub async fn fetch(&self, action: Id) -> Option<Entry> {
+        if self.index.get(&action).await == Some(Known::Missing) {
+            Stats::inc(&self.stats.remote_misses);
+            return None;
+        }
+        if !self.breaker.allow() {
+            return None;
+        }
+        let known = self
+            .index
+            .try_get_with(action, transfer::download(self, action))
+            .await;
+        match known {
+            Ok(Known::Present(_)) => match self.disk.get(&action) {
+                Ok(Some(e)) => {
+                    Stats::inc(&self.stats.remote_hits);
+                    Some(e)
+                }
+                _ => None,
+            },
+            Ok(Known::Missing) => {
+                Stats::inc(&self.stats.remote_misses);
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// Whether an upload of this action would be redundant.
+    pub async fn knows_present(&self, action: &Id, output: &Id) -> bool {
+        self.index.get(action).await == Some(Known::Present(*output))
+    }
+
+    pub(crate) async fn note_present(&self, action: Id, output: Id) {
+        self.index.insert(action, Known::Present(output)).await;
+    }
+
+    /// Counts a failed call and applies the policy for its kind: stop for
+    /// good (credentials, bucket), go read-only (write denied), or back off.
+    pub(crate) fn failed(&self, err: &RemoteError, writing: bool) {
+        let d = self.describe();
+        match err.kind {
+            FailureKind::Credentials => {
+                self.breaker.disable();
+                self.report("credentials", format_args!(
+                    "{d}: the credentials were refused ({}); set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE. Continuing with the local cache only",
+                    err.message
+                ));
+            }
+            FailureKind::NoBucket => {
+                self.breaker.disable();
+                self.report("bucket", format_args!(
+                    "{d}: the bucket does not exist ({}). Continuing with the local cache only",
+                    err.message
+                ));
+            }
+            FailureKind::AccessDenied if writing => {
+                self.read_only.store(true, Ordering::Relaxed);
+                self.report("write-denied", format_args!(
+                    "{d}: uploads are denied ({}); switching to read-only for this run",
+                    err.message
+                ));
+            }
+            FailureKind::AccessDenied => {
+                self.breaker.disable();
+                self.report("read-denied", format_args!(
+                    "{d}: reads are denied ({}). Continuing with the local cache only",
+                    err.message
+                ));
+            }
+            FailureKind::Unavailable | FailureKind::Other => {
+                if self.breaker.failure() {
+                    self.report("unavailable", format_args!(
+                        "{d}: {} failures in a row (last: {}); not using the bucket for {}s at a time",
+                        breaker::THRESHOLD,
+                        err.message,
+                        breaker::COOLDOWN.as_secs()
+                    ));
+                }
+            }
+        }
+    }
+
+    /// One stderr line per kind of trouble per process.
+    pub(crate) fn report(&self, kind: &'static str, msg: std::fmt::Arguments<'_>) {
+        if self.reported.lock().unwrap().insert(kind) {
+            eprintln!("gocacher: {msg}");
+        }
+    }
+}
+
+/// Known misses expire; what the bucket holds does not change under a key.
+struct KnownExpiry;
+
+impl moka::Expiry<Id, Known> for KnownExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &Id,
+        value: &Known,
+        _now: std::time::Instant,
+    ) -> Option<Duration> {
+        match value {
+            Known::Missing => Some(MISS_TTL),
+            Known::Present(_) => None,
+        }
+    }
+
+    fn expire_after_update(
+        &self,
+        key: &Id,
+        value: &Known,
+        now: std::time::Instant,
+        _current: Option<Duration>,
+    ) -> Option<Duration> {
+        self.expire_after_create(key, value, now)
+    }
+}

@@ -1,0 +1,295 @@
+//! The S3 client: one GET per remote lookup, one conditional PUT per store.
+//!
+//! Endpoint, region and credentials come from the standard AWS chain
+//! (environment, profile, SSO, web identity, instance metadata) through
+//! aws-config; flags only override. Every call here is bounded in time by the
+//! caller's timeout, and every failure is classified so the caller can decide
+//! between "miss", "back off" and "stop using the bucket".
+
+use std::time::Duration;
+
+use aws_config::BehaviorVersion;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::Client;
+use aws_smithy_types::error::display::DisplayErrorContext;
+
+use super::format::{object_key, ObjectMeta};
+use crate::wire::Id;
+
+/// Where the bucket is and how to reach it (validated flags).
+#[derive(Debug, Clone)]
+pub struct S3Settings {
+    pub bucket: String,
+    /// Key prefix without leading or trailing '/'; may be empty.
+    pub prefix: String,
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub virtual_hosted: bool,
+    pub anonymous: bool,
+}
+
+impl S3Settings {
+    /// Parses `s3://BUCKET[/PREFIX]`.
+    pub fn parse_url(url: &str) -> anyhow::Result<(String, String)> {
+        let rest = url
+            .strip_prefix("s3://")
+            .ok_or_else(|| anyhow::anyhow!("--remote {url:?}: expected s3://BUCKET[/PREFIX]"))?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            anyhow::bail!("--remote {url:?}: no bucket name");
+        }
+        Ok((bucket.to_string(), prefix.trim_matches('/').to_string()))
+    }
+}
+
+/// How a failed call failed, for the caller's policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// Wrong or missing credentials: nothing will work this run.
+    Credentials,
+    /// The bucket does not exist: nothing will work this run.
+    NoBucket,
+    /// The credentials work but may not do this (read or write).
+    AccessDenied,
+    /// The endpoint could not be reached, timed out, or answered 5xx.
+    Unavailable,
+    /// Anything else the server said no to.
+    Other,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct RemoteError {
+    pub kind: FailureKind,
+    pub message: String,
+}
+
+impl RemoteError {
+    pub fn timeout(after: Duration) -> RemoteError {
+        RemoteError {
+            kind: FailureKind::Unavailable,
+            message: format!("no answer within {after:?}"),
+        }
+    }
+}
+
+/// A GET's result. `Found` carries the body still on the wire.
+pub enum Fetched {
+    Missing,
+    Found {
+        /// `None`: the metadata is missing or unreadable (a corrupt object).
+        meta: Option<ObjectMeta>,
+        body: ByteStream,
+        /// Bytes the body will take on the wire.
+        wire_len: u64,
+    },
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Stored {
+    Created,
+    /// `If-None-Match: *` found an object there already: same key, and so
+    /// the same output (cmd/go's action IDs determine their outputs).
+    AlreadyThere,
+}
+
+pub struct S3Store {
+    client: Client,
+    /// The chain's provider, kept for `gocacher check` (None: anonymous).
+    credentials: Option<aws_credential_types::provider::SharedCredentialsProvider>,
+    bucket: String,
+    prefix: String,
+    /// For messages: "bucket B at ENDPOINT".
+    pub describe: String,
+}
+
+impl S3Store {
+    pub async fn connect(s: &S3Settings) -> S3Store {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        if let Some(region) = &s.region {
+            loader = loader.region(aws_config::Region::new(region.clone()));
+        }
+        if s.anonymous {
+            loader = loader.no_credentials();
+        }
+        if let Some(ep) = &s.endpoint {
+            loader = loader.endpoint_url(ep.clone());
+        }
+        let sdk = loader.load().await;
+        let env_endpoint = std::env::var("AWS_ENDPOINT_URL_S3")
+            .or_else(|_| std::env::var("AWS_ENDPOINT_URL"))
+            .ok()
+            .filter(|v| !v.is_empty());
+        let endpoint = s.endpoint.clone().or(env_endpoint);
+        let mut conf = aws_sdk_s3::config::Builder::from(&sdk)
+            // Path-style is what MinIO, LocalStack and most S3-compatible
+            // servers expect; AWS itself takes either.
+            .force_path_style(endpoint.is_some() && !s.virtual_hosted)
+            // We verify every object by its sha256; the SDK's extra CRC
+            // trailers only narrow which servers work (GCS interop, old MinIO).
+            .request_checksum_calculation(
+                aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired,
+            )
+            .response_checksum_validation(
+                aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired,
+            )
+            .retry_config(aws_sdk_s3::config::retry::RetryConfig::standard().with_max_attempts(2))
+            .timeout_config(
+                aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(3))
+                    .build(),
+            );
+        if sdk.region().is_none() {
+            // S3-compatible servers ignore the region, but the signer needs one.
+            conf = conf.region(aws_config::Region::new("us-east-1"));
+        }
+        let describe = match &endpoint {
+            Some(ep) => format!("bucket {} at {ep}", s.bucket),
+            None => format!("bucket {}", s.bucket),
+        };
+        S3Store {
+            credentials: sdk.credentials_provider(),
+            client: Client::from_conf(conf.build()),
+            bucket: s.bucket.clone(),
+            prefix: s.prefix.clone(),
+            describe,
+        }
+    }
+
+    pub fn key(&self, action: &Id) -> String {
+        object_key(&self.prefix, action)
+    }
+
+    pub async fn get(&self, action: &Id) -> Result<Fetched, RemoteError> {
+        self.get_key(&self.key(action)).await
+    }
+
+    pub async fn get_key(&self, key: &str) -> Result<Fetched, RemoteError> {
+        let resp = self.client.get_object().bucket(&self.bucket).key(key).send().await;
+        match resp {
+            Ok(out) => Ok(Fetched::Found {
+                meta: out.metadata().and_then(ObjectMeta::from_metadata),
+                wire_len: out.content_length().unwrap_or(0).max(0) as u64,
+                body: out.body,
+            }),
+            Err(SdkError::ServiceError(e)) if e.err().is_no_such_key() => Ok(Fetched::Missing),
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    /// Stores an object unless one is there already.
+    pub async fn put(
+        &self,
+        key: &str,
+        meta: Option<&ObjectMeta>,
+        body: ByteStream,
+    ) -> Result<Stored, RemoteError> {
+        let resp = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .if_none_match("*")
+            .set_metadata(meta.map(ObjectMeta::to_metadata))
+            .body(body)
+            .send()
+            .await;
+        match resp {
+            Ok(_) => Ok(Stored::Created),
+            Err(SdkError::ServiceError(e))
+                if e.raw().status().as_u16() == 412 || e.err().code() == Some("PreconditionFailed") =>
+            {
+                Ok(Stored::AlreadyThere)
+            }
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<(), RemoteError> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(classify)
+    }
+
+    pub async fn head_bucket(&self) -> Result<(), RemoteError> {
+        self.client
+            .head_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(classify)
+    }
+
+    pub async fn credentials_source(&self) -> Result<String, RemoteError> {
+        use aws_credential_types::provider::ProvideCredentials;
+        let Some(provider) = &self.credentials else {
+            return Ok("anonymous (unsigned requests)".into());
+        };
+        match provider.provide_credentials().await {
+            Ok(c) => Ok(format!("access key {}…", &c.access_key_id()[..c.access_key_id().len().min(4)])),
+            Err(e) => Err(RemoteError {
+                kind: FailureKind::Credentials,
+                message: format!("no usable credentials: {}", DisplayErrorContext(&e)),
+            }),
+        }
+    }
+}
+
+/// Sorts an SDK error into a [`FailureKind`] with a one-line message.
+pub fn classify<E>(err: SdkError<E, HttpResponse>) -> RemoteError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    if let SdkError::ServiceError(se) = &err {
+        let code = se.err().code().unwrap_or("").to_string();
+        let msg = se.err().message().unwrap_or("").to_string();
+        let kind = match code.as_str() {
+            "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "ExpiredToken" | "InvalidToken"
+            | "TokenRefreshRequired" => FailureKind::Credentials,
+            "NoSuchBucket" => FailureKind::NoBucket,
+            "AccessDenied" | "AllAccessDisabled" => FailureKind::AccessDenied,
+            "SlowDown" | "ServiceUnavailable" | "InternalError" | "RequestTimeout" => {
+                FailureKind::Unavailable
+            }
+            _ => FailureKind::Other,
+        };
+        let status = se.raw().status().as_u16();
+        // Bodiless answers (HEAD) carry only a status.
+        if matches!(code.as_str(), "" | "NotFound" | "Forbidden") {
+            let (kind, what) = match status {
+                404 => (FailureKind::NoBucket, "not found"),
+                403 => (FailureKind::Credentials, "forbidden: credentials refused or access denied"),
+                s if s >= 500 => (FailureKind::Unavailable, "server error"),
+                _ => (FailureKind::Other, "refused"),
+            };
+            return RemoteError {
+                kind,
+                message: format!("HTTP {status}: {what}"),
+            };
+        }
+        let message = match (code.is_empty(), msg.is_empty()) {
+            (true, _) => format!("{err}"),
+            (false, true) => code,
+            (false, false) => format!("{code}: {msg}"),
+        };
+        return RemoteError { kind, message };
+    }
+    let text = format!("{}", DisplayErrorContext(&err));
+    let kind = if text.contains("credentials") || text.contains("identity") {
+        FailureKind::Credentials
+    } else {
+        FailureKind::Unavailable
+    };
+    RemoteError {
+        kind,
+        message: text,
+    }
+}

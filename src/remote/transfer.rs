@@ -1,0 +1,170 @@
+//! Moving bytes between the bucket and the local mirror.
+//!
+//! Downloads stream: chunks from the network go through a small channel to a
+//! blocking thread that decompresses, hashes and writes a temp file, renamed
+//! into place only when its sha256 matches the output ID. Nothing unverified
+//! is ever visible at a DiskPath.
+
+use std::io::{self, Read};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use super::format::Encoding;
+use super::s3::{Fetched, RemoteError};
+use super::{Known, Remote};
+use crate::disk::PutError;
+use crate::stats::Stats;
+use crate::wire::Id;
+
+/// Decompressed bytes per chunk handed to the disk writer.
+const CHUNK: usize = 128 * 1024;
+
+/// Why a download gave no entry (already counted and reported).
+#[derive(Debug)]
+pub struct Failed;
+
+pub(super) async fn download(r: &Remote, action: Id) -> Result<Known, Failed> {
+    let timeout = r.opts.timeout;
+    let fetched = match tokio::time::timeout(timeout, r.store.get(&action)).await {
+        Ok(Ok(f)) => f,
+        Ok(Err(e)) => return Err(fail(r, &e)),
+        Err(_) => return Err(fail(r, &RemoteError::timeout(timeout))),
+    };
+    let (meta, mut body) = match fetched {
+        Fetched::Missing => {
+            r.breaker.success();
+            return Ok(Known::Missing);
+        }
+        Fetched::Found { meta, body, .. } => (meta, body),
+    };
+    r.breaker.success();
+    let Some(meta) = meta else {
+        return Err(corrupt(r, &action, "object metadata missing or unreadable"));
+    };
+
+    let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(2);
+    let disk = r.disk.clone();
+    let writer = tokio::task::spawn_blocking(move || -> Result<(), PutError> {
+        let source = ChannelReader { rx, current: Bytes::new() };
+        let mut reader: Box<dyn Read> = match meta.encoding {
+            Encoding::Identity => Box::new(source),
+            Encoding::Zstd => Box::new(zstd::stream::read::Decoder::new(source).map_err(PutError::Body)?),
+        };
+        let mut next = || {
+            let mut buf = vec![0u8; CHUNK];
+            match read_full(&mut reader, &mut buf) {
+                Ok(0) => None,
+                Ok(n) => {
+                    buf.truncate(n);
+                    Some(Ok(Bytes::from(buf)))
+                }
+                Err(e) => Some(Err(e)),
+            }
+        };
+        disk.write_output(&meta.output_id, meta.size, &mut next)?;
+        disk.write_action(&action, &meta.output_id, meta.size, meta.put_time_nanos)
+    });
+
+    // Pump the network into the writer; a stall longer than the timeout
+    // between chunks ends the download.
+    let mut network_error: Option<RemoteError> = None;
+    loop {
+        match tokio::time::timeout(timeout, body.next()).await {
+            Ok(Some(Ok(chunk))) => {
+                Stats::add(&r.stats.bytes_downloaded, chunk.len() as u64);
+                if tx.send(Ok(chunk)).await.is_err() {
+                    break; // the writer gave up (corrupt data); it will say why
+                }
+            }
+            Ok(None) => break,
+            Ok(Some(Err(e))) => {
+                network_error = Some(RemoteError {
+                    kind: super::s3::FailureKind::Unavailable,
+                    message: format!("reading object body: {e}"),
+                });
+                break;
+            }
+            Err(_) => {
+                network_error = Some(RemoteError::timeout(timeout));
+                break;
+            }
+        }
+    }
+    if let Some(e) = &network_error {
+        let _ = tx.send(Err(io::Error::other(e.message.clone()))).await;
+    }
+    drop(tx);
+    let written = writer.await;
+    if let Some(e) = network_error {
+        return Err(fail(r, &e));
+    }
+    match written {
+        Ok(Ok(())) => Ok(Known::Present(meta.output_id)),
+        Ok(Err(err)) if err.is_disk() => {
+            Stats::inc(&r.stats.get_errors);
+            r.report("disk", format_args!("writing a downloaded object: {err}"));
+            Err(Failed)
+        }
+        Ok(Err(err)) => Err(corrupt(r, &action, &err.to_string())),
+        Err(join) => Err(corrupt(r, &action, &join.to_string())),
+    }
+}
+
+fn fail(r: &Remote, e: &RemoteError) -> Failed {
+    Stats::inc(&r.stats.remote_errors);
+    r.failed(e, false);
+    Failed
+}
+
+fn corrupt(r: &Remote, action: &Id, why: &str) -> Failed {
+    Stats::inc(&r.stats.corrupt);
+    r.report("corrupt", format_args!(
+        "{}: object {} is corrupt ({why}); not used (further corrupt objects are only counted)",
+        r.describe(),
+        r.store.key(action)
+    ));
+    Failed
+}
+
+/// Reads until `buf` is full or the input ends.
+fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// Network chunks as a blocking `Read`, for the decompressor.
+struct ChannelReader {
+    rx: mpsc::Receiver<io::Result<Bytes>>,
+    current: Bytes,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(b)) => self.current = b,
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
+}
+
+/// Sizes an upload's timeout: the base, plus a second per 8 MiB so large
+/// test binaries on a slow link are not cut off.
+pub fn upload_timeout(base: Duration, wire_len: u64) -> Duration {
+    base + Duration::from_secs(wire_len / (8 << 20))
+}

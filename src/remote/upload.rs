@@ -1,0 +1,238 @@
+//! Asynchronous uploads: one bounded queue, a fixed number of concurrent
+//! uploads, a timeout on each, and a drain with a deadline at close. A put is
+//! answered as soon as its local file is written; the upload follows. When
+//! the queue is full, the upload is dropped and counted: the build never
+//! waits for the bucket.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::primitives::ByteStream;
+use bytes::Bytes;
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinHandle;
+
+use super::format::{Encoding, ObjectMeta, COMPRESS_MAX_RATIO, COMPRESS_MIN, ZSTD_LEVEL};
+use super::s3::{FailureKind, RemoteError, Stored};
+use super::transfer::upload_timeout;
+use super::Remote;
+use crate::disk::Scratch;
+use crate::stats::Stats;
+use crate::wire::Id;
+
+/// Outputs up to this size are compressed in memory; larger ones through a
+/// scratch file, so an upload never holds a big body in memory.
+const IN_MEMORY_MAX: u64 = 1 << 20;
+
+/// One put to copy to the bucket. The file is the local mirror's output file,
+/// which is never rewritten, so it can be read at leisure.
+#[derive(Debug, Clone)]
+pub struct UploadJob {
+    pub action: Id,
+    pub output: Id,
+    pub size: u64,
+    pub put_time_nanos: i64,
+    pub path: PathBuf,
+}
+
+pub struct Uploader {
+    /// Taken at drain, which closes the queue. A std Mutex: held only to
+    /// clone or take the sender.
+    tx: Mutex<Option<mpsc::Sender<UploadJob>>>,
+    dispatcher: Mutex<Option<JoinHandle<()>>>,
+    queued: AtomicU64,
+    done: Arc<AtomicU64>,
+    remote: Arc<Remote>,
+}
+
+impl Uploader {
+    /// Starts the dispatcher; must be called inside the runtime.
+    pub fn start(remote: Arc<Remote>) -> Uploader {
+        let (tx, rx) = mpsc::channel(remote.opts.upload_queue.max(1));
+        let done = Arc::new(AtomicU64::new(0));
+        let dispatcher = tokio::spawn(dispatch(remote.clone(), rx, done.clone()));
+        Uploader {
+            tx: Mutex::new(Some(tx)),
+            dispatcher: Mutex::new(Some(dispatcher)),
+            queued: AtomicU64::new(0),
+            done,
+            remote,
+        }
+    }
+
+    /// Queues an upload unless it is redundant or the queue is full.
+    pub async fn enqueue(&self, job: UploadJob) {
+        let r = &self.remote;
+        if r.is_read_only() {
+            return;
+        }
+        if r.knows_present(&job.action, &job.output).await {
+            Stats::inc(&r.stats.uploads_skipped);
+            return;
+        }
+        if !r.breaker.allow() {
+            Stats::inc(&r.stats.uploads_dropped);
+            return;
+        }
+        let tx = self.tx.lock().unwrap().clone();
+        match tx.map(|tx| tx.try_send(job)) {
+            Some(Ok(())) => {
+                self.queued.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => Stats::inc(&r.stats.uploads_dropped),
+        }
+    }
+
+    /// Closes the queue and waits up to `deadline` for queued and running
+    /// uploads; those still unfinished then are counted as dropped.
+    pub async fn drain(&self, deadline: Duration) {
+        self.tx.lock().unwrap().take();
+        let Some(handle) = self.dispatcher.lock().unwrap().take() else {
+            return;
+        };
+        let abort = handle.abort_handle();
+        if tokio::time::timeout(deadline, handle).await.is_err() {
+            abort.abort();
+            let left = self.queued.load(Ordering::Relaxed) - self.done.load(Ordering::Relaxed);
+            Stats::add(&self.remote.stats.uploads_dropped, left);
+            self.remote.report("drain", format_args!(
+                "{}: {left} uploads unfinished after {}s at close; dropped",
+                self.remote.describe(),
+                deadline.as_secs()
+            ));
+        }
+    }
+}
+
+async fn dispatch(remote: Arc<Remote>, mut rx: mpsc::Receiver<UploadJob>, done: Arc<AtomicU64>) {
+    let slots = Arc::new(Semaphore::new(remote.opts.upload_workers.max(1)));
+    let mut running = tokio::task::JoinSet::new();
+    while let Some(job) = rx.recv().await {
+        while running.try_join_next().is_some() {}
+        let permit = slots.clone().acquire_owned().await.expect("never closed");
+        let (remote, done) = (remote.clone(), done.clone());
+        running.spawn(async move {
+            upload(&remote, job).await;
+            done.fetch_add(1, Ordering::Relaxed);
+            drop(permit);
+        });
+    }
+    while running.join_next().await.is_some() {}
+}
+
+async fn upload(r: &Remote, job: UploadJob) {
+    if r.is_read_only() || !r.breaker.allow() {
+        Stats::inc(&r.stats.uploads_dropped);
+        return;
+    }
+    let prep = {
+        let (job, disk) = (job.clone(), r.disk.clone());
+        tokio::task::spawn_blocking(move || prepare(&job, &disk)).await
+    };
+    let (meta, payload) = match prep {
+        Ok(Ok(p)) => p,
+        Ok(Err(e)) => {
+            // The local file vanished (trimmed by another process?) or is
+            // unreadable: nothing to upload.
+            Stats::inc(&r.stats.upload_errors);
+            r.report("upload-read", format_args!("reading {} for upload: {e}", job.path.display()));
+            return;
+        }
+        Err(e) => {
+            Stats::inc(&r.stats.upload_errors);
+            r.report("upload-read", format_args!("preparing upload: {e}"));
+            return;
+        }
+    };
+    let wire_len = payload.len();
+    let body = match payload.stream().await {
+        Ok(b) => b,
+        Err(e) => {
+            Stats::inc(&r.stats.upload_errors);
+            r.report("upload-read", format_args!("reading upload body: {e}"));
+            return;
+        }
+    };
+    let key = r.store.key(&job.action);
+    let limit = upload_timeout(r.opts.upload_timeout, wire_len);
+    let started = Instant::now();
+    match tokio::time::timeout(limit, r.store.put(&key, Some(&meta), body)).await {
+        Ok(Ok(stored)) => {
+            r.breaker.success();
+            Stats::inc(&r.stats.uploads);
+            if stored == Stored::Created {
+                Stats::add(&r.stats.bytes_uploaded, wire_len);
+            }
+            r.note_present(job.action, job.output).await;
+        }
+        Ok(Err(e)) => {
+            Stats::inc(&r.stats.upload_errors);
+            r.failed(&e, e.kind == FailureKind::AccessDenied);
+        }
+        Err(_) => {
+            Stats::inc(&r.stats.upload_errors);
+            r.failed(&RemoteError::timeout(started.elapsed()), false);
+        }
+    }
+    drop(payload);
+}
+
+/// The bytes to send: small and incompressible outputs as they are, others
+/// as one zstd frame when that saves at least 10%.
+enum Payload {
+    Memory(Bytes),
+    File { path: PathBuf, len: u64, _scratch: Option<Scratch> },
+}
+
+impl Payload {
+    fn len(&self) -> u64 {
+        match self {
+            Payload::Memory(b) => b.len() as u64,
+            Payload::File { len, .. } => *len,
+        }
+    }
+
+    async fn stream(&self) -> Result<ByteStream, String> {
+        match self {
+            Payload::Memory(b) => Ok(ByteStream::from(b.clone())),
+            Payload::File { path, .. } => ByteStream::from_path(path).await.map_err(|e| e.to_string()),
+        }
+    }
+}
+
+fn prepare(job: &UploadJob, disk: &crate::disk::DiskCache) -> std::io::Result<(ObjectMeta, Payload)> {
+    let mut meta = ObjectMeta {
+        output_id: job.output,
+        size: job.size,
+        put_time_nanos: job.put_time_nanos,
+        encoding: Encoding::Identity,
+    };
+    let worth = |compressed: u64| (compressed as f64) <= job.size as f64 * COMPRESS_MAX_RATIO;
+    if job.size < COMPRESS_MIN {
+        return Ok((meta, Payload::Memory(Bytes::from(std::fs::read(&job.path)?))));
+    }
+    if job.size <= IN_MEMORY_MAX {
+        let raw = std::fs::read(&job.path)?;
+        let packed = zstd::bulk::compress(&raw, ZSTD_LEVEL)?;
+        return Ok(if worth(packed.len() as u64) {
+            meta.encoding = Encoding::Zstd;
+            (meta, Payload::Memory(Bytes::from(packed)))
+        } else {
+            (meta, Payload::Memory(Bytes::from(raw)))
+        });
+    }
+    let (scratch, file) = disk.scratch_beside(&job.path)?;
+    let mut out = std::io::BufWriter::new(file);
+    zstd::stream::copy_encode(std::fs::File::open(&job.path)?, &mut out, ZSTD_LEVEL)?;
+    let file = out.into_inner().map_err(|e| e.into_error())?;
+    let len = file.metadata()?.len();
+    Ok(if worth(len) {
+        meta.encoding = Encoding::Zstd;
+        let path = scratch.path().to_path_buf();
+        (meta, Payload::File { path, len, _scratch: Some(scratch) })
+    } else {
+        (meta, Payload::File { path: job.path.clone(), len: job.size, _scratch: None })
+    })
+}
