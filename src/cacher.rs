@@ -10,14 +10,14 @@ use anyhow::Context as _;
 
 use std::time::Duration;
 
-use crate::disk::{self, DiskCache, PutError};
-use crate::remote::s3::S3Store;
 use crate::config::RemoteConfig;
-use crate::remote::{Remote, UploadJob, Uploader};
-use tokio::sync::OnceCell;
+use crate::disk::{self, DiskCache, PutError};
 use crate::protocol::{Body, Handler, Hit, Put};
+use crate::remote::s3::S3Store;
+use crate::remote::{Remote, UploadJob, Uploader};
 use crate::stats::{Snapshot, Stats};
 use crate::wire::Id;
+use tokio::sync::OnceCell;
 
 /// What the cacher does at close besides draining.
 #[derive(Debug, Clone, Default)]
@@ -71,8 +71,12 @@ impl Cacher {
         let tier = cell
             .get_or_init(|| async {
                 let store = S3Store::connect(&config.s3).await;
-                let remote =
-                    Remote::new(store, self.disk.clone(), self.stats.clone(), config.opts.clone());
+                let remote = Remote::new(
+                    store,
+                    self.disk.clone(),
+                    self.stats.clone(),
+                    config.opts.clone(),
+                );
                 RemoteTier {
                     uploader: Uploader::start(remote.clone()),
                     remote,

@@ -26,7 +26,12 @@ pub async fn run(config: &RemoteConfig) -> Result<()> {
         println!("write, read, delete: skipped (read-only)");
         return Ok(());
     }
-    step("write", limit, store.put(&key, None, ByteStream::from(body.clone().into_bytes()))).await?;
+    step(
+        "write",
+        limit,
+        store.put(&key, None, ByteStream::from(body.clone().into_bytes())),
+    )
+    .await?;
     let read = step("read", limit, async {
         match store.get_key(&key).await? {
             Fetched::Missing => Ok::<_, crate::remote::s3::RemoteError>(None),

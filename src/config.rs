@@ -82,23 +82,49 @@ pub struct Args {
 
     /// Bound on one bucket lookup: to the response, and between chunks of
     /// its body. A slower bucket counts as failing.
-    #[arg(long, env = "GOCACHER_REMOTE_TIMEOUT", value_name = "DURATION", default_value = "3s", global = true)]
+    #[arg(
+        long,
+        env = "GOCACHER_REMOTE_TIMEOUT",
+        value_name = "DURATION",
+        default_value = "3s",
+        global = true
+    )]
     pub remote_timeout: String,
 
     /// Bound on one upload (plus 1s per 8 MiB of object).
-    #[arg(long, env = "GOCACHER_UPLOAD_TIMEOUT", value_name = "DURATION", default_value = "30s")]
+    #[arg(
+        long,
+        env = "GOCACHER_UPLOAD_TIMEOUT",
+        value_name = "DURATION",
+        default_value = "30s"
+    )]
     pub upload_timeout: String,
 
     /// At close, how long to wait for queued uploads before dropping them.
-    #[arg(long, env = "GOCACHER_UPLOAD_DRAIN_TIMEOUT", value_name = "DURATION", default_value = "20s")]
+    #[arg(
+        long,
+        env = "GOCACHER_UPLOAD_DRAIN_TIMEOUT",
+        value_name = "DURATION",
+        default_value = "20s"
+    )]
     pub upload_drain_timeout: String,
 
     /// Uploads in flight at once.
-    #[arg(long, env = "GOCACHER_UPLOAD_WORKERS", value_name = "N", default_value_t = 8)]
+    #[arg(
+        long,
+        env = "GOCACHER_UPLOAD_WORKERS",
+        value_name = "N",
+        default_value_t = 8
+    )]
     pub upload_workers: usize,
 
     /// Uploads that may wait; more are dropped (and counted), never waited for.
-    #[arg(long, env = "GOCACHER_UPLOAD_QUEUE", value_name = "N", default_value_t = 2048)]
+    #[arg(
+        long,
+        env = "GOCACHER_UPLOAD_QUEUE",
+        value_name = "N",
+        default_value_t = 2048
+    )]
     pub upload_queue: usize,
 
     #[command(subcommand)]
@@ -313,7 +339,10 @@ mod tests {
     fn remote_flags() {
         let c = args(&["--remote", "s3://bkt/ci/main/", "--anonymous"]).unwrap();
         let r = c.remote.unwrap();
-        assert_eq!((r.s3.bucket.as_str(), r.s3.prefix.as_str()), ("bkt", "ci/main"));
+        assert_eq!(
+            (r.s3.bucket.as_str(), r.s3.prefix.as_str()),
+            ("bkt", "ci/main")
+        );
         assert!(r.opts.read_only, "--anonymous implies read-only");
         let c = args(&["check", "--remote", "s3://b"]).unwrap();
         assert_eq!(c.command, Some(Command::Check));
@@ -321,9 +350,13 @@ mod tests {
         assert!(e.contains("--remote"), "{e}");
         let e = args(&["--remote", "gs://b"]).unwrap_err().to_string();
         assert!(e.contains("s3://BUCKET"), "{e}");
-        let e = args(&["--remote", "s3://b", "--s3-endpoint", "localhost:9000"]).unwrap_err().to_string();
+        let e = args(&["--remote", "s3://b", "--s3-endpoint", "localhost:9000"])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("http://"), "{e}");
-        let e = args(&["--upload-drain-timeout", "forever"]).unwrap_err().to_string();
+        let e = args(&["--upload-drain-timeout", "forever"])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("--upload-drain-timeout"), "{e}");
     }
 

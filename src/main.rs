@@ -50,7 +50,10 @@ fn run(config: Config) -> Result<()> {
         .build()
         .context("starting the async runtime")?;
     if config.command == Some(Command::Check) {
-        let remote = config.remote.as_ref().expect("validated: check has --remote");
+        let remote = config
+            .remote
+            .as_ref()
+            .expect("validated: check has --remote");
         return runtime.block_on(gocacher::check::run(remote));
     }
     let disk = DiskCache::open(&config.cache_dir)
@@ -67,7 +70,10 @@ fn run(config: Config) -> Result<()> {
     );
     if let Some(remote) = config.remote.clone() {
         if config.verbose {
-            eprintln!("gocacher: bucket s3://{}/{}", remote.s3.bucket, remote.s3.prefix);
+            eprintln!(
+                "gocacher: bucket s3://{}/{}",
+                remote.s3.bucket, remote.s3.prefix
+            );
         }
         cacher = cacher.with_remote(remote);
     }

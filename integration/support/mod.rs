@@ -1,3 +1,5 @@
+#![allow(dead_code)] // each test binary uses its own part of these helpers
+
 //! Helpers for the end-to-end suite: a go command with gocacher as its
 //! GOCACHEPROG, its captured output, and the stats gocacher wrote at close.
 
@@ -8,6 +10,8 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+pub mod s3server;
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -44,6 +48,26 @@ pub struct Stats {
     pub put_errors: u64,
     pub bytes_read: u64,
     pub bytes_written: u64,
+    #[serde(default)]
+    pub remote_hits: u64,
+    #[serde(default)]
+    pub remote_misses: u64,
+    #[serde(default)]
+    pub remote_errors: u64,
+    #[serde(default)]
+    pub corrupt: u64,
+    #[serde(default)]
+    pub uploads: u64,
+    #[serde(default)]
+    pub upload_errors: u64,
+    #[serde(default)]
+    pub uploads_dropped: u64,
+    #[serde(default)]
+    pub uploads_skipped: u64,
+    #[serde(default)]
+    pub bytes_downloaded: u64,
+    #[serde(default)]
+    pub bytes_uploaded: u64,
 }
 
 /// One go command's result.
@@ -64,6 +88,32 @@ pub struct GoRun {
 }
 
 impl GoRun {
+    /// A warm run: every key gocacher was given is served; the only misses are
+    /// the few keys cmd/go looks up but never stores (see `GoRun::lost`).
+    pub fn assert_warm(&self) {
+        let run = self;
+        let s = &run.stats;
+        assert!(s.gets > 0, "{:?}: no gets", run.args);
+        assert!(
+            run.lost.is_empty(),
+            "{:?}: stored keys missed: {:?}",
+            run.args,
+            run.lost
+        );
+        assert_eq!(
+            s.misses as usize, run.never_stored_misses,
+            "{:?}: {s:?}",
+            run.args
+        );
+        assert!(
+            s.hits * 20 >= s.gets * 19,
+            "{:?}: under 95% hits: {s:?}",
+            run.args
+        );
+        assert_eq!(s.hits + s.misses, s.gets, "{:?}: {s:?}", run.args);
+        assert_eq!(s.get_errors, 0, "{:?}: {s:?}", run.args);
+    }
+
     pub fn assert_ok(&self) {
         assert!(
             self.status.success(),
@@ -89,6 +139,8 @@ pub struct GoEnv {
     stored: Arc<Mutex<HashSet<String>>>,
     /// Record the protocol with tee (on unless a test turns it off).
     transcript: bool,
+    /// Extra environment for go (and so gocacher), e.g. AWS_* settings.
+    env: Vec<(String, String)>,
 }
 
 static SEQ: AtomicUsize = AtomicUsize::new(0);
@@ -109,6 +161,7 @@ impl GoEnv {
             flags: Vec::new(),
             stored: Arc::default(),
             transcript: true,
+            env: Vec::new(),
         };
         env.fresh_gocache()
     }
@@ -129,6 +182,25 @@ impl GoEnv {
             flags: flags.iter().map(|s| s.to_string()).collect(),
             ..self.clone()
         }
+    }
+
+    pub fn with_env(&self, env: Vec<(String, String)>) -> GoEnv {
+        GoEnv {
+            env,
+            ..self.clone()
+        }
+    }
+
+    /// Another machine: a new, empty cache dir and GOCACHE, the same flags
+    /// and environment (so the same bucket), and the shared record of what
+    /// was stored, so its misses of keys other machines put count as lost.
+    pub fn new_machine(&self) -> GoEnv {
+        let cache_dir = self.root.path().join(format!("gocacher-{}", next_seq()));
+        GoEnv {
+            cache_dir,
+            ..self.clone()
+        }
+        .fresh_gocache()
     }
 
     pub fn without_transcript(&self) -> GoEnv {
@@ -174,7 +246,8 @@ impl GoEnv {
             .env("CGO_ENABLED", "1")
             .env("GOFLAGS", "")
             .env_remove("GOEXPERIMENT")
-            .env_remove("GOENV");
+            .env_remove("GOENV")
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         let (status, stdout, stderr) = run_with_timeout(cmd, GO_TIMEOUT);
         let stats = std::fs::read(&stats_file)
             .ok()

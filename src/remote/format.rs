@@ -61,7 +61,10 @@ impl ObjectMeta {
             (META_OUTPUT_ID.to_string(), self.output_id.to_hex()),
             (META_SIZE.to_string(), self.size.to_string()),
             (META_PUT_TIME.to_string(), self.put_time_nanos.to_string()),
-            (META_ENCODING.to_string(), self.encoding.as_str().to_string()),
+            (
+                META_ENCODING.to_string(),
+                self.encoding.as_str().to_string(),
+            ),
         ])
     }
 
@@ -114,7 +117,13 @@ mod tests {
     #[test]
     fn keys() {
         let a = Id([0xab; 32]);
-        assert_eq!(object_key("", &a), format!("gocacher/v1/{}", "ab".repeat(32)));
-        assert_eq!(object_key("ci/main", &a), format!("ci/main/gocacher/v1/{}", "ab".repeat(32)));
+        assert_eq!(
+            object_key("", &a),
+            format!("gocacher/v1/{}", "ab".repeat(32))
+        );
+        assert_eq!(
+            object_key("ci/main", &a),
+            format!("ci/main/gocacher/v1/{}", "ab".repeat(32))
+        );
     }
 }

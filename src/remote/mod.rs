@@ -153,24 +153,33 @@ impl Remote {
             }
             FailureKind::NoBucket => {
                 self.breaker.disable();
-                self.report("bucket", format_args!(
-                    "{d}: the bucket does not exist ({}). Continuing with the local cache only",
-                    err.message
-                ));
+                self.report(
+                    "bucket",
+                    format_args!(
+                        "{d}: the bucket does not exist ({}). Continuing with the local cache only",
+                        err.message
+                    ),
+                );
             }
             FailureKind::AccessDenied if writing => {
                 self.read_only.store(true, Ordering::Relaxed);
-                self.report("write-denied", format_args!(
-                    "{d}: uploads are denied ({}); switching to read-only for this run",
-                    err.message
-                ));
+                self.report(
+                    "write-denied",
+                    format_args!(
+                        "{d}: uploads are denied ({}); switching to read-only for this run",
+                        err.message
+                    ),
+                );
             }
             FailureKind::AccessDenied => {
                 self.breaker.disable();
-                self.report("read-denied", format_args!(
-                    "{d}: reads are denied ({}). Continuing with the local cache only",
-                    err.message
-                ));
+                self.report(
+                    "read-denied",
+                    format_args!(
+                        "{d}: reads are denied ({}). Continuing with the local cache only",
+                        err.message
+                    ),
+                );
             }
             FailureKind::Unavailable | FailureKind::Other => {
                 if self.breaker.failure() {

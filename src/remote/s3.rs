@@ -9,9 +9,9 @@
 use std::time::Duration;
 
 use aws_config::BehaviorVersion;
+use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::Client;
 use aws_smithy_types::error::display::DisplayErrorContext;
 
@@ -167,7 +167,13 @@ impl S3Store {
     }
 
     pub async fn get_key(&self, key: &str) -> Result<Fetched, RemoteError> {
-        let resp = self.client.get_object().bucket(&self.bucket).key(key).send().await;
+        let resp = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await;
         match resp {
             Ok(out) => Ok(Fetched::Found {
                 meta: out.metadata().and_then(ObjectMeta::from_metadata),
@@ -199,7 +205,8 @@ impl S3Store {
         match resp {
             Ok(_) => Ok(Stored::Created),
             Err(SdkError::ServiceError(e))
-                if e.raw().status().as_u16() == 412 || e.err().code() == Some("PreconditionFailed") =>
+                if e.raw().status().as_u16() == 412
+                    || e.err().code() == Some("PreconditionFailed") =>
             {
                 Ok(Stored::AlreadyThere)
             }
@@ -234,7 +241,10 @@ impl S3Store {
             return Ok("anonymous (unsigned requests)".into());
         };
         match provider.provide_credentials().await {
-            Ok(c) => Ok(format!("access key {}…", &c.access_key_id()[..c.access_key_id().len().min(4)])),
+            Ok(c) => Ok(format!(
+                "access key {}…",
+                &c.access_key_id()[..c.access_key_id().len().min(4)]
+            )),
             Err(e) => Err(RemoteError {
                 kind: FailureKind::Credentials,
                 message: format!("no usable credentials: {}", DisplayErrorContext(&e)),
@@ -252,7 +262,10 @@ where
         let code = se.err().code().unwrap_or("").to_string();
         let msg = se.err().message().unwrap_or("").to_string();
         let kind = match code.as_str() {
-            "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "ExpiredToken" | "InvalidToken"
+            "InvalidAccessKeyId"
+            | "SignatureDoesNotMatch"
+            | "ExpiredToken"
+            | "InvalidToken"
             | "TokenRefreshRequired" => FailureKind::Credentials,
             "NoSuchBucket" => FailureKind::NoBucket,
             "AccessDenied" | "AllAccessDisabled" => FailureKind::AccessDenied,
@@ -266,7 +279,10 @@ where
         if matches!(code.as_str(), "" | "NotFound" | "Forbidden") {
             let (kind, what) = match status {
                 404 => (FailureKind::NoBucket, "not found"),
-                403 => (FailureKind::Credentials, "forbidden: credentials refused or access denied"),
+                403 => (
+                    FailureKind::Credentials,
+                    "forbidden: credentials refused or access denied",
+                ),
                 s if s >= 500 => (FailureKind::Unavailable, "server error"),
                 _ => (FailureKind::Other, "refused"),
             };
@@ -282,7 +298,18 @@ where
         };
         return RemoteError { kind, message };
     }
-    let text = format!("{}", DisplayErrorContext(&err));
+    let mut text = format!("{}", DisplayErrorContext(&err));
+    // Keep the readable chain; drop the Debug dump the SDK appends.
+    for tail in [
+        " (DispatchFailure",
+        " (TimeoutError",
+        " (ResponseError",
+        " (ConstructionFailure",
+    ] {
+        if let Some(i) = text.find(tail) {
+            text.truncate(i);
+        }
+    }
     let kind = if text.contains("credentials") || text.contains("identity") {
         FailureKind::Credentials
     } else {

@@ -47,10 +47,15 @@ pub(super) async fn download(r: &Remote, action: Id) -> Result<Known, Failed> {
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(2);
     let disk = r.disk.clone();
     let writer = tokio::task::spawn_blocking(move || -> Result<(), PutError> {
-        let source = ChannelReader { rx, current: Bytes::new() };
+        let source = ChannelReader {
+            rx,
+            current: Bytes::new(),
+        };
         let mut reader: Box<dyn Read> = match meta.encoding {
             Encoding::Identity => Box::new(source),
-            Encoding::Zstd => Box::new(zstd::stream::read::Decoder::new(source).map_err(PutError::Body)?),
+            Encoding::Zstd => {
+                Box::new(zstd::stream::read::Decoder::new(source).map_err(PutError::Body)?)
+            }
         };
         let mut next = || {
             let mut buf = vec![0u8; CHUNK];
@@ -120,11 +125,14 @@ fn fail(r: &Remote, e: &RemoteError) -> Failed {
 
 fn corrupt(r: &Remote, action: &Id, why: &str) -> Failed {
     Stats::inc(&r.stats.corrupt);
-    r.report("corrupt", format_args!(
-        "{}: object {} is corrupt ({why}); not used (further corrupt objects are only counted)",
-        r.describe(),
-        r.store.key(action)
-    ));
+    r.report(
+        "corrupt",
+        format_args!(
+            "{}: object {} is corrupt ({why}); not used (further corrupt objects are only counted)",
+            r.describe(),
+            r.store.key(action)
+        ),
+    );
     Failed
 }
 

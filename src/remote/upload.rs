@@ -97,11 +97,14 @@ impl Uploader {
             abort.abort();
             let left = self.queued.load(Ordering::Relaxed) - self.done.load(Ordering::Relaxed);
             Stats::add(&self.remote.stats.uploads_dropped, left);
-            self.remote.report("drain", format_args!(
-                "{}: {left} uploads unfinished after {}s at close; dropped",
-                self.remote.describe(),
-                deadline.as_secs()
-            ));
+            self.remote.report(
+                "drain",
+                format_args!(
+                    "{}: {left} uploads unfinished after {}s at close; dropped",
+                    self.remote.describe(),
+                    deadline.as_secs()
+                ),
+            );
         }
     }
 }
@@ -137,7 +140,10 @@ async fn upload(r: &Remote, job: UploadJob) {
             // The local file vanished (trimmed by another process?) or is
             // unreadable: nothing to upload.
             Stats::inc(&r.stats.upload_errors);
-            r.report("upload-read", format_args!("reading {} for upload: {e}", job.path.display()));
+            r.report(
+                "upload-read",
+                format_args!("reading {} for upload: {e}", job.path.display()),
+            );
             return;
         }
         Err(e) => {
@@ -183,7 +189,11 @@ async fn upload(r: &Remote, job: UploadJob) {
 /// as one zstd frame when that saves at least 10%.
 enum Payload {
     Memory(Bytes),
-    File { path: PathBuf, len: u64, _scratch: Option<Scratch> },
+    File {
+        path: PathBuf,
+        len: u64,
+        _scratch: Option<Scratch>,
+    },
 }
 
 impl Payload {
@@ -197,12 +207,17 @@ impl Payload {
     async fn stream(&self) -> Result<ByteStream, String> {
         match self {
             Payload::Memory(b) => Ok(ByteStream::from(b.clone())),
-            Payload::File { path, .. } => ByteStream::from_path(path).await.map_err(|e| e.to_string()),
+            Payload::File { path, .. } => {
+                ByteStream::from_path(path).await.map_err(|e| e.to_string())
+            }
         }
     }
 }
 
-fn prepare(job: &UploadJob, disk: &crate::disk::DiskCache) -> std::io::Result<(ObjectMeta, Payload)> {
+fn prepare(
+    job: &UploadJob,
+    disk: &crate::disk::DiskCache,
+) -> std::io::Result<(ObjectMeta, Payload)> {
     let mut meta = ObjectMeta {
         output_id: job.output,
         size: job.size,
@@ -211,7 +226,10 @@ fn prepare(job: &UploadJob, disk: &crate::disk::DiskCache) -> std::io::Result<(O
     };
     let worth = |compressed: u64| (compressed as f64) <= job.size as f64 * COMPRESS_MAX_RATIO;
     if job.size < COMPRESS_MIN {
-        return Ok((meta, Payload::Memory(Bytes::from(std::fs::read(&job.path)?))));
+        return Ok((
+            meta,
+            Payload::Memory(Bytes::from(std::fs::read(&job.path)?)),
+        ));
     }
     if job.size <= IN_MEMORY_MAX {
         let raw = std::fs::read(&job.path)?;
@@ -231,8 +249,22 @@ fn prepare(job: &UploadJob, disk: &crate::disk::DiskCache) -> std::io::Result<(O
     Ok(if worth(len) {
         meta.encoding = Encoding::Zstd;
         let path = scratch.path().to_path_buf();
-        (meta, Payload::File { path, len, _scratch: Some(scratch) })
+        (
+            meta,
+            Payload::File {
+                path,
+                len,
+                _scratch: Some(scratch),
+            },
+        )
     } else {
-        (meta, Payload::File { path: job.path.clone(), len: job.size, _scratch: None })
+        (
+            meta,
+            Payload::File {
+                path: job.path.clone(),
+                len: job.size,
+                _scratch: None,
+            },
+        )
     })
 }

@@ -1,0 +1,263 @@
+//! Real S3 servers for the suite: MinIO and LocalStack, each started on a
+//! free 127.0.0.1 port with its own data dir, and killed when dropped.
+//! Install them first with integration/tools/install-minio.sh and
+//! localstack/install.sh (.ci/run does); a missing server fails the test.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::Client;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Kind {
+    Minio,
+    LocalStack,
+}
+
+pub struct S3Server {
+    pub kind: Kind,
+    pub endpoint: String,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    key: &'static str,
+    secret: &'static str,
+}
+
+fn tools_dir() -> PathBuf {
+    match std::env::var_os("GOCACHER_TOOLS_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => dirs::home_dir()
+            .expect("$HOME")
+            .join(".cache/gocacher-tools"),
+    }
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+impl S3Server {
+    pub fn start(kind: Kind) -> S3Server {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
+        let (mut cmd, key, secret) = match kind {
+            Kind::Minio => {
+                let bin = std::env::var_os("GOCACHER_MINIO_BIN")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| tools_dir().join("bin/minio"));
+                assert!(
+                    bin.exists(),
+                    "MinIO is not installed at {}: run integration/tools/install-minio.sh",
+                    bin.display()
+                );
+                let mut c = Command::new(bin);
+                c.args(["server", "--quiet", "--address"])
+                    .arg(format!("127.0.0.1:{port}"))
+                    .arg("--certs-dir")
+                    .arg(dir.path().join("certs"))
+                    .arg(dir.path().join("data"))
+                    .env("MINIO_BROWSER", "off")
+                    .env("MINIO_ROOT_USER", "gocacher")
+                    .env("MINIO_ROOT_PASSWORD", "gocacher-secret");
+                (c, "gocacher", "gocacher-secret")
+            }
+            Kind::LocalStack => {
+                let venv = tools_dir().join("localstack-venv/bin/python");
+                assert!(
+                    venv.exists(),
+                    "LocalStack is not installed ({} missing): run localstack/install.sh",
+                    venv.display()
+                );
+                let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("localstack/start.sh");
+                let mut c = Command::new("bash");
+                c.arg(script)
+                    .arg(port.to_string())
+                    .arg(dir.path().join("ls"));
+                (c, "test", "test")
+            }
+        };
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start the S3 server");
+        let mut server = S3Server {
+            kind,
+            endpoint: format!("http://127.0.0.1:{port}"),
+            child: Some(child),
+            dir,
+            key,
+            secret,
+        };
+        server.wait_ready(Duration::from_secs(90));
+        server
+    }
+
+    fn wait_ready(&mut self, limit: Duration) {
+        let start = Instant::now();
+        let client = self.client();
+        let rt = runtime();
+        loop {
+            if rt.block_on(client.list_buckets().send()).is_ok() {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "{:?} exited ({status}) before it was ready:\n{}",
+                    self.kind,
+                    self.log_tail()
+                );
+            }
+            if start.elapsed() > limit {
+                panic!(
+                    "{:?} not ready after {limit:?}:\n{}",
+                    self.kind,
+                    self.log_tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
+        let lines: Vec<_> = log.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    /// The environment a gocacher needs to reach this server.
+    pub fn env(&self) -> Vec<(String, String)> {
+        self.env_with_secret(self.secret)
+    }
+
+    pub fn env_with_secret(&self, secret: &str) -> Vec<(String, String)> {
+        [
+            ("AWS_ACCESS_KEY_ID", self.key),
+            ("AWS_SECRET_ACCESS_KEY", secret),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ENDPOINT_URL_S3", self.endpoint.as_str()),
+            // Never look for instance metadata (a non-loopback address).
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+            ("AWS_CONFIG_FILE", "/nonexistent"),
+            ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    pub fn client(&self) -> Client {
+        let creds = aws_sdk_s3::config::Credentials::new(self.key, self.secret, None, None, "test");
+        let conf = aws_sdk_s3::config::Builder::new()
+            .behavior_version_latest()
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .endpoint_url(&self.endpoint)
+            .force_path_style(true)
+            .credentials_provider(creds)
+            .build();
+        Client::from_conf(conf)
+    }
+
+    pub fn create_bucket(&self, name: &str) {
+        runtime()
+            .block_on(self.client().create_bucket().bucket(name).send())
+            .unwrap_or_else(|e| panic!("create bucket {name}: {e:?}"));
+    }
+
+    /// Keys under `prefix`.
+    pub fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        let rt = runtime();
+        let client = self.client();
+        let mut keys = Vec::new();
+        let mut token = None;
+        loop {
+            let out = rt
+                .block_on(
+                    client
+                        .list_objects_v2()
+                        .bucket(bucket)
+                        .prefix(prefix)
+                        .set_continuation_token(token)
+                        .send(),
+                )
+                .unwrap();
+            keys.extend(
+                out.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(String::from)),
+            );
+            token = out.next_continuation_token().map(String::from);
+            if token.is_none() {
+                return keys;
+            }
+        }
+    }
+
+    /// Rewrites every object under `prefix` with damaged bytes and the same
+    /// metadata: one in two has a byte flipped, the others are cut in half.
+    /// Returns how many were damaged.
+    pub fn corrupt_all(&self, bucket: &str, prefix: &str) -> usize {
+        let rt = runtime();
+        let client = self.client();
+        let keys = self.keys(bucket, prefix);
+        let mut damaged = 0;
+        for (i, key) in keys.iter().enumerate() {
+            let out = rt
+                .block_on(client.get_object().bucket(bucket).key(key).send())
+                .unwrap();
+            let meta: HashMap<String, String> = out.metadata().cloned().unwrap_or_default();
+            let mut body = rt
+                .block_on(out.body.collect())
+                .unwrap()
+                .into_bytes()
+                .to_vec();
+            if body.is_empty() {
+                continue; // nothing to damage in an empty output
+            }
+            if i % 2 == 0 {
+                let mid = body.len() / 2;
+                body[mid] ^= 0x5A;
+            } else {
+                body.truncate(body.len() / 2);
+            }
+            rt.block_on(
+                client
+                    .put_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .set_metadata(Some(meta))
+                    .body(ByteStream::from(body))
+                    .send(),
+            )
+            .unwrap();
+            damaged += 1;
+        }
+        damaged
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
