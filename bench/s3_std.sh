@@ -32,15 +32,19 @@ stat() { python3 -c "import json,sys; d=json.load(open('$1')); print(d['$2'])"; 
 
 mkdir -p "$work/native"
 build native "$work/native" >/dev/null # fill Go's own cache
-cold=$(build cold "$(mktemp -d -p "$work")" "$bin --cache-dir $work/cold --stats-file $work/cold.json --remote s3://bench/std")
+# /usr/bin/time as the GOCACHEPROG wrapper records the helper's peak RSS.
+cold=$(build cold "$(mktemp -d -p "$work")" "/usr/bin/time -f %M -o $work/cold.rss $bin --cache-dir $work/cold --stats-file $work/cold.json --remote s3://bench/std")
 objects=$(find "$work/data/bench/std" -name 'xl.meta' | wc -l)
 echo "cold through MinIO: ${cold}s; puts $(stat "$work/cold.json" puts), uploads $(stat "$work/cold.json" uploads), objects in bucket $objects"
+sleep 0.5
+echo "helper peak RSS, cold: $(cat "$work/cold.rss") KB"
 echo "bytes: stored $(stat "$work/cold.json" bytes_written), uploaded $(stat "$work/cold.json" bytes_uploaded)"
 
 for i in $(seq "$runs"); do
   n=$(build native "$work/native")
-  r=$(build remote "$(mktemp -d -p "$work")" "$bin --cache-dir $work/warm$i --stats-file $work/warm$i.json --remote s3://bench/std")
-  echo "run $i: native warm ${n}s, remote warm ${r}s (remote_hits $(stat "$work/warm$i.json" remote_hits) of $(stat "$work/warm$i.json" gets) gets)"
+  r=$(build remote "$(mktemp -d -p "$work")" "/usr/bin/time -f %M -o $work/warm$i.rss $bin --cache-dir $work/warm$i --stats-file $work/warm$i.json --remote s3://bench/std")
+  sleep 0.2
+  echo "run $i: native warm ${n}s, remote warm ${r}s (remote_hits $(stat "$work/warm$i.json" remote_hits) of $(stat "$work/warm$i.json" gets) gets, helper peak RSS $(cat "$work/warm$i.rss") KB)"
 done
 
 kill $minio_pid; wait $minio_pid 2>/dev/null || true

@@ -107,9 +107,22 @@ pub struct S3Store {
 
 impl S3Store {
     pub async fn connect(s: &S3Settings) -> S3Store {
+        let env_endpoint = std::env::var("AWS_ENDPOINT_URL_S3")
+            .or_else(|_| std::env::var("AWS_ENDPOINT_URL"))
+            .ok()
+            .filter(|v| !v.is_empty());
+        let endpoint = s.endpoint.clone().or(env_endpoint);
+        let env_region = ["AWS_REGION", "AWS_DEFAULT_REGION"]
+            .iter()
+            .any(|k| std::env::var(k).is_ok_and(|v| !v.is_empty()));
         let mut loader = aws_config::defaults(BehaviorVersion::latest());
         if let Some(region) = &s.region {
             loader = loader.region(aws_config::Region::new(region.clone()));
+        } else if endpoint.is_some() && !env_region && std::env::var_os("AWS_PROFILE").is_none() {
+            // S3-compatible servers ignore the region; naming one here keeps
+            // the region chain from asking instance metadata (a second or
+            // more off EC2) before the first lookup.
+            loader = loader.region(aws_config::Region::new("us-east-1"));
         }
         if s.anonymous {
             loader = loader.no_credentials();
@@ -118,11 +131,6 @@ impl S3Store {
             loader = loader.endpoint_url(ep.clone());
         }
         let sdk = loader.load().await;
-        let env_endpoint = std::env::var("AWS_ENDPOINT_URL_S3")
-            .or_else(|_| std::env::var("AWS_ENDPOINT_URL"))
-            .ok()
-            .filter(|v| !v.is_empty());
-        let endpoint = s.endpoint.clone().or(env_endpoint);
         let mut conf = aws_sdk_s3::config::Builder::from(&sdk)
             // Path-style is what MinIO, LocalStack and most S3-compatible
             // servers expect; AWS itself takes either.

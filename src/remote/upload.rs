@@ -24,7 +24,7 @@ use crate::wire::Id;
 
 /// Outputs up to this size are compressed in memory; larger ones through a
 /// scratch file, so an upload never holds a big body in memory.
-const IN_MEMORY_MAX: u64 = 1 << 20;
+const IN_MEMORY_MAX: u64 = 256 << 10;
 
 /// One put to copy to the bucket. The file is the local mirror's output file,
 /// which is never rewritten, so it can be read at leisure.
