@@ -284,6 +284,48 @@ fn two_machines_write_at_once(kind: Kind) {
     assert_eq!(run.stats.remote_hits, run.stats.hits, "{:?}", run.stats);
 }
 
+/// `gocacher check` walks every step against a good bucket and stops with
+/// the reason at the first failing step of a bad one.
+fn check_command_reports_each_step(kind: Kind) {
+    let server = started(kind);
+    let check = |bucket: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_gocacher"))
+            .args(["check", "--remote", &format!("s3://{bucket}/probe")])
+            .envs(server.env())
+            .output()
+            .unwrap()
+    };
+    let good = check(BUCKET);
+    let out = String::from_utf8_lossy(&good.stdout);
+    assert!(
+        good.status.success(),
+        "{out}\n{}",
+        String::from_utf8_lossy(&good.stderr)
+    );
+    for step in ["credentials", "bucket", "write", "read", "delete"] {
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with(step) && l.contains(" ok ") && l.contains(" ms")),
+            "no ok line with latency for {step}:\n{out}"
+        );
+    }
+    assert!(
+        server.keys(BUCKET, "probe/").is_empty(),
+        "the probe object was left behind"
+    );
+
+    let bad = check("no-such-bucket");
+    let out = String::from_utf8_lossy(&bad.stdout);
+    assert_eq!(bad.status.code(), Some(1), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("bucket") && l.contains("FAILED")),
+        "{out}"
+    );
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.starts_with("gocacher: bucket:"), "{err}");
+}
+
 macro_rules! on_both_servers {
     ($($scenario:ident),* $(,)?) => {
         mod minio {
@@ -302,4 +344,5 @@ on_both_servers!(
     misconfigured_bucket_is_one_clear_line,
     read_only_uploads_nothing,
     two_machines_write_at_once,
+    check_command_reports_each_step,
 );
