@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Live counters. Relaxed atomics: each is an independent tally, read only at
 /// close, so no ordering between them is needed.
@@ -30,7 +30,7 @@ pub struct Stats {
 }
 
 /// A point-in-time copy of [`Stats`]; the JSON keys are documented in README.md.
-#[derive(Debug, Default, Clone, Serialize, PartialEq)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Snapshot {
     /// Get requests from cmd/go.
     pub gets: u64,

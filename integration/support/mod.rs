@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 pub mod s3server;
 
-use serde::Deserialize;
 use serde_json::Value;
 
 /// No single go command in this suite should take longer; one that does is
@@ -37,38 +36,9 @@ impl Toolchain {
     }
 }
 
-/// The stats JSON gocacher writes with --stats-file.
-#[derive(Debug, Default, Deserialize, Clone, PartialEq)]
-pub struct Stats {
-    pub gets: u64,
-    pub hits: u64,
-    pub misses: u64,
-    pub get_errors: u64,
-    pub puts: u64,
-    pub put_errors: u64,
-    pub bytes_read: u64,
-    pub bytes_written: u64,
-    #[serde(default)]
-    pub remote_hits: u64,
-    #[serde(default)]
-    pub remote_misses: u64,
-    #[serde(default)]
-    pub remote_errors: u64,
-    #[serde(default)]
-    pub corrupt: u64,
-    #[serde(default)]
-    pub uploads: u64,
-    #[serde(default)]
-    pub upload_errors: u64,
-    #[serde(default)]
-    pub uploads_dropped: u64,
-    #[serde(default)]
-    pub uploads_skipped: u64,
-    #[serde(default)]
-    pub bytes_downloaded: u64,
-    #[serde(default)]
-    pub bytes_uploaded: u64,
-}
+/// The stats JSON gocacher writes with --stats-file, read back with the
+/// library's own type so the two cannot drift apart.
+pub use gocacher::stats::Snapshot as Stats;
 
 /// One go command's result.
 #[derive(Debug)]
