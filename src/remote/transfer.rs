@@ -108,7 +108,7 @@ pub(super) async fn download(r: &Remote, action: Id) -> Result<Known, Failed> {
     match written {
         Ok(Ok(())) => Ok(Known::Present(meta.output_id)),
         Ok(Err(err)) if err.is_disk() => {
-            Stats::inc(&r.stats.get_errors);
+            // The get is counted as a miss by the cacher; the line says why.
             r.report("disk", format_args!("writing a downloaded object: {err}"));
             Err(Failed)
         }
