@@ -332,16 +332,7 @@ fn copy_dir(src: &Path, dst: &Path) {
 
 /// No writer left a temp file behind.
 pub fn assert_no_temp_files(cache_dir: &Path) {
-    for shard in std::fs::read_dir(cache_dir).unwrap() {
-        let shard = shard.unwrap().path();
-        if shard.is_dir() {
-            for f in std::fs::read_dir(&shard).unwrap() {
-                let name = f.unwrap().file_name();
-                assert!(
-                    !name.to_string_lossy().starts_with(".tmp-"),
-                    "left {name:?}"
-                );
-            }
-        }
-    }
+    let disk = gocacher::disk::DiskCache::open(cache_dir).unwrap();
+    let left = disk.temp_files().unwrap();
+    assert!(left.is_empty(), "left {left:?}");
 }

@@ -270,6 +270,27 @@ impl DiskCache {
         Ok((Scratch(Some(tmp)), file))
     }
 
+    /// Temp files present in the shard directories: none once every writer
+    /// has finished, unless a writer crashed (trim removes those later).
+    pub fn temp_files(&self) -> io::Result<Vec<PathBuf>> {
+        let mut out = Vec::new();
+        for shard in fs::read_dir(&self.root)? {
+            let shard = shard?.path();
+            if shard.is_dir() {
+                for f in fs::read_dir(&shard)? {
+                    let f = f?;
+                    if f.file_name()
+                        .to_string_lossy()
+                        .starts_with(trim::TEMP_PREFIX)
+                    {
+                        out.push(f.path());
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Removes old entries according to `policy`. See [`trim`].
     pub fn trim(&self, policy: &TrimPolicy) -> io::Result<Option<TrimReport>> {
         trim::run(&self.root, policy)

@@ -40,16 +40,6 @@ impl Body {
         (Body { size, rx: Some(rx) }, Some(tx))
     }
 
-    /// A body already in memory (tests and benchmarks).
-    pub fn from_bytes(bytes: Bytes) -> Body {
-        let (tx, rx) = mpsc::channel(1);
-        let size = bytes.len() as u64;
-        if size > 0 {
-            tx.try_send(Ok(bytes)).expect("fresh channel has room");
-        }
-        Body { size, rx: Some(rx) }
-    }
-
     /// The size cmd/go announced. The chunks add up to exactly this, or the
     /// last chunk is an error.
     pub fn size(&self) -> u64 {
@@ -59,11 +49,6 @@ impl Body {
     /// The next chunk, from a blocking thread (e.g. inside `spawn_blocking`).
     pub fn blocking_next(&mut self) -> Option<Chunk> {
         self.rx.as_mut()?.blocking_recv()
-    }
-
-    /// The next chunk, from async code.
-    pub async fn next(&mut self) -> Option<Chunk> {
-        self.rx.as_mut()?.recv().await
     }
 }
 

@@ -263,18 +263,8 @@ async fn wrong_output_id_is_an_error_and_stores_nothing() {
 }
 
 fn assert_no_temp_files(root: &std::path::Path) {
-    for shard in std::fs::read_dir(root).unwrap() {
-        let shard = shard.unwrap().path();
-        if shard.is_dir() {
-            for f in std::fs::read_dir(&shard).unwrap() {
-                let name = f.unwrap().file_name();
-                assert!(
-                    !name.to_string_lossy().starts_with(".tmp-"),
-                    "left {name:?}"
-                );
-            }
-        }
-    }
+    let left = DiskCache::open(root).unwrap().temp_files().unwrap();
+    assert!(left.is_empty(), "left {left:?}");
 }
 
 #[tokio::test]

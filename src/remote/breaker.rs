@@ -60,10 +60,6 @@ impl Breaker {
     pub fn disable(&self) {
         self.state.lock().unwrap().disabled = true;
     }
-
-    pub fn is_disabled(&self) -> bool {
-        self.state.lock().unwrap().disabled
-    }
 }
 
 #[cfg(test)]
@@ -90,6 +86,5 @@ mod tests {
         b.disable();
         b.success();
         assert!(!b.allow());
-        assert!(b.is_disabled());
     }
 }

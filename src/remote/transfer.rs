@@ -6,7 +6,6 @@
 //! is ever visible at a DiskPath.
 
 use std::io::{self, Read};
-use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -169,10 +168,4 @@ impl Read for ChannelReader {
         buf[..n].copy_from_slice(&self.current.split_to(n));
         Ok(n)
     }
-}
-
-/// Sizes an upload's timeout: the base, plus a second per 8 MiB so large
-/// test binaries on a slow link are not cut off.
-pub fn upload_timeout(base: Duration, wire_len: u64) -> Duration {
-    base + Duration::from_secs(wire_len / (8 << 20))
 }

@@ -16,7 +16,6 @@ use tokio::task::JoinHandle;
 
 use super::format::{Encoding, ObjectMeta, COMPRESS_MAX_RATIO, COMPRESS_MIN, ZSTD_LEVEL};
 use super::s3::{FailureKind, RemoteError, Stored};
-use super::transfer::upload_timeout;
 use super::Remote;
 use crate::disk::Scratch;
 use crate::stats::Stats;
@@ -267,4 +266,10 @@ fn prepare(
             },
         )
     })
+}
+
+/// Sizes an upload's timeout: the base, plus a second per 8 MiB so large
+/// test binaries on a slow link are not cut off.
+fn upload_timeout(base: Duration, wire_len: u64) -> Duration {
+    base + Duration::from_secs(wire_len / (8 << 20))
 }
