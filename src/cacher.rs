@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
 
@@ -14,7 +14,9 @@ use crate::config::RemoteConfig;
 use crate::disk::{self, DiskCache, PutError};
 use crate::protocol::{Body, Handler, Hit, Put};
 use crate::remote::s3::S3Store;
-use crate::remote::{Remote, UploadJob, Uploader};
+use crate::remote::manifest::Used;
+use crate::remote::{Prefetch, Remote, UploadJob, Uploader, Usage};
+use crate::scope::Scope;
 use crate::stats::{Snapshot, Stats};
 use crate::wire::Id;
 use tokio::sync::OnceCell;
@@ -39,11 +41,16 @@ pub struct Cacher {
     /// on first use so the capability message never waits for the AWS
     /// configuration chain (which may look at profiles or instance metadata).
     remote: Option<(RemoteConfig, OnceCell<RemoteTier>)>,
+    /// The scope whose manifest this go command reads and writes.
+    scope: Option<Scope>,
+    /// What this go command used, for its scope's manifest (with a bucket).
+    usage: Mutex<Usage>,
 }
 
 struct RemoteTier {
     remote: Arc<Remote>,
     uploader: Uploader,
+    prefetch: Arc<Prefetch>,
     /// How long close waits for queued uploads.
     drain: Duration,
 }
@@ -56,13 +63,46 @@ impl Cacher {
             close,
             disk_warned: AtomicBool::new(false),
             remote: None,
+            scope: None,
+            usage: Mutex::default(),
         }
     }
 
-    /// Adds the bucket tier, connected on first use.
-    pub fn with_remote(mut self, config: RemoteConfig) -> Cacher {
+    /// Adds the bucket tier, connected on first use (or by
+    /// [`Cacher::start_prefetch`]), with its manifest scope.
+    pub fn with_remote(mut self, config: RemoteConfig, scope: Scope) -> Cacher {
         self.remote = Some((config, OnceCell::new()));
+        self.scope = Some(scope);
         self
+    }
+
+    /// With a bucket: connects and starts prefetching from the scope's
+    /// manifest, in the background (the protocol loop goes on meanwhile).
+    pub fn start_prefetch(self: &Arc<Self>) {
+        if self.remote.is_none() {
+            return;
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            if let Some(tier) = me.tier().await {
+                tier.prefetch.start(tier.remote.clone());
+            }
+        });
+    }
+
+    /// The bucket tier if it is already connected.
+    fn connected(&self) -> Option<&RemoteTier> {
+        self.remote.as_ref().and_then(|(_, cell)| cell.get())
+    }
+
+    fn record(&self, action: Id, output: Id, size: u64) {
+        if self.remote.is_some() {
+            self.usage.lock().unwrap().record(Used {
+                action,
+                output,
+                size,
+            });
+        }
     }
 
     /// The bucket tier, connecting on first call; `None` without `--remote`.
@@ -77,8 +117,10 @@ impl Cacher {
                     self.stats.clone(),
                     config.opts.clone(),
                 );
+                let scope = self.scope.clone().expect("set with the remote");
                 RemoteTier {
                     uploader: Uploader::start(remote.clone()),
+                    prefetch: Prefetch::new(scope, config.prefetch_concurrency),
                     remote,
                     drain: config.drain,
                 }
@@ -131,17 +173,31 @@ impl Handler for Cacher {
         };
         // Only a local miss goes to the bucket (and only then does this
         // future wait, which makes the protocol loop run it as a task).
-        let found = match local {
-            Some(e) => Some(e),
+        let (found, from_bucket, downloaded) = match local {
+            Some(e) => (Some(e), false, false),
             None => match self.tier().await {
-                Some(tier) => tier.remote.fetch(action_id).await,
-                None => None,
+                Some(tier) => match tier.remote.fetch(action_id).await {
+                    Some((e, fresh)) => (Some(e), true, fresh),
+                    None => (None, true, false),
+                },
+                None => (None, false, false),
             },
         };
         match found {
             Some(e) => {
                 Stats::inc(&self.stats.hits);
                 Stats::add(&self.stats.bytes_read, e.size);
+                // A hit this get did not download itself may be a prefetch's.
+                let prefetched = !downloaded
+                    && self
+                        .connected()
+                        .is_some_and(|t| t.prefetch.claim(&action_id));
+                if prefetched {
+                    Stats::inc(&self.stats.prefetch_hits);
+                } else if from_bucket {
+                    Stats::inc(&self.stats.remote_hits);
+                }
+                self.record(action_id, e.output_id, e.size);
                 Some(Hit {
                     output_id: e.output_id,
                     size: e.size,
@@ -169,6 +225,7 @@ impl Handler for Cacher {
         match stored {
             Ok(Ok(path)) => {
                 Stats::add(&self.stats.bytes_written, put.size);
+                self.record(put.action_id, put.output_id, put.size);
                 if let Some(tier) = self.tier().await {
                     tier.uploader
                         .enqueue(UploadJob {
@@ -198,8 +255,15 @@ impl Handler for Cacher {
 
     async fn close(&self) {
         // A tier never used has nothing to drain.
-        if let Some(tier) = self.remote.as_ref().and_then(|(_, cell)| cell.get()) {
+        if let Some(tier) = self.connected() {
+            tier.prefetch.stop();
+            Stats::add(
+                &self.stats.prefetch_unused_bytes,
+                tier.prefetch.unused_bytes(),
+            );
             tier.uploader.drain(tier.drain).await;
+            let used = self.usage.lock().unwrap().take();
+            tier.prefetch.write_manifest(&tier.remote, &used).await;
         }
         let snap = self.stats.snapshot();
         if let Some(path) = &self.close.stats_file {
@@ -209,6 +273,13 @@ impl Handler for Cacher {
         }
         if self.close.verbose {
             eprintln!("{}", snap.summary(self.remote.is_some()));
+            if let Some(tier) = self.connected() {
+                eprintln!(
+                    "gocacher: scope {:?}: {}",
+                    tier.prefetch.scope().name,
+                    tier.prefetch.note()
+                );
+            }
         }
     }
 }

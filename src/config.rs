@@ -12,6 +12,9 @@ use crate::disk::TRIM_MIN_AGE;
 use crate::remote::s3::S3Settings;
 use crate::remote::RemoteOptions;
 
+/// More prefetch downloads at once buy nothing and cost memory.
+const MAX_PREFETCH_CONCURRENCY: usize = 256;
+
 /// Flags as typed by the user, before validation.
 #[derive(Debug, Parser)]
 #[command(
@@ -127,6 +130,28 @@ pub struct Args {
     )]
     pub upload_queue: usize,
 
+    /// The build manifest scope this go command reads and writes (see
+    /// README: Prefetch). Default: derived from GitHub Actions or GitLab CI
+    /// variables, else the working directory, plus the target platform and
+    /// the go subcommand.
+    #[arg(long, env = "GOCACHER_SCOPE", value_name = "NAME")]
+    pub scope: Option<String>,
+
+    /// Scopes whose manifest to prefetch from when the scope has none yet,
+    /// comma-separated, first found wins (e.g. the base branch's scope).
+    #[arg(long, env = "GOCACHER_SCOPE_FALLBACK", value_name = "NAMES")]
+    pub scope_fallback: Option<String>,
+
+    /// Prefetch downloads in flight at once; 0 turns prefetch off (the
+    /// manifest is still written).
+    #[arg(
+        long,
+        env = "GOCACHER_PREFETCH_CONCURRENCY",
+        value_name = "N",
+        default_value_t = 64
+    )]
+    pub prefetch_concurrency: usize,
+
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -145,6 +170,10 @@ pub struct RemoteConfig {
     pub s3: S3Settings,
     pub opts: RemoteOptions,
     pub drain: Duration,
+    /// `--scope` and `--scope-fallback` as given (resolved at start).
+    pub scope: Option<String>,
+    pub scope_fallback: Option<String>,
+    pub prefetch_concurrency: usize,
 }
 
 /// Validated settings.
@@ -240,6 +269,9 @@ impl Args {
                         read_only: self.read_only || self.anonymous,
                     },
                     drain,
+                    scope: self.scope,
+                    scope_fallback: self.scope_fallback,
+                    prefetch_concurrency: self.prefetch_concurrency.min(MAX_PREFETCH_CONCURRENCY),
                 })
             }
         };

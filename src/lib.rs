@@ -10,11 +10,13 @@
 //! - [`disk`]: the local disk tier, laid out like Go's own cache; atomic
 //!   writes, mtime refresh on hits, daily trimming.
 //! - [`remote`]: the S3 tier: object format, client, lazy verified
-//!   downloads, the upload queue, the moka index and the circuit breaker.
+//!   downloads, the upload queue, the moka index, the circuit breaker, and
+//!   build manifests with the prefetch they feed.
 //! - [`cacher`]: the handler that joins the tiers and counts everything.
 //! - [`stats`]: atomic counters, the `--stats-file` JSON and the close line.
 //! - [`config`]: flags, their `GOCACHER_*` mirrors, and validation.
 //! - [`check`]: `gocacher check`, the bucket diagnostics.
+//! - [`scope`]: which build manifest a go command reads and writes.
 //!
 //! The binary (`src/main.rs`) parses flags, opens the cache, runs
 //! [`protocol::serve`] on stdin/stdout, and trims after the close reply.
@@ -25,5 +27,6 @@ pub mod config;
 pub mod disk;
 pub mod protocol;
 pub mod remote;
+pub mod scope;
 pub mod stats;
 pub mod wire;

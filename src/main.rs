@@ -10,6 +10,7 @@ use gocacher::cacher::{Cacher, CloseOptions};
 use gocacher::config::{Args, Command, Config};
 use gocacher::disk::{DiskCache, TrimPolicy};
 use gocacher::protocol;
+use gocacher::scope::Scope;
 
 mod stdio;
 
@@ -92,10 +93,16 @@ fn run(config: Config) -> Result<()> {
                 remote.s3.bucket, remote.s3.prefix
             );
         }
-        cacher = cacher.with_remote(remote);
+        let scope = Scope::resolve(remote.scope.clone(), remote.scope_fallback.clone());
+        if config.verbose {
+            eprintln!("gocacher: scope {:?}, fallbacks {:?}", scope.name, scope.fallbacks);
+        }
+        cacher = cacher.with_remote(remote, scope);
     }
     let cacher = Arc::new(cacher);
     runtime.block_on(async {
+        // Spawned before the loop starts; runs once the capabilities are out.
+        cacher.start_prefetch();
         let (stdin, stdout) = stdio::open();
         protocol::serve(stdin, stdout, cacher.clone()).await
     })?;

@@ -27,6 +27,9 @@ pub struct Stats {
     pub uploads_skipped: AtomicU64,
     pub bytes_downloaded: AtomicU64,
     pub bytes_uploaded: AtomicU64,
+    pub prefetched: AtomicU64,
+    pub prefetch_hits: AtomicU64,
+    pub prefetch_unused_bytes: AtomicU64,
 }
 
 /// A point-in-time copy of [`Stats`]; the JSON keys are documented in README.md.
@@ -68,6 +71,15 @@ pub struct Snapshot {
     pub bytes_downloaded: u64,
     /// Object bytes sent to the bucket (on the wire, compressed).
     pub bytes_uploaded: u64,
+    /// Entries downloaded ahead of cmd/go's gets, from a build manifest.
+    #[serde(default)]
+    pub prefetched: u64,
+    /// Gets answered from prefetched entries (on disk or still downloading).
+    #[serde(default)]
+    pub prefetch_hits: u64,
+    /// Output bytes of prefetched entries that no get asked for.
+    #[serde(default)]
+    pub prefetch_unused_bytes: u64,
 }
 
 impl Stats {
@@ -100,6 +112,9 @@ impl Stats {
             uploads_skipped: get(&self.uploads_skipped),
             bytes_downloaded: get(&self.bytes_downloaded),
             bytes_uploaded: get(&self.bytes_uploaded),
+            prefetched: get(&self.prefetched),
+            prefetch_hits: get(&self.prefetch_hits),
+            prefetch_unused_bytes: get(&self.prefetch_unused_bytes),
         }
     }
 }
@@ -125,6 +140,12 @@ impl Snapshot {
                 self.uploads_skipped,
                 self.bytes_downloaded as f64 / 1e6,
                 self.bytes_uploaded as f64 / 1e6
+            );
+            line += &format!(
+                "; prefetch: {} entries, {} hits, {:.1} MB unused",
+                self.prefetched,
+                self.prefetch_hits,
+                self.prefetch_unused_bytes as f64 / 1e6
             );
         }
         line
@@ -170,6 +191,9 @@ mod tests {
             "uploads_skipped",
             "bytes_downloaded",
             "bytes_uploaded",
+            "prefetched",
+            "prefetch_hits",
+            "prefetch_unused_bytes",
         ] {
             assert!(v[key].is_u64(), "{key} missing or not an integer: {v}");
         }

@@ -8,6 +8,8 @@
 
 pub mod breaker;
 pub mod format;
+pub mod manifest;
+mod prefetch;
 pub mod s3;
 mod transfer;
 mod upload;
@@ -24,6 +26,7 @@ use crate::wire::Id;
 use breaker::Breaker;
 use s3::{FailureKind, RemoteError, S3Store};
 
+pub use prefetch::{Prefetch, Usage};
 pub use upload::{UploadJob, Uploader};
 
 /// Entries the index holds: recent hits, uploads and known misses of this
@@ -53,6 +56,8 @@ pub enum Known {
     Present(Id),
     /// The bucket did not have it when asked.
     Missing,
+    /// The bucket's object failed verification (counted and reported once).
+    Corrupt,
 }
 
 pub struct Remote {
@@ -101,33 +106,58 @@ impl Remote {
     }
 
     /// Looks an action up in the bucket; on a hit the output is verified and
-    /// written to the local mirror before this returns its entry.
-    pub async fn fetch(&self, action: Id) -> Option<Entry> {
-        if self.index.get(&action).await == Some(Known::Missing) {
-            Stats::inc(&self.stats.remote_misses);
-            return None;
+    /// written to the local mirror before this returns its entry, with
+    /// whether this call downloaded it (false: it joined a download already
+    /// under way, such as a prefetch, or found one finished).
+    pub async fn fetch(&self, action: Id) -> Option<(Entry, bool)> {
+        match self.index.get(&action).await {
+            Some(Known::Missing) => {
+                Stats::inc(&self.stats.remote_misses);
+                return None;
+            }
+            Some(Known::Corrupt) => return None,
+            _ => {}
         }
         if !self.breaker.allow() {
             return None;
         }
         let known = self
             .index
-            .try_get_with(action, transfer::download(self, action))
+            .entry(action)
+            .or_try_insert_with(transfer::download(self, action))
             .await;
-        match known {
+        let fresh = known.as_ref().is_ok_and(|e| e.is_fresh());
+        match known.map(|e| e.into_value()) {
             Ok(Known::Present(_)) => match self.disk.get(&action) {
-                Ok(Some(e)) => {
-                    Stats::inc(&self.stats.remote_hits);
-                    Some(e)
-                }
+                Ok(Some(e)) => Some((e, fresh)),
                 _ => None,
             },
             Ok(Known::Missing) => {
                 Stats::inc(&self.stats.remote_misses);
                 None
             }
-            Err(_) => None,
+            Ok(Known::Corrupt) | Err(_) => None,
         }
+    }
+
+    /// Downloads an action for a prefetch, sharing the download with any get
+    /// of it. True when this call downloaded it and it is now on disk.
+    pub(crate) async fn prefetch_one(&self, action: Id) -> bool {
+        if !self.breaker.allow() {
+            return false;
+        }
+        let known = self
+            .index
+            .entry(action)
+            .or_try_insert_with(transfer::download(self, action))
+            .await;
+        matches!(known, Ok(e) if e.is_fresh() && matches!(e.value(), Known::Present(_)))
+    }
+
+    /// Whether the index has settled this action (downloaded, uploaded,
+    /// missing or corrupt) in this process.
+    pub(crate) fn knows(&self, action: &Id) -> bool {
+        self.index.contains_key(action)
     }
 
     /// Whether an upload of this action would be redundant.
@@ -213,7 +243,7 @@ impl moka::Expiry<Id, Known> for KnownExpiry {
         _now: std::time::Instant,
     ) -> Option<Duration> {
         match value {
-            Known::Missing => Some(MISS_TTL),
+            Known::Missing | Known::Corrupt => Some(MISS_TTL),
             Known::Present(_) => None,
         }
     }

@@ -170,6 +170,11 @@ impl S3Store {
         object_key(&self.prefix, action)
     }
 
+    /// The key of a scope's build manifest.
+    pub fn manifest_key(&self, scope: &str) -> String {
+        super::manifest::key(&self.prefix, scope)
+    }
+
     pub async fn get(&self, action: &Id) -> Result<Fetched, RemoteError> {
         self.get_key(&self.key(action)).await
     }
@@ -219,6 +224,38 @@ impl S3Store {
                 Ok(Stored::AlreadyThere)
             }
             Err(e) => Err(classify(e)),
+        }
+    }
+
+    /// Stores an object, replacing what is there (manifests, which change).
+    pub async fn put_replace(&self, key: &str, body: Vec<u8>) -> Result<(), RemoteError> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(classify)
+    }
+
+    /// Reads a whole small object; `Ok(None)` when there is none. Objects
+    /// over `limit` bytes are refused unread.
+    pub async fn read_small(&self, key: &str, limit: usize) -> Result<Option<Vec<u8>>, RemoteError> {
+        match self.get_key(key).await? {
+            Fetched::Missing => Ok(None),
+            Fetched::Found { wire_len, .. } if wire_len > limit as u64 => Err(RemoteError {
+                kind: FailureKind::Other,
+                message: format!("{key}: {wire_len} bytes, over the {limit}-byte limit"),
+            }),
+            Fetched::Found { body, .. } => match body.collect().await {
+                Ok(b) => Ok(Some(b.into_bytes().to_vec())),
+                Err(e) => Err(RemoteError {
+                    kind: FailureKind::Unavailable,
+                    message: format!("reading {key}: {e}"),
+                }),
+            },
         }
     }
 

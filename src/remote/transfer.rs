@@ -40,7 +40,7 @@ pub(super) async fn download(r: &Remote, action: Id) -> Result<Known, Failed> {
     };
     r.breaker.success();
     let Some(meta) = meta else {
-        return Err(corrupt(r, &action, "object metadata missing or unreadable"));
+        return Ok(corrupt(r, &action, "object metadata missing or unreadable"));
     };
 
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(2);
@@ -111,8 +111,8 @@ pub(super) async fn download(r: &Remote, action: Id) -> Result<Known, Failed> {
             r.report("disk", format_args!("writing a downloaded object: {err}"));
             Err(Failed)
         }
-        Ok(Err(err)) => Err(corrupt(r, &action, &err.to_string())),
-        Err(join) => Err(corrupt(r, &action, &join.to_string())),
+        Ok(Err(err)) => Ok(corrupt(r, &action, &err.to_string())),
+        Err(join) => Ok(corrupt(r, &action, &join.to_string())),
     }
 }
 
@@ -122,7 +122,9 @@ fn fail(r: &Remote, e: &RemoteError) -> Failed {
     Failed
 }
 
-fn corrupt(r: &Remote, action: &Id, why: &str) -> Failed {
+/// Counts and reports a corrupt object; the index remembers it for a while,
+/// so neither a prefetch nor a get downloads it again.
+fn corrupt(r: &Remote, action: &Id, why: &str) -> Known {
     Stats::inc(&r.stats.corrupt);
     r.report(
         "corrupt",
@@ -132,7 +134,7 @@ fn corrupt(r: &Remote, action: &Id, why: &str) -> Failed {
             r.store.key(action)
         ),
     );
-    Failed
+    Known::Corrupt
 }
 
 /// Reads until `buf` is full or the input ends.

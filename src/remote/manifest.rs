@@ -1,0 +1,275 @@
+//! Build manifests: which entries a go command used, per scope, so that the
+//! next go command in that scope can download them before it asks.
+//!
+//! One object per scope, `[PREFIX/]gocacher/v1/manifests/<hash>`, where
+//! `<hash>` is the first 32 hex digits of sha256(scope). Its body is one zstd
+//! frame of:
+//!
+//! ```text
+//! "gocacher-manifest 1\n"
+//! generation  u64 LE   (1 for the first manifest of a scope, +1 per write)
+//! scope_len   u32 LE, then the scope name (UTF-8)
+//! count       u32 LE, then `count` records of 88 bytes:
+//!   action  [32]  output [32]  size u64 LE  last_gen u64 LE  last_used u64 LE
+//! ```
+//!
+//! Records are in prefetch order: the entries of the latest go command in
+//! the order it first used them, then older entries still kept.
+//! `last_used` is seconds since the Unix epoch.
+
+use std::collections::HashSet;
+
+use sha2::{Digest, Sha256};
+
+use crate::wire::Id;
+
+const MAGIC: &[u8] = b"gocacher-manifest 1\n";
+const RECORD: usize = 32 + 32 + 8 + 8 + 8;
+
+/// Most entries a manifest keeps (~8.8 MB before compression). `go build std`
+/// uses ~1,100, a large monorepo's `go test ./...` some tens of thousands.
+pub const MAX_ENTRIES: usize = 100_000;
+
+/// An entry not used by this many of the scope's latest go commands is dropped.
+pub const MAX_IDLE_RUNS: u64 = 20;
+
+/// An entry not used for this long is dropped.
+pub const MAX_IDLE_SECS: u64 = 7 * 86_400;
+
+/// Largest object read as a manifest (compressed); anything bigger is not one.
+pub const MAX_OBJECT_BYTES: usize = 32 << 20;
+
+/// Largest output size a record may claim.
+const MAX_SIZE: u64 = 1 << 40;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry {
+    pub action: Id,
+    pub output: Id,
+    pub size: u64,
+    /// The generation of the last manifest write whose go command used it.
+    pub last_gen: u64,
+    pub last_used: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Manifest {
+    pub generation: u64,
+    pub scope: String,
+    pub entries: Vec<Entry>,
+}
+
+/// An entry a go command used, in order of first use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Used {
+    pub action: Id,
+    pub output: Id,
+    pub size: u64,
+}
+
+/// The object key of a scope's manifest under `prefix`.
+pub fn key(prefix: &str, scope: &str) -> String {
+    let hash = hex::encode(&Sha256::digest(scope.as_bytes())[..16]);
+    if prefix.is_empty() {
+        format!("gocacher/v1/manifests/{hash}")
+    } else {
+        format!("{prefix}/gocacher/v1/manifests/{hash}")
+    }
+}
+
+impl Manifest {
+    /// This go command's entries first, then the previous manifest's entries
+    /// it did not use, unless they have been idle too long; at most
+    /// [`MAX_ENTRIES`].
+    pub fn merge(previous: Option<&Manifest>, used: &[Used], scope: &str, now: u64) -> Manifest {
+        let generation = previous.map_or(1, |p| p.generation + 1);
+        let mut seen = HashSet::with_capacity(used.len());
+        let mut entries = Vec::with_capacity(used.len());
+        for u in used {
+            if seen.insert(u.action) {
+                entries.push(Entry {
+                    action: u.action,
+                    output: u.output,
+                    size: u.size,
+                    last_gen: generation,
+                    last_used: now,
+                });
+            }
+        }
+        if let Some(prev) = previous {
+            for e in &prev.entries {
+                let idle_runs = generation.saturating_sub(e.last_gen);
+                let idle_secs = now.saturating_sub(e.last_used);
+                if idle_runs <= MAX_IDLE_RUNS
+                    && idle_secs <= MAX_IDLE_SECS
+                    && seen.insert(e.action)
+                {
+                    entries.push(*e);
+                }
+            }
+        }
+        entries.truncate(MAX_ENTRIES);
+        Manifest {
+            generation,
+            scope: scope.to_string(),
+            entries,
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut raw = Vec::with_capacity(MAGIC.len() + 16 + self.scope.len() + self.entries.len() * RECORD);
+        raw.extend_from_slice(MAGIC);
+        raw.extend_from_slice(&self.generation.to_le_bytes());
+        raw.extend_from_slice(&(self.scope.len() as u32).to_le_bytes());
+        raw.extend_from_slice(self.scope.as_bytes());
+        raw.extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
+        for e in &self.entries {
+            raw.extend_from_slice(&e.action.0);
+            raw.extend_from_slice(&e.output.0);
+            raw.extend_from_slice(&e.size.to_le_bytes());
+            raw.extend_from_slice(&e.last_gen.to_le_bytes());
+            raw.extend_from_slice(&e.last_used.to_le_bytes());
+        }
+        zstd::bulk::compress(&raw, 3).expect("zstd compression of an in-memory buffer")
+    }
+
+    /// Parses a manifest object; any damage is an error that says what.
+    pub fn decode(body: &[u8]) -> Result<Manifest, String> {
+        if body.len() > MAX_OBJECT_BYTES {
+            return Err(format!("{} bytes, more than a manifest can be", body.len()));
+        }
+        let limit = MAGIC.len() + 16 + 4096 + MAX_ENTRIES * RECORD;
+        let raw = zstd::bulk::decompress(body, limit).map_err(|e| format!("not zstd: {e}"))?;
+        let mut r = Reader { buf: &raw, pos: 0 };
+        if r.take(MAGIC.len())? != MAGIC {
+            return Err("not a gocacher manifest (wrong header)".into());
+        }
+        let generation = r.u64()?;
+        let scope_len = r.u32()? as usize;
+        let scope = std::str::from_utf8(r.take(scope_len)?)
+            .map_err(|_| "scope name is not UTF-8".to_string())?
+            .to_string();
+        let count = r.u32()? as usize;
+        if count > MAX_ENTRIES || raw.len() - r.pos != count * RECORD {
+            return Err(format!(
+                "{count} entries announced, {} bytes of records",
+                raw.len() - r.pos
+            ));
+        }
+        let mut entries = Vec::with_capacity(count);
+        for _ in 0..count {
+            let action = Id(r.take(32)?.try_into().unwrap());
+            let output = Id(r.take(32)?.try_into().unwrap());
+            let size = r.u64()?;
+            if size > MAX_SIZE {
+                return Err(format!("an entry claims {size} bytes"));
+            }
+            entries.push(Entry {
+                action,
+                output,
+                size,
+                last_gen: r.u64()?,
+                last_used: r.u64()?,
+            });
+        }
+        Ok(Manifest {
+            generation,
+            scope,
+            entries,
+        })
+    }
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len());
+        let end = end.ok_or_else(|| "truncated".to_string())?;
+        let s = &self.buf[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+
+    fn u64(&mut self) -> Result<u64, String> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().unwrap()))
+    }
+
+    fn u32(&mut self) -> Result<u32, String> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().unwrap()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn used(n: u8) -> Used {
+        Used {
+            action: Id([n; 32]),
+            output: Id([n.wrapping_add(100); 32]),
+            size: n as u64 * 10,
+        }
+    }
+
+    fn actions(m: &Manifest) -> Vec<u8> {
+        m.entries.iter().map(|e| e.action.0[0]).collect()
+    }
+
+    #[test]
+    fn round_trip() {
+        let m = Manifest::merge(None, &[used(1), used(2), used(1)], "scope/x", 1000);
+        assert_eq!(m.generation, 1);
+        assert_eq!(actions(&m), [1, 2], "duplicates keep their first use");
+        assert_eq!(Manifest::decode(&m.encode()), Ok(m));
+    }
+
+    #[test]
+    fn a_smaller_run_does_not_clobber() {
+        let big = Manifest::merge(None, &[used(1), used(2), used(3)], "s", 1000);
+        let small = Manifest::merge(Some(&big), &[used(3)], "s", 2000);
+        assert_eq!(small.generation, 2);
+        assert_eq!(actions(&small), [3, 1, 2], "this run's entries first");
+        assert_eq!(small.entries[0].last_used, 2000);
+        assert_eq!(small.entries[1].last_used, 1000);
+    }
+
+    #[test]
+    fn idle_entries_age_out() {
+        let mut m = Manifest::merge(None, &[used(1), used(2)], "s", 1000);
+        for _ in 0..MAX_IDLE_RUNS {
+            m = Manifest::merge(Some(&m), &[used(2)], "s", 1000);
+        }
+        assert_eq!(actions(&m), [2, 1], "idle for exactly the limit: kept");
+        m = Manifest::merge(Some(&m), &[used(2)], "s", 1000);
+        assert_eq!(actions(&m), [2]);
+        let later = Manifest::merge(Some(&m), &[used(3)], "s", 1000 + MAX_IDLE_SECS + 1);
+        assert_eq!(actions(&later), [3], "a week idle: dropped");
+    }
+
+    #[test]
+    fn damage_is_an_error() {
+        let good = Manifest::merge(None, &[used(1), used(2)], "s", 1).encode();
+        assert!(Manifest::decode(b"garbage").is_err());
+        assert!(Manifest::decode(&good[..good.len() / 2]).is_err());
+        let mut raw = zstd::bulk::decompress(&good, 1 << 20).unwrap();
+        raw.pop();
+        let e = Manifest::decode(&zstd::bulk::compress(&raw, 1).unwrap()).unwrap_err();
+        assert!(e.contains("entries announced"), "{e}");
+        raw[0] = b'G';
+        let e = Manifest::decode(&zstd::bulk::compress(&raw, 1).unwrap()).unwrap_err();
+        assert!(e.contains("header"), "{e}");
+    }
+
+    #[test]
+    fn keys_hash_the_scope() {
+        let k = key("ci", "github:o/r");
+        assert!(k.starts_with("ci/gocacher/v1/manifests/"), "{k}");
+        assert_eq!(k.len(), "ci/gocacher/v1/manifests/".len() + 32);
+        assert_ne!(k, key("ci", "github:o/s"));
+        assert!(key("", "x").starts_with("gocacher/v1/manifests/"));
+    }
+}
