@@ -1199,6 +1199,9 @@ def main() -> int:
         raise Interrupted(signal.Signals(signum).name)
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
+    # Ctrl-C raises KeyboardInterrupt even when started with SIGINT ignored
+    # (as a shell's background job is).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     root = Path(tempfile.mkdtemp(prefix="gocacher-compare-"))
     bench: Bench | None = None
@@ -1287,8 +1290,11 @@ def main() -> int:
     except BenchError as err:
         error = str(err)
     except (KeyboardInterrupt, Interrupted) as err:
-        error = f"interrupted ({err.__class__.__name__} {err})".strip()
+        error = "interrupted (" + (f"{err}" if isinstance(err, Interrupted) else "Ctrl-C") + ")"
     finally:
+        # A second Ctrl-C must not cut the cleanup short.
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
         try:
             children.stop_all()
         finally:
