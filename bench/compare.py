@@ -995,9 +995,9 @@ def render(meta: dict[str, object], workloads: dict[str, object], rows: list[dic
         out += [f"## {wl}: `{info.get('command')}`" + (f" ({info['module']}@{info['version']})" if info.get("version") else ""),
                 ""]
         out += ["| scenario | contender | n | median wall s | min–max s | vs native | helper CPU s | helper % build CPU "
-                "| peak RSS MB | GET | PUT | HEAD | LIST+other | wire MB | gets / hits / remote hits "
+                "| peak RSS MB | server CPU s | GET | PUT | HEAD | LIST+other | wire MB | gets / hits / remote hits "
                 "| prefetch hits / gets |",
-                "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+                "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
         for r in wrows:
             st = r.get("stats_median") or {}
             get = put = head = lst = "—"
@@ -1022,7 +1022,7 @@ def render(meta: dict[str, object], workloads: dict[str, object], rows: list[dic
                 f"| {r['scenario']} | {r['contender']} | {r['n']} | {f(r['wall_median_s'])} "
                 f"| {f(r['wall_min_s'])}–{f(r['wall_max_s'])} | {ratio} | {f(r['helper_cpu_median_s'])} "
                 f"| {f(r['helper_cpu_pct_median'], '{:.1f} %')} "
-                f"| {f(r['helper_rss_median_mb'], '{:.1f}')} | {get} | {put} | {head} | {lst} | {wire} "
+                f"| {f(r['helper_rss_median_mb'], '{:.1f}')} | {f(r['server_cpu_median_s'])} | {get} | {put} | {head} | {lst} | {wire} "
                 f"| {hits} | {pre} |")
         notes = []
         if info.get("edit"):
@@ -1048,6 +1048,9 @@ def render(meta: dict[str, object], workloads: dict[str, object], rows: list[dic
         "- **wall** stops when go has exited and the helper has exited (pending uploads included).",
         "- **helper CPU / peak RSS** from `/usr/bin/time` wrapping the helper; **helper % build CPU** is the "
         "helper's share of (go's process tree + helper).",
+        "- **server CPU**: CPU the server (MinIO for gocacher, go-cacher-server for the seed) used during the "
+        "build, from /proc; it runs on the same cores as the build. The delay proxy's CPU is in the JSON "
+        "(`proxy_cpu_s`).",
         "- **GET/PUT/HEAD/LIST**: gocacher's S3 requests as counted by MinIO (v3 metrics, scraped before and "
         "after each build). ¹ the seed's requests as logged by go-cacher-server: GET = GET /action lookups + "
         "GET /output downloads (two round trips per remote hit).",
@@ -1174,7 +1177,14 @@ def main() -> int:
     ap.add_argument("--helper-timeout", type=float, default=120,
                     help="seconds the helper may take to exit after go did (default 120)")
     ap.add_argument("--keep", action="store_true", help="keep the temp root (logs, MinIO data)")
+    ap.add_argument("--from-json", type=Path, default=None,
+                    help="no builds: print the table again from a previous run's JSON records")
     args = ap.parse_args()
+    if args.from_json:
+        old = json.loads(args.from_json.read_text())
+        print(render(old["meta"], old["workloads"], summarize(old["records"]), old["problems"], old["error"],
+                     old["partial"]))
+        return 0
     try:
         args.workloads = parse_list(args.workloads, WORKLOADS, "workload")
         args.contenders = parse_list(args.contenders, CONTENDERS, "contender")
