@@ -24,6 +24,7 @@ import argparse
 import datetime
 import hashlib
 import hmac
+import http.client
 import json
 import os
 import platform
@@ -38,7 +39,9 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 SCRIPT_DIR = Path(__file__).resolve().parent
@@ -197,32 +200,122 @@ class Children:
 # MinIO, with a bucket created by a SigV4-signed request
 # --------------------------------------------------------------------------
 
-def s3_signed_request(method: str, endpoint: str, path: str, body: bytes = b"") -> int:
-    """One path-style S3 request signed with AWS Signature V4; returns the status."""
-    host = endpoint.split("://", 1)[1]
-    amz_date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    day = amz_date[:8]
-    payload_hash = hashlib.sha256(body).hexdigest()
-    headers = {"host": host, "x-amz-content-sha256": payload_hash, "x-amz-date": amz_date}
-    signed = ";".join(sorted(headers))
-    canonical = "\n".join([method, path, "", "".join(f"{k}:{headers[k]}\n" for k in sorted(headers)),
-                           signed, payload_hash])
-    scope = f"{day}/{S3_REGION}/s3/aws4_request"
-    to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()])
-    key = ("AWS4" + S3_SECRET).encode()
-    for part in (day, S3_REGION, "s3", "aws4_request"):
-        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
-    signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
-    req = urllib.request.Request(endpoint + path, data=body if method in ("PUT", "POST") else None, method=method)
-    req.add_header("x-amz-date", amz_date)
-    req.add_header("x-amz-content-sha256", payload_hash)
-    req.add_header("Authorization", f"AWS4-HMAC-SHA256 Credential={S3_KEY}/{scope}, "
-                                    f"SignedHeaders={signed}, Signature={signature}")
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return r.status
-    except urllib.error.HTTPError as err:
-        return err.code
+def uri_encode(text: str, keep_slash: bool) -> str:
+    """SigV4 URI encoding: everything but A-Z a-z 0-9 - _ . ~ (and / in paths)."""
+    return urllib.parse.quote(text, safe="/~" if keep_slash else "~")
+
+
+class S3Client:
+    """Just enough S3 for the benchmark's own bookkeeping (create a bucket,
+    list, copy objects out and back), path-style, signed with AWS Signature
+    V4 in a few lines of hmac/hashlib, over one keep-alive connection."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.endpoint = endpoint
+        self.host = endpoint.split("://", 1)[1]
+        self.conn: http.client.HTTPConnection | None = None
+
+    def request(self, method: str, path: str, query: dict[str, str] | None = None, body: bytes = b"",
+                headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+        amz_date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        day = amz_date[:8]
+        payload_hash = hashlib.sha256(body).hexdigest()
+        hdrs = {k.lower(): " ".join(v.split()) for k, v in (headers or {}).items()}
+        hdrs.update({"host": self.host, "x-amz-content-sha256": payload_hash, "x-amz-date": amz_date})
+        names = sorted(hdrs)
+        canon_path = uri_encode(path, keep_slash=True)
+        canon_query = "&".join(f"{uri_encode(k, False)}={uri_encode(v, False)}"
+                               for k, v in sorted((query or {}).items()))
+        canonical = "\n".join([method, canon_path, canon_query, "".join(f"{k}:{hdrs[k]}\n" for k in names),
+                               ";".join(names), payload_hash])
+        scope = f"{day}/{S3_REGION}/s3/aws4_request"
+        to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope,
+                             hashlib.sha256(canonical.encode()).hexdigest()])
+        key = ("AWS4" + S3_SECRET).encode()
+        for part in (day, S3_REGION, "s3", "aws4_request"):
+            key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+        signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+        hdrs["authorization"] = (f"AWS4-HMAC-SHA256 Credential={S3_KEY}/{scope}, "
+                                 f"SignedHeaders={';'.join(names)}, Signature={signature}")
+        del hdrs["host"]
+        url = canon_path + ("?" + canon_query if canon_query else "")
+        for attempt in (1, 2):  # once more on a fresh connection if the old one was closed
+            if self.conn is None:
+                self.conn = http.client.HTTPConnection(self.host, timeout=30)
+            try:
+                self.conn.request(method, url, body=body if body or method == "PUT" else None, headers=hdrs)
+                resp = self.conn.getresponse()
+                data = resp.read()
+                return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
+            except (OSError, http.client.HTTPException):
+                self.conn.close()
+                self.conn = None
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        if self.conn:
+            self.conn.close()
+            self.conn = None
+
+    def list_keys(self, bucket: str) -> dict[str, str]:
+        """key -> ETag of every object in the bucket."""
+        out: dict[str, str] = {}
+        token = None
+        ns = "{http://s3.amazonaws.com/doc/2006-03-01/}"
+        while True:
+            q = {"list-type": "2", "max-keys": "1000"}
+            if token:
+                q["continuation-token"] = token
+            status, _, body = self.request("GET", f"/{bucket}", q)
+            if status != 200:
+                raise BenchError(f"MinIO: listing bucket {bucket} answered HTTP {status}: {body[:300]!r}")
+            root = ET.fromstring(body)
+            for c in root.iter(f"{ns}Contents"):
+                out[c.findtext(f"{ns}Key")] = c.findtext(f"{ns}ETag") or ""
+            token = root.findtext(f"{ns}NextContinuationToken")
+            if root.findtext(f"{ns}IsTruncated") != "true" or not token:
+                return out
+
+
+# Headers of an object that a copy must carry back (besides its body).
+KEPT_HEADERS = ("content-type", "content-encoding", "content-language", "cache-control", "content-disposition")
+
+
+class BucketSnapshot:
+    """The objects of a bucket at one moment (keys, ETags, bodies, metadata),
+    so that later builds can each start from exactly that state: objects
+    added since are deleted, changed or deleted ones are put back. Generic:
+    it knows nothing of gocacher's key layout."""
+
+    def __init__(self, s3: S3Client, bucket: str) -> None:
+        self.s3 = s3
+        self.bucket = bucket
+        self.objects: dict[str, tuple[str, dict[str, str], bytes]] = {}
+        for key, etag in s3.list_keys(bucket).items():
+            status, headers, body = s3.request("GET", f"/{bucket}/{key}")
+            if status != 200:
+                raise BenchError(f"MinIO: reading {bucket}/{key} for the snapshot answered HTTP {status}")
+            kept = {k: v for k, v in headers.items() if k.startswith("x-amz-meta-") or k in KEPT_HEADERS}
+            self.objects[key] = (etag, kept, body)
+
+    def restore(self) -> dict[str, object]:
+        now = self.s3.list_keys(self.bucket)
+        deleted, rewritten = [], []
+        for key in now:
+            if key not in self.objects:
+                status, _, _ = self.s3.request("DELETE", f"/{self.bucket}/{key}")
+                if status not in (200, 204):
+                    raise BenchError(f"MinIO: deleting {self.bucket}/{key} answered HTTP {status}")
+                deleted.append(key)
+        for key, (etag, headers, body) in self.objects.items():
+            if now.get(key) != etag:
+                status, _, resp = self.s3.request("PUT", f"/{self.bucket}/{key}", body=body, headers=headers)
+                if status != 200:
+                    raise BenchError(f"MinIO: restoring {self.bucket}/{key} answered HTTP {status}: {resp[:300]!r}")
+                rewritten.append(key)
+        return {"deleted": len(deleted), "rewritten": rewritten[:20], "rewritten_count": len(rewritten)}
 
 
 # MinIO's v3 metrics are computed on each scrape (the v2 cluster/node/bucket
@@ -240,10 +333,12 @@ class Minio:
         self.endpoint = ""
         self.proc: subprocess.Popen | None = None
         self.log = root / "minio.log"
+        self.s3: S3Client | None = None
 
     def start(self) -> None:
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.s3 = S3Client(self.endpoint)
         env = dict(os.environ, MINIO_ROOT_USER=S3_KEY, MINIO_ROOT_PASSWORD=S3_SECRET,
                    MINIO_PROMETHEUS_AUTH_TYPE="public", MINIO_BROWSER="off")
         with open(self.log, "w") as logf:
@@ -267,7 +362,7 @@ class Minio:
                              "(MINIO_PROMETHEUS_AUTH_TYPE=public should allow them)")
 
     def create_bucket(self, name: str) -> None:
-        status = s3_signed_request("PUT", self.endpoint, "/" + name)
+        status, _, _ = self.s3.request("PUT", "/" + name)
         if status != 200:
             raise BenchError(f"MinIO at {self.endpoint}: creating bucket {name} answered HTTP {status}")
 
@@ -300,6 +395,8 @@ class Minio:
         return proc_cpu(self.proc.pid) if self.proc else None
 
     def stop(self) -> None:
+        if self.s3:
+            self.s3.close()
         if self.proc:
             self.children.stop(self.proc)
             self.proc = None
@@ -851,15 +948,41 @@ class Bench:
                                 continue
                             done_native.add(name)
                         rec = self.build(wl, contender, name, run, state, i)
-                        self.records.append(rec)
-                        self.progress(rec)
                         if name == "cold" and contender != "native":
                             self.check_cold_filled(rec)
+                            if args.bucket_state == "restore":
+                                self.snapshot_store(contender, state)
+                        elif args.bucket_state == "restore" and scenario_kind(name) in ("remote-warm", "one-file-change") \
+                                and contender != "native":
+                            rec["store_restore"] = self.restore_store(contender, state)
+                        self.records.append(rec)
+                        self.progress(rec)
             finally:
                 if "seed_server" in state:
                     state["seed_server"].stop()
                 remove_tree(run_root)
             self.write_outputs(partial=True)
+
+    def snapshot_store(self, contender: str, state: dict[str, object]) -> None:
+        """Remembers the bucket / server dir as this run's cold build left it."""
+        if contender == "gocacher":
+            state["bucket_snapshot"] = BucketSnapshot(self.minio.s3, state["bucket"])
+        else:
+            data = state["seed_server"].root / "data"
+            state["seed_files"] = {p for p in data.rglob("*") if p.is_file()}
+
+    def restore_store(self, contender: str, state: dict[str, object]) -> dict[str, object]:
+        """Puts the bucket / server dir back as the cold build left it, so
+        that every remote scenario of a run starts from the same state (for
+        gocacher: its per-scope manifest, which each build rewrites, and the
+        objects a one-file-change build uploaded). Untimed."""
+        if contender == "gocacher":
+            return state["bucket_snapshot"].restore()
+        data = state["seed_server"].root / "data"
+        new = [p for p in data.rglob("*") if p.is_file() and p not in state["seed_files"]]
+        for p in new:
+            p.unlink()
+        return {"deleted": len(new)}
 
     def check_cold_filled(self, rec: dict[str, object]) -> None:
         """Remote scenarios mean nothing if the cold build left the store empty."""
@@ -894,6 +1017,9 @@ class Bench:
             line += f", server GET {s['get_action']}+{s['get_output']} PUT {s['put']}"
         if "wire_bytes" in rec:
             line += f", wire {rec['wire_bytes'] / 1e6:.1f} MB"
+        if isinstance(rec.get("store_restore"), dict):
+            sr = rec["store_restore"]
+            line += f", store restored (-{sr['deleted']} new, {sr.get('rewritten_count', 0)} rewritten)"
         if rec.get("problems"):
             line += "  <-- " + "; ".join(rec["problems"])
         log(line)
@@ -1176,6 +1302,9 @@ def main() -> int:
     ap.add_argument("--build-timeout", type=float, default=1800, help="seconds one build may take (default 1800)")
     ap.add_argument("--helper-timeout", type=float, default=120,
                     help="seconds the helper may take to exit after go did (default 120)")
+    ap.add_argument("--bucket-state", choices=("restore", "carry"), default="restore",
+                    help="restore (default): every remote build starts from the bucket/server as the run's cold "
+                         "build left it; carry: builds see what earlier builds of the run wrote")
     ap.add_argument("--keep", action="store_true", help="keep the temp root (logs, MinIO data)")
     ap.add_argument("--from-json", type=Path, default=None,
                     help="no builds: print the table again from a previous run's JSON records")
@@ -1244,6 +1373,7 @@ def main() -> int:
             "scenarios": scenarios,
             "rtts_ms": [float(r) for r in rtts],
             "edit_rtts_ms": [float(r) for r in edit_rtts],
+            "bucket_state": args.bucket_state,
             "loadavg_start": list(os.getloadavg()),
             "argv": sys.argv,
             "temp_root": str(root),
