@@ -694,6 +694,10 @@ def timed_build(wl: Workload, env: dict[str, str], time_file: Path | None, args:
             if report is not None:
                 break
             if time.perf_counter() > deadline:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)  # the helper is still in the build's group
+                except ProcessLookupError:
+                    pass
                 raise BenchError(f"{tag}: the GOCACHEPROG helper had not exited {args.helper_timeout} s after go "
                                  f"(no report in {time_file}); build output:\n{text[-3000:]}")
             time.sleep(0.002)
@@ -1183,8 +1187,11 @@ def render(meta: dict[str, object], workloads: dict[str, object], rows: list[dic
         "- **wire MB**: bytes through the delay proxy, both directions, on -Nms rows; ² on loopback rows "
         "of gocacher, S3 body bytes from MinIO's metrics (no headers); the seed's loopback rows have no proxy "
         "and no byte count.",
-        "- **gets / hits / remote hits**: the helper's own counters (medians); the seed reports no remote hits.",
-        "- **prefetch hits / gets**: gocacher's `prefetch_hits` and `gets` (only when the binary reports them).",
+        "- **gets / hits / remote hits**: the helper's own counters (medians). gocacher's `remote_hits` are "
+        "on-demand downloads; gets answered from entries it prefetched count as `prefetch_hits` instead. The "
+        "seed reports no remote hits (its server's GET /output count is the number of downloads).",
+        "- **prefetch hits / gets**: gocacher's `prefetch_hits` and `gets` (only when the binary reports them); "
+        "`prefetched` and `prefetch_unused_bytes` are in the JSON.",
         "- " + "; ".join(f"{k}: {v}" for k, v in NOT_RUN.items()) + ".",
     ]
     if error:
