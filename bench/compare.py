@@ -1176,6 +1176,10 @@ def render(meta: dict[str, object], workloads: dict[str, object], rows: list[dic
         "tier, so its warm build is the baseline); one-file-change* rows against native one-file-change (the "
         "same edit, built on native's warm GOCACHE).",
         "- **wall** stops when go has exited and the helper has exited (pending uploads included).",
+        ("- Every remote build of a run starts from the bucket / server as that run's cold build left it "
+         "(what later builds added or overwrote is undone between builds, untimed)."
+         if m.get("bucket_state", "restore") == "restore" else
+         "- `--bucket-state carry`: each remote build sees what earlier builds of its run wrote."),
         "- **helper CPU / peak RSS** from `/usr/bin/time` wrapping the helper; **helper % build CPU** is the "
         "helper's share of (go's process tree + helper).",
         "- **server CPU**: CPU the server (MinIO for gocacher, go-cacher-server for the seed) used during the "
