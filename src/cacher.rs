@@ -95,12 +95,13 @@ impl Cacher {
         self.remote.as_ref().and_then(|(_, cell)| cell.get())
     }
 
-    fn record(&self, action: Id, output: Id, size: u64) {
+    fn record(&self, action: Id, output: Id, size: u64, gotten: bool) {
         if self.remote.is_some() {
             self.usage.lock().unwrap().record(Used {
                 action,
                 output,
                 size,
+                gotten,
             });
         }
     }
@@ -197,7 +198,7 @@ impl Handler for Cacher {
                 } else if from_bucket {
                     Stats::inc(&self.stats.remote_hits);
                 }
-                self.record(action_id, e.output_id, e.size);
+                self.record(action_id, e.output_id, e.size, true);
                 Some(Hit {
                     output_id: e.output_id,
                     size: e.size,
@@ -225,7 +226,7 @@ impl Handler for Cacher {
         match stored {
             Ok(Ok(path)) => {
                 Stats::add(&self.stats.bytes_written, put.size);
-                self.record(put.action_id, put.output_id, put.size);
+                self.record(put.action_id, put.output_id, put.size, false);
                 if let Some(tier) = self.tier().await {
                     tier.uploader
                         .enqueue(UploadJob {

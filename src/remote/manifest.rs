@@ -10,7 +10,8 @@
 //! generation  u64 LE   (1 for the first manifest of a scope, +1 per write)
 //! scope_len   u32 LE, then the scope name (UTF-8)
 //! count       u32 LE, then `count` records of 88 bytes:
-//!   action  [32]  output [32]  size u64 LE  last_gen u64 LE  last_used u64 LE
+//!   action [32]  output [32]  size u64 LE  last_gen u64 LE  last_used u64 LE
+//!   flags u8 (bit 0: some go command got this entry, not only put it)
 //! ```
 //!
 //! Records are in prefetch order: the entries of the latest go command in
@@ -24,7 +25,8 @@ use sha2::{Digest, Sha256};
 use crate::wire::Id;
 
 const MAGIC: &[u8] = b"gocacher-manifest 1\n";
-const RECORD: usize = 32 + 32 + 8 + 8 + 8;
+const RECORD: usize = 32 + 32 + 8 + 8 + 8 + 1;
+const FLAG_GOTTEN: u8 = 1;
 
 /// Most entries a manifest keeps (~8.8 MB before compression). `go build std`
 /// uses ~1,100, a large monorepo's `go test ./...` some tens of thousands.
@@ -50,6 +52,10 @@ pub struct Entry {
     /// The generation of the last manifest write whose go command used it.
     pub last_gen: u64,
     pub last_used: u64,
+    /// Some go command asked for it. cmd/go puts some entries it never gets
+    /// back in a warm build; those are dropped once a run like the last one
+    /// has not asked for them.
+    pub gotten: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -65,6 +71,8 @@ pub struct Used {
     pub action: Id,
     pub output: Id,
     pub size: u64,
+    /// Got (a hit), not only put.
+    pub gotten: bool,
 }
 
 /// The object key of a scope's manifest under `prefix`.
@@ -79,12 +87,17 @@ pub fn key(prefix: &str, scope: &str) -> String {
 
 impl Manifest {
     /// This go command's entries first, then the previous manifest's entries
-    /// it did not use, unless they have been idle too long; at most
-    /// [`MAX_ENTRIES`].
+    /// it did not use, unless they have been idle too long, or were only
+    /// ever put and this go command, which used at least half of what the
+    /// last one did, did not ask for them; at most [`MAX_ENTRIES`].
+    /// `used` has one item per action (see `Usage`).
     pub fn merge(previous: Option<&Manifest>, used: &[Used], scope: &str, now: u64) -> Manifest {
         let generation = previous.map_or(1, |p| p.generation + 1);
         let mut seen = HashSet::with_capacity(used.len());
         let mut entries = Vec::with_capacity(used.len());
+        let before: std::collections::HashMap<Id, &Entry> = previous
+            .map(|p| p.entries.iter().map(|e| (e.action, e)).collect())
+            .unwrap_or_default();
         for u in used {
             if seen.insert(u.action) {
                 entries.push(Entry {
@@ -93,15 +106,24 @@ impl Manifest {
                     size: u.size,
                     last_gen: generation,
                     last_used: now,
+                    gotten: u.gotten || before.get(&u.action).is_some_and(|e| e.gotten),
                 });
             }
         }
         if let Some(prev) = previous {
+            let last_run = prev.entries.iter().filter(|e| e.last_gen == prev.generation);
+            let (mut last, mut again) = (0usize, 0usize);
+            for e in last_run {
+                last += 1;
+                again += seen.contains(&e.action) as usize;
+            }
+            let like_last = last > 0 && again * 2 >= last;
             for e in &prev.entries {
                 let idle_runs = generation.saturating_sub(e.last_gen);
                 let idle_secs = now.saturating_sub(e.last_used);
                 if idle_runs <= MAX_IDLE_RUNS
                     && idle_secs <= MAX_IDLE_SECS
+                    && (e.gotten || !like_last)
                     && seen.insert(e.action)
                 {
                     entries.push(*e);
@@ -129,6 +151,7 @@ impl Manifest {
             raw.extend_from_slice(&e.size.to_le_bytes());
             raw.extend_from_slice(&e.last_gen.to_le_bytes());
             raw.extend_from_slice(&e.last_used.to_le_bytes());
+            raw.push(if e.gotten { FLAG_GOTTEN } else { 0 });
         }
         zstd::bulk::compress(&raw, 3).expect("zstd compression of an in-memory buffer")
     }
@@ -170,6 +193,7 @@ impl Manifest {
                 size,
                 last_gen: r.u64()?,
                 last_used: r.u64()?,
+                gotten: r.take(1)?[0] & FLAG_GOTTEN != 0,
             });
         }
         Ok(Manifest {
@@ -212,6 +236,14 @@ mod tests {
             action: Id([n; 32]),
             output: Id([n.wrapping_add(100); 32]),
             size: n as u64 * 10,
+            gotten: true,
+        }
+    }
+
+    fn put(n: u8) -> Used {
+        Used {
+            gotten: false,
+            ..used(n)
         }
     }
 
@@ -221,9 +253,10 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let m = Manifest::merge(None, &[used(1), used(2), used(1)], "scope/x", 1000);
+        let m = Manifest::merge(None, &[used(1), put(2), used(1)], "scope/x", 1000);
         assert_eq!(m.generation, 1);
         assert_eq!(actions(&m), [1, 2], "duplicates keep their first use");
+        assert!(m.entries[0].gotten && !m.entries[1].gotten);
         assert_eq!(Manifest::decode(&m.encode()), Ok(m));
     }
 
@@ -235,6 +268,20 @@ mod tests {
         assert_eq!(actions(&small), [3, 1, 2], "this run's entries first");
         assert_eq!(small.entries[0].last_used, 2000);
         assert_eq!(small.entries[1].last_used, 1000);
+    }
+
+    #[test]
+    fn entries_only_put_go_when_a_like_run_skips_them() {
+        let cold = Manifest::merge(None, &[put(1), put(2), put(3), put(4)], "s", 1);
+        // A small run (1 of 4) keeps everything.
+        let small = Manifest::merge(Some(&cold), &[used(1)], "s", 2);
+        assert_eq!(actions(&small), [1, 2, 3, 4]);
+        // A run like the cold one got 1-3 back, never 4.
+        let warm = Manifest::merge(Some(&cold), &[used(1), used(2), used(3)], "s", 2);
+        assert_eq!(actions(&warm), [1, 2, 3]);
+        // Entries got once stay through unlike runs.
+        let other = Manifest::merge(Some(&warm), &[used(5), used(6), used(7), used(8)], "s", 3);
+        assert_eq!(actions(&other), [5, 6, 7, 8, 1, 2, 3]);
     }
 
     #[test]

@@ -37,6 +37,10 @@ const INDEX_CAPACITY: u64 = 65_536;
 /// meanwhile; a few minutes keeps repeated lookups in one go command cheap.
 const MISS_TTL: Duration = Duration::from_secs(300);
 
+/// Downloads writing to disk at once (see [`Remote::writers`]): on 2 cores,
+/// more only adds memory.
+const DOWNLOAD_WRITERS: usize = 4;
+
 /// Tuning for the bucket tier (validated flags).
 #[derive(Debug, Clone)]
 pub struct RemoteOptions {
@@ -69,6 +73,11 @@ pub struct Remote {
     /// Single-flight too: concurrent gets of one key share one download.
     index: moka::future::Cache<Id, Known>,
     read_only: AtomicBool,
+    /// Downloads decompressing and writing at once. Each holds a zstd window
+    /// and buffers; the network requests themselves are not limited by this,
+    /// so a prefetch keeps many round trips in flight while memory stays
+    /// bounded.
+    pub(crate) writers: tokio::sync::Semaphore,
     /// Failure kinds already reported on stderr (std Mutex: never held
     /// across an await).
     reported: Mutex<HashSet<&'static str>>,
@@ -93,6 +102,7 @@ impl Remote {
             opts,
             breaker: Breaker::default(),
             index,
+            writers: tokio::sync::Semaphore::new(DOWNLOAD_WRITERS),
             reported: Mutex::default(),
         })
     }

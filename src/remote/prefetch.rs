@@ -11,7 +11,7 @@
 //! Nothing here can fail a build: a missing, unreadable or unreachable
 //! manifest means no prefetch, and every download is verified as any other.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -41,18 +41,23 @@ enum Loaded {
 #[derive(Debug, Default)]
 pub struct Usage {
     list: Vec<Used>,
-    seen: HashSet<Id>,
+    at: HashMap<Id, usize>,
 }
 
 impl Usage {
     pub fn record(&mut self, u: Used) {
-        if self.list.len() < manifest::MAX_ENTRIES && self.seen.insert(u.action) {
-            self.list.push(u);
+        match self.at.get(&u.action) {
+            Some(&i) => self.list[i].gotten |= u.gotten,
+            None if self.list.len() < manifest::MAX_ENTRIES => {
+                self.at.insert(u.action, self.list.len());
+                self.list.push(u);
+            }
+            None => {}
         }
     }
 
     pub fn take(&mut self) -> Vec<Used> {
-        self.seen.clear();
+        self.at.clear();
         std::mem::take(&mut self.list)
     }
 }

@@ -43,6 +43,9 @@ pub(super) async fn download(r: &Remote, action: Id) -> Result<Known, Failed> {
         return Ok(corrupt(r, &action, "object metadata missing or unreadable"));
     };
 
+    let Ok(_writing) = r.writers.acquire().await else {
+        return Err(Failed);
+    };
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(2);
     let disk = r.disk.clone();
     let writer = tokio::task::spawn_blocking(move || -> Result<(), PutError> {
