@@ -206,13 +206,49 @@ impl S3Server {
         }
     }
 
-    /// Rewrites every object under `prefix` with damaged bytes and the same
-    /// metadata: one in two has a byte flipped, the others are cut in half.
-    /// Returns how many were damaged.
+    /// Cache entries (not build manifests) under `prefix`.
+    pub fn entry_keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        let mut keys = self.keys(bucket, prefix);
+        keys.retain(|k| !k.contains("/manifests/"));
+        keys
+    }
+
+    /// Build manifests under `prefix`.
+    pub fn manifest_keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        let mut keys = self.keys(bucket, prefix);
+        keys.retain(|k| k.contains("/manifests/"));
+        keys
+    }
+
+    pub fn put_raw(&self, bucket: &str, key: &str, body: Vec<u8>) {
+        runtime()
+            .block_on(
+                self.client()
+                    .put_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .body(ByteStream::from(body))
+                    .send(),
+            )
+            .unwrap_or_else(|e| panic!("put {key}: {e:?}"));
+    }
+
+    pub fn delete(&self, bucket: &str, keys: &[String]) {
+        let rt = runtime();
+        let client = self.client();
+        for key in keys {
+            rt.block_on(client.delete_object().bucket(bucket).key(key).send())
+                .unwrap_or_else(|e| panic!("delete {key}: {e:?}"));
+        }
+    }
+
+    /// Rewrites every cache entry under `prefix` (not the manifests) with
+    /// damaged bytes and the same metadata: one in two has a byte flipped,
+    /// the others are cut in half. Returns how many were damaged.
     pub fn corrupt_all(&self, bucket: &str, prefix: &str) -> usize {
         let rt = runtime();
         let client = self.client();
-        let keys = self.keys(bucket, prefix);
+        let keys = self.entry_keys(bucket, prefix);
         let mut damaged = 0;
         for (i, key) in keys.iter().enumerate() {
             let out = rt
