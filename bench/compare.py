@@ -7,7 +7,9 @@ seed project's go-cacher, on three workloads and up to nine scenarios.
 For each workload, run i builds every scenario in order; within a scenario
 the contenders go one after another (their order rotates from run to run),
 so machine drift hits all of them alike. Scenarios of run i start from the
-state its cold builds left (the helper's local dir, the bucket, the server).
+state its cold builds left (the helper's local dir, the bucket, the server),
+after one untimed "settle" build per remote-capable helper (--no-settle
+skips it): a remote-warm build whose manifest the measured builds prefetch.
 
 Per build: wall time until go has exited AND the helper process has exited
 (uploads included), build CPU, the helper's CPU and peak RSS (from a
@@ -721,8 +723,14 @@ def scenario_rtt(scenario: str) -> float:
     return float(m.group(1)) if m else 0.0
 
 
+SETTLE = "settle"
+
+
 def scenario_kind(scenario: str) -> str:
-    """cold | local-warm | remote-warm | one-file-change"""
+    """cold | local-warm | remote-warm | one-file-change | settle (the
+    untimed remote-warm build after a cold one; never in the tables)"""
+    if scenario == SETTLE:
+        return SETTLE
     for kind in ("one-file-change", "remote-warm", "local-warm", "cold"):
         if scenario.startswith(kind):
             return kind
@@ -891,7 +899,7 @@ class Bench:
         if isinstance(st, dict):
             if st.get("get_errors") or st.get("put_errors"):
                 found.append(f"{tag}: get_errors={st.get('get_errors')} put_errors={st.get('put_errors')}")
-            if kind in ("local-warm", "remote-warm") and st.get("misses", 0) > wl.main_packages:
+            if kind in ("local-warm", "remote-warm", SETTLE) and st.get("misses", 0) > wl.main_packages:
                 found.append(f"{tag}: warm build missed {st.get('misses')} times (expected {wl.main_packages}: "
                              f"the link actions of main packages, which cmd/go never caches)")
             for key in ("remote_errors", "corrupt", "upload_errors", "uploads_dropped"):
@@ -924,6 +932,9 @@ class Bench:
         wl.info["warmup_s"] = round(time.perf_counter() - t0, 2)
 
         contenders = list(args.contenders)
+        # Settling only matters to builds that read the store.
+        settle = args.settle and any(scenario_kind(s) in ("remote-warm", "one-file-change") for s in scenarios)
+        wl.info["settle"] = settle
         for run in range(1, args.runs + 1):
             run_root = self.root / "runs" / f"{wl.name}-run{run}"
             run_root.mkdir(parents=True)
@@ -954,21 +965,54 @@ class Bench:
                         rec = self.build(wl, contender, name, run, state, i)
                         if name == "cold" and contender != "native":
                             self.check_cold_filled(rec)
-                            if args.bucket_state == "restore":
-                                self.snapshot_store(contender, state)
                         elif args.bucket_state == "restore" and scenario_kind(name) in ("remote-warm", "one-file-change") \
                                 and contender != "native":
                             rec["store_restore"] = self.restore_store(contender, state)
                         self.records.append(rec)
                         self.progress(rec)
+                        if name == "cold" and contender != "native":
+                            if settle:
+                                self.settle(wl, contender, run, state, i)
+                            if args.bucket_state == "restore":
+                                self.snapshot_store(contender, state)
             finally:
                 if "seed_server" in state:
                     state["seed_server"].stop()
                 remove_tree(run_root)
             self.write_outputs(partial=True)
 
+    def settle(self, wl: Workload, contender: str, run: int, state: dict[str, object], order: int) -> None:
+        """One untimed remote-warm build (loopback, empty local dir and
+        GOCACHE, the same flags, env and scope as the measured ones) right
+        after the contender's cold build and before the store is snapshotted.
+        For gocacher it rewrites the scope's manifest as a warm build sees it:
+        the cold build's manifest lists every entry cmd/go put, including many
+        a warm build never asks for, and the first warm build prunes them. So
+        the measured remote builds are a CI fleet's steady state, not the first
+        build after a cold one. For the seed it changes nothing but access
+        times; it runs for symmetry. Recorded in the JSON, not in the tables."""
+        rec = self.build(wl, contender, SETTLE, run, state, order)
+        rec["untimed"] = True
+        self.records.append(rec)
+        self.progress(rec)
+        tag = f"{wl.name} run {run}: {contender}'s settle build"
+        if contender == "gocacher":
+            st = rec.get("stats")
+            if not isinstance(st, dict):
+                raise BenchError(f"{tag} left no stats ({rec.get('stats_error')})")
+            from_store = int(st.get("remote_hits", 0)) + int(st.get("prefetch_hits", 0))
+            if not from_store:
+                raise BenchError(f"{tag} got nothing from the bucket (stats: {json.dumps(st)}); build output:\n"
+                                 f"{str(rec.get('output', ''))[-2000:]}")
+        else:
+            reqs = rec.get("seed_requests") or {}
+            if not reqs.get("get_output"):
+                raise BenchError(f"{tag} downloaded nothing from go-cacher-server (requests: {json.dumps(reqs)}); "
+                                 f"build output:\n{str(rec.get('output', ''))[-2000:]}")
+
     def snapshot_store(self, contender: str, state: dict[str, object]) -> None:
-        """Remembers the bucket / server dir as this run's cold build left it."""
+        """Remembers the bucket / server dir as this run's cold build (and
+        settle build) left it."""
         if contender == "gocacher":
             state["bucket_snapshot"] = BucketSnapshot(self.minio.s3, state["bucket"])
         else:
@@ -976,8 +1020,8 @@ class Bench:
             state["seed_files"] = {p for p in data.rglob("*") if p.is_file()}
 
     def restore_store(self, contender: str, state: dict[str, object]) -> dict[str, object]:
-        """Puts the bucket / server dir back as the cold build left it, so
-        that every remote scenario of a run starts from the same state (for
+        """Puts the bucket / server dir back as the cold (and settle) builds
+        left it, so that every remote scenario of a run starts from the same state (for
         gocacher: its per-scope manifest, which each build rewrites, and the
         objects a one-file-change build uploaded). Untimed."""
         if contender == "gocacher":
@@ -1057,7 +1101,9 @@ def med(values: list[float]) -> float | None:
 
 def summarize(records: list[dict[str, object]]) -> list[dict[str, object]]:
     """One row per workload x scenario x contender; ratios are medians of
-    per-run ratios against the native build of the same workload and run."""
+    per-run ratios against the native build of the same workload and run.
+    Settle builds are left out (they are only in the raw records)."""
+    records = [r for r in records if r["scenario"] != SETTLE]
     native = {(r["workload"], r["run"], r["scenario"]): r["wall_s"] for r in records if r["contender"] == "native"}
     keys: list[tuple[str, str, str]] = []
     for r in records:
@@ -1176,10 +1222,20 @@ def render(meta: dict[str, object], workloads: dict[str, object], rows: list[dic
         "tier, so its warm build is the baseline); one-file-change* rows against native one-file-change (the "
         "same edit, built on native's warm GOCACHE).",
         "- **wall** stops when go has exited and the helper has exited (pending uploads included).",
-        ("- Every remote build of a run starts from the bucket / server as that run's cold build left it "
+        ("- Every remote build of a run starts from the bucket / server as that run's cold build"
+         + (" and settle build" if m.get("settle") else "") + " left it "
          "(what later builds added or overwrote is undone between builds, untimed)."
          if m.get("bucket_state", "restore") == "restore" else
          "- `--bucket-state carry`: each remote build sees what earlier builds of its run wrote."),
+        ("- **settle**: right after each helper's cold build, one untimed remote-warm build (loopback, empty "
+         "local dir and GOCACHE) rewrites the store's state as a warm build leaves it, so remote rows show a CI "
+         "fleet's steady state: gocacher prefetches the manifest a warm build wrote, not the cold build's (which "
+         "also lists entries cmd/go put but a warm build never asks for). Its records are in the JSON as "
+         "scenario `settle`, not in the tables."
+         if m.get("settle") else
+         "- `--no-settle`: remote rows start from the manifest the cold build wrote: each is the first warm "
+         "build after a cold one (gocacher prefetches entries a warm build never asks for)."
+         if "settle" in m else None),
         "- **helper CPU / peak RSS** from `/usr/bin/time` wrapping the helper; **helper % build CPU** is the "
         "helper's share of (go's process tree + helper).",
         "- **server CPU**: CPU the server (MinIO for gocacher, go-cacher-server for the seed) used during the "
@@ -1198,6 +1254,7 @@ def render(meta: dict[str, object], workloads: dict[str, object], rows: list[dic
         "`prefetched` and `prefetch_unused_bytes` are in the JSON.",
         "- " + "; ".join(f"{k}: {v}" for k, v in NOT_RUN.items()) + ".",
     ]
+    out = [x for x in out if x is not None]
     if error:
         out += ["", f"**Stopped early**: {error}"]
     if problems:
@@ -1315,7 +1372,11 @@ def main() -> int:
                     help="seconds the helper may take to exit after go did (default 120)")
     ap.add_argument("--bucket-state", choices=("restore", "carry"), default="restore",
                     help="restore (default): every remote build starts from the bucket/server as the run's cold "
-                         "build left it; carry: builds see what earlier builds of the run wrote")
+                         "build (and its settle build) left it; carry: builds see what earlier builds of the run wrote")
+    ap.add_argument("--settle", action=argparse.BooleanOptionalAction, default=True,
+                    help="after each helper's cold build, one untimed remote-warm build before the store is "
+                         "snapshotted, so remote scenarios measure the steady state (default); --no-settle: "
+                         "they measure the first warm build after a cold one")
     ap.add_argument("--keep", action="store_true", help="keep the temp root (logs, MinIO data)")
     ap.add_argument("--from-json", type=Path, default=None,
                     help="no builds: print the table again from a previous run's JSON records")
@@ -1385,6 +1446,15 @@ def main() -> int:
             "rtts_ms": [float(r) for r in rtts],
             "edit_rtts_ms": [float(r) for r in edit_rtts],
             "bucket_state": args.bucket_state,
+            "settle": args.settle,
+            "settle_note": (
+                "after each helper's cold build, one untimed remote-warm build (loopback, empty local dir and "
+                "GOCACHE, same flags and scope) ran before the store was snapshotted; remote rows measure the "
+                "steady state (gocacher prefetches a warm build's manifest). Its records have scenario 'settle' "
+                "and are not in the summary. Skipped for a workload without remote scenarios."
+                if args.settle else
+                "--no-settle: remote rows start from the store as the cold build left it (the cold build's "
+                "manifest): first warm build after a cold one"),
             "loadavg_start": list(os.getloadavg()),
             "argv": sys.argv,
             "temp_root": str(root),
