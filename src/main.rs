@@ -99,7 +99,10 @@ fn run(config: Config) -> Result<()> {
         }
         let scope = Scope::resolve(remote.scope.clone(), remote.scope_fallback.clone());
         if config.verbose {
-            eprintln!("gocacher: scope {:?}, fallbacks {:?}", scope.name, scope.fallbacks);
+            eprintln!(
+                "gocacher: scope {:?}, fallbacks {:?}",
+                scope.name, scope.fallbacks
+            );
         }
         cacher = cacher.with_remote(remote, scope);
     }

@@ -216,7 +216,11 @@ mod tests {
             ("GOARCH", "amd64"),
         ]);
         let s = derive(e, Path::new("/w"), Some("build"));
-        assert!(s.name.ends_with(":refs/heads/main:linux-amd64:go build"), "{}", s.name);
+        assert!(
+            s.name.ends_with(":refs/heads/main:linux-amd64:go build"),
+            "{}",
+            s.name
+        );
         assert!(s.fallbacks.is_empty());
     }
 
@@ -239,7 +243,11 @@ mod tests {
 
     #[test]
     fn elsewhere_the_working_directory() {
-        let s = derive(env(&[("GOOS", "darwin"), ("GOARCH", "arm64")]), Path::new("/src/app"), Some("vet"));
+        let s = derive(
+            env(&[("GOOS", "darwin"), ("GOARCH", "arm64")]),
+            Path::new("/src/app"),
+            Some("vet"),
+        );
         assert_eq!(s.name, "dir:/src/app:darwin-arm64:go vet");
         assert!(s.fallbacks.is_empty());
     }

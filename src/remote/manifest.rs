@@ -111,7 +111,10 @@ impl Manifest {
             }
         }
         if let Some(prev) = previous {
-            let last_run = prev.entries.iter().filter(|e| e.last_gen == prev.generation);
+            let last_run = prev
+                .entries
+                .iter()
+                .filter(|e| e.last_gen == prev.generation);
             let (mut last, mut again) = (0usize, 0usize);
             for e in last_run {
                 last += 1;
@@ -139,7 +142,8 @@ impl Manifest {
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        let mut raw = Vec::with_capacity(MAGIC.len() + 16 + self.scope.len() + self.entries.len() * RECORD);
+        let mut raw =
+            Vec::with_capacity(MAGIC.len() + 16 + self.scope.len() + self.entries.len() * RECORD);
         raw.extend_from_slice(MAGIC);
         raw.extend_from_slice(&self.generation.to_le_bytes());
         raw.extend_from_slice(&(self.scope.len() as u32).to_le_bytes());

@@ -137,7 +137,12 @@ impl Prefetch {
 
         let permits = Arc::new(Semaphore::new(self.concurrency));
         let mut downloads = JoinSet::new();
-        for e in &manifest.entries {
+        for (i, e) in manifest.entries.iter().enumerate() {
+            if i % 64 == 63 {
+                // The disk checks below run on the protocol's thread: let
+                // cmd/go's requests in between on a long manifest.
+                tokio::task::yield_now().await;
+            }
             if !remote.breaker.allow() {
                 break; // the bucket is failing: leave the rest to the gets
             }
@@ -270,7 +275,10 @@ async fn load(remote: &Remote, scope: &str) -> Loaded {
     // A manifest is ~90 bytes an entry, up to 32 MB at the cap: allow its
     // body some seconds beyond the lookup bound.
     let bound = remote.opts.timeout + Duration::from_secs(8);
-    let read = tokio::time::timeout(bound, remote.store.read_small(&key, manifest::MAX_OBJECT_BYTES));
+    let read = tokio::time::timeout(
+        bound,
+        remote.store.read_small(&key, manifest::MAX_OBJECT_BYTES),
+    );
     match read.await {
         Ok(Ok(None)) => {
             remote.breaker.success();

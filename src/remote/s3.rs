@@ -242,7 +242,11 @@ impl S3Store {
 
     /// Reads a whole small object; `Ok(None)` when there is none. Objects
     /// over `limit` bytes are refused unread.
-    pub async fn read_small(&self, key: &str, limit: usize) -> Result<Option<Vec<u8>>, RemoteError> {
+    pub async fn read_small(
+        &self,
+        key: &str,
+        limit: usize,
+    ) -> Result<Option<Vec<u8>>, RemoteError> {
         match self.get_key(key).await? {
             Fetched::Missing => Ok(None),
             Fetched::Found { wire_len, .. } if wire_len > limit as u64 => Err(RemoteError {
