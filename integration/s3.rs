@@ -368,19 +368,31 @@ fn second_build_in_scope_is_prefetched(kind: Kind) {
     assert_eq!(s.corrupt + s.remote_errors, 0, "{s:?}");
 
     // The same again with prefetch off: every hit is fetched on demand.
-    let off = a
-        .new_machine()
-        .with_flags(&["--remote", "s3://gocacher-test/pf", "--prefetch-concurrency", "0"]);
+    let off = a.new_machine().with_flags(&[
+        "--remote",
+        "s3://gocacher-test/pf",
+        "--prefetch-concurrency",
+        "0",
+    ]);
     let run = off.go(dir, &["build", "./..."]);
     run.assert_ok();
-    assert_eq!(run.stats.prefetched + run.stats.prefetch_hits, 0, "{:?}", run.stats);
+    assert_eq!(
+        run.stats.prefetched + run.stats.prefetch_hits,
+        0,
+        "{:?}",
+        run.stats
+    );
     assert_eq!(run.stats.remote_hits, run.stats.hits, "{:?}", run.stats);
 
     // Named scopes: a pull request with nothing of its own yet falls back
     // to main's manifest, then writes its own.
     let main = machine(&server, "named", &["--scope", "main"]);
     main.go(dir, &["build", "./..."]).assert_ok();
-    let pr = machine(&server, "named", &["--scope", "pr-7", "--scope-fallback", "none,main"]);
+    let pr = machine(
+        &server,
+        "named",
+        &["--scope", "pr-7", "--scope-fallback", "none,main"],
+    );
     let run = pr.go(dir, &["build", "./..."]);
     run.assert_ok();
     run.assert_warm();
@@ -424,7 +436,10 @@ fn broken_manifests_leave_builds_correct(kind: Kind) {
     assert!(damaged > 10);
     let run = a.new_machine().go(dir, &["run", "./cmd/fixture"]);
     run.assert_ok();
-    assert_eq!(run.stdout, expected.stdout, "a corrupt object changed the program");
+    assert_eq!(
+        run.stdout, expected.stdout,
+        "a corrupt object changed the program"
+    );
     assert!(run.stats.corrupt > 0, "{:?}", run.stats);
 
     // Objects gone, manifest kept: the build rebuilds what is missing.
@@ -455,7 +470,12 @@ fn bucket_outage_during_prefetch(kind: Kind) {
     let run = build.join().unwrap();
     run.assert_ok();
     assert_eq!(run.stdout, expected.stdout);
-    assert_eq!(run.stats.put_errors + run.stats.get_errors, 0, "{:?}", run.stats);
+    assert_eq!(
+        run.stats.put_errors + run.stats.get_errors,
+        0,
+        "{:?}",
+        run.stats
+    );
     assert!(
         start.elapsed() < Duration::from_secs(90),
         "took {:?}",
