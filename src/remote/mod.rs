@@ -131,22 +131,16 @@ impl Remote {
         if !self.breaker.allow() {
             return None;
         }
-        let known = self
-            .index
-            .entry(action)
-            .or_try_insert_with(transfer::download(self, action))
-            .await;
-        let fresh = known.as_ref().is_ok_and(|e| e.is_fresh());
-        match known.map(|e| e.into_value()) {
-            Ok(Known::Present(_)) => match self.disk.get(&action) {
+        match self.download_once(action).await {
+            Some((Known::Present(_), fresh)) => match self.disk.get(&action) {
                 Ok(Some(e)) => Some((e, fresh)),
                 _ => None,
             },
-            Ok(Known::Missing) => {
+            Some((Known::Missing, _)) => {
                 Stats::inc(&self.stats.remote_misses);
                 None
             }
-            Ok(Known::Corrupt) | Err(_) => None,
+            Some((Known::Corrupt, _)) | None => None,
         }
     }
 
@@ -156,12 +150,23 @@ impl Remote {
         if !self.breaker.allow() {
             return false;
         }
-        let known = self
+        matches!(
+            self.download_once(action).await,
+            Some((Known::Present(_), true))
+        )
+    }
+
+    /// Downloads `action` unless the index has settled it already; callers
+    /// at the same moment share one download. The outcome, and whether this
+    /// call ran the download; `None` when it failed (counted and reported).
+    async fn download_once(&self, action: Id) -> Option<(Known, bool)> {
+        let entry = self
             .index
             .entry(action)
             .or_try_insert_with(transfer::download(self, action))
-            .await;
-        matches!(known, Ok(e) if e.is_fresh() && matches!(e.value(), Known::Present(_)))
+            .await
+            .ok()?;
+        Some((*entry.value(), entry.is_fresh()))
     }
 
     /// Whether the index has settled this action (downloaded, uploaded,
