@@ -252,7 +252,9 @@ impl Prefetch {
         let merged = Manifest::merge(previous.as_deref(), used, &self.scope.name, now);
         let body = merged.encode();
         let key = remote.store.manifest_key(&self.scope.name);
-        let bound = remote.opts.upload_timeout;
+        // cmd/go is waiting for the close reply: a slow bucket costs at most
+        // this, as for reading a manifest.
+        let bound = manifest_bound(remote);
         match tokio::time::timeout(bound, remote.store.put_replace(&key, body)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => failed(remote, &e, true),
@@ -266,15 +268,20 @@ fn failed(remote: &Remote, e: &RemoteError, writing: bool) {
     remote.failed(e, writing);
 }
 
+/// Bound on reading or writing one manifest. A manifest is ~90 bytes an
+/// entry (~100 KB for `go build std`, up to 9 MB at the cap): the lookup
+/// bound, plus some seconds for the body.
+fn manifest_bound(remote: &Remote) -> Duration {
+    remote.opts.timeout + Duration::from_secs(8)
+}
+
 /// Reads and parses a scope's manifest.
 async fn load(remote: &Remote, scope: &str) -> Loaded {
     if !remote.breaker.allow() {
         return Loaded::Failed;
     }
     let key = remote.store.manifest_key(scope);
-    // A manifest is ~90 bytes an entry, up to 32 MB at the cap: allow its
-    // body some seconds beyond the lookup bound.
-    let bound = remote.opts.timeout + Duration::from_secs(8);
+    let bound = manifest_bound(remote);
     let read = tokio::time::timeout(
         bound,
         remote.store.read_small(&key, manifest::MAX_OBJECT_BYTES),
