@@ -2,11 +2,14 @@
 //! GOCACHEPROG, `--remote` pointing at a MinIO or LocalStack server that the
 //! test starts on 127.0.0.1. Every scenario runs against both servers.
 
+#[path = "s3/prefetch.rs"]
+mod prefetch;
 mod support;
 
 use std::thread;
 use std::time::{Duration, Instant};
 
+use prefetch::*;
 use support::s3server::{Kind, S3Server};
 use support::{GoEnv, GoRun, Toolchain};
 
@@ -330,157 +333,6 @@ fn check_command_reports_each_step(kind: Kind) {
     );
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(err.starts_with("gocacher: bucket:"), "{err}");
-}
-
-/// The second go command in a scope finds the first one's manifest and is
-/// served from prefetched entries; a pull request's scope falls back to its
-/// base branch's manifest.
-fn second_build_in_scope_is_prefetched(kind: Kind) {
-    let server = started(kind);
-    let module = support::fixture_copy();
-    let dir = module.path();
-    // Default scope: the same directory, platform and subcommand.
-    let a = machine(&server, "pf", &[]);
-    let cold = a.go(dir, &["build", "./..."]);
-    cold.assert_ok();
-    assert_eq!(cold.stats.prefetched, 0, "{:?}", cold.stats);
-    assert_eq!(
-        server.manifest_keys(BUCKET, "pf/").len(),
-        1,
-        "one manifest for the scope"
-    );
-
-    let b = a.new_machine();
-    let run = b.go(dir, &["build", "./..."]);
-    run.assert_ok();
-    run.assert_warm();
-    let s = &run.stats;
-    assert!(s.prefetched > 0, "{s:?}");
-    assert!(
-        s.prefetch_hits * 2 >= s.hits,
-        "most hits should be prefetched: {s:?}"
-    );
-    assert_eq!(s.prefetch_hits + s.remote_hits, s.hits, "{s:?}");
-    assert!(
-        s.prefetch_unused_bytes * 10 <= s.bytes_read,
-        "over 10% of prefetched bytes unused: {s:?}"
-    );
-    assert_eq!(s.corrupt + s.remote_errors, 0, "{s:?}");
-
-    // The same again with prefetch off: every hit is fetched on demand.
-    let off = a.new_machine().with_flags(&[
-        "--remote",
-        "s3://gocacher-test/pf",
-        "--prefetch-concurrency",
-        "0",
-    ]);
-    let run = off.go(dir, &["build", "./..."]);
-    run.assert_ok();
-    assert_eq!(
-        run.stats.prefetched + run.stats.prefetch_hits,
-        0,
-        "{:?}",
-        run.stats
-    );
-    assert_eq!(run.stats.remote_hits, run.stats.hits, "{:?}", run.stats);
-
-    // Named scopes: a pull request with nothing of its own yet falls back
-    // to main's manifest, then writes its own.
-    let main = machine(&server, "named", &["--scope", "main"]);
-    main.go(dir, &["build", "./..."]).assert_ok();
-    let pr = machine(
-        &server,
-        "named",
-        &["--scope", "pr-7", "--scope-fallback", "none,main"],
-    );
-    let run = pr.go(dir, &["build", "./..."]);
-    run.assert_ok();
-    run.assert_warm();
-    assert!(run.stats.prefetch_hits > 0, "{:?}", run.stats);
-    assert_eq!(server.manifest_keys(BUCKET, "named/").len(), 2);
-}
-
-/// A damaged manifest, a manifest whose objects are gone, and one whose
-/// objects are corrupt: each build is correct, and the first is one line.
-fn broken_manifests_leave_builds_correct(kind: Kind) {
-    let server = started(kind);
-    let module = support::fixture_copy();
-    let dir = module.path();
-    let a = machine(&server, "broken", &["--scope", "s"]);
-    let expected = a.go(dir, &["run", "./cmd/fixture"]);
-    expected.assert_ok();
-    let manifests = server.manifest_keys(BUCKET, "broken/");
-    assert_eq!(manifests.len(), 1);
-
-    // Garbage where the manifest was: no prefetch, lazy gets, one line.
-    server.put_raw(BUCKET, &manifests[0], b"not a manifest".to_vec());
-    let run = a.new_machine().go(dir, &["run", "./cmd/fixture"]);
-    run.assert_ok();
-    assert_eq!(run.stdout, expected.stdout);
-    assert_eq!(run.stats.prefetched, 0, "{:?}", run.stats);
-    assert!(run.stats.remote_hits > 0, "{:?}", run.stats);
-    let lines = gocacher_lines(&run);
-    assert!(
-        lines.len() == 1 && lines[0].contains("manifest") && lines[0].contains("unreadable"),
-        "expected one line about the manifest:\n{}",
-        run.stderr
-    );
-    // That run replaced it with a good one.
-    let run = a.new_machine().go(dir, &["run", "./cmd/fixture"]);
-    run.assert_ok();
-    assert!(run.stats.prefetched > 0, "{:?}", run.stats);
-    assert!(gocacher_lines(&run).is_empty(), "{}", run.stderr);
-
-    // Corrupt objects behind a good manifest: never served.
-    let damaged = server.corrupt_all(BUCKET, "broken/");
-    assert!(damaged > 10);
-    let run = a.new_machine().go(dir, &["run", "./cmd/fixture"]);
-    run.assert_ok();
-    assert_eq!(
-        run.stdout, expected.stdout,
-        "a corrupt object changed the program"
-    );
-    assert!(run.stats.corrupt > 0, "{:?}", run.stats);
-
-    // Objects gone, manifest kept: the build rebuilds what is missing.
-    server.delete(BUCKET, &server.entry_keys(BUCKET, "broken/"));
-    let run = a.new_machine().go(dir, &["run", "./cmd/fixture"]);
-    run.assert_ok();
-    assert_eq!(run.stdout, expected.stdout);
-    let s = &run.stats;
-    assert_eq!(s.prefetched + s.hits, 0, "{s:?}");
-    assert!(s.puts > 0 && s.put_errors == 0, "{s:?}");
-}
-
-/// The bucket goes away while the prefetch runs: the build still succeeds,
-/// with the right output, in about the time of a cold build.
-fn bucket_outage_during_prefetch(kind: Kind) {
-    let module = support::fixture_copy();
-    let mut server = started(kind);
-    let a = machine(&server, "outage", &["--scope", "s"]);
-    let expected = a.go(module.path(), &["run", "./cmd/fixture"]);
-    expected.assert_ok();
-
-    let b = a.new_machine();
-    let dir = module.path().to_path_buf();
-    let start = Instant::now();
-    let build = thread::spawn(move || b.go(&dir, &["run", "./cmd/fixture"]));
-    thread::sleep(Duration::from_millis(150));
-    server.kill();
-    let run = build.join().unwrap();
-    run.assert_ok();
-    assert_eq!(run.stdout, expected.stdout);
-    assert_eq!(
-        run.stats.put_errors + run.stats.get_errors,
-        0,
-        "{:?}",
-        run.stats
-    );
-    assert!(
-        start.elapsed() < Duration::from_secs(90),
-        "took {:?}",
-        start.elapsed()
-    );
 }
 
 macro_rules! on_both_servers {

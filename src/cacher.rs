@@ -40,9 +40,8 @@ pub struct Cacher {
     /// The bucket, when `--remote` is set: its settings, and the tier, made
     /// on first use so the capability message never waits for the AWS
     /// configuration chain (which may look at profiles or instance metadata).
-    remote: Option<(RemoteConfig, OnceCell<RemoteTier>)>,
-    /// The scope whose manifest this go command reads and writes.
-    scope: Option<Scope>,
+    /// With it, the scope whose manifest this go command reads and writes.
+    remote: Option<(RemoteConfig, Scope, OnceCell<RemoteTier>)>,
     /// What this go command used, for its scope's manifest (with a bucket).
     usage: Mutex<Usage>,
 }
@@ -63,7 +62,6 @@ impl Cacher {
             close,
             disk_warned: AtomicBool::new(false),
             remote: None,
-            scope: None,
             usage: Mutex::default(),
         }
     }
@@ -71,8 +69,7 @@ impl Cacher {
     /// Adds the bucket tier, connected on first use (or by
     /// [`Cacher::start_prefetch`]), with its manifest scope.
     pub fn with_remote(mut self, config: RemoteConfig, scope: Scope) -> Cacher {
-        self.remote = Some((config, OnceCell::new()));
-        self.scope = Some(scope);
+        self.remote = Some((config, scope, OnceCell::new()));
         self
     }
 
@@ -92,7 +89,7 @@ impl Cacher {
 
     /// The bucket tier if it is already connected.
     fn connected(&self) -> Option<&RemoteTier> {
-        self.remote.as_ref().and_then(|(_, cell)| cell.get())
+        self.remote.as_ref().and_then(|(_, _, cell)| cell.get())
     }
 
     fn record(&self, action: Id, output: Id, size: u64, gotten: bool) {
@@ -108,7 +105,7 @@ impl Cacher {
 
     /// The bucket tier, connecting on first call; `None` without `--remote`.
     async fn tier(&self) -> Option<&RemoteTier> {
-        let (config, cell) = self.remote.as_ref()?;
+        let (config, scope, cell) = self.remote.as_ref()?;
         let tier = cell
             .get_or_init(|| async {
                 let store = S3Store::connect(&config.s3).await;
@@ -118,10 +115,9 @@ impl Cacher {
                     self.stats.clone(),
                     config.opts.clone(),
                 );
-                let scope = self.scope.clone().expect("set with the remote");
                 RemoteTier {
                     uploader: Uploader::start(remote.clone()),
-                    prefetch: Prefetch::new(scope, config.prefetch_concurrency),
+                    prefetch: Prefetch::new(scope.clone(), config.prefetch_concurrency),
                     remote,
                     drain: config.drain,
                 }
