@@ -173,10 +173,22 @@ impl Handler for Cacher {
         let (found, from_bucket, downloaded) = match local {
             Some(e) => (Some(e), false, false),
             None => match self.tier().await {
-                Some(tier) => match tier.remote.fetch(action_id).await {
-                    Some((e, fresh)) => (Some(e), true, fresh),
-                    None => (None, true, false),
-                },
+                Some(tier) => {
+                    // An entry the prefetch's pack is about to write is
+                    // waited for, not downloaded a second time.
+                    let packed = if tier.prefetch.await_pack(&action_id).await {
+                        self.disk.get(&action_id).ok().flatten()
+                    } else {
+                        None
+                    };
+                    match packed {
+                        Some(e) => (Some(e), true, false),
+                        None => match tier.remote.fetch(action_id).await {
+                            Some((e, fresh)) => (Some(e), true, fresh),
+                            None => (None, true, false),
+                        },
+                    }
+                }
                 None => (None, false, false),
             },
         };
@@ -260,7 +272,7 @@ impl Handler for Cacher {
             );
             tier.uploader.drain(tier.drain).await;
             let used = self.usage.lock().unwrap().take();
-            tier.prefetch.write_manifest(&tier.remote, &used).await;
+            tier.prefetch.write_back(&tier.remote, &used).await;
         }
         let snap = self.stats.snapshot();
         if let Some(path) = &self.close.stats_file {

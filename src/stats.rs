@@ -30,6 +30,8 @@ pub struct Stats {
     pub prefetched: AtomicU64,
     pub prefetch_hits: AtomicU64,
     pub prefetch_unused_bytes: AtomicU64,
+    pub pack_prefetched: AtomicU64,
+    pub packs_written: AtomicU64,
 }
 
 /// A point-in-time copy of [`Stats`]; the JSON keys are documented in README.md.
@@ -80,6 +82,12 @@ pub struct Snapshot {
     /// Output bytes of prefetched entries that no get asked for.
     #[serde(default)]
     pub prefetch_unused_bytes: u64,
+    /// Of `prefetched`, entries that came in the scope's pack (one GET for all).
+    #[serde(default)]
+    pub pack_prefetched: u64,
+    /// Packs this go command wrote (at close, when the scope's pack was missing or stale).
+    #[serde(default)]
+    pub packs_written: u64,
 }
 
 impl Stats {
@@ -115,6 +123,8 @@ impl Stats {
             prefetched: get(&self.prefetched),
             prefetch_hits: get(&self.prefetch_hits),
             prefetch_unused_bytes: get(&self.prefetch_unused_bytes),
+            pack_prefetched: get(&self.pack_prefetched),
+            packs_written: get(&self.packs_written),
         }
     }
 }
@@ -142,10 +152,12 @@ impl Snapshot {
                 self.bytes_uploaded as f64 / 1e6
             );
             line += &format!(
-                "; prefetch: {} entries, {} hits, {:.1} MB unused",
+                "; prefetch: {} entries ({} from the pack), {} hits, {:.1} MB unused; {} packs written",
                 self.prefetched,
+                self.pack_prefetched,
                 self.prefetch_hits,
-                self.prefetch_unused_bytes as f64 / 1e6
+                self.prefetch_unused_bytes as f64 / 1e6,
+                self.packs_written
             );
         }
         line
@@ -194,6 +206,8 @@ mod tests {
             "prefetched",
             "prefetch_hits",
             "prefetch_unused_bytes",
+            "pack_prefetched",
+            "packs_written",
         ] {
             assert!(v[key].is_u64(), "{key} missing or not an integer: {v}");
         }

@@ -161,7 +161,22 @@ impl DiskCache {
         &self,
         output_id: &Id,
         size: u64,
-        mut next: impl FnMut() -> Option<io::Result<Bytes>>,
+        next: impl FnMut() -> Option<io::Result<Bytes>>,
+    ) -> Result<PathBuf, PutError> {
+        self.write_output_from(output_id, size, next)
+    }
+
+    /// [`DiskCache::write_output`] of bytes already in memory.
+    pub fn write_output_bytes(&self, output_id: &Id, data: &[u8]) -> Result<PathBuf, PutError> {
+        let mut once = Some(data);
+        self.write_output_from(output_id, data.len() as u64, || once.take().map(Ok))
+    }
+
+    fn write_output_from<B: AsRef<[u8]>>(
+        &self,
+        output_id: &Id,
+        size: u64,
+        mut next: impl FnMut() -> Option<io::Result<B>>,
     ) -> Result<PathBuf, PutError> {
         let dpath = self.output_path(output_id);
         // The output's name is its hash, so a file already there of the right
@@ -179,7 +194,8 @@ impl DiskCache {
         let mut written = 0u64;
         while let Some(chunk) = next() {
             let chunk = chunk.map_err(PutError::Body)?;
-            hasher.update(&chunk);
+            let chunk = chunk.as_ref();
+            hasher.update(chunk);
             written += chunk.len() as u64;
             if written > size {
                 // Stop early: a bad object could otherwise fill the disk.
@@ -189,7 +205,7 @@ impl DiskCache {
                 });
             }
             if let Some((guard, file)) = &mut temp {
-                file.write_all(&chunk)
+                file.write_all(chunk)
                     .map_err(|e| io_err(guard.path(), e))?;
             }
         }

@@ -38,6 +38,10 @@ pub const MAX_IDLE_RUNS: u64 = 20;
 /// An entry not used for this long is dropped.
 pub const MAX_IDLE_SECS: u64 = 7 * 86_400;
 
+/// A manifest that would not change is still rewritten after this long, so
+/// its entries' last-use times stay fresh (well within [`MAX_IDLE_SECS`]).
+pub const REWRITE_SECS: u64 = 86_400;
+
 /// Largest object read as a manifest (compressed); anything bigger is not one.
 pub const MAX_OBJECT_BYTES: usize = 32 << 20;
 
@@ -77,11 +81,16 @@ pub struct Used {
 
 /// The object key of a scope's manifest under `prefix`.
 pub fn key(prefix: &str, scope: &str) -> String {
+    scoped_key(prefix, "manifests", scope)
+}
+
+/// `[prefix/]gocacher/v1/<kind>/<first 32 hex digits of sha256(scope)>`.
+pub fn scoped_key(prefix: &str, kind: &str, scope: &str) -> String {
     let hash = hex::encode(&Sha256::digest(scope.as_bytes())[..16]);
     if prefix.is_empty() {
-        format!("gocacher/v1/manifests/{hash}")
+        format!("gocacher/v1/{kind}/{hash}")
     } else {
-        format!("{prefix}/gocacher/v1/manifests/{hash}")
+        format!("{prefix}/gocacher/v1/{kind}/{hash}")
     }
 }
 
@@ -139,6 +148,27 @@ impl Manifest {
             scope: scope.to_string(),
             entries,
         }
+    }
+
+    /// Whether writing `next` (the merge of this manifest with a go
+    /// command's entries) can be skipped: it lists the same entries, with
+    /// the same outputs and flags, and this one was written less than
+    /// [`REWRITE_SECS`] ago. A warm go command that used what the last one
+    /// did then costs no PUT at close; the generations it would have
+    /// counted only slow down aging.
+    pub fn covers(&self, next: &Manifest, now: u64) -> bool {
+        let written = self.entries.iter().map(|e| e.last_used).max().unwrap_or(0);
+        if now.saturating_sub(written) > REWRITE_SECS || self.entries.len() != next.entries.len() {
+            return false;
+        }
+        let mine: std::collections::HashMap<Id, (Id, bool)> = self
+            .entries
+            .iter()
+            .map(|e| (e.action, (e.output, e.gotten)))
+            .collect();
+        next.entries
+            .iter()
+            .all(|e| mine.get(&e.action) == Some(&(e.output, e.gotten)))
     }
 
     pub fn encode(&self) -> Vec<u8> {

@@ -9,6 +9,7 @@
 pub mod breaker;
 pub mod format;
 pub mod manifest;
+pub mod pack;
 mod prefetch;
 pub mod s3;
 mod transfer;

@@ -1,29 +1,43 @@
-//! Prefetch from build manifests, and the manifest write at close.
+//! Prefetch from build manifests and packs, and their writes at close.
 //!
 //! At start, a task reads the scope's manifest (else a fallback scope's) and
-//! downloads its entries into the local mirror, in the order the last go
-//! command used them, a bounded number at a time. Each download goes through
-//! the index's single-flight, so a get for an entry in flight waits for that
-//! download instead of starting another. Gets for anything else take the lazy
-//! path. The task is dropped at close. At close, the entries this go command
-//! used are merged into the scope's manifest and written back (one PUT).
+//! its pack, and fills the local mirror in the order the last go command
+//! used the entries: the pack streams in through one GET, and entries the
+//! pack lacks are downloaded one by one, a bounded number at a time. Each
+//! single download goes through the index's single-flight, and a get for an
+//! entry the pack holds waits for the stream to reach it, so no entry is
+//! fetched twice at once. Gets for anything else take the lazy path. The
+//! task stops at close. At close, the entries this go command used are
+//! merged into the scope's manifest and written back (one PUT), and the pack
+//! is rewritten when it lacks much of what the manifest now lists.
 //!
 //! Nothing here can fail a build: a missing, unreadable or unreachable
-//! manifest means no prefetch, and every download is verified as any other.
+//! manifest or pack means less prefetch, and every entry is verified as any
+//! other download.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::{OnceCell, Semaphore};
+use aws_sdk_s3::primitives::ByteStream;
+use tokio::sync::{mpsc, oneshot, watch, OnceCell, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 
 use super::manifest::{self, Manifest, Used};
-use super::s3::RemoteError;
+use super::pack::{self, Bodies, Item, ReadError, Stored};
+use super::s3::{Fetched, RemoteError};
+use super::transfer::{self, ChannelReader};
 use super::Remote;
 use crate::scope::Scope;
 use crate::stats::Stats;
 use crate::wire::Id;
+
+/// A get for a pack entry further than this behind the stream's position
+/// does not wait for it: it downloads the entry on its own (the stream then
+/// passes over it).
+const LOOKAHEAD: usize = 256;
 
 /// What reading a scope's manifest found.
 #[derive(Debug, Clone)]
@@ -35,6 +49,34 @@ enum Loaded {
     /// The bucket did not answer: no prefetch, and no write either (it would
     /// drop the entries of the manifest we could not read).
     Failed,
+}
+
+/// What reading the scope's own pack found, for the rewrite at close.
+#[derive(Debug, Clone, Default)]
+enum PackSeen {
+    /// Not looked at (prefetch off or stopped first): no rewrite.
+    #[default]
+    NotRead,
+    /// None there, or one not worth reading: write one.
+    Missing,
+    Found(Arc<Vec<Stored>>),
+    /// The bucket did not answer: no rewrite.
+    Failed,
+}
+
+/// A pack streaming into the local mirror: where each entry is in it, and
+/// how far the stream got.
+struct Streaming {
+    at: HashMap<Id, usize>,
+    progress: watch::Receiver<Progress>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Progress {
+    /// Entries settled: written, already there, or refused.
+    settled: usize,
+    /// The stream is over (done, failed or stopped).
+    ended: bool,
 }
 
 /// Entries a go command used (hits and puts), in order of first use.
@@ -76,6 +118,9 @@ pub struct Prefetch {
     /// prefetch and the merge at close.
     previous: OnceCell<Loaded>,
     slots: Mutex<HashMap<Id, Slot>>,
+    own_pack: Mutex<PackSeen>,
+    streaming: OnceLock<Streaming>,
+    stopped: AtomicBool,
     task: Mutex<Option<JoinHandle<()>>>,
     /// Which scope's manifest the prefetch used, and its size (for --verbose).
     source: Mutex<Option<(String, usize)>>,
@@ -88,6 +133,9 @@ impl Prefetch {
             concurrency,
             previous: OnceCell::new(),
             slots: Mutex::default(),
+            own_pack: Mutex::default(),
+            streaming: OnceLock::new(),
+            stopped: AtomicBool::new(false),
             task: Mutex::default(),
             source: Mutex::default(),
         })
@@ -108,36 +156,248 @@ impl Prefetch {
     }
 
     async fn run(self: Arc<Self>, remote: Arc<Remote>) {
-        let primary = self
-            .previous
-            .get_or_init(|| load(&remote, &self.scope.name))
-            .await
-            .clone();
-        let mut chosen = match primary {
-            Loaded::Found(m) => Some((self.scope.name.clone(), m)),
-            Loaded::Failed => return,
-            Loaded::Missing | Loaded::Unreadable => None,
+        let own = self.scope.name.clone();
+        let (primary, own_pack) = tokio::join!(
+            self.previous.get_or_init(|| load(&remote, &own)),
+            open_pack(&remote, &own),
+        );
+        let seen = match &own_pack {
+            Opened::Missing => Some(PackSeen::Missing),
+            Opened::Failed => Some(PackSeen::Failed),
+            Opened::Found(_) => None, // known once its table is read
         };
-        if chosen.is_none() {
-            for f in &self.scope.fallbacks {
-                match load(&remote, f).await {
-                    Loaded::Found(m) => {
-                        chosen = Some((f.clone(), m));
-                        break;
-                    }
-                    Loaded::Failed => return,
-                    Loaded::Missing | Loaded::Unreadable => {}
+        if let Some(seen) = seen {
+            *self.own_pack.lock().unwrap() = seen;
+        }
+        let (from, manifest, pack) = match primary.clone() {
+            Loaded::Found(m) => (own, m, own_pack),
+            Loaded::Failed => return,
+            Loaded::Missing | Loaded::Unreadable => {
+                // A pack without its manifest is not read; the next write
+                // replaces both.
+                if let Opened::Found(_) = own_pack {
+                    *self.own_pack.lock().unwrap() = PackSeen::Missing;
                 }
+                let mut chosen = None;
+                for f in &self.scope.fallbacks {
+                    match tokio::join!(load(&remote, f), open_pack(&remote, f)) {
+                        (Loaded::Found(m), p) => {
+                            chosen = Some((f.clone(), m, p));
+                            break;
+                        }
+                        (Loaded::Failed, _) => return,
+                        _ => {}
+                    }
+                }
+                let Some(chosen) = chosen else {
+                    return;
+                };
+                chosen
+            }
+        };
+        let is_own = from == self.scope.name;
+        *self.source.lock().unwrap() = Some((from, manifest.entries.len()));
+        let all = manifest.entries.iter().map(|e| (e.action, e.size));
+        match pack {
+            Opened::Found(body) => self.with_pack(&remote, &manifest, body, is_own).await,
+            Opened::Missing | Opened::Failed => self.download_each(&remote, all).await,
+        }
+    }
+
+    /// Streams a pack in while downloading the manifest's other entries one
+    /// by one; then, one by one, whatever the pack did not deliver.
+    async fn with_pack(
+        self: &Arc<Self>,
+        remote: &Arc<Remote>,
+        manifest: &Manifest,
+        body: ByteStream,
+        is_own: bool,
+    ) {
+        let (tx, rx) = mpsc::channel(4);
+        let (table_tx, table_rx) = oneshot::channel();
+        let (me, r) = (self.clone(), remote.clone());
+        let reader = tokio::task::spawn_blocking(move || {
+            me.unpack(&r, ChannelReader::new(rx), table_tx, is_own)
+        });
+        let rest = async {
+            let packed: HashSet<Id> = match table_rx.await {
+                Ok(table) => table.iter().map(|s: &Stored| s.item.action).collect(),
+                Err(_) => HashSet::new(), // no table: all one by one
+            };
+            let others = manifest
+                .entries
+                .iter()
+                .filter(|e| !packed.contains(&e.action))
+                .map(|e| (e.action, e.size));
+            self.download_each(remote, others).await;
+            let left = reader.await.unwrap_or_default();
+            self.download_each(remote, left.into_iter()).await;
+        };
+        let (network, ()) = tokio::join!(transfer::pump(remote, body, tx), rest);
+        if let Some(e) = network {
+            if !self.stopped.load(Ordering::Relaxed) {
+                transfer::fail(remote, &e);
             }
         }
-        let Some((from, manifest)) = chosen else {
-            return;
-        };
-        *self.source.lock().unwrap() = Some((from, manifest.entries.len()));
+    }
 
+    /// The blocking side of a pack stream: reads its table, then writes each
+    /// entry not already on disk. Returns the entries it did not reach.
+    fn unpack(
+        &self,
+        remote: &Remote,
+        mut src: ChannelReader,
+        table_tx: oneshot::Sender<Arc<Vec<Stored>>>,
+        is_own: bool,
+    ) -> Vec<(Id, u64)> {
+        let table = match pack::read_table(&mut src) {
+            Ok(t) => Arc::new(t),
+            Err(e) => {
+                if is_own {
+                    *self.own_pack.lock().unwrap() = match e {
+                        ReadError::Corrupt(_) => PackSeen::Missing,
+                        ReadError::Source(_) => PackSeen::Failed,
+                    };
+                }
+                self.pack_trouble(remote, &e);
+                return Vec::new();
+            }
+        };
+        if is_own {
+            *self.own_pack.lock().unwrap() = PackSeen::Found(table.clone());
+        }
+        let (progress, watching) = watch::channel(Progress::default());
+        let at = table.iter().enumerate().map(|(i, s)| (s.item.action, i));
+        let _ = self.streaming.set(Streaming {
+            at: at.collect(),
+            progress: watching,
+        });
+        let _ = table_tx.send(table.clone());
+        let mut reached = table.len();
+        match Bodies::new() {
+            Ok(mut bodies) => {
+                for (i, s) in table.iter().enumerate() {
+                    let item = &s.item;
+                    let there = matches!(remote.disk.get(&item.action),
+                        Ok(Some(ref l)) if l.output_id == item.output);
+                    let step = if there || self.stopped.load(Ordering::Relaxed) {
+                        bodies.skip(&mut src, s)
+                    } else {
+                        bodies.read(&mut src, s).map(|data| self.place(remote, item, data))
+                    };
+                    if let Err(e) = step {
+                        self.pack_trouble(remote, &e);
+                        reached = i;
+                        break;
+                    }
+                    progress.send_modify(|p| p.settled = i + 1);
+                }
+            }
+            Err(e) => {
+                self.pack_trouble(remote, &ReadError::Source(e));
+                reached = 0;
+            }
+        }
+        progress.send_modify(|p| p.ended = true);
+        table[reached..]
+            .iter()
+            .map(|s| (s.item.action, s.item.size))
+            .collect()
+    }
+
+    /// Writes one pack entry into the local mirror (verified there).
+    fn place(&self, remote: &Remote, item: &Item, data: &[u8]) {
+        let disk = &remote.disk;
+        let written = disk.write_output_bytes(&item.output, data).and_then(|_| {
+            disk.write_action(&item.action, &item.output, item.size, item.put_time_nanos)
+        });
+        match written {
+            Ok(()) => {
+                self.slots.lock().unwrap().insert(
+                    item.action,
+                    Slot {
+                        size: item.size,
+                        done: true,
+                        used: false,
+                    },
+                );
+                Stats::inc(&remote.stats.prefetched);
+                Stats::inc(&remote.stats.pack_prefetched);
+            }
+            Err(e) if e.is_disk() => {
+                remote.report("disk", format_args!("writing a prefetched entry: {e}"));
+            }
+            Err(e) => {
+                // A get for it finds it missing and downloads it on its own.
+                Stats::inc(&remote.stats.corrupt);
+                remote.report(
+                    "corrupt-pack-entry",
+                    format_args!(
+                        "{}: a pack entry for {} is corrupt ({e}); it is downloaded on its own instead",
+                        remote.describe(),
+                        remote.store.key(&item.action)
+                    ),
+                );
+            }
+        }
+    }
+
+    /// A pack stream stopped early. Network trouble was counted by the pump;
+    /// a damaged pack is counted and reported here; a stop is silent.
+    fn pack_trouble(&self, remote: &Remote, e: &ReadError) {
+        if self.stopped.load(Ordering::Relaxed) {
+            return;
+        }
+        if let ReadError::Corrupt(why) = e {
+            Stats::inc(&remote.stats.corrupt);
+            remote.report(
+                "corrupt-pack",
+                format_args!(
+                    "{}: the pack of scope {:?} is damaged ({why}); the rest of its entries are downloaded one by one, and it will be replaced",
+                    remote.describe(),
+                    self.scope.name
+                ),
+            );
+            *self.own_pack.lock().unwrap() = PackSeen::Missing;
+        }
+    }
+
+    /// Called for a get of an entry not on disk: when the pack being
+    /// streamed holds it, waits until the stream has settled it (true).
+    /// False, at once, for an entry the pack does not hold or will not
+    /// reach soon, and when the stream ended first.
+    pub async fn await_pack(&self, action: &Id) -> bool {
+        let Some(s) = self.streaming.get() else {
+            return false;
+        };
+        let Some(&at) = s.at.get(action) else {
+            return false;
+        };
+        let mut progress = s.progress.clone();
+        let first = *progress.borrow_and_update();
+        if at >= first.settled + LOOKAHEAD {
+            return false;
+        }
+        loop {
+            let p = *progress.borrow_and_update();
+            if p.settled > at {
+                return true;
+            }
+            if p.ended || progress.changed().await.is_err() {
+                return false;
+            }
+        }
+    }
+
+    /// Downloads entries one by one, a bounded number at a time, in order.
+    async fn download_each(
+        self: &Arc<Self>,
+        remote: &Arc<Remote>,
+        entries: impl Iterator<Item = (Id, u64)>,
+    ) {
         let permits = Arc::new(Semaphore::new(self.concurrency));
         let mut downloads = JoinSet::new();
-        for (i, e) in manifest.entries.iter().enumerate() {
+        for (i, (action, size)) in entries.enumerate() {
             if i % 64 == 63 {
                 // The disk checks below run on the protocol's thread: let
                 // cmd/go's requests in between on a long manifest.
@@ -146,24 +406,21 @@ impl Prefetch {
             if !remote.breaker.allow() {
                 break; // the bucket is failing: leave the rest to the gets
             }
-            if remote.knows(&e.action) {
-                continue;
-            }
-            if matches!(remote.disk.get(&e.action), Ok(Some(ref l)) if l.output_id == e.output) {
+            if remote.knows(&action) || matches!(remote.disk.get(&action), Ok(Some(_))) {
                 continue;
             }
             let Ok(permit) = permits.clone().acquire_owned().await else {
                 break;
             };
             self.slots.lock().unwrap().insert(
-                e.action,
+                action,
                 Slot {
-                    size: e.size,
+                    size,
                     done: false,
                     used: false,
                 },
             );
-            let (me, r, action) = (self.clone(), remote.clone(), e.action);
+            let (me, r) = (self.clone(), remote.clone());
             downloads.spawn(async move {
                 let fresh = r.prefetch_one(action).await;
                 me.settle(action, fresh, &r.stats);
@@ -203,6 +460,7 @@ impl Prefetch {
     /// Stops the prefetch; its unfinished downloads are dropped (their temp
     /// files with them).
     pub fn stop(&self) {
+        self.stopped.store(true, Ordering::Relaxed);
         if let Some(t) = self.task.lock().unwrap().take() {
             t.abort();
         }
@@ -231,9 +489,11 @@ impl Prefetch {
     }
 
     /// Merges what this go command used into the scope's manifest and writes
-    /// it. Skipped when read-only, when nothing was used, and when the
-    /// previous manifest could not be read (writing would drop its entries).
-    pub async fn write_manifest(&self, remote: &Remote, used: &[Used]) {
+    /// it, with a new pack if the scope's is missing or stale. Skipped when
+    /// read-only, when nothing was used, and when the previous manifest could
+    /// not be read (writing would drop its entries). The manifest write is
+    /// skipped too when it would say nothing new (see [`Manifest::covers`]).
+    pub async fn write_back(&self, remote: &Arc<Remote>, used: &[Used]) {
         if used.is_empty() || remote.is_read_only() || !remote.breaker.allow() {
             return;
         }
@@ -250,12 +510,88 @@ impl Prefetch {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         let merged = Manifest::merge(previous.as_deref(), used, &self.scope.name, now);
-        let body = merged.encode();
-        let key = remote.store.manifest_key(&self.scope.name);
-        // cmd/go is waiting for the close reply: a slow bucket costs at most
-        // this, as for reading a manifest.
-        let bound = manifest_bound(remote);
-        match tokio::time::timeout(bound, remote.store.put_replace(&key, body)).await {
+        let unchanged = previous.is_some_and(|p| p.covers(&merged, now));
+        let write_manifest = async {
+            if unchanged {
+                return;
+            }
+            let body = merged.encode();
+            let key = remote.store.manifest_key(&self.scope.name);
+            // cmd/go is waiting for the close reply: a slow bucket costs at
+            // most this, as for reading a manifest.
+            let bound = manifest_bound(remote);
+            match tokio::time::timeout(bound, remote.store.put_replace(&key, body)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => failed(remote, &e, true),
+                Err(_) => failed(remote, &RemoteError::timeout(bound), true),
+            }
+        };
+        tokio::join!(write_manifest, self.write_pack(remote, &merged, unchanged));
+    }
+
+    /// Writes the scope's pack anew when it is missing or stale (see
+    /// [`pack::stale`]): the manifest's entries that are on disk here, in
+    /// its order. Bounded by the upload timeout, build included.
+    async fn write_pack(&self, remote: &Arc<Remote>, merged: &Manifest, unchanged: bool) {
+        let current = match &*self.own_pack.lock().unwrap() {
+            PackSeen::Found(_) if unchanged => return, // nothing new since it was judged
+            PackSeen::Found(t) => Some(t.clone()),
+            PackSeen::Missing => None,
+            PackSeen::NotRead | PackSeen::Failed => return,
+        };
+        let entries: Vec<(Id, Id)> = merged.entries.iter().map(|e| (e.action, e.output)).collect();
+        let disk = remote.disk.clone();
+        let build = tokio::task::spawn_blocking(move || -> io::Result<Option<_>> {
+            let mut items = Vec::new();
+            let mut total = 0u64;
+            for (action, output) in entries {
+                let Ok(Some(e)) = disk.get(&action) else {
+                    continue;
+                };
+                if e.output_id != output
+                    || e.size > pack::MAX_ENTRY_BYTES
+                    || total + e.size > pack::MAX_PACK_BYTES
+                {
+                    continue;
+                }
+                total += e.size;
+                let item = Item {
+                    action,
+                    output,
+                    size: e.size,
+                    put_time_nanos: e.put_time_nanos,
+                };
+                items.push((item, e.disk_path));
+            }
+            let wanted: Vec<Item> = items.iter().map(|(i, _)| *i).collect();
+            if !pack::stale(current.as_deref().map(|t| &t[..]), &wanted) {
+                return Ok(None);
+            }
+            let (scratch, mut file) = disk.scratch_beside(&disk.root().join("pack"))?;
+            let len = pack::write(&mut file, &items)?;
+            Ok(Some((scratch, len)))
+        });
+        let bound = remote.opts.upload_timeout;
+        let key = remote.store.pack_key(&self.scope.name);
+        let written = tokio::time::timeout(bound, async {
+            let (scratch, len) = match build.await {
+                Ok(Ok(Some(built))) => built,
+                Ok(Ok(None)) => return Ok(()),
+                Ok(Err(e)) => {
+                    remote.report("pack", format_args!("building the scope's pack: {e}"));
+                    return Ok(());
+                }
+                Err(e) => {
+                    remote.report("pack", format_args!("building the scope's pack: {e}"));
+                    return Ok(());
+                }
+            };
+            remote.store.put_replace_file(&key, scratch.path()).await?;
+            Stats::inc(&remote.stats.packs_written);
+            Stats::add(&remote.stats.bytes_uploaded, len);
+            Ok(())
+        });
+        match written.await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => failed(remote, &e, true),
             Err(_) => failed(remote, &RemoteError::timeout(bound), true),
@@ -314,6 +650,41 @@ async fn load(remote: &Remote, scope: &str) -> Loaded {
         Err(_) => {
             failed(remote, &RemoteError::timeout(bound), false);
             Loaded::Failed
+        }
+    }
+}
+
+/// What asking for a scope's pack found.
+enum Opened {
+    Missing,
+    /// Its body, to stream.
+    Found(ByteStream),
+    Failed,
+}
+
+/// Asks for a scope's pack (the body streams later, in `with_pack`).
+async fn open_pack(remote: &Remote, scope: &str) -> Opened {
+    if !remote.breaker.allow() {
+        return Opened::Failed;
+    }
+    let key = remote.store.pack_key(scope);
+    let bound = remote.opts.timeout;
+    match tokio::time::timeout(bound, remote.store.get_key(&key)).await {
+        Ok(Ok(Fetched::Missing)) => {
+            remote.breaker.success();
+            Opened::Missing
+        }
+        Ok(Ok(Fetched::Found { body, .. })) => {
+            remote.breaker.success();
+            Opened::Found(body)
+        }
+        Ok(Err(e)) => {
+            failed(remote, &e, false);
+            Opened::Failed
+        }
+        Err(_) => {
+            failed(remote, &RemoteError::timeout(bound), false);
+            Opened::Failed
         }
     }
 }

@@ -6,6 +6,7 @@
 //! caller's timeout, and every failure is classified so the caller can decide
 //! between "miss", "back off" and "stop using the bucket".
 
+use std::path::Path;
 use std::time::Duration;
 
 use aws_config::BehaviorVersion;
@@ -175,6 +176,11 @@ impl S3Store {
         super::manifest::key(&self.prefix, scope)
     }
 
+    /// The key of a scope's pack.
+    pub fn pack_key(&self, scope: &str) -> String {
+        super::pack::key(&self.prefix, scope)
+    }
+
     pub async fn get(&self, action: &Id) -> Result<Fetched, RemoteError> {
         self.get_key(&self.key(action)).await
     }
@@ -234,6 +240,23 @@ impl S3Store {
             .bucket(&self.bucket)
             .key(key)
             .body(ByteStream::from(body))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(classify)
+    }
+
+    /// Stores a file's bytes, replacing what is there (packs).
+    pub async fn put_replace_file(&self, key: &str, path: &Path) -> Result<(), RemoteError> {
+        let body = ByteStream::from_path(path).await.map_err(|e| RemoteError {
+            kind: FailureKind::Other,
+            message: format!("reading {}: {e}", path.display()),
+        })?;
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .body(body)
             .send()
             .await
             .map(|_| ())

@@ -7,6 +7,7 @@
 
 use std::io::{self, Read};
 
+use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
@@ -35,7 +36,7 @@ pub(super) async fn download(r: &Remote, action: Id) -> Result<Known, Failed> {
         Ok(Err(e)) => return Err(fail(r, &e)),
         Err(_) => return Err(fail(r, &RemoteError::timeout(timeout))),
     };
-    let (meta, mut body) = match fetched {
+    let (meta, body) = match fetched {
         Fetched::Missing => {
             r.breaker.success();
             return Ok(Known::Missing);
@@ -53,10 +54,7 @@ pub(super) async fn download(r: &Remote, action: Id) -> Result<Known, Failed> {
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(2);
     let disk = r.disk.clone();
     let writer = tokio::task::spawn_blocking(move || -> Result<(), PutError> {
-        let source = ChannelReader {
-            rx,
-            current: Bytes::new(),
-        };
+        let source = ChannelReader::new(rx);
         let mut reader: Box<dyn Read> = match meta.encoding {
             Encoding::Identity => Box::new(source),
             Encoding::Zstd => {
@@ -78,15 +76,39 @@ pub(super) async fn download(r: &Remote, action: Id) -> Result<Known, Failed> {
         disk.write_action(&action, &meta.output_id, meta.size, meta.put_time_nanos)
     });
 
-    // Pump the network into the writer; a stall longer than the timeout
-    // between chunks ends the download.
+    let network_error = pump(r, body, tx).await;
+    let written = writer.await;
+    if let Some(e) = network_error {
+        return Err(fail(r, &e));
+    }
+    match written {
+        Ok(Ok(())) => Ok(Known::Present(meta.output_id)),
+        Ok(Err(err)) if err.is_disk() => {
+            // The get is counted as a miss by the cacher; the line says why.
+            r.report("disk", format_args!("writing a downloaded object: {err}"));
+            Err(Failed)
+        }
+        Ok(Err(err)) => Ok(corrupt(r, &action, &err.to_string())),
+        Err(join) => Ok(corrupt(r, &action, &join.to_string())),
+    }
+}
+
+/// Feeds an object's body to a blocking reader; a stall longer than the
+/// timeout between chunks ends it. A network error is sent down the channel
+/// too (so the reader stops on an error, not at a seeming end) and returned.
+pub(super) async fn pump(
+    r: &Remote,
+    mut body: ByteStream,
+    tx: mpsc::Sender<io::Result<Bytes>>,
+) -> Option<RemoteError> {
+    let timeout = r.opts.timeout;
     let mut network_error: Option<RemoteError> = None;
     loop {
         match tokio::time::timeout(timeout, body.next()).await {
             Ok(Some(Ok(chunk))) => {
                 Stats::add(&r.stats.bytes_downloaded, chunk.len() as u64);
                 if tx.send(Ok(chunk)).await.is_err() {
-                    break; // the writer gave up (corrupt data); it will say why
+                    break; // the reader gave up; it says why
                 }
             }
             Ok(None) => break,
@@ -106,24 +128,10 @@ pub(super) async fn download(r: &Remote, action: Id) -> Result<Known, Failed> {
     if let Some(e) = &network_error {
         let _ = tx.send(Err(io::Error::other(e.message.clone()))).await;
     }
-    drop(tx);
-    let written = writer.await;
-    if let Some(e) = network_error {
-        return Err(fail(r, &e));
-    }
-    match written {
-        Ok(Ok(())) => Ok(Known::Present(meta.output_id)),
-        Ok(Err(err)) if err.is_disk() => {
-            // The get is counted as a miss by the cacher; the line says why.
-            r.report("disk", format_args!("writing a downloaded object: {err}"));
-            Err(Failed)
-        }
-        Ok(Err(err)) => Ok(corrupt(r, &action, &err.to_string())),
-        Err(join) => Ok(corrupt(r, &action, &join.to_string())),
-    }
+    network_error
 }
 
-fn fail(r: &Remote, e: &RemoteError) -> Failed {
+pub(super) fn fail(r: &Remote, e: &RemoteError) -> Failed {
     Stats::inc(&r.stats.remote_errors);
     r.failed(e, false);
     Failed
@@ -159,9 +167,18 @@ fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 /// Network chunks as a blocking `Read`, for the decompressor.
-struct ChannelReader {
+pub(super) struct ChannelReader {
     rx: mpsc::Receiver<io::Result<Bytes>>,
     current: Bytes,
+}
+
+impl ChannelReader {
+    pub(super) fn new(rx: mpsc::Receiver<io::Result<Bytes>>) -> ChannelReader {
+        ChannelReader {
+            rx,
+            current: Bytes::new(),
+        }
+    }
 }
 
 impl Read for ChannelReader {

@@ -1,0 +1,424 @@
+//! Packs: the entries of a scope's manifest in one object, so that a
+//! prefetch is one long GET instead of a request per entry.
+//!
+//! One object per scope, `[PREFIX/]gocacher/v1/packs/<hash>`, `<hash>` as
+//! for the scope's manifest. Layout:
+//!
+//! ```text
+//! "gocacher-pack 1\n"
+//! count  u32 LE
+//! count table records of 89 bytes:
+//!   action [32]  output [32]  size u64 LE  put_time i64 LE (ns)
+//!   stored u64 LE  encoding u8 (0: raw, 1: one zstd frame)
+//! sha256 [32] of count and the table
+//! the bodies, in table order, `stored` bytes each
+//! ```
+//!
+//! The table comes first so a reader knows what the pack holds before the
+//! bodies arrive, and is checksummed, so a damaged table is refused whole.
+//! Each body is verified like any download: its size and its sha256 against
+//! the output ID, before it becomes visible in the local mirror.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::PathBuf;
+
+use sha2::{Digest, Sha256};
+
+use super::manifest;
+use crate::wire::Id;
+
+const MAGIC: &[u8] = b"gocacher-pack 1\n";
+const RECORD: usize = 32 + 32 + 8 + 8 + 8 + 1;
+
+/// Largest entry put in a pack; bigger ones (test binaries, say) are
+/// downloaded on their own, concurrently with the pack.
+pub const MAX_ENTRY_BYTES: u64 = 32 << 20;
+
+/// Most entry bytes in one pack (before compression).
+pub const MAX_PACK_BYTES: u64 = 2 << 30;
+
+/// zstd level of pack bodies, as for single objects.
+const LEVEL: i32 = 3;
+
+/// What a request costs beyond its bytes, in bytes, when weighing what a
+/// pack lacks (a missing entry is one more GET at prefetch).
+const REQUEST_COST: u64 = 16 << 10;
+
+/// One entry of a pack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Item {
+    pub action: Id,
+    pub output: Id,
+    pub size: u64,
+    pub put_time_nanos: i64,
+}
+
+/// A table record: the entry and how its body is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stored {
+    pub item: Item,
+    pub stored: u64,
+    pub zstd: bool,
+}
+
+/// Why reading a pack stopped.
+#[derive(Debug)]
+pub enum ReadError {
+    /// The bytes did not arrive (network, timeout, stop).
+    Source(io::Error),
+    /// The bytes are not a valid pack.
+    Corrupt(String),
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadError::Source(e) => write!(f, "{e}"),
+            ReadError::Corrupt(why) => f.write_str(why),
+        }
+    }
+}
+
+/// The object key of a scope's pack under `prefix`.
+pub fn key(prefix: &str, scope: &str) -> String {
+    manifest::scoped_key(prefix, "packs", scope)
+}
+
+fn read_exact(src: &mut impl Read, buf: &mut [u8]) -> Result<(), ReadError> {
+    src.read_exact(buf).map_err(|e| match e.kind() {
+        io::ErrorKind::UnexpectedEof => ReadError::Corrupt("truncated".into()),
+        _ => ReadError::Source(e),
+    })
+}
+
+/// Reads a pack's header and table.
+pub fn read_table(src: &mut impl Read) -> Result<Vec<Stored>, ReadError> {
+    let mut magic = [0u8; MAGIC.len()];
+    read_exact(src, &mut magic)?;
+    if magic != MAGIC {
+        return Err(ReadError::Corrupt("not a gocacher pack (wrong header)".into()));
+    }
+    let mut count = [0u8; 4];
+    read_exact(src, &mut count)?;
+    let n = u32::from_le_bytes(count) as usize;
+    if n > manifest::MAX_ENTRIES {
+        return Err(ReadError::Corrupt(format!("{n} entries announced")));
+    }
+    let mut table = vec![0u8; n * RECORD];
+    read_exact(src, &mut table)?;
+    let mut sum = [0u8; 32];
+    read_exact(src, &mut sum)?;
+    let actual: [u8; 32] = Sha256::new()
+        .chain_update(count)
+        .chain_update(&table)
+        .finalize()
+        .into();
+    if actual != sum {
+        return Err(ReadError::Corrupt("table checksum mismatch".into()));
+    }
+    let mut out = Vec::with_capacity(n);
+    let mut total = 0u64;
+    for r in table.chunks_exact(RECORD) {
+        let u64_at = |i: usize| u64::from_le_bytes(r[i..i + 8].try_into().unwrap());
+        let item = Item {
+            action: Id(r[0..32].try_into().unwrap()),
+            output: Id(r[32..64].try_into().unwrap()),
+            size: u64_at(64),
+            put_time_nanos: u64_at(72) as i64,
+        };
+        let stored = u64_at(80);
+        let zstd = match r[88] {
+            0 => false,
+            1 => true,
+            e => return Err(ReadError::Corrupt(format!("unknown encoding {e}"))),
+        };
+        total += item.size;
+        let fits = if zstd {
+            stored <= max_frame(item.size)
+        } else {
+            stored == item.size
+        };
+        if item.size > MAX_ENTRY_BYTES || total > MAX_PACK_BYTES || !fits {
+            return Err(ReadError::Corrupt(format!(
+                "an entry claims {} bytes stored as {stored}",
+                item.size
+            )));
+        }
+        out.push(Stored { item, stored, zstd });
+    }
+    Ok(out)
+}
+
+/// The largest zstd frame a body of `size` bytes compresses to (zstd's own
+/// bound, rounded up).
+fn max_frame(size: u64) -> u64 {
+    size + size / 128 + 1024
+}
+
+/// Reads bodies one after another, reusing its buffers.
+pub struct Bodies {
+    dctx: zstd::bulk::Decompressor<'static>,
+    frame: Vec<u8>,
+    out: Vec<u8>,
+}
+
+/// Buffers over this are dropped after use rather than kept for the next
+/// body: most entries are small, and a large one should not pin its size.
+const KEEP_BUFFER: usize = 4 << 20;
+
+impl Bodies {
+    pub fn new() -> io::Result<Bodies> {
+        Ok(Bodies {
+            dctx: zstd::bulk::Decompressor::new()?,
+            frame: Vec::new(),
+            out: Vec::new(),
+        })
+    }
+
+    /// Passes over the next body.
+    pub fn skip(&mut self, src: &mut impl Read, s: &Stored) -> Result<(), ReadError> {
+        let n = io::copy(&mut src.by_ref().take(s.stored), &mut io::sink())
+            .map_err(ReadError::Source)?;
+        if n != s.stored {
+            return Err(ReadError::Corrupt("truncated".into()));
+        }
+        Ok(())
+    }
+
+    /// Reads and decodes the next body. Its sha256 is the caller's to check
+    /// (the disk tier does, as it writes).
+    pub fn read(&mut self, src: &mut impl Read, s: &Stored) -> Result<&[u8], ReadError> {
+        if self.frame.capacity() > KEEP_BUFFER {
+            self.frame = Vec::new();
+        }
+        if self.out.capacity() > KEEP_BUFFER {
+            self.out = Vec::new();
+        }
+        self.frame.resize(s.stored as usize, 0);
+        read_exact(src, &mut self.frame)?;
+        if !s.zstd {
+            return Ok(&self.frame);
+        }
+        self.out.clear();
+        self.out.reserve(s.item.size as usize);
+        let n = self
+            .dctx
+            .decompress_to_buffer(&self.frame[..], &mut self.out)
+            .map_err(|e| ReadError::Corrupt(format!("zstd: {e}")))?;
+        if n as u64 != s.item.size {
+            return Err(ReadError::Corrupt(format!(
+                "a body decodes to {n} bytes, not {}",
+                s.item.size
+            )));
+        }
+        Ok(&self.out)
+    }
+}
+
+/// Writes a pack of `items` (each with the path of its output file) to
+/// `out`; returns its length. Fails if a file is gone or changed size.
+pub fn write(out: &mut File, items: &[(Item, PathBuf)]) -> io::Result<u64> {
+    let head = MAGIC.len() + 4 + items.len() * RECORD + 32;
+    out.seek(SeekFrom::Start(head as u64))?;
+    let mut table = Vec::with_capacity(items.len() * RECORD);
+    let mut cctx = zstd::bulk::Compressor::new(LEVEL)?;
+    let (mut raw, mut packed) = (Vec::new(), Vec::new());
+    let mut body_bytes = 0u64;
+    {
+        let mut w = BufWriter::with_capacity(256 << 10, &mut *out);
+        for (item, path) in items {
+            raw.clear();
+            File::open(path)?.read_to_end(&mut raw)?;
+            if raw.len() as u64 != item.size {
+                return Err(io::Error::other(format!(
+                    "{} changed size while packing",
+                    path.display()
+                )));
+            }
+            packed.clear();
+            packed.reserve(zstd::zstd_safe::compress_bound(raw.len()));
+            cctx.compress_to_buffer(&raw[..], &mut packed)?;
+            let zstd = packed.len() < raw.len();
+            let body = if zstd { &packed } else { &raw };
+            w.write_all(body)?;
+            body_bytes += body.len() as u64;
+            table.extend_from_slice(&item.action.0);
+            table.extend_from_slice(&item.output.0);
+            table.extend_from_slice(&item.size.to_le_bytes());
+            table.extend_from_slice(&item.put_time_nanos.to_le_bytes());
+            table.extend_from_slice(&(body.len() as u64).to_le_bytes());
+            table.push(zstd as u8);
+        }
+        w.flush()?;
+    }
+    let count = (items.len() as u32).to_le_bytes();
+    let sum = Sha256::new()
+        .chain_update(count)
+        .chain_update(&table)
+        .finalize();
+    out.seek(SeekFrom::Start(0))?;
+    let mut w = BufWriter::new(&mut *out);
+    w.write_all(MAGIC)?;
+    w.write_all(&count)?;
+    w.write_all(&table)?;
+    w.write_all(&sum)?;
+    w.flush()?;
+    Ok(head as u64 + body_bytes)
+}
+
+/// Whether a new pack is worth writing for `wanted` (the entries a pack
+/// would now hold) given the `current` one's table: when there is none, or
+/// it lacks over a tenth of what is wanted, or over a quarter of it is no
+/// longer wanted. Weighs bytes plus a request's worth per entry.
+pub fn stale(current: Option<&[Stored]>, wanted: &[Item]) -> bool {
+    if wanted.is_empty() {
+        return false;
+    }
+    let Some(current) = current else {
+        return true;
+    };
+    let cost = |i: &Item| i.size + REQUEST_COST;
+    let have: HashSet<(Id, Id)> = current
+        .iter()
+        .map(|s| (s.item.action, s.item.output))
+        .collect();
+    let want: HashMap<Id, Id> = wanted.iter().map(|i| (i.action, i.output)).collect();
+    let want_total: u64 = wanted.iter().map(cost).sum();
+    let lacking: u64 = wanted
+        .iter()
+        .filter(|i| !have.contains(&(i.action, i.output)))
+        .map(cost)
+        .sum();
+    let have_total: u64 = current.iter().map(|s| cost(&s.item)).sum();
+    let dead: u64 = current
+        .iter()
+        .filter(|s| want.get(&s.item.action) != Some(&s.item.output))
+        .map(|s| cost(&s.item))
+        .sum();
+    lacking * 10 > want_total || dead * 4 > have_total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u8) -> Id {
+        Id([n; 32])
+    }
+
+    fn item(n: u8, size: u64) -> Item {
+        Item {
+            action: id(n),
+            output: id(n.wrapping_add(100)),
+            size,
+            put_time_nanos: n as i64 * 1000,
+        }
+    }
+
+    /// Writes files of the given bodies and a pack of them; returns its bytes.
+    fn pack_of(bodies: &[Vec<u8>]) -> (Vec<Stored>, Vec<u8>) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut items = Vec::new();
+        for (i, b) in bodies.iter().enumerate() {
+            let p = dir.path().join(i.to_string());
+            std::fs::write(&p, b).unwrap();
+            let mut it = item(i as u8, b.len() as u64);
+            it.output = Id(Sha256::digest(b).into());
+            items.push((it, p));
+        }
+        let path = dir.path().join("pack");
+        let mut f = File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .unwrap();
+        let len = write(&mut f, &items).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(len, bytes.len() as u64);
+        let table = read_table(&mut &bytes[..]).unwrap();
+        (table, bytes)
+    }
+
+    #[test]
+    fn round_trip_raw_and_compressed() {
+        let bodies = vec![
+            b"x".repeat(100_000), // compresses
+            Vec::new(),           // empty
+            (0..5000u32).map(|i| (i * 2654435761u32 >> 13) as u8).collect(), // barely
+        ];
+        let (table, bytes) = pack_of(&bodies);
+        assert_eq!(table.len(), 3);
+        assert!(table[0].zstd && table[0].stored < 1000);
+        let mut src = &bytes[..];
+        read_table(&mut src).unwrap();
+        let mut b = Bodies::new().unwrap();
+        assert_eq!(b.read(&mut src, &table[0]).unwrap(), &bodies[0][..]);
+        b.skip(&mut src, &table[1]).unwrap();
+        assert_eq!(b.read(&mut src, &table[2]).unwrap(), &bodies[2][..]);
+        assert!(src.is_empty());
+    }
+
+    #[test]
+    fn damage_is_refused() {
+        let bodies = vec![b"hello pack".repeat(50), b"second".repeat(10)];
+        let (table, bytes) = pack_of(&bodies);
+        // A flipped bit in the table fails its checksum.
+        let mut t = bytes.clone();
+        t[MAGIC.len() + 4 + 70] ^= 1;
+        assert!(matches!(read_table(&mut &t[..]), Err(ReadError::Corrupt(w)) if w.contains("checksum")));
+        // Not a pack at all.
+        assert!(matches!(read_table(&mut &b"garbage"[..]), Err(ReadError::Corrupt(_))));
+        // A truncated body.
+        let cut = &bytes[..bytes.len() - 3];
+        let mut src = cut;
+        read_table(&mut src).unwrap();
+        let mut b = Bodies::new().unwrap();
+        b.read(&mut src, &table[0]).unwrap();
+        assert!(matches!(b.read(&mut src, &table[1]), Err(ReadError::Corrupt(w)) if w == "truncated"));
+        // A damaged compressed body fails to decode or decodes to other
+        // bytes (which the disk tier's sha256 check refuses).
+        let mut d = bytes.clone();
+        let at = bytes.len() - table[1].stored as usize - 5;
+        d[at] ^= 0xff;
+        let mut src = &d[..];
+        read_table(&mut src).unwrap();
+        let first = Bodies::new().unwrap().read(&mut src, &table[0]).map(|b| b.to_vec());
+        assert!(first.map_or(true, |b| b != bodies[0]));
+    }
+
+    #[test]
+    fn staleness() {
+        let stored = |items: &[Item]| -> Vec<Stored> {
+            items
+                .iter()
+                .map(|&item| Stored {
+                    item,
+                    stored: item.size,
+                    zstd: false,
+                })
+                .collect()
+        };
+        let wanted: Vec<Item> = (0..100).map(|n| item(n, 100_000)).collect();
+        assert!(stale(None, &wanted));
+        assert!(!stale(None, &[]));
+        let same = stored(&wanted);
+        assert!(!stale(Some(&same), &wanted));
+        // 5% new entries: still good enough; 20%: rewrite.
+        let mut more = wanted.clone();
+        more.extend((100..105).map(|n| item(n, 100_000)));
+        assert!(!stale(Some(&same), &more));
+        more.extend((105..125).map(|n| item(n, 100_000)));
+        assert!(stale(Some(&same), &more));
+        // Half the pack no longer wanted: rewrite.
+        assert!(stale(Some(&same), &wanted[..50]));
+        // An entry whose output changed counts as lacking and dead.
+        let mut changed = wanted.clone();
+        for c in changed.iter_mut().take(20) {
+            c.output = id(250);
+        }
+        assert!(stale(Some(&same), &changed));
+    }
+}
