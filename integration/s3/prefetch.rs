@@ -107,7 +107,8 @@ pub fn broken_manifests_leave_builds_correct(kind: Kind) {
     assert!(run.stats.prefetched > 0, "{:?}", run.stats);
     assert!(gocacher_lines(&run).is_empty(), "{}", run.stderr);
 
-    // Corrupt objects behind a good manifest: never served.
+    // Corrupt objects behind a good manifest (and no pack): never served.
+    server.delete(BUCKET, &server.pack_keys(BUCKET, "broken/"));
     let damaged = server.corrupt_all(BUCKET, "broken/");
     assert!(damaged > 10);
     let run = a.new_machine().go(dir, &["run", "./cmd/fixture"]);
@@ -118,14 +119,88 @@ pub fn broken_manifests_leave_builds_correct(kind: Kind) {
     );
     assert!(run.stats.corrupt > 0, "{:?}", run.stats);
 
-    // Objects gone, manifest kept: the build rebuilds what is missing.
+    // Objects and pack gone, manifest kept: the build rebuilds what is
+    // missing.
     server.delete(BUCKET, &server.entry_keys(BUCKET, "broken/"));
+    server.delete(BUCKET, &server.pack_keys(BUCKET, "broken/"));
     let run = a.new_machine().go(dir, &["run", "./cmd/fixture"]);
     run.assert_ok();
     assert_eq!(run.stdout, expected.stdout);
     let s = &run.stats;
     assert_eq!(s.prefetched + s.hits, 0, "{s:?}");
     assert!(s.puts > 0 && s.put_errors == 0, "{s:?}");
+}
+
+/// A scope's first go command writes its pack; the next, on an empty
+/// machine, is served from it (one GET for most entries) and leaves it as
+/// is. A pack with a damaged body, a truncated one and garbage in its place
+/// each leave the build correct: what the pack cannot deliver comes one by
+/// one, and the run writes a good pack again.
+pub fn packs_serve_prefetch_and_damage_is_survived(kind: Kind) {
+    let server = started(kind);
+    let module = support::fixture_copy();
+    let dir = module.path();
+    let a = machine(&server, "packs", &["--scope", "s"]);
+    let expected = a.go(dir, &["run", "./cmd/fixture"]);
+    expected.assert_ok();
+    assert_eq!(expected.stats.packs_written, 1, "{:?}", expected.stats);
+    let packs = server.pack_keys(BUCKET, "packs/");
+    assert_eq!(packs.len(), 1, "one pack for the scope");
+    let good = server.get_raw(BUCKET, &packs[0]);
+
+    let run = a.new_machine().go(dir, &["run", "./cmd/fixture"]);
+    run.assert_ok();
+    assert_eq!(run.stdout, expected.stdout);
+    let s = &run.stats;
+    assert!(
+        s.pack_prefetched * 10 >= s.hits * 9,
+        "nine in ten hits should come from the pack: {s:?}"
+    );
+    assert_eq!(s.prefetch_hits + s.remote_hits, s.hits, "{s:?}");
+    assert!(s.remote_hits <= 2, "{s:?}");
+    assert_eq!(s.packs_written + s.corrupt + s.remote_errors, 0, "{s:?}");
+    assert!(gocacher_lines(&run).is_empty(), "{}", run.stderr);
+    assert_eq!(server.get_raw(BUCKET, &packs[0]), good, "pack rewritten");
+
+    // One body damaged (a byte near the end), the pack cut in half, and
+    // garbage: each run is correct, says so in one line, and rewrites it.
+    let mut flipped = good.clone();
+    let at = flipped.len() - 40;
+    flipped[at] ^= 0x5A;
+    let cut = good[..good.len() / 2].to_vec();
+    for (what, bad) in [
+        ("flipped", flipped),
+        ("cut", cut),
+        ("garbage", b"not a pack".to_vec()),
+    ] {
+        server.put_raw(BUCKET, &packs[0], bad);
+        let run = a.new_machine().go(dir, &["run", "./cmd/fixture"]);
+        run.assert_ok();
+        assert_eq!(run.stdout, expected.stdout, "{what}");
+        let s = &run.stats;
+        assert!(s.corrupt >= 1, "{what}: {s:?}");
+        assert_eq!(s.remote_errors, 0, "{what}: {s:?}");
+        assert_eq!(s.prefetch_hits + s.remote_hits, s.hits, "{what}: {s:?}");
+        assert!(
+            s.prefetched * 10 >= s.hits * 9,
+            "{what}: what the pack lacks should still be prefetched: {s:?}"
+        );
+        assert_eq!(s.packs_written, 1, "{what}: {s:?}");
+        let lines = gocacher_lines(&run);
+        assert!(
+            lines.len() == 1 && lines[0].contains("pack"),
+            "{what}: expected one line about the pack:\n{}",
+            run.stderr
+        );
+        let now = server.get_raw(BUCKET, &packs[0]);
+        assert!(now.starts_with(b"gocacher-pack 1\n") && now.len() * 2 > good.len(), "{what}: not rewritten");
+    }
+    // The last rewrite serves the next machine as the first pack did.
+    let run = a.new_machine().go(dir, &["run", "./cmd/fixture"]);
+    run.assert_ok();
+    let s = &run.stats;
+    assert!(s.pack_prefetched * 10 >= s.hits * 9, "{s:?}");
+    assert_eq!(s.packs_written + s.corrupt, 0, "{s:?}");
 }
 
 /// The bucket goes away while the prefetch runs: the build still succeeds,

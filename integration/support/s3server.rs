@@ -206,11 +206,30 @@ impl S3Server {
         }
     }
 
-    /// Cache entries (not build manifests) under `prefix`.
+    /// Cache entries (not build manifests or packs) under `prefix`.
     pub fn entry_keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
         let mut keys = self.keys(bucket, prefix);
-        keys.retain(|k| !k.contains("/manifests/"));
+        keys.retain(|k| !k.contains("/manifests/") && !k.contains("/packs/"));
         keys
+    }
+
+    /// Packs under `prefix`.
+    pub fn pack_keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        let mut keys = self.keys(bucket, prefix);
+        keys.retain(|k| k.contains("/packs/"));
+        keys
+    }
+
+    /// An object's bytes.
+    pub fn get_raw(&self, bucket: &str, key: &str) -> Vec<u8> {
+        let rt = runtime();
+        let out = rt
+            .block_on(self.client().get_object().bucket(bucket).key(key).send())
+            .unwrap_or_else(|e| panic!("get {key}: {e:?}"));
+        rt.block_on(out.body.collect())
+            .unwrap()
+            .into_bytes()
+            .to_vec()
     }
 
     /// Build manifests under `prefix`.
@@ -242,7 +261,7 @@ impl S3Server {
         }
     }
 
-    /// Rewrites every cache entry under `prefix` (not the manifests) with
+    /// Rewrites every cache entry under `prefix` (not the manifests or packs) with
     /// damaged bytes and the same metadata: one in two has a byte flipped,
     /// the others are cut in half. Returns how many were damaged.
     pub fn corrupt_all(&self, bucket: &str, prefix: &str) -> usize {

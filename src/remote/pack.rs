@@ -42,10 +42,6 @@ pub const MAX_PACK_BYTES: u64 = 2 << 30;
 /// zstd level of pack bodies, as for single objects.
 const LEVEL: i32 = 3;
 
-/// What a request costs beyond its bytes, in bytes, when weighing what a
-/// pack lacks (a missing entry is one more GET at prefetch).
-const REQUEST_COST: u64 = 16 << 10;
-
 /// One entry of a pack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Item {
@@ -157,61 +153,56 @@ fn max_frame(size: u64) -> u64 {
     size + size / 128 + 1024
 }
 
-/// Reads bodies one after another, reusing its buffers.
-pub struct Bodies {
+/// Passes over the next body.
+pub fn skip(src: &mut impl Read, s: &Stored) -> Result<(), ReadError> {
+    let n = io::copy(&mut src.by_ref().take(s.stored), &mut io::sink()).map_err(ReadError::Source)?;
+    if n != s.stored {
+        return Err(ReadError::Corrupt("truncated".into()));
+    }
+    Ok(())
+}
+
+/// Reads the next body, as stored, into `frame`.
+pub fn read_body(src: &mut impl Read, s: &Stored, frame: &mut Vec<u8>) -> Result<(), ReadError> {
+    frame.resize(s.stored as usize, 0);
+    read_exact(src, frame)
+}
+
+/// Decodes bodies, reusing its buffer.
+pub struct Decoder {
     dctx: zstd::bulk::Decompressor<'static>,
-    frame: Vec<u8>,
     out: Vec<u8>,
 }
 
-/// Buffers over this are dropped after use rather than kept for the next
+/// A buffer over this is dropped after use rather than kept for the next
 /// body: most entries are small, and a large one should not pin its size.
-const KEEP_BUFFER: usize = 4 << 20;
+pub const KEEP_BUFFER: usize = 4 << 20;
 
-impl Bodies {
-    pub fn new() -> io::Result<Bodies> {
-        Ok(Bodies {
+impl Decoder {
+    pub fn new() -> io::Result<Decoder> {
+        Ok(Decoder {
             dctx: zstd::bulk::Decompressor::new()?,
-            frame: Vec::new(),
             out: Vec::new(),
         })
     }
 
-    /// Passes over the next body.
-    pub fn skip(&mut self, src: &mut impl Read, s: &Stored) -> Result<(), ReadError> {
-        let n = io::copy(&mut src.by_ref().take(s.stored), &mut io::sink())
-            .map_err(ReadError::Source)?;
-        if n != s.stored {
-            return Err(ReadError::Corrupt("truncated".into()));
-        }
-        Ok(())
-    }
-
-    /// Reads and decodes the next body. Its sha256 is the caller's to check
-    /// (the disk tier does, as it writes).
-    pub fn read(&mut self, src: &mut impl Read, s: &Stored) -> Result<&[u8], ReadError> {
-        if self.frame.capacity() > KEEP_BUFFER {
-            self.frame = Vec::new();
+    /// A body's bytes, from its stored form. Their sha256 is the caller's
+    /// to check (the disk tier does, as it writes).
+    pub fn decode<'a>(&'a mut self, s: &Stored, frame: &'a [u8]) -> Result<&'a [u8], String> {
+        if !s.zstd {
+            return Ok(frame);
         }
         if self.out.capacity() > KEEP_BUFFER {
             self.out = Vec::new();
-        }
-        self.frame.resize(s.stored as usize, 0);
-        read_exact(src, &mut self.frame)?;
-        if !s.zstd {
-            return Ok(&self.frame);
         }
         self.out.clear();
         self.out.reserve(s.item.size as usize);
         let n = self
             .dctx
-            .decompress_to_buffer(&self.frame[..], &mut self.out)
-            .map_err(|e| ReadError::Corrupt(format!("zstd: {e}")))?;
+            .decompress_to_buffer(frame, &mut self.out)
+            .map_err(|e| format!("zstd: {e}"))?;
         if n as u64 != s.item.size {
-            return Err(ReadError::Corrupt(format!(
-                "a body decodes to {n} bytes, not {}",
-                s.item.size
-            )));
+            return Err(format!("decodes to {n} bytes, not {}", s.item.size));
         }
         Ok(&self.out)
     }
@@ -269,9 +260,11 @@ pub fn write(out: &mut File, items: &[(Item, PathBuf)]) -> io::Result<u64> {
 }
 
 /// Whether a new pack is worth writing for `wanted` (the entries a pack
-/// would now hold) given the `current` one's table: when there is none, or
-/// it lacks over a tenth of what is wanted, or over a quarter of it is no
-/// longer wanted. Weighs bytes plus a request's worth per entry.
+/// would now hold) given the `current` one's table: when there is none, when
+/// it lacks over a tenth of what is wanted, or when over a fifth of it is no
+/// longer wanted, counting entries and bytes each (an entry costs a request
+/// when it is lacking and two file creations when it is dead weight, so
+/// small entries count as much as large ones).
 pub fn stale(current: Option<&[Stored]>, wanted: &[Item]) -> bool {
     if wanted.is_empty() {
         return false;
@@ -279,25 +272,30 @@ pub fn stale(current: Option<&[Stored]>, wanted: &[Item]) -> bool {
     let Some(current) = current else {
         return true;
     };
-    let cost = |i: &Item| i.size + REQUEST_COST;
     let have: HashSet<(Id, Id)> = current
         .iter()
         .map(|s| (s.item.action, s.item.output))
         .collect();
     let want: HashMap<Id, Id> = wanted.iter().map(|i| (i.action, i.output)).collect();
-    let want_total: u64 = wanted.iter().map(cost).sum();
-    let lacking: u64 = wanted
-        .iter()
-        .filter(|i| !have.contains(&(i.action, i.output)))
-        .map(cost)
-        .sum();
-    let have_total: u64 = current.iter().map(|s| cost(&s.item)).sum();
-    let dead: u64 = current
-        .iter()
-        .filter(|s| want.get(&s.item.action) != Some(&s.item.output))
-        .map(|s| cost(&s.item))
-        .sum();
-    lacking * 10 > want_total || dead * 4 > have_total
+    let tally = |items: &mut dyn Iterator<Item = &Item>| {
+        items.fold((0u64, 0u64), |(n, b), i| (n + 1, b + i.size))
+    };
+    let over = |part: (u64, u64), whole: (u64, u64), tenths: u64| {
+        part.0 * 10 > whole.0 * tenths || part.1 * 10 > whole.1 * tenths
+    };
+    let lacking = tally(
+        &mut wanted
+            .iter()
+            .filter(|i| !have.contains(&(i.action, i.output))),
+    );
+    let dead = tally(
+        &mut current
+            .iter()
+            .map(|s| &s.item)
+            .filter(|i| want.get(&i.action) != Some(&i.output)),
+    );
+    let current_total = tally(&mut current.iter().map(|s| &s.item));
+    over(lacking, tally(&mut wanted.iter()), 1) || over(dead, current_total, 2)
 }
 
 #[cfg(test)]
@@ -342,22 +340,28 @@ mod tests {
         (table, bytes)
     }
 
+    /// Reads the next body and decodes it.
+    fn next_body(src: &mut &[u8], s: &Stored) -> Result<Vec<u8>, String> {
+        let mut frame = Vec::new();
+        read_body(src, s, &mut frame).map_err(|e| e.to_string())?;
+        Decoder::new().unwrap().decode(s, &frame).map(|b| b.to_vec())
+    }
+
     #[test]
     fn round_trip_raw_and_compressed() {
         let bodies = vec![
             b"x".repeat(100_000), // compresses
             Vec::new(),           // empty
-            (0..5000u32).map(|i| (i * 2654435761u32 >> 13) as u8).collect(), // barely
+            (0..5000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect(), // barely
         ];
         let (table, bytes) = pack_of(&bodies);
         assert_eq!(table.len(), 3);
         assert!(table[0].zstd && table[0].stored < 1000);
         let mut src = &bytes[..];
         read_table(&mut src).unwrap();
-        let mut b = Bodies::new().unwrap();
-        assert_eq!(b.read(&mut src, &table[0]).unwrap(), &bodies[0][..]);
-        b.skip(&mut src, &table[1]).unwrap();
-        assert_eq!(b.read(&mut src, &table[2]).unwrap(), &bodies[2][..]);
+        assert_eq!(next_body(&mut src, &table[0]).unwrap(), bodies[0]);
+        skip(&mut src, &table[1]).unwrap();
+        assert_eq!(next_body(&mut src, &table[2]).unwrap(), bodies[2]);
         assert!(src.is_empty());
     }
 
@@ -368,16 +372,19 @@ mod tests {
         // A flipped bit in the table fails its checksum.
         let mut t = bytes.clone();
         t[MAGIC.len() + 4 + 70] ^= 1;
-        assert!(matches!(read_table(&mut &t[..]), Err(ReadError::Corrupt(w)) if w.contains("checksum")));
+        assert!(
+            matches!(read_table(&mut &t[..]), Err(ReadError::Corrupt(w)) if w.contains("checksum"))
+        );
         // Not a pack at all.
-        assert!(matches!(read_table(&mut &b"garbage"[..]), Err(ReadError::Corrupt(_))));
+        assert!(matches!(
+            read_table(&mut &b"garbage"[..]),
+            Err(ReadError::Corrupt(_))
+        ));
         // A truncated body.
-        let cut = &bytes[..bytes.len() - 3];
-        let mut src = cut;
+        let mut src = &bytes[..bytes.len() - 3];
         read_table(&mut src).unwrap();
-        let mut b = Bodies::new().unwrap();
-        b.read(&mut src, &table[0]).unwrap();
-        assert!(matches!(b.read(&mut src, &table[1]), Err(ReadError::Corrupt(w)) if w == "truncated"));
+        next_body(&mut src, &table[0]).unwrap();
+        assert_eq!(next_body(&mut src, &table[1]).unwrap_err(), "truncated");
         // A damaged compressed body fails to decode or decodes to other
         // bytes (which the disk tier's sha256 check refuses).
         let mut d = bytes.clone();
@@ -385,8 +392,7 @@ mod tests {
         d[at] ^= 0xff;
         let mut src = &d[..];
         read_table(&mut src).unwrap();
-        let first = Bodies::new().unwrap().read(&mut src, &table[0]).map(|b| b.to_vec());
-        assert!(first.map_or(true, |b| b != bodies[0]));
+        assert!(next_body(&mut src, &table[0]).map_or(true, |b| b != bodies[0]));
     }
 
     #[test]

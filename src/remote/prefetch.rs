@@ -17,7 +17,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, oneshot, watch, OnceCell, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 
 use super::manifest::{self, Manifest, Used};
-use super::pack::{self, Bodies, Item, ReadError, Stored};
+use super::pack::{self, Decoder, Item, ReadError, Stored};
 use super::s3::{Fetched, RemoteError};
 use super::transfer::{self, ChannelReader};
 use super::Remote;
@@ -38,6 +38,9 @@ use crate::wire::Id;
 /// does not wait for it: it downloads the entry on its own (the stream then
 /// passes over it).
 const LOOKAHEAD: usize = 256;
+
+/// Most threads decoding, verifying and writing a pack's entries.
+const UNPACK_WORKERS: usize = 4;
 
 /// What reading a scope's manifest found.
 #[derive(Debug, Clone)]
@@ -68,12 +71,16 @@ enum PackSeen {
 /// how far the stream got.
 struct Streaming {
     at: HashMap<Id, usize>,
+    /// Entries settled: written, already there, or refused.
+    settled: Box<[AtomicBool]>,
+    /// Entries read off the network so far.
+    read: AtomicUsize,
+    /// Changes at each settled entry and at the end.
     progress: watch::Receiver<Progress>,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
 struct Progress {
-    /// Entries settled: written, already there, or refused.
     settled: usize,
     /// The stream is over (done, failed or stopped).
     ended: bool,
@@ -268,36 +275,82 @@ impl Prefetch {
         }
         let (progress, watching) = watch::channel(Progress::default());
         let at = table.iter().enumerate().map(|(i, s)| (s.item.action, i));
-        let _ = self.streaming.set(Streaming {
+        let stream = Streaming {
             at: at.collect(),
+            settled: table.iter().map(|_| AtomicBool::new(false)).collect(),
+            read: AtomicUsize::new(0),
             progress: watching,
-        });
+        };
+        if self.streaming.set(stream).is_err() {
+            return Vec::new(); // one pack per go command
+        }
+        let stream = self.streaming.get().expect("just set");
         let _ = table_tx.send(table.clone());
+        let settle = |i: usize| {
+            stream.settled[i].store(true, Ordering::Release);
+            progress.send_modify(|p| p.settled += 1);
+        };
+
+        // This thread reads bodies off the network; workers decode, verify
+        // and write them, in parallel: on a warm build that is what cmd/go
+        // waits for.
+        let workers = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .clamp(1, UNPACK_WORKERS);
+        let (jobs, queue) = std::sync::mpsc::sync_channel::<(usize, Vec<u8>)>(workers * 2);
+        let queue = Mutex::new(queue);
+        let spare: Mutex<Vec<Vec<u8>>> = Mutex::default();
         let mut reached = table.len();
-        match Bodies::new() {
-            Ok(mut bodies) => {
-                for (i, s) in table.iter().enumerate() {
-                    let item = &s.item;
-                    let there = matches!(remote.disk.get(&item.action),
-                        Ok(Some(ref l)) if l.output_id == item.output);
-                    let step = if there || self.stopped.load(Ordering::Relaxed) {
-                        bodies.skip(&mut src, s)
-                    } else {
-                        bodies.read(&mut src, s).map(|data| self.place(remote, item, data))
+        std::thread::scope(|scope| {
+            for _ in 0..workers {
+                scope.spawn(|| {
+                    let mut decoder = match Decoder::new() {
+                        Ok(d) => d,
+                        Err(e) => {
+                            remote.report("pack", format_args!("zstd decoder: {e}"));
+                            return;
+                        }
                     };
-                    if let Err(e) = step {
-                        self.pack_trouble(remote, &e);
-                        reached = i;
-                        break;
+                    loop {
+                        let job = queue.lock().unwrap().recv();
+                        let Ok((i, frame)) = job else {
+                            return;
+                        };
+                        let s = &table[i];
+                        match decoder.decode(s, &frame) {
+                            Ok(data) => self.place(remote, &s.item, data, is_own),
+                            Err(why) => self.entry_corrupt(remote, &s.item, &why, is_own),
+                        }
+                        settle(i);
+                        if frame.capacity() <= pack::KEEP_BUFFER {
+                            spare.lock().unwrap().push(frame);
+                        }
                     }
-                    progress.send_modify(|p| p.settled = i + 1);
+                });
+            }
+            for (i, s) in table.iter().enumerate() {
+                stream.read.store(i, Ordering::Relaxed);
+                let item = &s.item;
+                let there = matches!(remote.disk.get(&item.action),
+                    Ok(Some(ref l)) if l.output_id == item.output);
+                let step = if there || self.stopped.load(Ordering::Relaxed) {
+                    pack::skip(&mut src, s).map(|()| settle(i))
+                } else {
+                    let mut frame = spare.lock().unwrap().pop().unwrap_or_default();
+                    pack::read_body(&mut src, s, &mut frame).map(|()| {
+                        // Fails only if every worker is gone; their
+                        // entries are then left to the gets.
+                        let _ = jobs.send((i, frame));
+                    })
+                };
+                if let Err(e) = step {
+                    self.pack_trouble(remote, &e);
+                    reached = i;
+                    break;
                 }
             }
-            Err(e) => {
-                self.pack_trouble(remote, &ReadError::Source(e));
-                reached = 0;
-            }
-        }
+            drop(jobs);
+        });
         progress.send_modify(|p| p.ended = true);
         table[reached..]
             .iter()
@@ -306,7 +359,7 @@ impl Prefetch {
     }
 
     /// Writes one pack entry into the local mirror (verified there).
-    fn place(&self, remote: &Remote, item: &Item, data: &[u8]) {
+    fn place(&self, remote: &Remote, item: &Item, data: &[u8], is_own: bool) {
         let disk = &remote.disk;
         let written = disk.write_output_bytes(&item.output, data).and_then(|_| {
             disk.write_action(&item.action, &item.output, item.size, item.put_time_nanos)
@@ -327,19 +380,26 @@ impl Prefetch {
             Err(e) if e.is_disk() => {
                 remote.report("disk", format_args!("writing a prefetched entry: {e}"));
             }
-            Err(e) => {
-                // A get for it finds it missing and downloads it on its own.
-                Stats::inc(&remote.stats.corrupt);
-                remote.report(
-                    "corrupt-pack-entry",
-                    format_args!(
-                        "{}: a pack entry for {} is corrupt ({e}); it is downloaded on its own instead",
-                        remote.describe(),
-                        remote.store.key(&item.action)
-                    ),
-                );
-            }
+            Err(e) => self.entry_corrupt(remote, item, &e.to_string(), is_own),
         }
+    }
+
+    /// A pack entry failed to decode or verify: a get for it finds it
+    /// missing and downloads it on its own, and the pack is rewritten at
+    /// close.
+    fn entry_corrupt(&self, remote: &Remote, item: &Item, why: &str, is_own: bool) {
+        if is_own {
+            *self.own_pack.lock().unwrap() = PackSeen::Missing;
+        }
+        Stats::inc(&remote.stats.corrupt);
+        remote.report(
+            "corrupt-pack-entry",
+            format_args!(
+                "{}: the pack entry for {} is corrupt ({why}); it is downloaded on its own instead",
+                remote.describe(),
+                remote.store.key(&item.action)
+            ),
+        );
     }
 
     /// A pack stream stopped early. Network trouble was counted by the pump;
@@ -373,17 +433,16 @@ impl Prefetch {
         let Some(&at) = s.at.get(action) else {
             return false;
         };
-        let mut progress = s.progress.clone();
-        let first = *progress.borrow_and_update();
-        if at >= first.settled + LOOKAHEAD {
+        if at >= s.read.load(Ordering::Relaxed) + LOOKAHEAD {
             return false;
         }
+        let mut progress = s.progress.clone();
         loop {
-            let p = *progress.borrow_and_update();
-            if p.settled > at {
+            let ended = progress.borrow_and_update().ended;
+            if s.settled[at].load(Ordering::Acquire) {
                 return true;
             }
-            if p.ended || progress.changed().await.is_err() {
+            if ended || progress.changed().await.is_err() {
                 return false;
             }
         }
@@ -526,15 +585,14 @@ impl Prefetch {
                 Err(_) => failed(remote, &RemoteError::timeout(bound), true),
             }
         };
-        tokio::join!(write_manifest, self.write_pack(remote, &merged, unchanged));
+        tokio::join!(write_manifest, self.write_pack(remote, &merged));
     }
 
     /// Writes the scope's pack anew when it is missing or stale (see
     /// [`pack::stale`]): the manifest's entries that are on disk here, in
     /// its order. Bounded by the upload timeout, build included.
-    async fn write_pack(&self, remote: &Arc<Remote>, merged: &Manifest, unchanged: bool) {
+    async fn write_pack(&self, remote: &Arc<Remote>, merged: &Manifest) {
         let current = match &*self.own_pack.lock().unwrap() {
-            PackSeen::Found(_) if unchanged => return, // nothing new since it was judged
             PackSeen::Found(t) => Some(t.clone()),
             PackSeen::Missing => None,
             PackSeen::NotRead | PackSeen::Failed => return,
