@@ -59,7 +59,8 @@ pub struct Snapshot {
     pub remote_misses: u64,
     /// Bucket requests that failed (timeouts, unreachable, refused); those gets were misses.
     pub remote_errors: u64,
-    /// Objects that failed verification (metadata, size, zstd or sha256); never served.
+    /// Objects, pack entries or packs that failed verification (metadata,
+    /// table checksum, size, zstd or sha256); never served.
     pub corrupt: u64,
     /// Uploads the bucket accepted (including objects it already had).
     pub uploads: u64,

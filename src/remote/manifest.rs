@@ -332,6 +332,27 @@ mod tests {
     }
 
     #[test]
+    fn unchanged_merges_need_no_write() {
+        let m = Manifest::merge(None, &[used(1), used(2), put(3)], "s", 1000);
+        // The same entries again, in another order: nothing new.
+        let again = Manifest::merge(Some(&m), &[used(2), used(1), put(3)], "s", 2000);
+        assert!(m.covers(&again, 2000));
+        // A new entry, a changed output, or a put entry now got: write.
+        let more = Manifest::merge(Some(&m), &[used(4)], "s", 2000);
+        assert!(!m.covers(&more, 2000));
+        let mut changed = used(1);
+        changed.output = Id([9; 32]);
+        let other = Manifest::merge(Some(&m), &[changed], "s", 2000);
+        assert!(!m.covers(&other, 2000));
+        let got = Manifest::merge(Some(&m), &[used(3)], "s", 2000);
+        assert!(!m.covers(&got, 2000));
+        // Unchanged but written over a day ago: write, to keep it fresh.
+        let late = 1000 + REWRITE_SECS + 1;
+        let again = Manifest::merge(Some(&m), &[used(1)], "s", late);
+        assert!(!m.covers(&again, late));
+    }
+
+    #[test]
     fn damage_is_an_error() {
         let good = Manifest::merge(None, &[used(1), used(2)], "s", 1).encode();
         assert!(Manifest::decode(b"garbage").is_err());

@@ -176,7 +176,7 @@ pub struct Decoder {
 
 /// A buffer over this is dropped after use rather than kept for the next
 /// body: most entries are small, and a large one should not pin its size.
-pub const KEEP_BUFFER: usize = 4 << 20;
+pub const KEEP_BUFFER: usize = 1 << 20;
 
 impl Decoder {
     pub fn new() -> io::Result<Decoder> {
@@ -420,6 +420,11 @@ mod tests {
         assert!(stale(Some(&same), &more));
         // Half the pack no longer wanted: rewrite.
         assert!(stale(Some(&same), &wanted[..50]));
+        // Many small entries no longer wanted: few bytes, but a fifth of
+        // the entries (file creations at every prefetch): rewrite.
+        let mut small = wanted.clone();
+        small.extend((150..180).map(|n| item(n, 10)));
+        assert!(stale(Some(&stored(&small)), &wanted));
         // An entry whose output changed counts as lacking and dead.
         let mut changed = wanted.clone();
         for c in changed.iter_mut().take(20) {

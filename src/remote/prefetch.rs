@@ -360,27 +360,32 @@ impl Prefetch {
 
     /// Writes one pack entry into the local mirror (verified there).
     fn place(&self, remote: &Remote, item: &Item, data: &[u8], is_own: bool) {
+        // The slot goes first: a get may find the entry on disk the moment
+        // it is written, and must be able to claim it then.
+        self.slots.lock().unwrap().insert(
+            item.action,
+            Slot {
+                size: item.size,
+                done: true,
+                used: false,
+            },
+        );
         let disk = &remote.disk;
         let written = disk.write_output_bytes(&item.output, data).and_then(|_| {
             disk.write_action(&item.action, &item.output, item.size, item.put_time_nanos)
         });
+        if written.is_ok() {
+            Stats::inc(&remote.stats.prefetched);
+            Stats::inc(&remote.stats.pack_prefetched);
+            return;
+        }
+        self.slots.lock().unwrap().remove(&item.action);
         match written {
-            Ok(()) => {
-                self.slots.lock().unwrap().insert(
-                    item.action,
-                    Slot {
-                        size: item.size,
-                        done: true,
-                        used: false,
-                    },
-                );
-                Stats::inc(&remote.stats.prefetched);
-                Stats::inc(&remote.stats.pack_prefetched);
-            }
             Err(e) if e.is_disk() => {
                 remote.report("disk", format_args!("writing a prefetched entry: {e}"));
             }
             Err(e) => self.entry_corrupt(remote, item, &e.to_string(), is_own),
+            Ok(()) => {}
         }
     }
 
@@ -589,27 +594,33 @@ impl Prefetch {
     }
 
     /// Writes the scope's pack anew when it is missing or stale (see
-    /// [`pack::stale`]): the manifest's entries that are on disk here, in
-    /// its order. Bounded by the upload timeout, build included.
+    /// [`pack::stale`]) and this machine holds nine in ten of the manifest's
+    /// entries: those on disk here, in the manifest's order. Bounded by the
+    /// upload timeout, build included.
     async fn write_pack(&self, remote: &Arc<Remote>, merged: &Manifest) {
         let current = match &*self.own_pack.lock().unwrap() {
             PackSeen::Found(t) => Some(t.clone()),
             PackSeen::Missing => None,
             PackSeen::NotRead | PackSeen::Failed => return,
         };
-        let entries: Vec<(Id, Id)> = merged.entries.iter().map(|e| (e.action, e.output)).collect();
+        let entries: Vec<(Id, Id, u64)> = merged
+            .entries
+            .iter()
+            .map(|e| (e.action, e.output, e.size))
+            .collect();
         let disk = remote.disk.clone();
         let build = tokio::task::spawn_blocking(move || -> io::Result<Option<_>> {
             let mut items = Vec::new();
-            let mut total = 0u64;
-            for (action, output) in entries {
+            let (mut total, mut listed) = (0u64, 0usize);
+            for (action, output, size) in entries {
+                if size > pack::MAX_ENTRY_BYTES || total + size > pack::MAX_PACK_BYTES {
+                    continue;
+                }
+                listed += 1;
                 let Ok(Some(e)) = disk.get(&action) else {
                     continue;
                 };
-                if e.output_id != output
-                    || e.size > pack::MAX_ENTRY_BYTES
-                    || total + e.size > pack::MAX_PACK_BYTES
-                {
+                if e.output_id != output || e.size != size {
                     continue;
                 }
                 total += e.size;
@@ -620,6 +631,12 @@ impl Prefetch {
                     put_time_nanos: e.put_time_nanos,
                 };
                 items.push((item, e.disk_path));
+            }
+            // A machine that holds only part of the manifest (a smaller go
+            // command, or one stopped early) leaves the pack to one that
+            // holds it all, rather than shrink it.
+            if items.len() * 10 < listed * 9 {
+                return Ok(None);
             }
             let wanted: Vec<Item> = items.iter().map(|(i, _)| *i).collect();
             if !pack::stale(current.as_deref().map(|t| &t[..]), &wanted) {
