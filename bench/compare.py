@@ -1057,6 +1057,8 @@ class Bench:
                 line += f" remote_hits {st.get('remote_hits')} uploads {st.get('uploads')}"
             if "prefetch_hits" in st:
                 line += f" prefetch_hits {st.get('prefetch_hits')}"
+            if "pack_prefetched" in st:
+                line += f" pack_prefetched {st.get('pack_prefetched')} packs_written {st.get('packs_written')}"
         if isinstance(rec.get("s3"), dict):
             s = rec["s3"]
             line += f", S3 GET {s['get']} PUT {s['put']} HEAD {s['head']} LIST {s['list']}"
@@ -1193,6 +1195,8 @@ def render(meta: dict[str, object], workloads: dict[str, object], rows: list[dic
             pre = "—"
             if "prefetch_hits" in st:
                 pre = f"{n(st.get('prefetch_hits'))} / {n(st.get('gets'))}"
+            if "pack_prefetched" in st:
+                pre += f" ({n(st.get('pack_prefetched'))} from the pack)"
             ratio = f(r["ratio_vs_native"], "{:.2f}×")
             out.append(
                 f"| {r['scenario']} | {r['contender']} | {r['n']} | {f(r['wall_median_s'])} "
@@ -1251,7 +1255,8 @@ def render(meta: dict[str, object], workloads: dict[str, object], rows: list[dic
         "on-demand downloads; gets answered from entries it prefetched count as `prefetch_hits` instead. The "
         "seed reports no remote hits (its server's GET /output count is the number of downloads).",
         "- **prefetch hits / gets**: gocacher's `prefetch_hits` and `gets` (only when the binary reports them); "
-        "`prefetched` and `prefetch_unused_bytes` are in the JSON.",
+        "in parentheses, entries that came in the scope's pack (one GET); `prefetched`, `prefetch_unused_bytes` and "
+        "`packs_written` are in the JSON.",
         "- " + "; ".join(f"{k}: {v}" for k, v in NOT_RUN.items()) + ".",
     ]
     out = [x for x in out if x is not None]
