@@ -216,33 +216,53 @@ pub fn write(out: &mut File, items: &[(Item, PathBuf)]) -> io::Result<u64> {
     let mut table = Vec::with_capacity(items.len() * RECORD);
     let mut cctx = zstd::bulk::Compressor::new(LEVEL)?;
     let (mut raw, mut packed) = (Vec::new(), Vec::new());
-    let mut body_bytes = 0u64;
+    let body_bytes;
     {
-        let mut w = BufWriter::with_capacity(256 << 10, &mut *out);
+        let mut w = Counting {
+            inner: BufWriter::with_capacity(256 << 10, &mut *out),
+            n: 0,
+        };
         for (item, path) in items {
-            raw.clear();
-            File::open(path)?.read_to_end(&mut raw)?;
-            if raw.len() as u64 != item.size {
-                return Err(io::Error::other(format!(
-                    "{} changed size while packing",
-                    path.display()
-                )));
-            }
-            packed.clear();
-            packed.reserve(zstd::zstd_safe::compress_bound(raw.len()));
-            cctx.compress_to_buffer(&raw[..], &mut packed)?;
-            let zstd = packed.len() < raw.len();
-            let body = if zstd { &packed } else { &raw };
-            w.write_all(body)?;
-            body_bytes += body.len() as u64;
+            let changed = || {
+                io::Error::other(format!("{} changed size while packing", path.display()))
+            };
+            let before = w.n;
+            let zstd = if item.size > STREAM_OVER {
+                // Large bodies stream through the encoder: memory stays at
+                // its window, whatever their size. Always zstd (at worst a
+                // few bytes per 128 KiB block over raw).
+                let mut enc = zstd::stream::write::Encoder::new(&mut w, LEVEL)?;
+                enc.set_pledged_src_size(Some(item.size))?;
+                enc.include_contentsize(true)?;
+                let copied = io::copy(&mut File::open(path)?, &mut enc)?;
+                enc.finish()?;
+                if copied != item.size {
+                    return Err(changed());
+                }
+                true
+            } else {
+                raw.clear();
+                File::open(path)?.read_to_end(&mut raw)?;
+                if raw.len() as u64 != item.size {
+                    return Err(changed());
+                }
+                packed.clear();
+                packed.reserve(zstd::zstd_safe::compress_bound(raw.len()));
+                cctx.compress_to_buffer(&raw[..], &mut packed)?;
+                let zstd = packed.len() < raw.len();
+                w.write_all(if zstd { &packed } else { &raw })?;
+                zstd
+            };
+            let stored = w.n - before;
             table.extend_from_slice(&item.action.0);
             table.extend_from_slice(&item.output.0);
             table.extend_from_slice(&item.size.to_le_bytes());
             table.extend_from_slice(&item.put_time_nanos.to_le_bytes());
-            table.extend_from_slice(&(body.len() as u64).to_le_bytes());
+            table.extend_from_slice(&stored.to_le_bytes());
             table.push(zstd as u8);
         }
         w.flush()?;
+        body_bytes = w.n;
     }
     let count = (items.len() as u32).to_le_bytes();
     let sum = Sha256::new()
@@ -257,6 +277,28 @@ pub fn write(out: &mut File, items: &[(Item, PathBuf)]) -> io::Result<u64> {
     w.write_all(&sum)?;
     w.flush()?;
     Ok(head as u64 + body_bytes)
+}
+
+/// Bodies over this are compressed and decompressed as streams rather than
+/// in one buffer, so memory stays small whatever an entry's size.
+pub const STREAM_OVER: u64 = 1 << 20;
+
+/// A writer that counts what goes through it.
+struct Counting<W: Write> {
+    inner: W,
+    n: u64,
+}
+
+impl<W: Write> Write for Counting<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let k = self.inner.write(buf)?;
+        self.n += k as u64;
+        Ok(k)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// Whether a new pack is worth writing for `wanted` (the entries a pack
@@ -363,6 +405,30 @@ mod tests {
         skip(&mut src, &table[1]).unwrap();
         assert_eq!(next_body(&mut src, &table[2]).unwrap(), bodies[2]);
         assert!(src.is_empty());
+    }
+
+    #[test]
+    fn large_bodies_stream_and_stay_in_bounds() {
+        let noise: Vec<u8> = (0..1_300_000u32)
+            .map(|i| (i.wrapping_mul(2654435761).rotate_left(i % 31) >> 7) as u8)
+            .collect();
+        let bodies = vec![b"abcdefgh".repeat(300_000), noise];
+        let (table, bytes) = pack_of(&bodies);
+        assert!(table.iter().all(|s| s.zstd), "large bodies are always zstd");
+        assert!(table[0].stored < 100_000);
+        assert!(table[1].stored <= max_frame(table[1].item.size));
+        let mut src = &bytes[..];
+        read_table(&mut src).unwrap();
+        for (s, body) in table.iter().zip(&bodies) {
+            let mut frame = Vec::new();
+            read_body(&mut src, s, &mut frame).unwrap();
+            let mut out = Vec::new();
+            zstd::stream::read::Decoder::with_buffer(&frame[..])
+                .unwrap()
+                .read_to_end(&mut out)
+                .unwrap();
+            assert_eq!(&out, body);
+        }
     }
 
     #[test]

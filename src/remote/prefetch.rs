@@ -17,6 +17,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -30,6 +31,7 @@ use super::pack::{self, Decoder, Item, ReadError, Stored};
 use super::s3::{Fetched, RemoteError};
 use super::transfer::{self, ChannelReader};
 use super::Remote;
+use crate::disk::{DiskCache, PutError};
 use crate::scope::Scope;
 use crate::stats::Stats;
 use crate::wire::Id;
@@ -317,9 +319,20 @@ impl Prefetch {
                             return;
                         };
                         let s = &table[i];
-                        match decoder.decode(s, &frame) {
-                            Ok(data) => self.place(remote, &s.item, data, is_own),
-                            Err(why) => self.entry_corrupt(remote, &s.item, &why, is_own),
+                        if s.zstd && s.item.size > pack::STREAM_OVER {
+                            // Large: decoded as a stream, as it is written.
+                            self.place(remote, &s.item, is_own, |disk| {
+                                let mut dec = zstd::stream::read::Decoder::with_buffer(&frame[..])
+                                    .map_err(PutError::Body)?;
+                                disk.write_output(&s.item.output, s.item.size, transfer::chunks(&mut dec))
+                            });
+                        } else {
+                            match decoder.decode(s, &frame) {
+                                Ok(data) => self.place(remote, &s.item, is_own, |disk| {
+                                    disk.write_output_bytes(&s.item.output, data)
+                                }),
+                                Err(why) => self.entry_corrupt(remote, &s.item, &why, is_own),
+                            }
                         }
                         settle(i);
                         if frame.capacity() <= pack::KEEP_BUFFER {
@@ -358,8 +371,15 @@ impl Prefetch {
             .collect()
     }
 
-    /// Writes one pack entry into the local mirror (verified there).
-    fn place(&self, remote: &Remote, item: &Item, data: &[u8], is_own: bool) {
+    /// Writes one pack entry into the local mirror: its output by `output`
+    /// (which verifies it), then its action.
+    fn place(
+        &self,
+        remote: &Remote,
+        item: &Item,
+        is_own: bool,
+        output: impl FnOnce(&DiskCache) -> Result<PathBuf, PutError>,
+    ) {
         // The slot goes first: a get may find the entry on disk the moment
         // it is written, and must be able to claim it then.
         self.slots.lock().unwrap().insert(
@@ -371,7 +391,7 @@ impl Prefetch {
             },
         );
         let disk = &remote.disk;
-        let written = disk.write_output_bytes(&item.output, data).and_then(|_| {
+        let written = output(disk).and_then(|_| {
             disk.write_action(&item.action, &item.output, item.size, item.put_time_nanos)
         });
         if written.is_ok() {
@@ -642,21 +662,21 @@ impl Prefetch {
             if !pack::stale(current.as_deref().map(|t| &t[..]), &wanted) {
                 return Ok(None);
             }
-            let (scratch, mut file) = disk.scratch_beside(&disk.root().join("pack"))?;
+            // In a shard directory, like every temp file, where trim
+            // clears one a killed process left behind.
+            let (scratch, mut file) = disk.scratch_beside(&disk.output_path(&Id([0; 32])))?;
             let len = pack::write(&mut file, &items)?;
             Ok(Some((scratch, len)))
         });
         let bound = remote.opts.upload_timeout;
         let key = remote.store.pack_key(&self.scope.name);
         let written = tokio::time::timeout(bound, async {
-            let (scratch, len) = match build.await {
-                Ok(Ok(Some(built))) => built,
-                Ok(Ok(None)) => return Ok(()),
-                Ok(Err(e)) => {
-                    remote.report("pack", format_args!("building the scope's pack: {e}"));
-                    return Ok(());
-                }
+            let (scratch, len) = match build.await.map_err(io::Error::other).and_then(|r| r) {
+                Ok(Some(built)) => built,
+                Ok(None) => return Ok(()),
                 Err(e) => {
+                    // Local trouble (a file gone, the disk full): no pack
+                    // this time, and no bucket error.
                     remote.report("pack", format_args!("building the scope's pack: {e}"));
                     return Ok(());
                 }

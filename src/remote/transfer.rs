@@ -61,18 +61,7 @@ pub(super) async fn download(r: &Remote, action: Id) -> Result<Known, Failed> {
                 Box::new(zstd::stream::read::Decoder::new(source).map_err(PutError::Body)?)
             }
         };
-        let mut next = || {
-            let mut buf = vec![0u8; CHUNK];
-            match read_full(&mut reader, &mut buf) {
-                Ok(0) => None,
-                Ok(n) => {
-                    buf.truncate(n);
-                    Some(Ok(Bytes::from(buf)))
-                }
-                Err(e) => Some(Err(e)),
-            }
-        };
-        disk.write_output(&meta.output_id, meta.size, &mut next)?;
+        disk.write_output(&meta.output_id, meta.size, chunks(&mut reader))?;
         disk.write_action(&action, &meta.output_id, meta.size, meta.put_time_nanos)
     });
 
@@ -150,6 +139,21 @@ fn corrupt(r: &Remote, action: &Id, why: &str) -> Known {
         ),
     );
     Known::Corrupt
+}
+
+/// A reader as the chunks the disk tier's writer takes.
+pub(super) fn chunks(reader: &mut dyn Read) -> impl FnMut() -> Option<io::Result<Bytes>> + '_ {
+    move || {
+        let mut buf = vec![0u8; CHUNK];
+        match read_full(reader, &mut buf) {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some(Ok(Bytes::from(buf)))
+            }
+            Err(e) => Some(Err(e)),
+        }
+    }
 }
 
 /// Reads until `buf` is full or the input ends.
