@@ -36,7 +36,7 @@ use crate::scope::Scope;
 use crate::stats::Stats;
 use crate::wire::Id;
 
-/// A get for a pack entry further than this behind the stream's position
+/// A get for a pack entry further than this ahead of the stream's position
 /// does not wait for it: it downloads the entry on its own (the stream then
 /// passes over it).
 const LOOKAHEAD: usize = 256;
