@@ -159,7 +159,9 @@ pub fn packs_serve_prefetch_and_damage_is_survived(kind: Kind) {
             "warm run {warm}: nine in ten hits should come from the pack: {s:?}"
         );
         assert_eq!(s.prefetch_hits + s.remote_hits, s.hits, "{s:?}");
-        assert!(s.remote_hits <= 2, "{s:?}");
+        // Only the gets that came before the pack's table arrived (how
+        // many depends on timing) are downloaded on their own.
+        assert!(s.remote_hits * 10 <= s.hits, "{s:?}");
         assert_eq!(s.corrupt + s.remote_errors, 0, "{s:?}");
         assert_eq!(s.packs_written, (warm == 1) as u64, "warm run {warm}: {s:?}");
         assert!(gocacher_lines(&run).is_empty(), "{}", run.stderr);
