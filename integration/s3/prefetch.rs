@@ -163,11 +163,18 @@ pub fn packs_serve_prefetch_and_damage_is_survived(kind: Kind) {
         // many depends on timing) are downloaded on their own.
         assert!(s.remote_hits * 10 <= s.hits, "{s:?}");
         assert_eq!(s.corrupt + s.remote_errors, 0, "{s:?}");
-        assert_eq!(s.packs_written, (warm == 1) as u64, "warm run {warm}: {s:?}");
+        assert_eq!(
+            s.packs_written,
+            (warm == 1) as u64,
+            "warm run {warm}: {s:?}"
+        );
         assert!(gocacher_lines(&run).is_empty(), "{}", run.stderr);
     }
     let good = server.get_raw(BUCKET, &packs[0]);
-    assert!(good.len() < cold_pack.len(), "put-only entries should be gone");
+    assert!(
+        good.len() < cold_pack.len(),
+        "put-only entries should be gone"
+    );
 
     // One body damaged (a byte near the end), the pack cut in half, and
     // garbage: each run is correct, says so in one line, and rewrites it.
@@ -200,7 +207,10 @@ pub fn packs_serve_prefetch_and_damage_is_survived(kind: Kind) {
             run.stderr
         );
         let now = server.get_raw(BUCKET, &packs[0]);
-        assert!(now.starts_with(b"gocacher-pack 1\n") && now.len() * 2 > good.len(), "{what}: not rewritten");
+        assert!(
+            now.starts_with(b"gocacher-pack 1\n") && now.len() * 2 > good.len(),
+            "{what}: not rewritten"
+        );
     }
     // The last rewrite serves the next machine as the first pack did.
     let run = a.new_machine().go(dir, &["run", "./cmd/fixture"]);

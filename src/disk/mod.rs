@@ -205,8 +205,7 @@ impl DiskCache {
                 });
             }
             if let Some((guard, file)) = &mut temp {
-                file.write_all(chunk)
-                    .map_err(|e| io_err(guard.path(), e))?;
+                file.write_all(chunk).map_err(|e| io_err(guard.path(), e))?;
             }
         }
         if written != size {

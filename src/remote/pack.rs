@@ -94,7 +94,9 @@ pub fn read_table(src: &mut impl Read) -> Result<Vec<Stored>, ReadError> {
     let mut magic = [0u8; MAGIC.len()];
     read_exact(src, &mut magic)?;
     if magic != MAGIC {
-        return Err(ReadError::Corrupt("not a gocacher pack (wrong header)".into()));
+        return Err(ReadError::Corrupt(
+            "not a gocacher pack (wrong header)".into(),
+        ));
     }
     let mut count = [0u8; 4];
     read_exact(src, &mut count)?;
@@ -155,7 +157,8 @@ fn max_frame(size: u64) -> u64 {
 
 /// Passes over the next body.
 pub fn skip(src: &mut impl Read, s: &Stored) -> Result<(), ReadError> {
-    let n = io::copy(&mut src.by_ref().take(s.stored), &mut io::sink()).map_err(ReadError::Source)?;
+    let n =
+        io::copy(&mut src.by_ref().take(s.stored), &mut io::sink()).map_err(ReadError::Source)?;
     if n != s.stored {
         return Err(ReadError::Corrupt("truncated".into()));
     }
@@ -223,9 +226,8 @@ pub fn write(out: &mut File, items: &[(Item, PathBuf)]) -> io::Result<u64> {
             n: 0,
         };
         for (item, path) in items {
-            let changed = || {
-                io::Error::other(format!("{} changed size while packing", path.display()))
-            };
+            let changed =
+                || io::Error::other(format!("{} changed size while packing", path.display()));
             let before = w.n;
             let zstd = if item.size > STREAM_OVER {
                 // Large bodies stream through the encoder: memory stays at
@@ -386,7 +388,10 @@ mod tests {
     fn next_body(src: &mut &[u8], s: &Stored) -> Result<Vec<u8>, String> {
         let mut frame = Vec::new();
         read_body(src, s, &mut frame).map_err(|e| e.to_string())?;
-        Decoder::new().unwrap().decode(s, &frame).map(|b| b.to_vec())
+        Decoder::new()
+            .unwrap()
+            .decode(s, &frame)
+            .map(|b| b.to_vec())
     }
 
     #[test]
@@ -394,7 +399,9 @@ mod tests {
         let bodies = vec![
             b"x".repeat(100_000), // compresses
             Vec::new(),           // empty
-            (0..5000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect(), // barely
+            (0..5000u32)
+                .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+                .collect(), // barely
         ];
         let (table, bytes) = pack_of(&bodies);
         assert_eq!(table.len(), 3);

@@ -324,7 +324,11 @@ impl Prefetch {
                             self.place(remote, &s.item, is_own, |disk| {
                                 let mut dec = zstd::stream::read::Decoder::with_buffer(&frame[..])
                                     .map_err(PutError::Body)?;
-                                disk.write_output(&s.item.output, s.item.size, transfer::chunks(&mut dec))
+                                disk.write_output(
+                                    &s.item.output,
+                                    s.item.size,
+                                    transfer::chunks(&mut dec),
+                                )
                             });
                         } else {
                             match decoder.decode(s, &frame) {
