@@ -1,0 +1,161 @@
+use super::*;
+
+fn id(n: u8) -> Id {
+    Id([n; 32])
+}
+
+fn item(n: u8, size: u64) -> Item {
+    Item {
+        action: id(n),
+        output: id(n.wrapping_add(100)),
+        size,
+        put_time_nanos: n as i64 * 1000,
+    }
+}
+
+/// Writes files of the given bodies and a pack of them; returns its bytes.
+fn pack_of(bodies: &[Vec<u8>]) -> (Vec<Stored>, Vec<u8>) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut items = Vec::new();
+    for (i, b) in bodies.iter().enumerate() {
+        let p = dir.path().join(i.to_string());
+        std::fs::write(&p, b).unwrap();
+        let mut it = item(i as u8, b.len() as u64);
+        it.output = Id(Sha256::digest(b).into());
+        items.push((it, p));
+    }
+    let path = dir.path().join("pack");
+    let mut f = File::options()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .unwrap();
+    let len = write(&mut f, &items).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(len, bytes.len() as u64);
+    let table = read_table(&mut &bytes[..]).unwrap();
+    (table, bytes)
+}
+
+/// Reads the next body and decodes it.
+fn next_body(src: &mut &[u8], s: &Stored) -> Result<Vec<u8>, String> {
+    let mut frame = Vec::new();
+    read_body(src, s, &mut frame).map_err(|e| e.to_string())?;
+    Decoder::new()
+        .unwrap()
+        .decode(s, &frame)
+        .map(|b| b.to_vec())
+}
+
+#[test]
+fn round_trip_raw_and_compressed() {
+    let bodies = vec![
+        b"x".repeat(100_000), // compresses
+        Vec::new(),           // empty
+        (0..5000u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect(), // barely
+    ];
+    let (table, bytes) = pack_of(&bodies);
+    assert_eq!(table.len(), 3);
+    assert!(table[0].zstd && table[0].stored < 1000);
+    let mut src = &bytes[..];
+    read_table(&mut src).unwrap();
+    assert_eq!(next_body(&mut src, &table[0]).unwrap(), bodies[0]);
+    skip(&mut src, &table[1]).unwrap();
+    assert_eq!(next_body(&mut src, &table[2]).unwrap(), bodies[2]);
+    assert!(src.is_empty());
+}
+
+#[test]
+fn large_bodies_stream_and_stay_in_bounds() {
+    let noise: Vec<u8> = (0..1_300_000u32)
+        .map(|i| (i.wrapping_mul(2654435761).rotate_left(i % 31) >> 7) as u8)
+        .collect();
+    let bodies = vec![b"abcdefgh".repeat(300_000), noise];
+    let (table, bytes) = pack_of(&bodies);
+    assert!(table.iter().all(|s| s.zstd), "large bodies are always zstd");
+    assert!(table[0].stored < 100_000);
+    assert!(table[1].stored <= max_frame(table[1].item.size));
+    let mut src = &bytes[..];
+    read_table(&mut src).unwrap();
+    for (s, body) in table.iter().zip(&bodies) {
+        let mut frame = Vec::new();
+        read_body(&mut src, s, &mut frame).unwrap();
+        let mut out = Vec::new();
+        zstd::stream::read::Decoder::with_buffer(&frame[..])
+            .unwrap()
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(&out, body);
+    }
+}
+
+#[test]
+fn damage_is_refused() {
+    let bodies = vec![b"hello pack".repeat(50), b"second".repeat(10)];
+    let (table, bytes) = pack_of(&bodies);
+    // A flipped bit in the table fails its checksum.
+    let mut t = bytes.clone();
+    t[MAGIC.len() + 4 + 70] ^= 1;
+    assert!(
+        matches!(read_table(&mut &t[..]), Err(ReadError::Corrupt(w)) if w.contains("checksum"))
+    );
+    // Not a pack at all.
+    assert!(matches!(
+        read_table(&mut &b"garbage"[..]),
+        Err(ReadError::Corrupt(_))
+    ));
+    // A truncated body.
+    let mut src = &bytes[..bytes.len() - 3];
+    read_table(&mut src).unwrap();
+    next_body(&mut src, &table[0]).unwrap();
+    assert_eq!(next_body(&mut src, &table[1]).unwrap_err(), "truncated");
+    // A damaged compressed body fails to decode or decodes to other
+    // bytes (which the disk tier's sha256 check refuses).
+    let mut d = bytes.clone();
+    let at = bytes.len() - table[1].stored as usize - 5;
+    d[at] ^= 0xff;
+    let mut src = &d[..];
+    read_table(&mut src).unwrap();
+    assert!(next_body(&mut src, &table[0]).map_or(true, |b| b != bodies[0]));
+}
+
+#[test]
+fn staleness() {
+    let stored = |items: &[Item]| -> Vec<Stored> {
+        items
+            .iter()
+            .map(|&item| Stored {
+                item,
+                stored: item.size,
+                zstd: false,
+            })
+            .collect()
+    };
+    let wanted: Vec<Item> = (0..100).map(|n| item(n, 100_000)).collect();
+    assert!(stale(None, &wanted));
+    assert!(!stale(None, &[]));
+    let same = stored(&wanted);
+    assert!(!stale(Some(&same), &wanted));
+    // 5% new entries: still good enough; 20%: rewrite.
+    let mut more = wanted.clone();
+    more.extend((100..105).map(|n| item(n, 100_000)));
+    assert!(!stale(Some(&same), &more));
+    more.extend((105..125).map(|n| item(n, 100_000)));
+    assert!(stale(Some(&same), &more));
+    // Half the pack no longer wanted: rewrite.
+    assert!(stale(Some(&same), &wanted[..50]));
+    // Many small entries no longer wanted: few bytes, but a fifth of
+    // the entries (file creations at every prefetch): rewrite.
+    let mut small = wanted.clone();
+    small.extend((150..180).map(|n| item(n, 10)));
+    assert!(stale(Some(&stored(&small)), &wanted));
+    // An entry whose output changed counts as lacking and dead.
+    let mut changed = wanted.clone();
+    for c in changed.iter_mut().take(20) {
+        c.output = id(250);
+    }
+    assert!(stale(Some(&same), &changed));
+}

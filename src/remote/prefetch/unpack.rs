@@ -1,0 +1,349 @@
+//! The pack side of the prefetch: asking for a scope's pack, streaming it
+//! into the local mirror (one reader, a few decoding and writing workers),
+//! and letting gets wait for the entries it is about to deliver.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use aws_sdk_s3::primitives::ByteStream;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::super::manifest::Manifest;
+use super::super::pack::{self, Decoder, Item, ReadError, Stored};
+use super::super::s3::{Fetched, RemoteError};
+use super::super::transfer::{self, ChannelReader};
+use super::super::Remote;
+use super::{failed, PackSeen, Prefetch, Slot};
+use crate::disk::{DiskCache, PutError};
+use crate::stats::Stats;
+use crate::wire::Id;
+
+/// A get for a pack entry further than this ahead of the stream's position
+/// does not wait for it: it downloads the entry on its own (the stream then
+/// passes over it).
+const LOOKAHEAD: usize = 256;
+
+/// Most threads decoding, verifying and writing a pack's entries.
+const UNPACK_WORKERS: usize = 4;
+
+/// A pack streaming into the local mirror: where each entry is in it, and
+/// how far the stream got.
+pub(super) struct Streaming {
+    at: HashMap<Id, usize>,
+    /// Entries settled: written, already there, or refused.
+    settled: Box<[AtomicBool]>,
+    /// Entries read off the network so far.
+    read: AtomicUsize,
+    /// Changes at each settled entry and at the end.
+    progress: watch::Receiver<Progress>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Progress {
+    settled: usize,
+    /// The stream is over (done, failed or stopped).
+    ended: bool,
+}
+
+impl Prefetch {
+    /// Streams a pack in while downloading the manifest's other entries one
+    /// by one; then, one by one, whatever the pack did not deliver.
+    pub(super) async fn with_pack(
+        self: &Arc<Self>,
+        remote: &Arc<Remote>,
+        manifest: &Manifest,
+        body: ByteStream,
+        is_own: bool,
+    ) {
+        let (tx, rx) = mpsc::channel(4);
+        let (table_tx, table_rx) = oneshot::channel();
+        let (me, r) = (self.clone(), remote.clone());
+        let reader = tokio::task::spawn_blocking(move || {
+            me.unpack(&r, ChannelReader::new(rx), table_tx, is_own)
+        });
+        let rest = async {
+            let packed: HashSet<Id> = match table_rx.await {
+                Ok(table) => table.iter().map(|s: &Stored| s.item.action).collect(),
+                Err(_) => HashSet::new(), // no table: all one by one
+            };
+            let others = manifest
+                .entries
+                .iter()
+                .filter(|e| !packed.contains(&e.action))
+                .map(|e| (e.action, e.size));
+            self.download_each(remote, others).await;
+            let left = reader.await.unwrap_or_default();
+            self.download_each(remote, left.into_iter()).await;
+        };
+        let (network, ()) = tokio::join!(transfer::pump(remote, body, tx), rest);
+        if let Some(e) = network {
+            if !self.stopped.load(Ordering::Relaxed) {
+                transfer::fail(remote, &e);
+            }
+        }
+    }
+
+    /// The blocking side of a pack stream: reads its table, then writes each
+    /// entry not already on disk. Returns the entries it did not reach.
+    fn unpack(
+        &self,
+        remote: &Remote,
+        mut src: ChannelReader,
+        table_tx: oneshot::Sender<Arc<Vec<Stored>>>,
+        is_own: bool,
+    ) -> Vec<(Id, u64)> {
+        let table = match pack::read_table(&mut src) {
+            Ok(t) => Arc::new(t),
+            Err(e) => {
+                if is_own {
+                    *self.own_pack.lock().unwrap() = match e {
+                        ReadError::Corrupt(_) => PackSeen::Missing,
+                        ReadError::Source(_) => PackSeen::Failed,
+                    };
+                }
+                self.pack_trouble(remote, &e);
+                return Vec::new();
+            }
+        };
+        if is_own {
+            *self.own_pack.lock().unwrap() = PackSeen::Found(table.clone());
+        }
+        let (progress, watching) = watch::channel(Progress::default());
+        let at = table.iter().enumerate().map(|(i, s)| (s.item.action, i));
+        let stream = Streaming {
+            at: at.collect(),
+            settled: table.iter().map(|_| AtomicBool::new(false)).collect(),
+            read: AtomicUsize::new(0),
+            progress: watching,
+        };
+        if self.streaming.set(stream).is_err() {
+            return Vec::new(); // one pack per go command
+        }
+        let stream = self.streaming.get().expect("just set");
+        let _ = table_tx.send(table.clone());
+        let settle = |i: usize| {
+            stream.settled[i].store(true, Ordering::Release);
+            progress.send_modify(|p| p.settled += 1);
+        };
+
+        // This thread reads bodies off the network; workers decode, verify
+        // and write them, in parallel: on a warm build that is what cmd/go
+        // waits for.
+        let workers = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .clamp(1, UNPACK_WORKERS);
+        let (jobs, queue) = std::sync::mpsc::sync_channel::<(usize, Vec<u8>)>(workers * 2);
+        let queue = Mutex::new(queue);
+        let spare: Mutex<Vec<Vec<u8>>> = Mutex::default();
+        let mut reached = table.len();
+        std::thread::scope(|scope| {
+            for _ in 0..workers {
+                scope.spawn(|| {
+                    let mut decoder = match Decoder::new() {
+                        Ok(d) => d,
+                        Err(e) => {
+                            remote.report("pack", format_args!("zstd decoder: {e}"));
+                            return;
+                        }
+                    };
+                    loop {
+                        let job = queue.lock().unwrap().recv();
+                        let Ok((i, frame)) = job else {
+                            return;
+                        };
+                        let s = &table[i];
+                        if s.zstd && s.item.size > pack::STREAM_OVER {
+                            // Large: decoded as a stream, as it is written.
+                            self.place(remote, &s.item, is_own, |disk| {
+                                let mut dec = zstd::stream::read::Decoder::with_buffer(&frame[..])
+                                    .map_err(PutError::Body)?;
+                                disk.write_output(
+                                    &s.item.output,
+                                    s.item.size,
+                                    transfer::chunks(&mut dec),
+                                )
+                            });
+                        } else {
+                            match decoder.decode(s, &frame) {
+                                Ok(data) => self.place(remote, &s.item, is_own, |disk| {
+                                    disk.write_output_bytes(&s.item.output, data)
+                                }),
+                                Err(why) => self.entry_corrupt(remote, &s.item, &why, is_own),
+                            }
+                        }
+                        settle(i);
+                        if frame.capacity() <= pack::KEEP_BUFFER {
+                            spare.lock().unwrap().push(frame);
+                        }
+                    }
+                });
+            }
+            for (i, s) in table.iter().enumerate() {
+                stream.read.store(i, Ordering::Relaxed);
+                let item = &s.item;
+                let there = matches!(remote.disk.get(&item.action),
+                    Ok(Some(ref l)) if l.output_id == item.output);
+                let step = if there || self.stopped.load(Ordering::Relaxed) {
+                    pack::skip(&mut src, s).map(|()| settle(i))
+                } else {
+                    let mut frame = spare.lock().unwrap().pop().unwrap_or_default();
+                    pack::read_body(&mut src, s, &mut frame).map(|()| {
+                        // Fails only if every worker is gone; their
+                        // entries are then left to the gets.
+                        let _ = jobs.send((i, frame));
+                    })
+                };
+                if let Err(e) = step {
+                    self.pack_trouble(remote, &e);
+                    reached = i;
+                    break;
+                }
+            }
+            drop(jobs);
+        });
+        progress.send_modify(|p| p.ended = true);
+        table[reached..]
+            .iter()
+            .map(|s| (s.item.action, s.item.size))
+            .collect()
+    }
+
+    /// Writes one pack entry into the local mirror: its output by `output`
+    /// (which verifies it), then its action.
+    fn place(
+        &self,
+        remote: &Remote,
+        item: &Item,
+        is_own: bool,
+        output: impl FnOnce(&DiskCache) -> Result<PathBuf, PutError>,
+    ) {
+        // The slot goes first: a get may find the entry on disk the moment
+        // it is written, and must be able to claim it then.
+        self.slots.lock().unwrap().insert(
+            item.action,
+            Slot {
+                size: item.size,
+                done: true,
+                used: false,
+            },
+        );
+        let disk = &remote.disk;
+        let written = output(disk).and_then(|_| {
+            disk.write_action(&item.action, &item.output, item.size, item.put_time_nanos)
+        });
+        if written.is_ok() {
+            Stats::inc(&remote.stats.prefetched);
+            Stats::inc(&remote.stats.pack_prefetched);
+            return;
+        }
+        self.slots.lock().unwrap().remove(&item.action);
+        match written {
+            Err(e) if e.is_disk() => {
+                remote.report("disk", format_args!("writing a prefetched entry: {e}"));
+            }
+            Err(e) => self.entry_corrupt(remote, item, &e.to_string(), is_own),
+            Ok(()) => {}
+        }
+    }
+
+    /// A pack entry failed to decode or verify: a get for it finds it
+    /// missing and downloads it on its own, and the pack is rewritten at
+    /// close.
+    fn entry_corrupt(&self, remote: &Remote, item: &Item, why: &str, is_own: bool) {
+        if is_own {
+            *self.own_pack.lock().unwrap() = PackSeen::Missing;
+        }
+        Stats::inc(&remote.stats.corrupt);
+        remote.report(
+            "corrupt-pack-entry",
+            format_args!(
+                "{}: the pack entry for {} is corrupt ({why}); it is downloaded on its own instead",
+                remote.describe(),
+                remote.store.key(&item.action)
+            ),
+        );
+    }
+
+    /// A pack stream stopped early. Network trouble was counted by the pump;
+    /// a damaged pack is counted and reported here; a stop is silent.
+    fn pack_trouble(&self, remote: &Remote, e: &ReadError) {
+        if self.stopped.load(Ordering::Relaxed) {
+            return;
+        }
+        if let ReadError::Corrupt(why) = e {
+            Stats::inc(&remote.stats.corrupt);
+            remote.report(
+                "corrupt-pack",
+                format_args!(
+                    "{}: the pack of scope {:?} is damaged ({why}); the rest of its entries are downloaded one by one, and it will be replaced",
+                    remote.describe(),
+                    self.scope.name
+                ),
+            );
+            *self.own_pack.lock().unwrap() = PackSeen::Missing;
+        }
+    }
+
+    /// Called for a get of an entry not on disk: when the pack being
+    /// streamed holds it, waits until the stream has settled it (true).
+    /// False, at once, for an entry the pack does not hold or will not
+    /// reach soon, and when the stream ended first.
+    pub async fn await_pack(&self, action: &Id) -> bool {
+        let Some(s) = self.streaming.get() else {
+            return false;
+        };
+        let Some(&at) = s.at.get(action) else {
+            return false;
+        };
+        if at >= s.read.load(Ordering::Relaxed) + LOOKAHEAD {
+            return false;
+        }
+        let mut progress = s.progress.clone();
+        loop {
+            let ended = progress.borrow_and_update().ended;
+            if s.settled[at].load(Ordering::Acquire) {
+                return true;
+            }
+            if ended || progress.changed().await.is_err() {
+                return false;
+            }
+        }
+    }
+}
+
+/// What asking for a scope's pack found.
+pub(super) enum Opened {
+    Missing,
+    /// Its body, to stream.
+    Found(ByteStream),
+    Failed,
+}
+
+/// Asks for a scope's pack (the body streams later, in `with_pack`).
+pub(super) async fn open_pack(remote: &Remote, scope: &str) -> Opened {
+    if !remote.breaker.allow() {
+        return Opened::Failed;
+    }
+    let key = remote.store.pack_key(scope);
+    let bound = remote.opts.timeout;
+    match tokio::time::timeout(bound, remote.store.get_key(&key)).await {
+        Ok(Ok(Fetched::Missing)) => {
+            remote.breaker.success();
+            Opened::Missing
+        }
+        Ok(Ok(Fetched::Found { body, .. })) => {
+            remote.breaker.success();
+            Opened::Found(body)
+        }
+        Ok(Err(e)) => {
+            failed(remote, &e, false);
+            Opened::Failed
+        }
+        Err(_) => {
+            failed(remote, &RemoteError::timeout(bound), false);
+            Opened::Failed
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! The write-back at close: the scope's manifest, merged, and its pack when
+//! it is missing or stale.
+
+use std::io;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::super::manifest::{Manifest, Used};
+use super::super::pack::{self, Item};
+use super::super::s3::RemoteError;
+use super::super::Remote;
+use super::{failed, load, manifest_bound, Loaded, PackSeen, Prefetch};
+use crate::stats::Stats;
+use crate::wire::Id;
+
+impl Prefetch {
+    /// Merges what this go command used into the scope's manifest and writes
+    /// it, with a new pack if the scope's is missing or stale. Skipped when
+    /// read-only, when nothing was used, and when the previous manifest could
+    /// not be read (writing would drop its entries). The manifest write is
+    /// skipped too when it would say nothing new (see [`Manifest::covers`]).
+    pub async fn write_back(&self, remote: &Arc<Remote>, used: &[Used]) {
+        if used.is_empty() || remote.is_read_only() || !remote.breaker.allow() {
+            return;
+        }
+        let previous = match self
+            .previous
+            .get_or_init(|| load(remote, &self.scope.name))
+            .await
+        {
+            Loaded::Found(m) => Some(m.clone()),
+            Loaded::Missing | Loaded::Unreadable => None,
+            Loaded::Failed => return,
+        };
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let merged = Manifest::merge(previous.as_deref(), used, &self.scope.name, now);
+        let unchanged = previous.is_some_and(|p| p.covers(&merged, now));
+        let write_manifest = async {
+            if unchanged {
+                return;
+            }
+            let body = merged.encode();
+            let key = remote.store.manifest_key(&self.scope.name);
+            // cmd/go is waiting for the close reply: a slow bucket costs at
+            // most this, as for reading a manifest.
+            let bound = manifest_bound(remote);
+            match tokio::time::timeout(bound, remote.store.put_replace(&key, body)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => failed(remote, &e, true),
+                Err(_) => failed(remote, &RemoteError::timeout(bound), true),
+            }
+        };
+        tokio::join!(write_manifest, self.write_pack(remote, &merged));
+    }
+
+    /// Writes the scope's pack anew when it is missing or stale (see
+    /// [`pack::stale`]) and this machine holds nine in ten of the manifest's
+    /// entries: those on disk here, in the manifest's order. Bounded by the
+    /// upload timeout, build included.
+    async fn write_pack(&self, remote: &Arc<Remote>, merged: &Manifest) {
+        let current = match &*self.own_pack.lock().unwrap() {
+            PackSeen::Found(t) => Some(t.clone()),
+            PackSeen::Missing => None,
+            PackSeen::NotRead | PackSeen::Failed => return,
+        };
+        let entries: Vec<(Id, Id, u64)> = merged
+            .entries
+            .iter()
+            .map(|e| (e.action, e.output, e.size))
+            .collect();
+        let disk = remote.disk.clone();
+        let build = tokio::task::spawn_blocking(move || -> io::Result<Option<_>> {
+            let mut items = Vec::new();
+            let (mut total, mut listed) = (0u64, 0usize);
+            for (action, output, size) in entries {
+                if size > pack::MAX_ENTRY_BYTES || total + size > pack::MAX_PACK_BYTES {
+                    continue;
+                }
+                listed += 1;
+                let Ok(Some(e)) = disk.get(&action) else {
+                    continue;
+                };
+                if e.output_id != output || e.size != size {
+                    continue;
+                }
+                total += e.size;
+                let item = Item {
+                    action,
+                    output,
+                    size: e.size,
+                    put_time_nanos: e.put_time_nanos,
+                };
+                items.push((item, e.disk_path));
+            }
+            // A machine that holds only part of the manifest (a smaller go
+            // command, or one stopped early) leaves the pack to one that
+            // holds it all, rather than shrink it.
+            if items.len() * 10 < listed * 9 {
+                return Ok(None);
+            }
+            let wanted: Vec<Item> = items.iter().map(|(i, _)| *i).collect();
+            if !pack::stale(current.as_deref().map(|t| &t[..]), &wanted) {
+                return Ok(None);
+            }
+            // In a shard directory, like every temp file, where trim
+            // clears one a killed process left behind.
+            let (scratch, mut file) = disk.scratch_beside(&disk.output_path(&Id([0; 32])))?;
+            let len = pack::write(&mut file, &items)?;
+            Ok(Some((scratch, len)))
+        });
+        let bound = remote.opts.upload_timeout;
+        let key = remote.store.pack_key(&self.scope.name);
+        let written = tokio::time::timeout(bound, async {
+            let (scratch, len) = match build.await.map_err(io::Error::other).and_then(|r| r) {
+                Ok(Some(built)) => built,
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    // Local trouble (a file gone, the disk full): no pack
+                    // this time, and no bucket error.
+                    remote.report("pack", format_args!("building the scope's pack: {e}"));
+                    return Ok(());
+                }
+            };
+            remote.store.put_replace_file(&key, scratch.path()).await?;
+            Stats::inc(&remote.stats.packs_written);
+            Stats::add(&remote.stats.bytes_uploaded, len);
+            Ok(())
+        });
+        match written.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => failed(remote, &e, true),
+            Err(_) => failed(remote, &RemoteError::timeout(bound), true),
+        }
+    }
+}
