@@ -21,6 +21,11 @@ use crate::stats::{Snapshot, Stats};
 use crate::wire::Id;
 use tokio::sync::OnceCell;
 
+/// How long close waits for a stopped pack stream to finish the entries in
+/// hand and write its local index (usually a few milliseconds: a warm build's
+/// stream has ended before close).
+const STREAM_END_WAIT: Duration = Duration::from_secs(1);
+
 /// What the cacher does at close besides draining.
 #[derive(Debug, Clone, Default)]
 pub struct CloseOptions {
@@ -266,6 +271,7 @@ impl Handler for Cacher {
         // A tier never used has nothing to drain.
         if let Some(tier) = self.connected() {
             tier.prefetch.stop();
+            tier.prefetch.stream_ended(STREAM_END_WAIT).await;
             Stats::add(
                 &self.stats.prefetch_unused_bytes,
                 tier.prefetch.unused_bytes(),

@@ -213,11 +213,48 @@ pub fn packs_serve_prefetch_and_damage_is_survived(kind: Kind) {
         );
     }
     // The last rewrite serves the next machine as the first pack did.
-    let run = a.new_machine().go(dir, &["run", "./cmd/fixture"]);
+    let last = a.new_machine();
+    let run = last.go(dir, &["run", "./cmd/fixture"]);
     run.assert_ok();
     let s = &run.stats;
     assert!(s.pack_prefetched * 10 >= s.hits * 9, "{s:?}");
     assert_eq!(s.packs_written + s.corrupt, 0, "{s:?}");
+
+    // Pack entries get no -a file each: one index file lists them, and a
+    // later go command on that machine, with no bucket at all, hits them.
+    let action_files = files_under(last.cache_dir())
+        .iter()
+        .filter(|p| p.to_string_lossy().ends_with("-a"))
+        .count() as u64;
+    assert!(
+        action_files <= s.remote_hits + s.puts,
+        "{action_files} -a files for {s:?}"
+    );
+    let indexes = files_under(&last.cache_dir().join("ix"));
+    assert_eq!(indexes.len(), 1, "{indexes:?}");
+    let local = last
+        .fresh_gocache()
+        .with_flags(&[])
+        .go(dir, &["run", "./cmd/fixture"]);
+    local.assert_ok();
+    assert_eq!(local.stdout, expected.stdout);
+    let l = &local.stats;
+    assert!(
+        l.hits >= s.hits && l.misses <= s.misses,
+        "{l:?} after {s:?}"
+    );
+}
+
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        if e.file_type().unwrap().is_dir() {
+            out.extend(files_under(&e.path()));
+        } else {
+            out.push(e.path());
+        }
+    }
+    out
 }
 
 /// The bucket goes away while the prefetch runs: the build still succeeds,

@@ -12,12 +12,15 @@
 //!
 //! All methods block; callers run them on a blocking thread.
 
+mod index;
 mod trim;
 
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::RwLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -25,6 +28,7 @@ use sha2::{Digest, Sha256};
 
 use crate::wire::Id;
 
+pub use index::Indexed;
 pub use trim::{TrimPolicy, TrimReport, MIN_AGE as TRIM_MIN_AGE};
 
 /// How stale an entry's mtime may get before a hit refreshes it. Go uses an
@@ -72,6 +76,8 @@ static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
 
 pub struct DiskCache {
     root: PathBuf,
+    /// Action entries from index files (see [`index`]).
+    index: RwLock<HashMap<Id, Indexed>>,
 }
 
 impl DiskCache {
@@ -83,7 +89,8 @@ impl DiskCache {
         let probe = root.join(format!(".probe-{}", std::process::id()));
         File::create(&probe)?;
         let _ = fs::remove_file(&probe);
-        Ok(DiskCache { root })
+        let index = RwLock::new(index::load(&root));
+        Ok(DiskCache { root, index })
     }
 
     pub fn root(&self) -> &Path {
@@ -108,6 +115,13 @@ impl DiskCache {
     /// Looks up an action. `Ok(None)` is a miss: no entry, an entry in another
     /// format, or an output file that is missing or of the wrong size.
     pub fn get(&self, action: &Id) -> io::Result<Option<Entry>> {
+        match self.get_action_file(action)? {
+            Some(e) => Ok(Some(e)),
+            None => self.get_indexed(action),
+        }
+    }
+
+    fn get_action_file(&self, action: &Id) -> io::Result<Option<Entry>> {
         let apath = self.action_path(action);
         let mut file = match File::open(&apath) {
             Ok(f) => f,
@@ -135,15 +149,10 @@ impl DiskCache {
             return Ok(None);
         }
         let now = SystemTime::now();
-        let stale = |m: &fs::Metadata| {
-            m.modified()
-                .map(|t| now.duration_since(t).unwrap_or_default() > MTIME_REFRESH)
-                .unwrap_or(false)
-        };
-        if stale(&file.metadata()?) {
+        if stale(&file.metadata()?, now) {
             touch(&apath, now);
         }
-        if stale(&meta) {
+        if stale(&meta, now) {
             touch(&dpath, now);
         }
         Ok(Some(Entry {
@@ -241,11 +250,7 @@ impl DiskCache {
         put_time_nanos: i64,
     ) -> Result<(), PutError> {
         let apath = self.action_path(action);
-        let line = format!(
-            "{ENTRY_VERSION} {} {} {size} {put_time_nanos}\n",
-            action.to_hex(),
-            output_id.to_hex()
-        );
+        let line = entry_line(action, output_id, size, put_time_nanos);
         let (tmp, mut file) = self.temp_file(&apath)?;
         let mut guard = Scratch(Some(tmp));
         file.write_all(line.as_bytes())
@@ -348,6 +353,22 @@ fn touch(path: &Path, now: SystemTime) {
     if let Ok(f) = File::options().write(true).open(path) {
         let _ = f.set_modified(now);
     }
+}
+
+/// Whether a hit should refresh this file's mtime (for trim).
+fn stale(m: &fs::Metadata, now: SystemTime) -> bool {
+    m.modified()
+        .map(|t| now.duration_since(t).unwrap_or_default() > MTIME_REFRESH)
+        .unwrap_or(false)
+}
+
+/// An action entry, as an `-a` file or an index line holds it.
+fn entry_line(action: &Id, output_id: &Id, size: u64, put_time_nanos: i64) -> String {
+    format!(
+        "{ENTRY_VERSION} {} {} {size} {put_time_nanos}\n",
+        action.to_hex(),
+        output_id.to_hex()
+    )
 }
 
 fn parse_entry(line: &str) -> Option<(Id, Id, u64, i64)> {

@@ -229,3 +229,98 @@ fn trim_size_cap_spares_the_last_day() {
     assert!(!paths[0].exists() && !paths[1].exists());
     assert!(paths[2].exists() && paths[3].exists());
 }
+
+/// Stores `body`'s output only, as a pack entry's is, and indexes `action`.
+fn store_indexed(c: &DiskCache, action: Id, body: &[u8]) -> Indexed {
+    c.write_output_bytes(&sum(body), body).unwrap();
+    let e = Indexed {
+        output_id: sum(body),
+        size: body.len() as u64,
+        put_time_nanos: 7,
+    };
+    c.index(action, e);
+    e
+}
+
+#[test]
+fn indexed_entries_hit_without_action_files_and_survive_reopening() {
+    let (c, dir) = cache();
+    let (a, b, gone) = (Id([1; 32]), Id([2; 32]), Id([3; 32]));
+    let ea = store_indexed(&c, a, b"first");
+    let eb = store_indexed(&c, b, b"second");
+    // Indexed, but its output is not there: a miss, not a wrong hit.
+    c.index(
+        gone,
+        Indexed {
+            output_id: sum(b"never written"),
+            ..ea
+        },
+    );
+    let hit = c.get(&a).unwrap().unwrap();
+    assert_eq!(
+        (hit.output_id, hit.size, hit.put_time_nanos),
+        (sum(b"first"), 5, 7)
+    );
+    assert!(c.get(&gone).unwrap().is_none());
+    assert!(
+        !c.action_path(&a).exists(),
+        "no -a file for an indexed entry"
+    );
+
+    // Another process opening the directory sees nothing before the index
+    // file is written, and everything in it after.
+    assert!(DiskCache::open(dir.path())
+        .unwrap()
+        .get(&a)
+        .unwrap()
+        .is_none());
+    c.write_index("0123abcd", [(a, ea), (b, eb)].into_iter())
+        .unwrap();
+    let other = DiskCache::open(dir.path()).unwrap();
+    assert_eq!(other.get(&b).unwrap().unwrap().output_id, sum(b"second"));
+    assert!(other.get(&gone).unwrap().is_none());
+
+    // An -a file (a later put) answers before the index.
+    c.write_output_bytes(&sum(b"put later"), b"put later")
+        .unwrap();
+    c.write_action(&a, &sum(b"put later"), 9, 8).unwrap();
+    assert_eq!(c.get(&a).unwrap().unwrap().output_id, sum(b"put later"));
+
+    // A rewritten index replaces the old one; a damaged line costs only
+    // itself; temp files in ix/ are not read.
+    let ix = dir.path().join("ix");
+    c.write_index("0123abcd", [(b, eb)].into_iter()).unwrap();
+    let mut text = fs::read_to_string(ix.join("0123abcd")).unwrap();
+    text.push_str("gocacher1 not-hex\n");
+    fs::write(ix.join("0123abcd"), text).unwrap();
+    fs::write(ix.join(".tmp-1-1"), entry_line(&gone, &sum(b"first"), 5, 1)).unwrap();
+    let third = DiskCache::open(dir.path()).unwrap();
+    assert!(third.get(&b).unwrap().is_some());
+    assert!(third.get(&gone).unwrap().is_none());
+    assert_eq!(fs::read_dir(&ix).unwrap().count(), 2);
+}
+
+#[test]
+fn trim_ages_index_files_like_entries() {
+    let (c, dir) = cache();
+    let e = store_indexed(&c, Id([4; 32]), b"old");
+    c.write_index("aa", [(Id([4; 32]), e)].into_iter()).unwrap();
+    c.write_index("bb", [(Id([4; 32]), e)].into_iter()).unwrap();
+    let ix = dir.path().join("ix");
+    set_age(&ix.join("aa"), 10 * DAY);
+    let report = c.trim(&policy(5 * DAY, None)).unwrap().unwrap();
+    assert!(!ix.join("aa").exists());
+    assert!(ix.join("bb").exists());
+    assert_eq!(report.removed_files, 1);
+    // Opening refreshes the mtime of an index older than an hour, as a hit
+    // does for an -a file.
+    set_age(&ix.join("bb"), 2 * DAY);
+    DiskCache::open(dir.path()).unwrap();
+    let age = SystemTime::now()
+        .duration_since(fs::metadata(ix.join("bb")).unwrap().modified().unwrap())
+        .unwrap_or_default();
+    assert!(
+        age < Duration::from_secs(60),
+        "index mtime not refreshed: {age:?}"
+    );
+}

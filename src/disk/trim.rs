@@ -59,7 +59,7 @@ pub fn run(root: &Path, policy: &TrimPolicy) -> io::Result<Option<TrimReport>> {
     Ok(Some(report))
 }
 
-/// One pass over every shard directory, whatever the stamp says.
+/// One pass over every shard directory (and `ix/`), whatever the stamp says.
 pub fn trim_now(root: &Path, policy: &TrimPolicy, now: SystemTime) -> io::Result<TrimReport> {
     let started = std::time::Instant::now();
     let max_age = policy.max_age.max(MIN_AGE);
@@ -69,10 +69,12 @@ pub fn trim_now(root: &Path, policy: &TrimPolicy, now: SystemTime) -> io::Result
     for shard in fs::read_dir(root)? {
         let shard = shard?;
         let name = shard.file_name();
-        let is_shard = name.len() == 2
-            && name
-                .to_str()
-                .is_some_and(|s| s.bytes().all(|b| b.is_ascii_hexdigit()));
+        // Index files age like entries (see index.rs).
+        let is_shard = name == super::index::INDEX_DIR
+            || name.len() == 2
+                && name
+                    .to_str()
+                    .is_some_and(|s| s.bytes().all(|b| b.is_ascii_hexdigit()));
         if !is_shard || !shard.file_type()?.is_dir() {
             continue;
         }

@@ -106,7 +106,7 @@ pub struct Prefetch {
 mod unpack;
 mod write;
 
-use unpack::{open_pack, Opened, Streaming};
+use unpack::{index_name, open_pack, Opened, Streaming};
 
 impl Prefetch {
     pub fn new(scope: Scope, concurrency: usize) -> Arc<Prefetch> {
@@ -178,10 +178,14 @@ impl Prefetch {
             }
         };
         let is_own = from == self.scope.name;
+        let index_name = index_name(&remote, &from);
         *self.source.lock().unwrap() = Some((from, manifest.entries.len()));
         let all = manifest.entries.iter().map(|e| (e.action, e.size));
         match pack {
-            Opened::Found(body) => self.with_pack(&remote, &manifest, body, is_own).await,
+            Opened::Found(body) => {
+                self.with_pack(&remote, &manifest, body, is_own, index_name)
+                    .await
+            }
             Opened::Missing | Opened::Failed => self.download_each(&remote, all).await,
         }
     }

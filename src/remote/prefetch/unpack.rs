@@ -6,8 +6,10 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use aws_sdk_s3::primitives::ByteStream;
+use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::super::manifest::Manifest;
@@ -16,7 +18,7 @@ use super::super::s3::{Fetched, RemoteError};
 use super::super::transfer::{self, ChannelReader};
 use super::super::Remote;
 use super::{failed, PackSeen, Prefetch, Slot};
-use crate::disk::{DiskCache, PutError};
+use crate::disk::{DiskCache, Indexed, PutError};
 use crate::stats::Stats;
 use crate::wire::Id;
 
@@ -56,12 +58,13 @@ impl Prefetch {
         manifest: &Manifest,
         body: ByteStream,
         is_own: bool,
+        index_name: String,
     ) {
         let (tx, rx) = mpsc::channel(4);
         let (table_tx, table_rx) = oneshot::channel();
         let (me, r) = (self.clone(), remote.clone());
         let reader = tokio::task::spawn_blocking(move || {
-            me.unpack(&r, ChannelReader::new(rx), table_tx, is_own)
+            me.unpack(&r, ChannelReader::new(rx), table_tx, is_own, &index_name)
         });
         let rest = async {
             let packed: HashSet<Id> = match table_rx.await {
@@ -86,13 +89,15 @@ impl Prefetch {
     }
 
     /// The blocking side of a pack stream: reads its table, then writes each
-    /// entry not already on disk. Returns the entries it did not reach.
+    /// entry not already on disk, and at the end the local index of them all
+    /// (`index_name`). Returns the entries it did not reach.
     fn unpack(
         &self,
         remote: &Remote,
         mut src: ChannelReader,
         table_tx: oneshot::Sender<Arc<Vec<Stored>>>,
         is_own: bool,
+        index_name: &str,
     ) -> Vec<(Id, u64)> {
         let table = match pack::read_table(&mut src) {
             Ok(t) => Arc::new(t),
@@ -123,6 +128,9 @@ impl Prefetch {
         }
         let stream = self.streaming.get().expect("just set");
         let _ = table_tx.send(table.clone());
+        // Entries on disk by the end: written by a worker, or already there.
+        let held: Box<[AtomicBool]> = table.iter().map(|_| AtomicBool::new(false)).collect();
+        let written = AtomicUsize::new(0);
         let settle = |i: usize| {
             stream.settled[i].store(true, Ordering::Release);
             progress.send_modify(|p| p.settled += 1);
@@ -156,7 +164,7 @@ impl Prefetch {
                         let s = &table[i];
                         if s.zstd && s.item.size > pack::STREAM_OVER {
                             // Large: decoded as a stream, as it is written.
-                            self.place(remote, &s.item, is_own, |disk| {
+                            self.place(remote, &s.item, is_own, &held[i], &written, |disk| {
                                 let mut dec = zstd::stream::read::Decoder::with_buffer(&frame[..])
                                     .map_err(PutError::Body)?;
                                 disk.write_output(
@@ -167,9 +175,14 @@ impl Prefetch {
                             });
                         } else {
                             match decoder.decode(s, &frame) {
-                                Ok(data) => self.place(remote, &s.item, is_own, |disk| {
-                                    disk.write_output_bytes(&s.item.output, data)
-                                }),
+                                Ok(data) => self.place(
+                                    remote,
+                                    &s.item,
+                                    is_own,
+                                    &held[i],
+                                    &written,
+                                    |disk| disk.write_output_bytes(&s.item.output, data),
+                                ),
                                 Err(why) => self.entry_corrupt(remote, &s.item, &why, is_own),
                             }
                         }
@@ -185,6 +198,9 @@ impl Prefetch {
                 let item = &s.item;
                 let there = matches!(remote.disk.get(&item.action),
                     Ok(Some(ref l)) if l.output_id == item.output);
+                if there {
+                    held[i].store(true, Ordering::Relaxed);
+                }
                 let step = if there || self.stopped.load(Ordering::Relaxed) {
                     pack::skip(&mut src, s).map(|()| settle(i))
                 } else {
@@ -203,6 +219,17 @@ impl Prefetch {
             }
             drop(jobs);
         });
+        if written.load(Ordering::Relaxed) > 0 {
+            let entries = table
+                .iter()
+                .zip(held.iter())
+                .filter(|(_, h)| h.load(Ordering::Relaxed))
+                .map(|(s, _)| (s.item.action, indexed(&s.item)));
+            if let Err(e) = remote.disk.write_index(index_name, entries) {
+                // Only costs the next go command here a download per entry.
+                remote.report("disk", format_args!("writing the pack's local index: {e}"));
+            }
+        }
         progress.send_modify(|p| p.ended = true);
         table[reached..]
             .iter()
@@ -211,12 +238,15 @@ impl Prefetch {
     }
 
     /// Writes one pack entry into the local mirror: its output by `output`
-    /// (which verifies it), then its action.
+    /// (which verifies it); its action goes to the in-memory index (and, when
+    /// the stream ends, to the index file), not to an `-a` file of its own.
     fn place(
         &self,
         remote: &Remote,
         item: &Item,
         is_own: bool,
+        held: &AtomicBool,
+        written: &AtomicUsize,
         output: impl FnOnce(&DiskCache) -> Result<PathBuf, PutError>,
     ) {
         // The slot goes first: a get may find the entry on disk the moment
@@ -229,22 +259,22 @@ impl Prefetch {
                 used: false,
             },
         );
-        let disk = &remote.disk;
-        let written = output(disk).and_then(|_| {
-            disk.write_action(&item.action, &item.output, item.size, item.put_time_nanos)
-        });
-        if written.is_ok() {
-            Stats::inc(&remote.stats.prefetched);
-            Stats::inc(&remote.stats.pack_prefetched);
-            return;
-        }
-        self.slots.lock().unwrap().remove(&item.action);
-        match written {
-            Err(e) if e.is_disk() => {
-                remote.report("disk", format_args!("writing a prefetched entry: {e}"));
+        match output(&remote.disk) {
+            Ok(_) => {
+                remote.disk.index(item.action, indexed(item));
+                held.store(true, Ordering::Relaxed);
+                written.fetch_add(1, Ordering::Relaxed);
+                Stats::inc(&remote.stats.prefetched);
+                Stats::inc(&remote.stats.pack_prefetched);
             }
-            Err(e) => self.entry_corrupt(remote, item, &e.to_string(), is_own),
-            Ok(()) => {}
+            Err(e) => {
+                self.slots.lock().unwrap().remove(&item.action);
+                if e.is_disk() {
+                    remote.report("disk", format_args!("writing a prefetched entry: {e}"));
+                } else {
+                    self.entry_corrupt(remote, item, &e.to_string(), is_own);
+                }
+            }
         }
     }
 
@@ -286,6 +316,16 @@ impl Prefetch {
         }
     }
 
+    /// At close, after `stop`: waits (at most `bound`) for the pack stream to
+    /// end, so that the index of what it wrote is on disk before this
+    /// process exits.
+    pub async fn stream_ended(&self, bound: Duration) {
+        if let Some(s) = self.streaming.get() {
+            let mut progress = s.progress.clone();
+            let _ = tokio::time::timeout(bound, progress.wait_for(|p| p.ended)).await;
+        }
+    }
+
     /// Called for a get of an entry not on disk: when the pack being
     /// streamed holds it, waits until the stream has settled it (true).
     /// False, at once, for an entry the pack does not hold or will not
@@ -311,6 +351,22 @@ impl Prefetch {
             }
         }
     }
+}
+
+fn indexed(item: &Item) -> Indexed {
+    Indexed {
+        output_id: item.output,
+        size: item.size,
+        put_time_nanos: item.put_time_nanos,
+    }
+}
+
+/// The name of the local index of a scope's pack: a hash of where the pack
+/// is (bucket, endpoint, key).
+pub(super) fn index_name(remote: &Remote, scope: &str) -> String {
+    let key = remote.store.pack_key(scope);
+    let digest = Sha256::digest(format!("{}\n{key}", remote.describe()));
+    Id(digest.into()).to_hex()[..32].to_owned()
 }
 
 /// What asking for a scope's pack found.
