@@ -16,11 +16,11 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::Path;
 use std::time::SystemTime;
 
-use super::{entry_line, io_err, parse_entry, stale, touch, DiskCache, Entry, PutError, Scratch};
+use super::{entry_line, parse_entry, stale, touch, DiskCache, Entry, PutError};
 use crate::wire::Id;
 
 /// The directory of index files under the cache root.
@@ -97,12 +97,7 @@ impl DiskCache {
         for (action, e) in entries {
             text.push_str(&entry_line(&action, &e.output_id, e.size, e.put_time_nanos));
         }
-        let (tmp, mut file) = self.temp_file(&path)?;
-        let mut guard = Scratch(Some(tmp));
-        file.write_all(text.as_bytes())
-            .map_err(|e| io_err(guard.path(), e))?;
-        drop(file);
-        guard.commit(&path)
+        self.write_whole(&path, text.as_bytes())
     }
 
     /// A get's second chance, after the `-a` file: the in-memory index.

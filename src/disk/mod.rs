@@ -249,14 +249,18 @@ impl DiskCache {
         size: u64,
         put_time_nanos: i64,
     ) -> Result<(), PutError> {
-        let apath = self.action_path(action);
         let line = entry_line(action, output_id, size, put_time_nanos);
-        let (tmp, mut file) = self.temp_file(&apath)?;
+        self.write_whole(&self.action_path(action), line.as_bytes())
+    }
+
+    /// Writes `bytes` as the file `path` through a temp file beside it, so a
+    /// reader sees the old file or the new one, whole.
+    fn write_whole(&self, path: &Path, bytes: &[u8]) -> Result<(), PutError> {
+        let (tmp, mut file) = self.temp_file(path)?;
         let mut guard = Scratch(Some(tmp));
-        file.write_all(line.as_bytes())
-            .map_err(|e| io_err(guard.path(), e))?;
+        file.write_all(bytes).map_err(|e| io_err(guard.path(), e))?;
         drop(file);
-        guard.commit(&apath)
+        guard.commit(path)
     }
 
     /// A new temp file beside `target`, creating the shard directory if needed.
