@@ -105,24 +105,6 @@ impl DiskCache {
         let Some(e) = self.index.read().unwrap().get(action).copied() else {
             return Ok(None);
         };
-        let dpath = self.output_path(&e.output_id);
-        let meta = match fs::metadata(&dpath) {
-            Ok(m) => m,
-            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(err) => return Err(err),
-        };
-        if meta.len() != e.size {
-            return Ok(None);
-        }
-        let now = SystemTime::now();
-        if stale(&meta, now) {
-            touch(&dpath, now);
-        }
-        Ok(Some(Entry {
-            output_id: e.output_id,
-            size: e.size,
-            put_time_nanos: e.put_time_nanos,
-            disk_path: dpath,
-        }))
+        self.entry_with_output(e.output_id, e.size, e.put_time_nanos)
     }
 }

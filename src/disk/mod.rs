@@ -139,6 +139,25 @@ impl DiskCache {
         if entry_action != *action {
             return Ok(None);
         }
+        let Some(entry) = self.entry_with_output(output_id, size, put_time_nanos)? else {
+            return Ok(None);
+        };
+        let now = SystemTime::now();
+        if stale(&file.metadata()?, now) {
+            touch(&apath, now);
+        }
+        Ok(Some(entry))
+    }
+
+    /// The entry for an action mapped to `output_id`, if its output file is
+    /// there with the right size (a miss otherwise); refreshes the output's
+    /// mtime when stale.
+    fn entry_with_output(
+        &self,
+        output_id: Id,
+        size: u64,
+        put_time_nanos: i64,
+    ) -> io::Result<Option<Entry>> {
         let dpath = self.output_path(&output_id);
         let meta = match fs::metadata(&dpath) {
             Ok(m) => m,
@@ -149,9 +168,6 @@ impl DiskCache {
             return Ok(None);
         }
         let now = SystemTime::now();
-        if stale(&file.metadata()?, now) {
-            touch(&apath, now);
-        }
         if stale(&meta, now) {
             touch(&dpath, now);
         }

@@ -16,6 +16,7 @@
 //! other download.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -295,6 +296,28 @@ fn failed(remote: &Remote, e: &RemoteError, writing: bool) {
     remote.failed(e, writing);
 }
 
+/// One bucket request (a manifest or pack, read or written) under `bound`.
+/// A failure or a timeout is counted and reported (`writing`: as a write)
+/// and gives `None`.
+async fn bounded<T>(
+    remote: &Remote,
+    bound: Duration,
+    writing: bool,
+    request: impl Future<Output = Result<T, RemoteError>>,
+) -> Option<T> {
+    match tokio::time::timeout(bound, request).await {
+        Ok(Ok(v)) => Some(v),
+        Ok(Err(e)) => {
+            failed(remote, &e, writing);
+            None
+        }
+        Err(_) => {
+            failed(remote, &RemoteError::timeout(bound), writing);
+            None
+        }
+    }
+}
+
 /// Bound on reading or writing one manifest. A manifest is ~90 bytes an
 /// entry (~100 KB for `go build std`, up to 9 MB at the cap): the lookup
 /// bound, plus some seconds for the body.
@@ -308,39 +331,25 @@ async fn load(remote: &Remote, scope: &str) -> Loaded {
         return Loaded::Failed;
     }
     let key = remote.store.manifest_key(scope);
-    let bound = manifest_bound(remote);
-    let read = tokio::time::timeout(
-        bound,
-        remote.store.read_small(&key, manifest::MAX_OBJECT_BYTES),
-    );
-    match read.await {
-        Ok(Ok(None)) => {
-            remote.breaker.success();
-            Loaded::Missing
-        }
-        Ok(Ok(Some(body))) => {
-            remote.breaker.success();
-            match Manifest::decode(&body) {
-                Ok(m) => Loaded::Found(Arc::new(m)),
-                Err(why) => {
-                    remote.report(
-                        "manifest",
-                        format_args!(
-                            "{}: manifest {key} (scope {scope:?}) is unreadable ({why}); no prefetch from it, and it will be replaced",
-                            remote.describe()
-                        ),
-                    );
-                    Loaded::Unreadable
-                }
+    let read = remote.store.read_small(&key, manifest::MAX_OBJECT_BYTES);
+    let Some(read) = bounded(remote, manifest_bound(remote), false, read).await else {
+        return Loaded::Failed;
+    };
+    remote.breaker.success();
+    match read {
+        None => Loaded::Missing,
+        Some(body) => match Manifest::decode(&body) {
+            Ok(m) => Loaded::Found(Arc::new(m)),
+            Err(why) => {
+                remote.report(
+                    "manifest",
+                    format_args!(
+                        "{}: manifest {key} (scope {scope:?}) is unreadable ({why}); no prefetch from it, and it will be replaced",
+                        remote.describe()
+                    ),
+                );
+                Loaded::Unreadable
             }
-        }
-        Ok(Err(e)) => {
-            failed(remote, &e, false);
-            Loaded::Failed
-        }
-        Err(_) => {
-            failed(remote, &RemoteError::timeout(bound), false);
-            Loaded::Failed
-        }
+        },
     }
 }

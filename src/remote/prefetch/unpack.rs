@@ -14,10 +14,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::super::manifest::Manifest;
 use super::super::pack::{self, Decoder, Item, ReadError, Stored};
-use super::super::s3::{Fetched, RemoteError};
+use super::super::s3::Fetched;
 use super::super::transfer::{self, ChannelReader};
 use super::super::Remote;
-use super::{failed, PackSeen, Prefetch, Slot};
+use super::{bounded, PackSeen, Prefetch, Slot};
 use crate::disk::{DiskCache, Indexed, PutError};
 use crate::stats::Stats;
 use crate::wire::Id;
@@ -162,9 +162,9 @@ impl Prefetch {
                             return;
                         };
                         let s = &table[i];
-                        if s.zstd && s.item.size > pack::STREAM_OVER {
+                        let placed = if s.zstd && s.item.size > pack::STREAM_OVER {
                             // Large: decoded as a stream, as it is written.
-                            self.place(remote, &s.item, is_own, &held[i], &written, |disk| {
+                            self.place(remote, &s.item, is_own, |disk| {
                                 let mut dec = zstd::stream::read::Decoder::with_buffer(&frame[..])
                                     .map_err(PutError::Body)?;
                                 disk.write_output(
@@ -172,19 +172,21 @@ impl Prefetch {
                                     s.item.size,
                                     transfer::chunks(&mut dec),
                                 )
-                            });
+                            })
                         } else {
                             match decoder.decode(s, &frame) {
-                                Ok(data) => self.place(
-                                    remote,
-                                    &s.item,
-                                    is_own,
-                                    &held[i],
-                                    &written,
-                                    |disk| disk.write_output_bytes(&s.item.output, data),
-                                ),
-                                Err(why) => self.entry_corrupt(remote, &s.item, &why, is_own),
+                                Ok(data) => self.place(remote, &s.item, is_own, |disk| {
+                                    disk.write_output_bytes(&s.item.output, data)
+                                }),
+                                Err(why) => {
+                                    self.entry_corrupt(remote, &s.item, &why, is_own);
+                                    false
+                                }
                             }
+                        };
+                        if placed {
+                            held[i].store(true, Ordering::Relaxed);
+                            written.fetch_add(1, Ordering::Relaxed);
                         }
                         settle(i);
                         if frame.capacity() <= pack::KEEP_BUFFER {
@@ -240,15 +242,14 @@ impl Prefetch {
     /// Writes one pack entry into the local mirror: its output by `output`
     /// (which verifies it); its action goes to the in-memory index (and, when
     /// the stream ends, to the index file), not to an `-a` file of its own.
+    /// False if it could not be written.
     fn place(
         &self,
         remote: &Remote,
         item: &Item,
         is_own: bool,
-        held: &AtomicBool,
-        written: &AtomicUsize,
         output: impl FnOnce(&DiskCache) -> Result<PathBuf, PutError>,
-    ) {
+    ) -> bool {
         // The slot goes first: a get may find the entry on disk the moment
         // it is written, and must be able to claim it then.
         self.slots.lock().unwrap().insert(
@@ -262,10 +263,9 @@ impl Prefetch {
         match output(&remote.disk) {
             Ok(_) => {
                 remote.disk.index(item.action, indexed(item));
-                held.store(true, Ordering::Relaxed);
-                written.fetch_add(1, Ordering::Relaxed);
                 Stats::inc(&remote.stats.prefetched);
                 Stats::inc(&remote.stats.pack_prefetched);
+                true
             }
             Err(e) => {
                 self.slots.lock().unwrap().remove(&item.action);
@@ -274,6 +274,7 @@ impl Prefetch {
                 } else {
                     self.entry_corrupt(remote, item, &e.to_string(), is_own);
                 }
+                false
             }
         }
     }
@@ -383,23 +384,16 @@ pub(super) async fn open_pack(remote: &Remote, scope: &str) -> Opened {
         return Opened::Failed;
     }
     let key = remote.store.pack_key(scope);
-    let bound = remote.opts.timeout;
-    match tokio::time::timeout(bound, remote.store.get_key(&key)).await {
-        Ok(Ok(Fetched::Missing)) => {
+    let asked = remote.store.get_key(&key);
+    match bounded(remote, remote.opts.timeout, false, asked).await {
+        Some(Fetched::Missing) => {
             remote.breaker.success();
             Opened::Missing
         }
-        Ok(Ok(Fetched::Found { body, .. })) => {
+        Some(Fetched::Found { body, .. }) => {
             remote.breaker.success();
             Opened::Found(body)
         }
-        Ok(Err(e)) => {
-            failed(remote, &e, false);
-            Opened::Failed
-        }
-        Err(_) => {
-            failed(remote, &RemoteError::timeout(bound), false);
-            Opened::Failed
-        }
+        None => Opened::Failed,
     }
 }

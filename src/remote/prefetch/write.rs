@@ -7,9 +7,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::super::manifest::{Manifest, Used};
 use super::super::pack::{self, Item};
-use super::super::s3::RemoteError;
 use super::super::Remote;
-use super::{failed, load, manifest_bound, Loaded, PackSeen, Prefetch};
+use super::{bounded, load, manifest_bound, Loaded, PackSeen, Prefetch};
 use crate::stats::Stats;
 use crate::wire::Id;
 
@@ -45,12 +44,8 @@ impl Prefetch {
             let key = remote.store.manifest_key(&self.scope.name);
             // cmd/go is waiting for the close reply: a slow bucket costs at
             // most this, as for reading a manifest.
-            let bound = manifest_bound(remote);
-            match tokio::time::timeout(bound, remote.store.put_replace(&key, body)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => failed(remote, &e, true),
-                Err(_) => failed(remote, &RemoteError::timeout(bound), true),
-            }
+            let put = remote.store.put_replace(&key, body);
+            bounded(remote, manifest_bound(remote), true, put).await;
         };
         tokio::join!(write_manifest, self.write_pack(remote, &merged));
     }
@@ -110,9 +105,8 @@ impl Prefetch {
             let len = pack::write(&mut file, &items)?;
             Ok(Some((scratch, len)))
         });
-        let bound = remote.opts.upload_timeout;
         let key = remote.store.pack_key(&self.scope.name);
-        let written = tokio::time::timeout(bound, async {
+        let written = async {
             let (scratch, len) = match build.await.map_err(io::Error::other).and_then(|r| r) {
                 Ok(Some(built)) => built,
                 Ok(None) => return Ok(()),
@@ -127,11 +121,7 @@ impl Prefetch {
             Stats::inc(&remote.stats.packs_written);
             Stats::add(&remote.stats.bytes_uploaded, len);
             Ok(())
-        });
-        match written.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => failed(remote, &e, true),
-            Err(_) => failed(remote, &RemoteError::timeout(bound), true),
-        }
+        };
+        bounded(remote, remote.opts.upload_timeout, true, written).await;
     }
 }
