@@ -26,6 +26,11 @@ use tokio::sync::OnceCell;
 /// stream has ended before close).
 const STREAM_END_WAIT: Duration = Duration::from_secs(1);
 
+/// Bound on setting up the S3 client: the AWS configuration chain may look at
+/// profiles, SSO caches or instance metadata before the first request. Every
+/// get that misses locally waits for this once.
+const CONNECT_BOUND: Duration = Duration::from_secs(5);
+
 /// What the cacher does at close besides draining.
 #[derive(Debug, Clone, Default)]
 pub struct CloseOptions {
@@ -46,7 +51,8 @@ pub struct Cacher {
     /// on first use so the capability message never waits for the AWS
     /// configuration chain (which may look at profiles or instance metadata).
     /// With it, the scope whose manifest this go command reads and writes.
-    remote: Option<(RemoteConfig, Scope, OnceCell<RemoteTier>)>,
+    /// `None` in the cell: the client could not be set up in time.
+    remote: Option<(RemoteConfig, Scope, OnceCell<Option<RemoteTier>>)>,
     /// What this go command used, for its scope's manifest (with a bucket).
     usage: Mutex<Usage>,
 }
@@ -61,14 +67,20 @@ struct RemoteTier {
 
 impl Cacher {
     pub fn new(disk: DiskCache, close: CloseOptions) -> Cacher {
-        Cacher {
+        let cacher = Cacher {
             disk: Arc::new(disk),
             stats: Arc::new(Stats::default()),
             close,
             disk_warned: AtomicBool::new(false),
             remote: None,
             usage: Mutex::default(),
+        };
+        if let Some(err) = cacher.disk.unwritable() {
+            cacher.warn_disk(format_args!(
+                "cannot be written ({err}); serving hits from it, and puts fail"
+            ));
         }
+        cacher
     }
 
     /// Adds the bucket tier, connected on first use (or by
@@ -94,7 +106,10 @@ impl Cacher {
 
     /// The bucket tier if it is already connected.
     fn connected(&self) -> Option<&RemoteTier> {
-        self.remote.as_ref().and_then(|(_, _, cell)| cell.get())
+        self.remote
+            .as_ref()
+            .and_then(|(_, _, cell)| cell.get())
+            .and_then(Option::as_ref)
     }
 
     fn record(&self, action: Id, output: Id, size: u64, gotten: bool) {
@@ -113,22 +128,33 @@ impl Cacher {
         let (config, scope, cell) = self.remote.as_ref()?;
         let tier = cell
             .get_or_init(|| async {
-                let store = S3Store::connect(&config.s3).await;
+                let store = match tokio::time::timeout(CONNECT_BOUND, S3Store::connect(&config.s3))
+                    .await
+                {
+                    Ok(store) => store,
+                    Err(_) => {
+                        eprintln!(
+                            "gocacher: setting up the S3 client (region, credentials) took over {}s; continuing with the local cache only",
+                            CONNECT_BOUND.as_secs()
+                        );
+                        return None;
+                    }
+                };
                 let remote = Remote::new(
                     store,
                     self.disk.clone(),
                     self.stats.clone(),
                     config.opts.clone(),
                 );
-                RemoteTier {
+                Some(RemoteTier {
                     uploader: Uploader::start(remote.clone()),
                     prefetch: Prefetch::new(scope.clone(), config.prefetch_concurrency),
                     remote,
                     drain: config.drain,
-                }
+                })
             })
             .await;
-        Some(tier)
+        tier.as_ref()
     }
 
     pub fn disk(&self) -> &Arc<DiskCache> {
@@ -268,17 +294,33 @@ impl Handler for Cacher {
     }
 
     async fn close(&self) {
-        // A tier never used has nothing to drain.
+        // A tier never used has nothing to drain. Everything close waits for
+        // on the bucket (the stream's end, queued uploads, the manifest and
+        // the pack) shares one deadline, the drain timeout.
         if let Some(tier) = self.connected() {
+            let deadline = tokio::time::Instant::now() + tier.drain;
             tier.prefetch.stop();
-            tier.prefetch.stream_ended(STREAM_END_WAIT).await;
+            tier.prefetch
+                .stream_ended(STREAM_END_WAIT.min(tier.drain))
+                .await;
             Stats::add(
                 &self.stats.prefetch_unused_bytes,
                 tier.prefetch.unused_bytes(),
             );
-            tier.uploader.drain(tier.drain).await;
+            tier.uploader.drain(deadline).await;
             let used = self.usage.lock().unwrap().take();
-            tier.prefetch.write_back(&tier.remote, &used).await;
+            let write_back = tier.prefetch.write_back(&tier.remote, &used);
+            if tokio::time::timeout_at(deadline, write_back).await.is_err() {
+                Stats::inc(&self.stats.remote_errors);
+                tier.remote.report(
+                    "close-deadline",
+                    format_args!(
+                        "{}: the manifest and pack writes did not finish within {}s of close; dropped",
+                        tier.remote.describe(),
+                        tier.drain.as_secs_f64()
+                    ),
+                );
+            }
         }
         let snap = self.stats.snapshot();
         if let Some(path) = &self.close.stats_file {

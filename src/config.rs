@@ -103,7 +103,8 @@ pub struct Args {
     )]
     pub upload_timeout: String,
 
-    /// At close, how long to wait for queued uploads before dropping them.
+    /// The most close waits for the bucket, in all: queued uploads, then the
+    /// manifest and pack writes. Not at all once the bucket stopped answering.
     #[arg(
         long,
         env = "GOCACHER_UPLOAD_DRAIN_TIMEOUT",
@@ -249,7 +250,10 @@ impl Args {
                 let (bucket, prefix) = S3Settings::parse_url(url)?;
                 if let Some(ep) = &self.s3_endpoint {
                     if !(ep.starts_with("http://") || ep.starts_with("https://")) {
-                        bail!("--s3-endpoint {ep:?}: expected http://HOST[:PORT] or https://...");
+                        bail!(
+                            "--s3-endpoint {:?}: expected http://HOST[:PORT] or https://...",
+                            crate::remote::s3::redact_url(ep)
+                        );
                     }
                 }
                 Some(RemoteConfig {

@@ -118,6 +118,11 @@ fn run(config: Config) -> Result<()> {
     // cmd/go waits for our stdout to close, not for us to exit: close it now
     // so the go command finishes while we trim.
     close_stdout();
+    if cacher.disk().unwritable().is_some() {
+        // Nothing to trim in a directory we cannot write (already reported).
+        runtime.shutdown_timeout(Duration::from_millis(100));
+        return Ok(());
+    }
     let policy = TrimPolicy {
         max_age: config.trim_age,
         max_size: config.max_size,
@@ -143,12 +148,20 @@ fn run(config: Config) -> Result<()> {
     Ok(())
 }
 
+/// Points fd 1 at /dev/null, which closes the pipe to cmd/go. Closing fd 1
+/// outright would leave the number free, and the next file this process
+/// opened (a trim's, say) would become its "stdout".
 #[cfg(unix)]
 fn close_stdout() {
-    use std::os::fd::FromRawFd;
-    // SAFETY: fd 1 is ours, nothing else uses it after `serve` returned (the
-    // writer task has finished), and nothing in this process prints to stdout.
-    drop(unsafe { std::fs::File::from_raw_fd(1) });
+    use std::os::fd::AsRawFd;
+    let Ok(null) = std::fs::File::options().write(true).open("/dev/null") else {
+        return;
+    };
+    // SAFETY: dup2 onto fd 1, which is ours; nothing in this process writes
+    // to stdout after `serve` returned (the writer task has finished).
+    unsafe {
+        libc::dup2(null.as_raw_fd(), 1);
+    }
 }
 
 #[cfg(not(unix))]

@@ -32,6 +32,8 @@ pub struct Stats {
     pub prefetch_unused_bytes: AtomicU64,
     pub pack_prefetched: AtomicU64,
     pub packs_written: AtomicU64,
+    pub uploads_existing: AtomicU64,
+    pub healed: AtomicU64,
 }
 
 /// A point-in-time copy of [`Stats`]; the JSON keys are documented in README.md.
@@ -89,6 +91,14 @@ pub struct Snapshot {
     /// Packs this go command wrote (at close, when the scope's pack was missing or stale).
     #[serde(default)]
     pub packs_written: u64,
+    /// Of `uploads`, those the bucket already held under that key (another
+    /// machine stored it first; `If-None-Match` answered 412).
+    #[serde(default)]
+    pub uploads_existing: u64,
+    /// Corrupt or unverifiable objects this go command replaced with its
+    /// own verified output (delete, then create).
+    #[serde(default)]
+    pub healed: u64,
 }
 
 impl Stats {
@@ -126,6 +136,8 @@ impl Stats {
             prefetch_unused_bytes: get(&self.prefetch_unused_bytes),
             pack_prefetched: get(&self.pack_prefetched),
             packs_written: get(&self.packs_written),
+            uploads_existing: get(&self.uploads_existing),
+            healed: get(&self.healed),
         }
     }
 }
@@ -140,11 +152,12 @@ impl Snapshot {
         );
         if remote {
             line += &format!(
-                "; remote: {} hits, {} misses, {} errors, {} corrupt; {} uploads ({} errors, {} dropped, {} skipped); {:.1} MB down, {:.1} MB up",
+                "; remote: {} hits, {} misses, {} errors, {} corrupt ({} healed); {} uploads ({} errors, {} dropped, {} skipped); {:.1} MB down, {:.1} MB up",
                 self.remote_hits,
                 self.remote_misses,
                 self.remote_errors,
                 self.corrupt,
+                self.healed,
                 self.uploads,
                 self.upload_errors,
                 self.uploads_dropped,
@@ -209,6 +222,8 @@ mod tests {
             "prefetch_unused_bytes",
             "pack_prefetched",
             "packs_written",
+            "uploads_existing",
+            "healed",
         ] {
             assert!(v[key].is_u64(), "{key} missing or not an integer: {v}");
         }

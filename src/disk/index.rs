@@ -13,11 +13,21 @@
 //! file answers (it may come from a later put). Trim treats `ix/` like a
 //! shard directory, so an index unused for the trim age goes, and with it
 //! only the mappings: the outputs age on their own.
+//!
+//! The index files are read on a thread of their own, started when the cache
+//! opens, so the first answers to cmd/go never wait for them: only a get that
+//! misses its `-a` file does, and only until the read is done. An index
+//! file's mtime is refreshed when one of its entries answers a get (at most
+//! once an hour, as for `-a` files), never merely because it was read: an
+//! index no go command uses ages out.
 
 use std::collections::HashMap;
 use std::fs;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock, RwLock};
+use std::thread::JoinHandle;
 use std::time::SystemTime;
 
 use super::{entry_line, parse_entry, stale, touch, DiskCache, Entry, PutError};
@@ -34,16 +44,76 @@ pub struct Indexed {
     pub put_time_nanos: i64,
 }
 
-/// Reads every index file under `root` (unreadable ones and bad lines are
-/// skipped: they only cost a download). Refreshes the mtime of indexes in
-/// use, as a get does for `-a` files, so trim keeps them.
-pub(super) fn load(root: &Path) -> HashMap<Id, Indexed> {
-    let mut all = HashMap::new();
-    let Ok(dir) = fs::read_dir(root.join(INDEX_DIR)) else {
-        return all;
+/// What the index files held when the cache opened, plus the entries this
+/// process indexed since.
+#[derive(Default)]
+pub(super) struct Index {
+    /// Entry, and the index file it came from (`None`: indexed by this
+    /// process, not read from a file).
+    entries: RwLock<HashMap<Id, (Indexed, Option<u32>)>>,
+    files: Vec<IndexFile>,
+}
+
+struct IndexFile {
+    path: PathBuf,
+    /// Whether a hit should refresh its mtime: stale when read, and not yet
+    /// refreshed by this process.
+    stale: AtomicBool,
+}
+
+/// The index, read in the background (see the module notes).
+pub(super) struct Lazy {
+    loaded: OnceLock<Index>,
+    loader: Mutex<Option<JoinHandle<Index>>>,
+}
+
+impl Lazy {
+    /// Starts reading `root`'s index files on a new thread (or right here,
+    /// should a thread not start).
+    pub(super) fn start(root: &Path) -> Lazy {
+        let lazy = Lazy {
+            loaded: OnceLock::new(),
+            loader: Mutex::new(None),
+        };
+        let dir = root.join(INDEX_DIR);
+        if !dir.exists() {
+            let _ = lazy.loaded.set(Index::default());
+            return lazy;
+        }
+        let spawned = std::thread::Builder::new()
+            .name("gocacher-index".into())
+            .spawn({
+                let dir = dir.clone();
+                move || load(&dir)
+            });
+        match spawned {
+            Ok(handle) => *lazy.loader.lock().unwrap() = Some(handle),
+            Err(_) => {
+                let _ = lazy.loaded.set(load(&dir));
+            }
+        }
+        lazy
+    }
+
+    /// The index, waiting for the read to finish if need be.
+    pub(super) fn get(&self) -> &Index {
+        self.loaded.get_or_init(|| {
+            let handle = self.loader.lock().unwrap().take();
+            handle.and_then(|h| h.join().ok()).unwrap_or_default()
+        })
+    }
+}
+
+/// Reads every index file in `dir` (unreadable ones and bad lines are
+/// skipped: they only cost a download). Touches nothing.
+fn load(dir: &Path) -> Index {
+    let mut index = Index::default();
+    let Ok(listing) = fs::read_dir(dir) else {
+        return index;
     };
     let now = SystemTime::now();
-    for file in dir.flatten() {
+    let entries = index.entries.get_mut().unwrap();
+    for file in listing.flatten() {
         if file
             .file_name()
             .to_string_lossy()
@@ -55,30 +125,32 @@ pub(super) fn load(root: &Path) -> HashMap<Id, Indexed> {
         let Ok(text) = fs::read_to_string(&path) else {
             continue;
         };
+        let n = index.files.len() as u32;
         for line in text.lines() {
             if let Some((action, output_id, size, put_time_nanos)) = parse_entry(line) {
-                all.insert(
-                    action,
-                    Indexed {
-                        output_id,
-                        size,
-                        put_time_nanos,
-                    },
-                );
+                let e = Indexed {
+                    output_id,
+                    size,
+                    put_time_nanos,
+                };
+                entries.insert(action, (e, Some(n)));
             }
         }
-        if file.metadata().is_ok_and(|m| stale(&m, now)) {
-            touch(&path, now);
-        }
+        let is_stale = file.metadata().is_ok_and(|m| stale(&m, now));
+        index.files.push(IndexFile {
+            path,
+            stale: AtomicBool::new(is_stale),
+        });
     }
-    all
+    index
 }
 
 impl DiskCache {
     /// Makes `action` a hit from now on, in this process, without an `-a`
     /// file. Its output must already be stored.
     pub fn index(&self, action: Id, entry: Indexed) {
-        self.index.write().unwrap().insert(action, entry);
+        let index = self.index.get();
+        index.entries.write().unwrap().insert(action, (entry, None));
     }
 
     /// Writes (or replaces) the index file `name` with `entries`, so later
@@ -100,11 +172,21 @@ impl DiskCache {
         self.write_whole(&path, text.as_bytes())
     }
 
-    /// A get's second chance, after the `-a` file: the in-memory index.
+    /// A get's second chance, after the `-a` file: the index. A hit marks
+    /// its index file used.
     pub(super) fn get_indexed(&self, action: &Id) -> io::Result<Option<Entry>> {
-        let Some(e) = self.index.read().unwrap().get(action).copied() else {
+        let index = self.index.get();
+        let Some((e, file)) = index.entries.read().unwrap().get(action).copied() else {
             return Ok(None);
         };
-        self.entry_with_output(e.output_id, e.size, e.put_time_nanos)
+        let found = self.entry_with_output(e.output_id, e.size, e.put_time_nanos)?;
+        if found.is_some() {
+            if let Some(f) = file.and_then(|n| index.files.get(n as usize)) {
+                if f.stale.swap(false, Ordering::Relaxed) {
+                    touch(&f.path, SystemTime::now());
+                }
+            }
+        }
+        Ok(found)
     }
 }

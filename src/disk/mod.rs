@@ -15,12 +15,10 @@
 mod index;
 mod trim;
 
-use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::RwLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -77,20 +75,37 @@ static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
 pub struct DiskCache {
     root: PathBuf,
     /// Action entries from index files (see [`index`]).
-    index: RwLock<HashMap<Id, Indexed>>,
+    index: index::Lazy,
+    /// Why the directory could not be written when it was opened (read-only,
+    /// full): hits are still served, puts fail.
+    unwritable: Option<io::Error>,
 }
 
 impl DiskCache {
     /// Opens (creating if needed) a cache rooted at `root`, which is made
-    /// absolute so every DiskPath is.
+    /// absolute so every DiskPath is. A directory that exists but cannot be
+    /// written (mounted read-only, full) opens all the same: it can still
+    /// serve hits. [`DiskCache::unwritable`] says why writes will fail.
     pub fn open(root: &Path) -> io::Result<DiskCache> {
         fs::create_dir_all(root)?;
         let root = fs::canonicalize(root)?;
-        let probe = root.join(format!(".probe-{}", std::process::id()));
-        File::create(&probe)?;
+        let probe = root.join(format!("{}probe-{}", trim::TEMP_PREFIX, std::process::id()));
+        let unwritable = match File::create(&probe).and_then(|mut f| f.write_all(b"probe")) {
+            Ok(()) => None,
+            Err(e) => Some(e),
+        };
         let _ = fs::remove_file(&probe);
-        let index = RwLock::new(index::load(&root));
-        Ok(DiskCache { root, index })
+        let index = index::Lazy::start(&root);
+        Ok(DiskCache {
+            root,
+            index,
+            unwritable,
+        })
+    }
+
+    /// Why this directory could not be written when it was opened, if so.
+    pub fn unwritable(&self) -> Option<&io::Error> {
+        self.unwritable.as_ref()
     }
 
     pub fn root(&self) -> &Path {
@@ -247,6 +262,14 @@ impl DiskCache {
             });
         }
         let Some((mut guard, file)) = temp else {
+            // A re-put marks the output used, as Go's cache does: a fresh
+            // action entry must not name an output trim is about to remove.
+            if let Ok(m) = fs::metadata(&dpath) {
+                let now = SystemTime::now();
+                if stale(&m, now) {
+                    touch(&dpath, now);
+                }
+            }
             return Ok(dpath);
         };
         drop(file);

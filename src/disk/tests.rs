@@ -312,15 +312,42 @@ fn trim_ages_index_files_like_entries() {
     assert!(!ix.join("aa").exists());
     assert!(ix.join("bb").exists());
     assert_eq!(report.removed_files, 1);
-    // Opening refreshes the mtime of an index older than an hour, as a hit
-    // does for an -a file.
+    // Opening leaves an index's mtime alone (an index nobody uses must age
+    // out); a hit from it refreshes the mtime, once it is over an hour old.
     set_age(&ix.join("bb"), 2 * DAY);
-    DiskCache::open(dir.path()).unwrap();
-    let age = SystemTime::now()
-        .duration_since(fs::metadata(ix.join("bb")).unwrap().modified().unwrap())
-        .unwrap_or_default();
+    let age = |p: &std::path::Path| {
+        SystemTime::now()
+            .duration_since(fs::metadata(p).unwrap().modified().unwrap())
+            .unwrap_or_default()
+    };
+    let reopened = DiskCache::open(dir.path()).unwrap();
+    assert!(reopened.get(&Id([5; 32])).unwrap().is_none());
     assert!(
-        age < Duration::from_secs(60),
-        "index mtime not refreshed: {age:?}"
+        age(&ix.join("bb")) > 2 * DAY - Duration::from_secs(60),
+        "opening refreshed an unused index"
     );
+    assert!(reopened.get(&Id([4; 32])).unwrap().is_some());
+    assert!(
+        age(&ix.join("bb")) < Duration::from_secs(60),
+        "a hit did not refresh its index: {:?}",
+        age(&ix.join("bb"))
+    );
+    // An index that no go command used for the trim age goes.
+    set_age(&ix.join("bb"), 10 * DAY);
+    DiskCache::open(dir.path()).unwrap();
+    trim::trim_now(dir.path(), &policy(5 * DAY, None), SystemTime::now()).unwrap();
+    assert!(!ix.join("bb").exists(), "an unused index never ages out");
+}
+
+#[test]
+fn reputting_an_existing_output_refreshes_its_mtime() {
+    let (c, _dir) = cache();
+    let body = b"an output cmd/go puts again";
+    let path = c.write_output_bytes(&sum(body), body).unwrap();
+    set_age(&path, 3 * DAY);
+    c.write_output_bytes(&sum(body), body).unwrap();
+    let age = SystemTime::now()
+        .duration_since(fs::metadata(&path).unwrap().modified().unwrap())
+        .unwrap_or_default();
+    assert!(age < Duration::from_secs(60), "re-put left it {age:?} old");
 }

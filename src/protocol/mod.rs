@@ -122,8 +122,9 @@ where
                 };
                 let (h, tx) = (handler.clone(), tx.clone());
                 let mut answer = Box::pin(async move {
-                    let resp = match h.get(action_id).await {
-                        Some(hit) => Response {
+                    let resp = match guarded(h.get(action_id)).await {
+                        Err(panic) => Response::error(req.id, panic),
+                        Ok(Some(hit)) => Response {
                             id: req.id,
                             output_id: Some(hit.output_id),
                             size: hit.size as i64,
@@ -131,7 +132,7 @@ where
                             disk_path: hit.disk_path.to_string_lossy().into_owned(),
                             ..Default::default()
                         },
-                        None => Response::miss(req.id),
+                        Ok(None) => Response::miss(req.id),
                     };
                     let _ = tx.send(resp);
                 });
@@ -164,13 +165,14 @@ where
                 let (body, sender) = Body::channel(put.size);
                 let (h, tx) = (handler.clone(), tx.clone());
                 tasks.spawn(async move {
-                    let resp = match h.put(put, body).await {
-                        Ok(path) => Response {
+                    let resp = match guarded(h.put(put, body)).await {
+                        Ok(Ok(path)) => Response {
                             id: req.id,
                             disk_path: path.to_string_lossy().into_owned(),
                             ..Default::default()
                         },
-                        Err(err) => Response::error(req.id, format!("{err:#}")),
+                        Ok(Err(err)) => Response::error(req.id, format!("{err:#}")),
+                        Err(panic) => Response::error(req.id, panic),
                     };
                     let _ = tx.send(resp);
                 });
@@ -180,7 +182,8 @@ where
             }
             "close" => {
                 while tasks.join_next().await.is_some() {}
-                handler.close().await;
+                // A close that panics still gets its reply: cmd/go waits for it.
+                let _ = guarded(handler.close()).await;
                 closed = true;
                 let _ = tx.send(Response {
                     id: req.id,
@@ -203,10 +206,33 @@ where
         // cmd/go went away without "close": finish what is in flight anyway,
         // so puts already acknowledged still reach every tier.
         while tasks.join_next().await.is_some() {}
-        handler.close().await;
+        let _ = guarded(handler.close()).await;
     }
     drop(tx);
     writer_task.await.map_err(io::Error::other)?
+}
+
+/// Runs a handler call, turning a panic into an error message (already
+/// printed on stderr) so that the request still gets a reply: a request left
+/// unanswered would hang cmd/go.
+async fn guarded<F: Future>(fut: F) -> Result<F::Output, String> {
+    let mut fut = std::pin::pin!(fut);
+    std::future::poll_fn(|cx| {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
+            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(payload) => {
+                let what = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".to_string());
+                complain(format_args!("internal error (panic): {what}; the request fails, the session goes on"));
+                Poll::Ready(Err(format!("gocacher internal error: {what}")))
+            }
+        }
+    })
+    .await
 }
 
 /// Polls a future once, in the caller's task.

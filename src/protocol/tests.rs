@@ -375,3 +375,44 @@ async fn eof_before_close_finishes_pending_work() {
     let disk = DiskCache::open(dir.path()).unwrap();
     assert!(disk.get(&Id([7; 32])).unwrap().is_some());
 }
+
+/// A handler that panics on gets whose action ID starts with 1 (at once) or
+/// 2 (after waiting, so in a task), on every put, and at close.
+struct Panicky;
+
+impl Handler for Panicky {
+    async fn get(&self, action_id: Id) -> Option<Hit> {
+        match action_id.0[0] {
+            1 => panic!("get panicked at once"),
+            2 => {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                panic!("get panicked in a task")
+            }
+            _ => None,
+        }
+    }
+    async fn put(&self, _: Put, _: Body) -> anyhow::Result<PathBuf> {
+        panic!("put panicked")
+    }
+    async fn close(&self) {
+        panic!("close panicked")
+    }
+}
+
+#[tokio::test]
+async fn a_panic_becomes_an_error_reply_and_the_session_goes_on() {
+    let mut s = Session::start(Arc::new(Panicky));
+    expect_capabilities(&mut s).await;
+    s.get(1, [1; 32]).await;
+    s.get(2, [2; 32]).await;
+    s.put(3, [3; 32], b"some body bytes").await;
+    s.get(4, [4; 32]).await;
+    let got = s.recv_n(4).await;
+    for id in [1, 2, 3] {
+        let err = got[&id]["Err"].as_str().unwrap_or_default();
+        assert!(err.contains("panicked"), "request {id}: {}", got[&id]);
+    }
+    assert_eq!(got[&4], json!({"ID": 4, "Miss": true}));
+    // The close reply comes even though close itself panics.
+    s.close(5).await;
+}

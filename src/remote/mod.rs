@@ -181,6 +181,12 @@ impl Remote {
         self.index.get(action).await == Some(Known::Present(*output))
     }
 
+    /// Whether this process found the bucket's object for `action` corrupt
+    /// (recently): an upload of it must replace it.
+    pub(crate) async fn knows_corrupt(&self, action: &Id) -> bool {
+        self.index.get(action).await == Some(Known::Corrupt)
+    }
+
     pub(crate) async fn note_present(&self, action: Id, output: Id) {
         self.index.insert(action, Known::Present(output)).await;
     }

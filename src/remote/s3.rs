@@ -155,7 +155,7 @@ impl S3Store {
             conf = conf.region(aws_config::Region::new("us-east-1"));
         }
         let describe = match &endpoint {
-            Some(ep) => format!("bucket {} at {ep}", s.bucket),
+            Some(ep) => format!("bucket {} at {}", s.bucket, redact_url(ep)),
             None => format!("bucket {}", s.bucket),
         };
         S3Store {
@@ -319,9 +319,47 @@ impl S3Store {
             )),
             Err(e) => Err(RemoteError {
                 kind: FailureKind::Credentials,
-                message: format!("no usable credentials: {}", DisplayErrorContext(&e)),
+                message: format!(
+                    "no usable credentials ({}); set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or pass --anonymous for a public bucket",
+                    one_line(&e)
+                ),
             }),
         }
+    }
+}
+
+/// The first line of an error's message chain, without the SDK's debug
+/// dump (`ProviderError { ... }`, response headers and bodies).
+fn one_line(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut source = e.source();
+    while let Some(s) = source {
+        parts.push(s.to_string());
+        source = s.source();
+    }
+    let mut text = parts
+        .into_iter()
+        .filter(|p| !p.is_empty())
+        .collect::<Vec<_>>()
+        .join(": ");
+    for cut in [" {", " (", "\n"] {
+        if let Some(i) = text.find(cut) {
+            text.truncate(i);
+        }
+    }
+    text
+}
+
+/// A URL fit for messages: any `user:password@` it carries becomes `***@`.
+pub fn redact_url(url: &str) -> String {
+    let (scheme, rest) = match url.find("://") {
+        Some(i) => url.split_at(i + 3),
+        None => ("", url),
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}***@{}", &rest[at + 1..]),
+        None => url.to_string(),
     }
 }
 
@@ -390,5 +428,20 @@ where
     RemoteError {
         kind,
         message: text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn endpoint_passwords_are_not_shown() {
+        assert_eq!(
+            redact_url("https://ak:sekrit@minio.example:9000/x"),
+            "https://***@minio.example:9000/x"
+        );
+        assert_eq!(redact_url("http://127.0.0.1:9000"), "http://127.0.0.1:9000");
+        assert_eq!(redact_url("http://h/p@q"), "http://h/p@q");
     }
 }

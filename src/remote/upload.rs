@@ -84,29 +84,49 @@ impl Uploader {
         }
     }
 
-    /// Closes the queue and waits up to `deadline` for queued and running
-    /// uploads; those still unfinished then are counted as dropped.
-    pub async fn drain(&self, deadline: Duration) {
+    /// Closes the queue and waits until `deadline` for queued and running
+    /// uploads; those still unfinished then are counted as dropped. Stops
+    /// waiting at once when the breaker is open: uploads to a bucket that
+    /// stopped answering cannot finish, and cmd/go is waiting for close.
+    pub async fn drain(&self, deadline: tokio::time::Instant) {
         self.tx.lock().unwrap().take();
-        let Some(handle) = self.dispatcher.lock().unwrap().take() else {
+        let Some(mut handle) = self.dispatcher.lock().unwrap().take() else {
             return;
         };
-        let abort = handle.abort_handle();
-        if tokio::time::timeout(deadline, handle).await.is_err() {
-            abort.abort();
-            let left = self.queued.load(Ordering::Relaxed) - self.done.load(Ordering::Relaxed);
-            Stats::add(&self.remote.stats.uploads_dropped, left);
-            self.remote.report(
-                "drain",
-                format_args!(
-                    "{}: {left} uploads unfinished after {}s at close; dropped",
-                    self.remote.describe(),
-                    deadline.as_secs()
-                ),
-            );
+        let started = tokio::time::Instant::now();
+        let why = loop {
+            tokio::select! {
+                _ = &mut handle => return,
+                _ = tokio::time::sleep_until(deadline) => {
+                    break format!("after {:.1}s at close", started.elapsed().as_secs_f64())
+                }
+                _ = tokio::time::sleep(BREAKER_POLL) => {
+                    if !self.remote.breaker.allow() {
+                        break "at close: the bucket is not answering".to_string();
+                    }
+                }
+            }
+        };
+        // Aborting the dispatcher drops its set of running uploads, which
+        // aborts them too.
+        handle.abort();
+        let left = self.queued.load(Ordering::Relaxed) - self.done.load(Ordering::Relaxed);
+        if left == 0 {
+            return;
         }
+        Stats::add(&self.remote.stats.uploads_dropped, left);
+        self.remote.report(
+            "drain",
+            format_args!(
+                "{}: {left} uploads unfinished {why}; dropped",
+                self.remote.describe(),
+            ),
+        );
     }
 }
+
+/// How often a drain looks at the breaker.
+const BREAKER_POLL: Duration = Duration::from_millis(50);
 
 async fn dispatch(remote: Arc<Remote>, mut rx: mpsc::Receiver<UploadJob>, done: Arc<AtomicU64>) {
     let slots = Arc::new(Semaphore::new(remote.opts.upload_workers.max(1)));
@@ -163,12 +183,29 @@ async fn upload(r: &Remote, job: UploadJob) {
     let key = r.store.key(&job.action);
     let limit = upload_timeout(r.opts.upload_timeout, wire_len);
     let started = Instant::now();
-    match tokio::time::timeout(limit, r.store.put(&key, Some(&meta), body)).await {
+    // An object this process found corrupt is replaced: deleted, then
+    // created as usual (so a good copy another machine writes meanwhile
+    // wins as any first writer does). Without this, `If-None-Match` would
+    // keep the bad object forever.
+    let heal = r.knows_corrupt(&job.action).await;
+    let store = async {
+        if heal {
+            r.store.delete(&key).await?;
+        }
+        r.store.put(&key, Some(&meta), body).await
+    };
+    match tokio::time::timeout(limit, store).await {
         Ok(Ok(stored)) => {
             r.breaker.success();
             Stats::inc(&r.stats.uploads);
-            if stored == Stored::Created {
-                Stats::add(&r.stats.bytes_uploaded, wire_len);
+            match stored {
+                Stored::Created => {
+                    Stats::add(&r.stats.bytes_uploaded, wire_len);
+                    if heal {
+                        Stats::inc(&r.stats.healed);
+                    }
+                }
+                Stored::AlreadyThere => Stats::inc(&r.stats.uploads_existing),
             }
             r.note_present(job.action, job.output).await;
         }
@@ -274,6 +311,6 @@ fn prepare(
 
 /// Sizes an upload's timeout: the base, plus a second per 8 MiB so large
 /// test binaries on a slow link are not cut off.
-fn upload_timeout(base: Duration, wire_len: u64) -> Duration {
+pub(crate) fn upload_timeout(base: Duration, wire_len: u64) -> Duration {
     base + Duration::from_secs(wire_len / (8 << 20))
 }

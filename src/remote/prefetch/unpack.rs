@@ -102,7 +102,10 @@ impl Prefetch {
         let table = match pack::read_table(&mut src) {
             Ok(t) => Arc::new(t),
             Err(e) => {
-                if is_own {
+                // A go command that ended before the table arrived learnt
+                // nothing about the pack: it stays "not read", so close does
+                // not rewrite a pack that may be fine.
+                if is_own && !self.stopped.load(Ordering::Relaxed) {
                     *self.own_pack.lock().unwrap() = match e {
                         ReadError::Corrupt(_) => PackSeen::Missing,
                         ReadError::Source(_) => PackSeen::Failed,
@@ -283,6 +286,9 @@ impl Prefetch {
     /// missing and downloads it on its own, and the pack is rewritten at
     /// close.
     fn entry_corrupt(&self, remote: &Remote, item: &Item, why: &str, is_own: bool) {
+        if self.stopped.load(Ordering::Relaxed) {
+            return; // cut off by the stop, not damaged
+        }
         if is_own {
             *self.own_pack.lock().unwrap() = PackSeen::Missing;
         }

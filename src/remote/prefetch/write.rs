@@ -7,6 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::super::manifest::{Manifest, Used};
 use super::super::pack::{self, Item};
+use super::super::upload::upload_timeout;
 use super::super::Remote;
 use super::{bounded, load, manifest_bound, Loaded, PackSeen, Prefetch};
 use crate::stats::Stats;
@@ -53,7 +54,7 @@ impl Prefetch {
     /// Writes the scope's pack anew when it is missing or stale (see
     /// [`pack::stale`]) and this machine holds nine in ten of the manifest's
     /// entries: those on disk here, in the manifest's order. Bounded by the
-    /// upload timeout, build included.
+    /// upload of its size.
     async fn write_pack(&self, remote: &Arc<Remote>, merged: &Manifest) {
         let current = match &*self.own_pack.lock().unwrap() {
             PackSeen::Found(t) => Some(t.clone()),
@@ -106,22 +107,23 @@ impl Prefetch {
             Ok(Some((scratch, len)))
         });
         let key = remote.store.pack_key(&self.scope.name);
-        let written = async {
-            let (scratch, len) = match build.await.map_err(io::Error::other).and_then(|r| r) {
-                Ok(Some(built)) => built,
-                Ok(None) => return Ok(()),
-                Err(e) => {
-                    // Local trouble (a file gone, the disk full): no pack
-                    // this time, and no bucket error.
-                    remote.report("pack", format_args!("building the scope's pack: {e}"));
-                    return Ok(());
-                }
-            };
-            remote.store.put_replace_file(&key, scratch.path()).await?;
+        let (scratch, len) = match build.await.map_err(io::Error::other).and_then(|r| r) {
+            Ok(Some(built)) => built,
+            Ok(None) => return,
+            Err(e) => {
+                // Local trouble (a file gone, the disk full): no pack this
+                // time, and no bucket error.
+                remote.report("pack", format_args!("building the scope's pack: {e}"));
+                return;
+            }
+        };
+        // Bounded like an upload of its size (and, with everything else at
+        // close, by the close deadline).
+        let bound = upload_timeout(remote.opts.upload_timeout, len);
+        let put = remote.store.put_replace_file(&key, scratch.path());
+        if bounded(remote, bound, true, put).await.is_some() {
             Stats::inc(&remote.stats.packs_written);
             Stats::add(&remote.stats.bytes_uploaded, len);
-            Ok(())
-        };
-        bounded(remote, remote.opts.upload_timeout, true, written).await;
+        }
     }
 }
