@@ -162,7 +162,8 @@ fn bad_flag_fails_the_start_with_one_line_reason() {
     // stdin open after gocacher exits, and cmd/go would wait forever.
     let env = GoEnv::new(Toolchain::Local)
         .with_flags(&["--trim-age", "1h"])
-        .without_transcript();
+        .without_transcript()
+        .without_stats();
     let module = support::fixture_copy();
     let run = env.go(module.path(), &["build", "./internal/mathx"]);
     assert!(
@@ -176,4 +177,110 @@ fn bad_flag_fails_the_start_with_one_line_reason() {
         .collect();
     assert_eq!(ours.len(), 1, "{}", run.stderr);
     assert!(ours[0].contains("1-day minimum"), "{}", ours[0]);
+}
+
+fn gocacher_lines(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .filter(|l| l.starts_with("gocacher:"))
+        .collect()
+}
+
+/// Runs a command that must succeed (mount, umount), with its output on
+/// failure: a test that needs a mount fails, never skips, without one.
+fn sh(args: &[&str]) {
+    let out = std::process::Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?} failed (these tests run as root, as CI does): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Unmounts when dropped, so a failing test leaves no mount behind.
+struct Mounted(std::path::PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Appends a line to a fixture source file, so the next build compiles (and
+/// puts) something new.
+fn touch_source(dir: &std::path::Path, n: usize) {
+    let path = dir.join("internal/mathx/mathx.go");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str(&format!("\nvar edited{n} = {n}\n"));
+    std::fs::write(&path, text).unwrap();
+}
+
+/// A warm cache dir mounted read-only: hits are served, the build succeeds,
+/// puts are answered with errors and counted, and gocacher says so once.
+#[test]
+fn read_only_cache_dir_serves_hits() {
+    let env = GoEnv::new(Toolchain::Local);
+    let module = support::fixture_copy();
+    let dir = module.path();
+    env.go(dir, &["build", "./..."]).assert_ok();
+    let cache = env.cache_dir().to_path_buf();
+    let mount = cache.to_str().unwrap();
+    sh(&["mount", "--bind", mount, mount]);
+    let _guard = Mounted(cache.clone());
+    sh(&["mount", "-o", "remount,ro,bind", mount]);
+
+    let warm = env.fresh_gocache().go(dir, &["build", "./..."]);
+    warm.assert_ok();
+    warm.assert_warm();
+    touch_source(dir, 1);
+    let edited = env.fresh_gocache().go(dir, &["build", "./..."]);
+    edited.assert_ok();
+    let s = &edited.stats;
+    assert!(s.hits > 0, "{s:?}");
+    // cmd/go fails `go build ./...` on a put error, so puts are served
+    // from a temp dir instead, and counted.
+    assert!(s.puts > 0 && s.puts_not_kept == s.puts, "{s:?}");
+    assert_eq!(s.put_errors, 0, "{s:?}");
+    let lines = gocacher_lines(&edited.stderr);
+    assert_eq!(lines.len(), 1, "{}", edited.stderr);
+    assert!(lines[0].contains("cannot be written"), "{}", lines[0]);
+}
+
+/// A cache dir on a 5 MB filesystem fills up during a cold build: the build
+/// succeeds, failed puts are counted, one line says why, no temp file is
+/// left, and the next build still succeeds and uses what was stored.
+#[test]
+fn full_cache_dir_never_fails_the_build() {
+    let env = GoEnv::new(Toolchain::Local);
+    let small = env.root().join("small");
+    std::fs::create_dir_all(&small).unwrap();
+    sh(&["mount", "-t", "tmpfs", "-o", "size=5m", "tmpfs", small.to_str().unwrap()]);
+    let _guard = Mounted(small.clone());
+    let env = env.with_cache_dir(&small.join("cache"));
+    let module = support::fixture_copy();
+    let dir = module.path();
+    for args in [&["build", "./..."][..], &["test", "./..."]] {
+        let run = env.fresh_gocache().go(dir, args);
+        run.assert_ok();
+        let s = &run.stats;
+        assert!(s.puts_not_kept > 0, "{args:?}: the disk never filled: {s:?}");
+        assert_eq!(s.put_errors, 0, "{args:?}: {s:?}");
+        let lines = gocacher_lines(&run.stderr);
+        assert_eq!(lines.len(), 1, "{args:?}:\n{}", run.stderr);
+        assert!(
+            lines[0].contains("full") || lines[0].contains("No space left"),
+            "{}",
+            lines[0]
+        );
+        support::assert_no_temp_files(env.cache_dir());
+    }
+    let again = env.fresh_gocache().go(dir, &["build", "./..."]);
+    again.assert_ok();
+    assert!(again.stats.hits > 0, "{:?}", again.stats);
 }

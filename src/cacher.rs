@@ -55,6 +55,10 @@ pub struct Cacher {
     remote: Option<(RemoteConfig, Scope, OnceCell<Option<RemoteTier>>)>,
     /// What this go command used, for its scope's manifest (with a bucket).
     usage: Mutex<Usage>,
+    /// Where puts go when the cache dir cannot take them.
+    overflow: Arc<disk::Overflow>,
+    /// Set at the first disk error of a put: later puts go to the overflow.
+    disk_failed: AtomicBool,
 }
 
 struct RemoteTier {
@@ -74,10 +78,12 @@ impl Cacher {
             disk_warned: AtomicBool::new(false),
             remote: None,
             usage: Mutex::default(),
+            overflow: Arc::new(disk::Overflow::default()),
+            disk_failed: AtomicBool::new(false),
         };
         if let Some(err) = cacher.disk.unwritable() {
             cacher.warn_disk(format_args!(
-                "cannot be written ({err}); serving hits from it, and puts fail"
+                "cannot be written ({err}); serving hits from it, and puts from a temp dir for this go command"
             ));
         }
         cacher
@@ -161,8 +167,18 @@ impl Cacher {
         &self.disk
     }
 
+    /// The overflow dir, removed by the binary after close.
+    pub fn overflow(&self) -> &disk::Overflow {
+        &self.overflow
+    }
+
     pub fn stats(&self) -> Snapshot {
         self.stats.snapshot()
+    }
+
+    /// Whether a disk problem has been reported on stderr already.
+    pub fn disk_trouble_reported(&self) -> bool {
+        self.disk_warned.load(Ordering::Relaxed)
     }
 
     fn warn_disk(&self, what: impl std::fmt::Display) {
@@ -181,6 +197,62 @@ impl Cacher {
     }
 }
 
+/// Where a put's bytes went.
+struct Stored {
+    path: PathBuf,
+    /// In the cache dir (false: in the overflow dir, for this go command).
+    kept: bool,
+    /// The cache dir failed while taking this put (reported by the caller).
+    disk_error: Option<PutError>,
+}
+
+/// Bodies up to this size are held (by reference) while they are written,
+/// so that if the cache dir fails under them they can be written to the
+/// overflow dir instead. A larger body whose write fails is an `Err`; the
+/// free-space check before each write makes that rare.
+const RETRY_MAX: u64 = 4 << 20;
+
+/// Writes a put to the cache dir, or to the overflow dir when the cache dir
+/// cannot take it: cmd/go fails some go commands (`go build ./...` among
+/// them) on a put error, so a read-only or full cache dir must not produce
+/// one while any place can hold the bytes.
+fn store(
+    disk: &DiskCache,
+    overflow: &disk::Overflow,
+    put: Put,
+    put_time_nanos: i64,
+    mut body: Body,
+    skip_disk: bool,
+) -> Result<Stored, PutError> {
+    let write = |d: &DiskCache, next: &mut dyn FnMut() -> Option<crate::protocol::Chunk>| {
+        let path = d.write_output(&put.output_id, put.size, next)?;
+        d.write_action(&put.action_id, &put.output_id, put.size, put_time_nanos)?;
+        Ok::<_, PutError>(path)
+    };
+    if skip_disk {
+        let path = write(overflow.get()?, &mut || body.blocking_next())?;
+        return Ok(Stored { path, kept: false, disk_error: None });
+    }
+    let mut held: Option<Vec<bytes::Bytes>> = (put.size <= RETRY_MAX).then(Vec::new);
+    let first = write(disk, &mut || {
+        let chunk = body.blocking_next();
+        if let (Some(h), Some(Ok(c))) = (held.as_mut(), chunk.as_ref()) {
+            h.push(c.clone());
+        }
+        chunk
+    });
+    match first {
+        Ok(path) => Ok(Stored { path, kept: true, disk_error: None }),
+        Err(err) if err.is_disk() => {
+            let Some(held) = held else { return Err(err) };
+            let mut again = held.into_iter().map(Ok);
+            let path = write(overflow.get()?, &mut || again.next().or_else(|| body.blocking_next()))?;
+            Ok(Stored { path, kept: false, disk_error: Some(err) })
+        }
+        Err(err) => Err(err),
+    }
+}
+
 impl Handler for Cacher {
     async fn get(&self, action_id: Id) -> Option<Hit> {
         Stats::inc(&self.stats.gets);
@@ -192,6 +264,7 @@ impl Handler for Cacher {
         // runtime and epoll-driven pipes, this took `go build std` warm from
         // 1.74x to ~1.4x native (see README).
         let local = match self.disk.get(&action_id) {
+            Ok(None) if self.overflow.in_use() => self.overflow.get_entry(&action_id),
             Ok(found) => found,
             Err(err) => {
                 Stats::inc(&self.stats.get_errors);
@@ -252,18 +325,34 @@ impl Handler for Cacher {
         }
     }
 
-    async fn put(&self, put: Put, mut body: Body) -> anyhow::Result<PathBuf> {
+    async fn put(&self, put: Put, body: Body) -> anyhow::Result<PathBuf> {
         Stats::inc(&self.stats.puts);
-        let disk = self.disk.clone();
         let put_time_nanos = disk::now_nanos();
-        let stored = tokio::task::spawn_blocking(move || -> Result<PathBuf, PutError> {
-            let path = disk.write_output(&put.output_id, put.size, || body.blocking_next())?;
-            disk.write_action(&put.action_id, &put.output_id, put.size, put_time_nanos)?;
-            Ok(path)
-        })
-        .await;
+        let (disk, overflow) = (self.disk.clone(), self.overflow.clone());
+        let mut skip_disk =
+            self.disk_failed.load(Ordering::Relaxed) || self.disk.unwritable().is_some();
+        if !skip_disk && !disk::has_room(self.disk.root(), put.size) {
+            skip_disk = true;
+            self.disk_failed.store(true, Ordering::Relaxed);
+            self.warn_disk(format_args!(
+                "the filesystem is full; puts are served from {} for this go command",
+                self.overflow.root().display()
+            ));
+        }
+        let stored = tokio::task::spawn_blocking(move || store(&disk, &overflow, put, put_time_nanos, body, skip_disk))
+            .await;
         match stored {
-            Ok(Ok(path)) => {
+            Ok(Ok(Stored { path, kept, disk_error })) => {
+                if let Some(err) = disk_error {
+                    self.disk_failed.store(true, Ordering::Relaxed);
+                    self.warn_disk(format_args!(
+                        "{err}; puts are served from {} for this go command",
+                        self.overflow.root().display()
+                    ));
+                }
+                if !kept {
+                    Stats::inc(&self.stats.puts_not_kept);
+                }
                 Stats::add(&self.stats.bytes_written, put.size);
                 self.record(put.action_id, put.output_id, put.size, false);
                 if let Some(tier) = self.tier().await {

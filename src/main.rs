@@ -118,6 +118,7 @@ fn run(config: Config) -> Result<()> {
     // cmd/go waits for our stdout to close, not for us to exit: close it now
     // so the go command finishes while we trim.
     close_stdout();
+    cacher.overflow().remove();
     if cacher.disk().unwritable().is_some() {
         // Nothing to trim in a directory we cannot write (already reported).
         runtime.shutdown_timeout(Duration::from_millis(100));
@@ -142,6 +143,8 @@ fn run(config: Config) -> Result<()> {
             }
         ),
         Ok(_) => {}
+        // A full disk was reported already; its trim failing is no news.
+        Err(_) if cacher.disk_trouble_reported() => {}
         Err(err) => eprintln!("gocacher: trim: {err}"),
     }
     runtime.shutdown_timeout(Duration::from_millis(100));

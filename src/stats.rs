@@ -34,6 +34,7 @@ pub struct Stats {
     pub packs_written: AtomicU64,
     pub uploads_existing: AtomicU64,
     pub healed: AtomicU64,
+    pub puts_not_kept: AtomicU64,
 }
 
 /// A point-in-time copy of [`Stats`]; the JSON keys are documented in README.md.
@@ -99,6 +100,10 @@ pub struct Snapshot {
     /// own verified output (delete, then create).
     #[serde(default)]
     pub healed: u64,
+    /// Puts the cache dir could not take (read-only, full): stored in a temp
+    /// dir for this go command only, so the build goes on, then dropped.
+    #[serde(default)]
+    pub puts_not_kept: u64,
 }
 
 impl Stats {
@@ -138,6 +143,7 @@ impl Stats {
             packs_written: get(&self.packs_written),
             uploads_existing: get(&self.uploads_existing),
             healed: get(&self.healed),
+            puts_not_kept: get(&self.puts_not_kept),
         }
     }
 }
@@ -224,6 +230,7 @@ mod tests {
             "packs_written",
             "uploads_existing",
             "healed",
+            "puts_not_kept",
         ] {
             assert!(v[key].is_u64(), "{key} missing or not an integer: {v}");
         }
