@@ -137,6 +137,20 @@ fn corrupt_objects_are_never_served(kind: Kind) {
         "one line for corruption:\n{}",
         run.stderr
     );
+    // The machine that rebuilt the damaged entries replaced their objects.
+    assert!(s.healed > 0, "nothing healed: {s:?}");
+    assert_eq!(s.healed, s.corrupt, "every corrupt object it rebuilt: {s:?}");
+    assert_eq!(s.upload_errors, 0, "{s:?}");
+
+    // A third machine, without prefetch (so only the objects themselves are
+    // read), finds nothing corrupt and the same program.
+    let c = machine(&server, "corrupt", &["--prefetch-concurrency", "0"]);
+    let run = c.go(module.path(), &["run", "./cmd/fixture"]);
+    run.assert_ok();
+    assert_eq!(run.stdout, expected.stdout);
+    let s = &run.stats;
+    assert_eq!(s.corrupt, 0, "objects still corrupt after healing: {s:?}");
+    assert!(s.remote_hits > 0, "{s:?}");
 }
 
 /// The server dies in the middle of a cold build: the build succeeds, and
@@ -338,6 +352,47 @@ fn check_command_reports_each_step(kind: Kind) {
     assert!(err.starts_with("gocacher: bucket:"), "{err}");
 }
 
+/// `gocacher check` with no credentials anywhere says in one line what to
+/// set, without the SDK's debug dump; `--verbose` never shows an endpoint's
+/// password.
+fn no_credentials_and_endpoint_secrets(kind: Kind) {
+    let server = started(kind);
+    let home = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gocacher"))
+        .args(["check", "--remote", &format!("s3://{BUCKET}/probe")])
+        .envs(server.env())
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_PROFILE")
+        .env("HOME", home.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let lines: Vec<_> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(lines[0].starts_with("gocacher: credentials:"), "{err}");
+    assert!(lines[0].contains("AWS_ACCESS_KEY_ID"), "{err}");
+    for dump in ["ProviderError", "{", "source:"] {
+        assert!(!lines[0].contains(dump), "debug dump in {err}");
+    }
+
+    // An endpoint with user:password in it is never printed as such.
+    let endpoint = server
+        .env()
+        .into_iter()
+        .find(|(k, _)| k == "AWS_ENDPOINT_URL_S3")
+        .unwrap()
+        .1;
+    let with_secret = endpoint.replacen("://", "://someone:hunter2@", 1);
+    let env = machine(&server, "secret", &["--verbose", "--s3-endpoint", &with_secret]);
+    let module = support::fixture_copy();
+    let run = env.go(module.path(), &["build", "./internal/mathx"]);
+    run.assert_ok();
+    assert!(run.stderr.contains("***@"), "{}", run.stderr);
+    assert!(!run.stderr.contains("hunter2"), "{}", run.stderr);
+}
+
 macro_rules! on_both_servers {
     ($($scenario:ident),* $(,)?) => {
         mod minio {
@@ -361,4 +416,5 @@ on_both_servers!(
     broken_manifests_leave_builds_correct,
     bucket_outage_during_prefetch,
     packs_serve_prefetch_and_damage_is_survived,
+    no_credentials_and_endpoint_secrets,
 );

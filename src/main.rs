@@ -95,8 +95,13 @@ fn run(config: Config) -> Result<()> {
     if let Some(remote) = config.remote.clone() {
         if config.verbose {
             eprintln!(
-                "gocacher: bucket s3://{}/{}",
-                remote.s3.bucket, remote.s3.prefix
+                "gocacher: bucket s3://{}/{}{}",
+                remote.s3.bucket,
+                remote.s3.prefix,
+                match &remote.s3.endpoint {
+                    Some(ep) => format!(" at {}", gocacher::remote::s3::redact_url(ep)),
+                    None => String::new(),
+                }
             );
         }
         let scope = Scope::resolve(remote.scope.clone(), remote.scope_fallback.clone());
