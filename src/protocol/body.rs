@@ -81,7 +81,8 @@ pub(super) async fn read<R: AsyncBufRead + Unpin>(
         break;
     }
 
-    let mut text: Vec<u8> = Vec::with_capacity(CHUNK_CHARS.min(size as usize * 4 / 3 + 8));
+    let mut text: Vec<u8> =
+        Vec::with_capacity(CHUNK_CHARS.min((size as usize).saturating_mul(4) / 3 + 8));
     let mut decoded: u64 = 0;
     loop {
         let buf = r.fill_buf().await?;

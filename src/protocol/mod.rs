@@ -227,7 +227,9 @@ async fn guarded<F: Future>(fut: F) -> Result<F::Output, String> {
                     .map(|s| s.to_string())
                     .or_else(|| payload.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "unknown panic".to_string());
-                complain(format_args!("internal error (panic): {what}; the request fails, the session goes on"));
+                complain(format_args!(
+                    "internal error (panic): {what}; the request fails, the session goes on"
+                ));
                 Poll::Ready(Err(format!("gocacher internal error: {what}")))
             }
         }
@@ -357,3 +359,6 @@ pub type Chunk = io::Result<Bytes>;
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod fuzz;

@@ -280,3 +280,6 @@ impl moka::Expiry<Id, Known> for KnownExpiry {
         self.expire_after_create(key, value, now)
     }
 }
+
+#[cfg(test)]
+mod fuzz;

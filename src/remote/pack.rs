@@ -132,7 +132,7 @@ pub fn read_table(src: &mut impl Read) -> Result<Vec<Stored>, ReadError> {
             1 => true,
             e => return Err(ReadError::Corrupt(format!("unknown encoding {e}"))),
         };
-        total += item.size;
+        total = total.saturating_add(item.size);
         let fits = if zstd {
             stored <= max_frame(item.size)
         } else {
@@ -152,7 +152,7 @@ pub fn read_table(src: &mut impl Read) -> Result<Vec<Stored>, ReadError> {
 /// The largest zstd frame a body of `size` bytes compresses to (zstd's own
 /// bound, rounded up).
 fn max_frame(size: u64) -> u64 {
-    size + size / 128 + 1024
+    size.saturating_add(size / 128).saturating_add(1024)
 }
 
 /// Passes over the next body.
