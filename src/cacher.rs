@@ -231,7 +231,11 @@ fn store(
     };
     if skip_disk {
         let path = write(overflow.get()?, &mut || body.blocking_next())?;
-        return Ok(Stored { path, kept: false, disk_error: None });
+        return Ok(Stored {
+            path,
+            kept: false,
+            disk_error: None,
+        });
     }
     let mut held: Option<Vec<bytes::Bytes>> = (put.size <= RETRY_MAX).then(Vec::new);
     let first = write(disk, &mut || {
@@ -242,12 +246,22 @@ fn store(
         chunk
     });
     match first {
-        Ok(path) => Ok(Stored { path, kept: true, disk_error: None }),
+        Ok(path) => Ok(Stored {
+            path,
+            kept: true,
+            disk_error: None,
+        }),
         Err(err) if err.is_disk() => {
             let Some(held) = held else { return Err(err) };
             let mut again = held.into_iter().map(Ok);
-            let path = write(overflow.get()?, &mut || again.next().or_else(|| body.blocking_next()))?;
-            Ok(Stored { path, kept: false, disk_error: Some(err) })
+            let path = write(overflow.get()?, &mut || {
+                again.next().or_else(|| body.blocking_next())
+            })?;
+            Ok(Stored {
+                path,
+                kept: false,
+                disk_error: Some(err),
+            })
         }
         Err(err) => Err(err),
     }
@@ -339,10 +353,16 @@ impl Handler for Cacher {
                 self.overflow.root().display()
             ));
         }
-        let stored = tokio::task::spawn_blocking(move || store(&disk, &overflow, put, put_time_nanos, body, skip_disk))
-            .await;
+        let stored = tokio::task::spawn_blocking(move || {
+            store(&disk, &overflow, put, put_time_nanos, body, skip_disk)
+        })
+        .await;
         match stored {
-            Ok(Ok(Stored { path, kept, disk_error })) => {
+            Ok(Ok(Stored {
+                path,
+                kept,
+                disk_error,
+            })) => {
                 if let Some(err) = disk_error {
                     self.disk_failed.store(true, Ordering::Relaxed);
                     self.warn_disk(format_args!(

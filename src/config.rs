@@ -28,11 +28,11 @@ const MAX_PREFETCH_CONCURRENCY: usize = 256;
 pub struct Args {
     /// Directory of the local cache (the mirror that serves every DiskPath).
     /// Default: the user cache directory + /gocacher (e.g. ~/.cache/gocacher).
-    #[arg(long, env = "GOCACHER_CACHE_DIR", value_name = "DIR")]
+    #[arg(long, env = "GOCACHER_CACHE_DIR", value_name = "DIR", global = true)]
     pub cache_dir: Option<PathBuf>,
 
     /// Log the cache dir at start and a stats line at close, on stderr.
-    #[arg(long, short = 'v', env = "GOCACHER_VERBOSE")]
+    #[arg(long, short = 'v', env = "GOCACHER_VERBOSE", global = true)]
     pub verbose: bool,
 
     /// Write the stats as JSON to this file at close.
@@ -45,14 +45,15 @@ pub struct Args {
         long,
         env = "GOCACHER_TRIM_AGE",
         value_name = "DURATION",
-        default_value = "5d"
+        default_value = "5d",
+        global = true
     )]
     pub trim_age: String,
 
     /// Keep the local cache under this size when trimming, least recently used
     /// first (never entries used within the last day). E.g. 10GiB, 500MB. 0 or
     /// unset: no cap.
-    #[arg(long, env = "GOCACHER_MAX_SIZE", value_name = "SIZE")]
+    #[arg(long, env = "GOCACHER_MAX_SIZE", value_name = "SIZE", global = true)]
     pub max_size: Option<String>,
 
     /// Share the cache through this bucket: s3://BUCKET[/PREFIX]. Endpoint,
@@ -163,6 +164,10 @@ pub enum Command {
     /// and delete of a probe object, with the latency of each. Exits non-zero
     /// with the reason when a step fails.
     Check,
+    /// Trim the cache dir now, whatever the daily stamp says: entries unused
+    /// for --trim-age, then the oldest until it fits --max-size. Entries used
+    /// in the last day are always kept. Safe while go commands use the dir.
+    Trim,
 }
 
 /// The bucket tier's settings.

@@ -82,6 +82,30 @@ fn run(config: Config) -> Result<()> {
     }
     let disk = DiskCache::open(&config.cache_dir)
         .with_context(|| format!("cache dir {}", config.cache_dir.display()))?;
+    if config.command == Some(Command::Trim) {
+        let policy = TrimPolicy {
+            max_age: config.trim_age,
+            max_size: config.max_size,
+            deadline: TRIM_DEADLINE,
+        };
+        let r = disk
+            .trim_now(&policy)
+            .with_context(|| format!("trimming {}", disk.root().display()))?;
+        println!(
+            "trimmed {}: removed {} files ({} bytes); kept {} files ({} bytes){}",
+            disk.root().display(),
+            r.removed_files,
+            r.removed_bytes,
+            r.kept_files,
+            r.kept_bytes,
+            if r.complete {
+                ""
+            } else {
+                "; stopped at the deadline"
+            }
+        );
+        return Ok(());
+    }
     if config.verbose {
         eprintln!("gocacher: cache dir {}", disk.root().display());
     }

@@ -104,6 +104,10 @@ pub struct Snapshot {
     /// dir for this go command only, so the build goes on, then dropped.
     #[serde(default)]
     pub puts_not_kept: u64,
+    /// The process's peak resident memory so far, in bytes (0 where the OS
+    /// does not say).
+    #[serde(default)]
+    pub peak_rss_bytes: u64,
 }
 
 impl Stats {
@@ -144,8 +148,30 @@ impl Stats {
             uploads_existing: get(&self.uploads_existing),
             healed: get(&self.healed),
             puts_not_kept: get(&self.puts_not_kept),
+            peak_rss_bytes: peak_rss_bytes(),
         }
     }
+}
+
+/// Peak RSS from getrusage (Linux reports kilobytes, macOS bytes).
+#[cfg(unix)]
+fn peak_rss_bytes() -> u64 {
+    // SAFETY: getrusage fills the zeroed struct we own.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+        return 0;
+    }
+    let max = ru.ru_maxrss.max(0) as u64;
+    if cfg!(target_os = "macos") {
+        max
+    } else {
+        max * 1024
+    }
+}
+
+#[cfg(not(unix))]
+fn peak_rss_bytes() -> u64 {
+    0
 }
 
 impl Snapshot {
@@ -231,6 +257,7 @@ mod tests {
             "uploads_existing",
             "healed",
             "puts_not_kept",
+            "peak_rss_bytes",
         ] {
             assert!(v[key].is_u64(), "{key} missing or not an integer: {v}");
         }

@@ -90,10 +90,9 @@ impl DiskCache {
         fs::create_dir_all(root)?;
         let root = fs::canonicalize(root)?;
         let probe = root.join(format!("{}probe-{}", trim::TEMP_PREFIX, std::process::id()));
-        let unwritable = match File::create(&probe).and_then(|mut f| f.write_all(b"probe")) {
-            Ok(()) => None,
-            Err(e) => Some(e),
-        };
+        let unwritable = File::create(&probe)
+            .and_then(|mut f| f.write_all(b"probe"))
+            .err();
         let _ = fs::remove_file(&probe);
         let index = index::Lazy::start(&root);
         Ok(DiskCache {
@@ -357,6 +356,11 @@ impl DiskCache {
     /// Removes old entries according to `policy`. See [`trim`].
     pub fn trim(&self, policy: &TrimPolicy) -> io::Result<Option<TrimReport>> {
         trim::run(&self.root, policy)
+    }
+
+    /// Trims now, whatever the daily stamp says (`gocacher trim`).
+    pub fn trim_now(&self, policy: &TrimPolicy) -> io::Result<TrimReport> {
+        trim::trim_now(&self.root, policy, SystemTime::now())
     }
 }
 
