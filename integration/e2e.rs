@@ -260,7 +260,15 @@ fn full_cache_dir_never_fails_the_build() {
     let env = GoEnv::new(Toolchain::Local);
     let small = env.root().join("small");
     std::fs::create_dir_all(&small).unwrap();
-    sh(&["mount", "-t", "tmpfs", "-o", "size=5m", "tmpfs", small.to_str().unwrap()]);
+    sh(&[
+        "mount",
+        "-t",
+        "tmpfs",
+        "-o",
+        "size=5m",
+        "tmpfs",
+        small.to_str().unwrap(),
+    ]);
     let _guard = Mounted(small.clone());
     let env = env.with_cache_dir(&small.join("cache"));
     let module = support::fixture_copy();
@@ -269,7 +277,10 @@ fn full_cache_dir_never_fails_the_build() {
         let run = env.fresh_gocache().go(dir, args);
         run.assert_ok();
         let s = &run.stats;
-        assert!(s.puts_not_kept > 0, "{args:?}: the disk never filled: {s:?}");
+        assert!(
+            s.puts_not_kept > 0,
+            "{args:?}: the disk never filled: {s:?}"
+        );
         assert_eq!(s.put_errors, 0, "{args:?}: {s:?}");
         let lines = gocacher_lines(&run.stderr);
         assert_eq!(lines.len(), 1, "{args:?}:\n{}", run.stderr);

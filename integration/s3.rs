@@ -139,7 +139,10 @@ fn corrupt_objects_are_never_served(kind: Kind) {
     );
     // The machine that rebuilt the damaged entries replaced their objects.
     assert!(s.healed > 0, "nothing healed: {s:?}");
-    assert_eq!(s.healed, s.corrupt, "every corrupt object it rebuilt: {s:?}");
+    assert_eq!(
+        s.healed, s.corrupt,
+        "every corrupt object it rebuilt: {s:?}"
+    );
     assert_eq!(s.upload_errors, 0, "{s:?}");
 
     // A third machine, without prefetch (so only the objects themselves are
@@ -385,7 +388,11 @@ fn no_credentials_and_endpoint_secrets(kind: Kind) {
         .unwrap()
         .1;
     let with_secret = endpoint.replacen("://", "://someone:hunter2@", 1);
-    let env = machine(&server, "secret", &["--verbose", "--s3-endpoint", &with_secret]);
+    let env = machine(
+        &server,
+        "secret",
+        &["--verbose", "--s3-endpoint", &with_secret],
+    );
     let module = support::fixture_copy();
     let run = env.go(module.path(), &["build", "./internal/mathx"]);
     run.assert_ok();
