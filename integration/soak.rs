@@ -76,7 +76,14 @@ fn many_go_commands_and_trims_on_one_cache_dir() {
         let cache_dir = base.cache_dir().to_path_buf();
         let trim = thread::spawn(move || {
             Command::new(env!("CARGO_BIN_EXE_gocacher"))
-                .args(["trim", "--max-size", "5MB", "--trim-age", "1d", "--cache-dir"])
+                .args([
+                    "trim",
+                    "--max-size",
+                    "5MB",
+                    "--trim-age",
+                    "1d",
+                    "--cache-dir",
+                ])
                 .arg(&cache_dir)
                 .output()
                 .unwrap()

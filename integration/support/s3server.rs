@@ -2,10 +2,13 @@
 //! free 127.0.0.1 port with its own data dir, and killed when dropped.
 //! Install them first with integration/tools/install-minio.sh and
 //! localstack/install.sh (.ci/run does); a missing server fails the test.
+//! `S3Server::read_only_user` also needs mc (integration/tools/install-mc.sh).
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use aws_sdk_s3::primitives::ByteStream;
@@ -20,6 +23,7 @@ pub enum Kind {
 pub struct S3Server {
     pub kind: Kind,
     pub endpoint: String,
+    port: u16,
     child: Option<Child>,
     dir: tempfile::TempDir,
     key: &'static str,
@@ -35,9 +39,40 @@ fn tools_dir() -> PathBuf {
     }
 }
 
+/// A tool binary: $VAR if set, else $GOCACHER_TOOLS_DIR/bin/NAME, which must
+/// exist (`install` is the script that puts it there).
+fn tool_bin(var: &str, name: &str, install: &str) -> PathBuf {
+    let bin = std::env::var_os(var)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| tools_dir().join("bin").join(name));
+    assert!(
+        bin.exists(),
+        "{name} is not installed at {}: run integration/tools/{install}",
+        bin.display()
+    );
+    bin
+}
+
 fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
+}
+
+/// The environment for a gocacher reaching `endpoint` with these keys.
+fn env_for(key: &str, secret: &str, endpoint: &str) -> Vec<(String, String)> {
+    [
+        ("AWS_ACCESS_KEY_ID", key),
+        ("AWS_SECRET_ACCESS_KEY", secret),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ENDPOINT_URL_S3", endpoint),
+        // Never look for instance metadata (a non-loopback address).
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+        ("AWS_CONFIG_FILE", "/nonexistent"),
+        ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
 }
 
 pub fn runtime() -> tokio::runtime::Runtime {
@@ -51,27 +86,46 @@ impl S3Server {
     pub fn start(kind: Kind) -> S3Server {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
-        let (mut cmd, key, secret) = match kind {
+        let (key, secret) = match kind {
+            Kind::Minio => ("gocacher", "gocacher-secret"),
+            Kind::LocalStack => ("test", "test"),
+        };
+        let mut server = S3Server {
+            kind,
+            endpoint: format!("http://127.0.0.1:{port}"),
+            port,
+            child: None,
+            dir,
+            key,
+            secret,
+        };
+        server.spawn();
+        server
+    }
+
+    /// Starts the server process on this server's port and data dir, and
+    /// waits until it answers.
+    fn spawn(&mut self) {
+        let (port, dir) = (self.port, self.dir.path());
+        // Appended to, so the log of a restarted server keeps the first run's.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("server.log"))
+            .unwrap();
+        let mut cmd = match self.kind {
             Kind::Minio => {
-                let bin = std::env::var_os("GOCACHER_MINIO_BIN")
-                    .map(PathBuf::from)
-                    .unwrap_or_else(|| tools_dir().join("bin/minio"));
-                assert!(
-                    bin.exists(),
-                    "MinIO is not installed at {}: run integration/tools/install-minio.sh",
-                    bin.display()
-                );
-                let mut c = Command::new(bin);
+                let mut c =
+                    Command::new(tool_bin("GOCACHER_MINIO_BIN", "minio", "install-minio.sh"));
                 c.args(["server", "--quiet", "--address"])
                     .arg(format!("127.0.0.1:{port}"))
                     .arg("--certs-dir")
-                    .arg(dir.path().join("certs"))
-                    .arg(dir.path().join("data"))
+                    .arg(dir.join("certs"))
+                    .arg(dir.join("data"))
                     .env("MINIO_BROWSER", "off")
-                    .env("MINIO_ROOT_USER", "gocacher")
-                    .env("MINIO_ROOT_PASSWORD", "gocacher-secret");
-                (c, "gocacher", "gocacher-secret")
+                    .env("MINIO_ROOT_USER", self.key)
+                    .env("MINIO_ROOT_PASSWORD", self.secret);
+                c
             }
             Kind::LocalStack => {
                 let venv = tools_dir().join("localstack-venv/bin/python");
@@ -82,10 +136,8 @@ impl S3Server {
                 );
                 let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("localstack/start.sh");
                 let mut c = Command::new("bash");
-                c.arg(script)
-                    .arg(port.to_string())
-                    .arg(dir.path().join("ls"));
-                (c, "test", "test")
+                c.arg(script).arg(port.to_string()).arg(dir.join("ls"));
+                c
             }
         };
         let child = cmd
@@ -94,16 +146,21 @@ impl S3Server {
             .stderr(log)
             .spawn()
             .expect("start the S3 server");
-        let mut server = S3Server {
-            kind,
-            endpoint: format!("http://127.0.0.1:{port}"),
-            child: Some(child),
-            dir,
-            key,
-            secret,
-        };
-        server.wait_ready(Duration::from_secs(90));
-        server
+        self.child = Some(child);
+        self.wait_ready(Duration::from_secs(90));
+    }
+
+    /// Kills the server (if running) and starts it again on the same port
+    /// and data dir. MinIO keeps its buckets and objects; LocalStack runs
+    /// without persistence, so after a restart it has none.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// The server's address, e.g. as a `FaultProxy` upstream.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
     fn wait_ready(&mut self, limit: Duration) {
@@ -144,19 +201,13 @@ impl S3Server {
     }
 
     pub fn env_with_secret(&self, secret: &str) -> Vec<(String, String)> {
-        [
-            ("AWS_ACCESS_KEY_ID", self.key),
-            ("AWS_SECRET_ACCESS_KEY", secret),
-            ("AWS_REGION", "us-east-1"),
-            ("AWS_ENDPOINT_URL_S3", self.endpoint.as_str()),
-            // Never look for instance metadata (a non-loopback address).
-            ("AWS_EC2_METADATA_DISABLED", "true"),
-            ("AWS_CONFIG_FILE", "/nonexistent"),
-            ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+        env_for(self.key, secret, &self.endpoint)
+    }
+
+    /// The environment for a gocacher that reaches this server through
+    /// `url` (say, a `FaultProxy`'s) instead of directly.
+    pub fn env_with_endpoint(&self, url: &str) -> Vec<(String, String)> {
+        env_for(self.key, self.secret, url)
     }
 
     pub fn client(&self) -> Client {
@@ -175,6 +226,113 @@ impl S3Server {
         runtime()
             .block_on(self.client().create_bucket().bucket(name).send())
             .unwrap_or_else(|e| panic!("create bucket {name}: {e:?}"));
+    }
+
+    /// Deletes every object in the bucket (aborting unfinished multipart
+    /// uploads too), then the bucket.
+    pub fn delete_bucket(&self, name: &str) {
+        let rt = runtime();
+        let client = self.client();
+        loop {
+            let out = rt
+                .block_on(client.list_multipart_uploads().bucket(name).send())
+                .unwrap_or_else(|e| panic!("list uploads in {name}: {e:?}"));
+            let uploads = out.uploads();
+            for u in uploads {
+                let (Some(key), Some(id)) = (u.key(), u.upload_id()) else {
+                    continue;
+                };
+                rt.block_on(
+                    client
+                        .abort_multipart_upload()
+                        .bucket(name)
+                        .key(key)
+                        .upload_id(id)
+                        .send(),
+                )
+                .unwrap_or_else(|e| panic!("abort upload of {key}: {e:?}"));
+            }
+            if uploads.is_empty() || out.is_truncated() != Some(true) {
+                break;
+            }
+        }
+        self.delete(name, &self.keys(name, ""));
+        rt.block_on(client.delete_bucket().bucket(name).send())
+            .unwrap_or_else(|e| panic!("delete bucket {name}: {e:?}"));
+    }
+
+    /// Environment like `env()`'s, for a new MinIO user that may only read
+    /// `bucket` (s3:GetObject, s3:ListBucket, s3:GetBucketLocation): its
+    /// puts fail with AccessDenied. Uses mc, with its config in this
+    /// server's own dir (never ~/.mc).
+    pub fn read_only_user(&self, bucket: &str) -> Vec<(String, String)> {
+        assert_eq!(
+            self.kind,
+            Kind::Minio,
+            "read_only_user needs MinIO's admin API: LocalStack has no IAM users here"
+        );
+        static USERS: AtomicUsize = AtomicUsize::new(0);
+        let n = USERS.fetch_add(1, Ordering::Relaxed);
+        let (user, secret) = (format!("readonly{n}"), format!("readonly{n}-secret"));
+        let policy_name = format!("readonly{n}-{bucket}");
+        let policy = serde_json::json!({
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Action": ["s3:GetBucketLocation", "s3:ListBucket"],
+                    "Resource": [format!("arn:aws:s3:::{bucket}")],
+                },
+                {
+                    "Effect": "Allow",
+                    "Action": ["s3:GetObject"],
+                    "Resource": [format!("arn:aws:s3:::{bucket}/*")],
+                },
+            ],
+        });
+        let policy_file = self.dir.path().join(format!("{policy_name}.json"));
+        std::fs::write(&policy_file, policy.to_string()).unwrap();
+        let policy_file = policy_file.to_str().unwrap();
+        let alias = "gocacher";
+        self.mc(&["alias", "set", alias, &self.endpoint, self.key, self.secret]);
+        self.mc(&["admin", "user", "add", alias, &user, &secret]);
+        self.mc(&[
+            "admin",
+            "policy",
+            "create",
+            alias,
+            &policy_name,
+            policy_file,
+        ]);
+        self.mc(&[
+            "admin",
+            "policy",
+            "attach",
+            alias,
+            &policy_name,
+            "--user",
+            &user,
+        ]);
+        env_for(&user, &secret, &self.endpoint)
+    }
+
+    /// Runs mc with this server's private config dir; panics on failure.
+    fn mc(&self, args: &[&str]) {
+        let bin = tool_bin("GOCACHER_MC_BIN", "mc", "install-mc.sh");
+        let out = Command::new(bin)
+            .args(["--no-color", "--quiet"])
+            .args(args)
+            .env("MC_CONFIG_DIR", self.dir.path().join("mc"))
+            .stdin(Stdio::null())
+            .output()
+            .expect("run mc");
+        assert!(
+            out.status.success(),
+            "mc {args:?} failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// Keys under `prefix`.

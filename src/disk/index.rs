@@ -36,6 +36,13 @@ use crate::wire::Id;
 /// The directory of index files under the cache root.
 pub(super) const INDEX_DIR: &str = "ix";
 
+/// Most index files read at start, newest first.
+const MAX_FILES: usize = 256;
+
+/// Reading stops after the file that brings the entries to this many
+/// (~10 MB of memory; a `go build std` pack holds ~1,100).
+const MAX_ENTRIES: usize = 100_000;
+
 /// An action entry held by an index.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Indexed {
@@ -112,16 +119,27 @@ fn load(dir: &Path) -> Index {
         return index;
     };
     let now = SystemTime::now();
+    // Newest first, up to the caps: an index left out is one no recent go
+    // command used (a hit refreshes its mtime), and costs at most a
+    // download per entry; it then ages out.
+    let mut found: Vec<(SystemTime, PathBuf, fs::Metadata)> = listing
+        .flatten()
+        .filter(|f| {
+            !f.file_name()
+                .to_string_lossy()
+                .starts_with(super::trim::TEMP_PREFIX)
+        })
+        .filter_map(|f| {
+            let m = f.metadata().ok()?;
+            Some((m.modified().unwrap_or(now), f.path(), m))
+        })
+        .collect();
+    found.sort_by(|a, b| b.0.cmp(&a.0));
     let entries = index.entries.get_mut().unwrap();
-    for file in listing.flatten() {
-        if file
-            .file_name()
-            .to_string_lossy()
-            .starts_with(super::trim::TEMP_PREFIX)
-        {
-            continue;
+    for (_, path, meta) in found.into_iter().take(MAX_FILES) {
+        if entries.len() >= MAX_ENTRIES {
+            break;
         }
-        let path = file.path();
         let Ok(text) = fs::read_to_string(&path) else {
             continue;
         };
@@ -136,7 +154,7 @@ fn load(dir: &Path) -> Index {
                 entries.insert(action, (e, Some(n)));
             }
         }
-        let is_stale = file.metadata().is_ok_and(|m| stale(&m, now));
+        let is_stale = stale(&meta, now);
         index.files.push(IndexFile {
             path,
             stale: AtomicBool::new(is_stale),

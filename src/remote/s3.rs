@@ -97,7 +97,10 @@ pub enum Stored {
 }
 
 pub struct S3Store {
+    /// For writes (puts, deletes).
     client: Client,
+    /// For reads (gets, heads).
+    reader: Client,
     /// The chain's provider, kept for `gocacher check` (None: anonymous).
     credentials: Option<aws_credential_types::provider::SharedCredentialsProvider>,
     bucket: String,
@@ -158,8 +161,16 @@ impl S3Store {
             Some(ep) => format!("bucket {} at {}", s.bucket, redact_url(ep)),
             None => format!("bucket {}", s.bucket),
         };
+        // Lookups are not retried: a failed one is a miss, which cmd/go
+        // turns into a compile at once, while a retry first sleeps a backoff
+        // with cmd/go waiting. Writes are in the background; one retry there
+        // saves an upload.
+        let reader = conf
+            .clone()
+            .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled());
         S3Store {
             credentials: sdk.credentials_provider(),
+            reader: Client::from_conf(reader.build()),
             client: Client::from_conf(conf.build()),
             bucket: s.bucket.clone(),
             prefix: s.prefix.clone(),
@@ -187,7 +198,7 @@ impl S3Store {
 
     pub async fn get_key(&self, key: &str) -> Result<Fetched, RemoteError> {
         let resp = self
-            .client
+            .reader
             .get_object()
             .bucket(&self.bucket)
             .key(key)
@@ -298,7 +309,7 @@ impl S3Store {
     }
 
     pub async fn head_bucket(&self) -> Result<(), RemoteError> {
-        self.client
+        self.reader
             .head_bucket()
             .bucket(&self.bucket)
             .send()
