@@ -134,7 +134,7 @@ fn load(dir: &Path) -> Index {
             Some((m.modified().unwrap_or(now), f.path(), m))
         })
         .collect();
-    found.sort_by(|a, b| b.0.cmp(&a.0));
+    found.sort_by_key(|f| std::cmp::Reverse(f.0));
     let entries = index.entries.get_mut().unwrap();
     for (_, path, meta) in found.into_iter().take(MAX_FILES) {
         if entries.len() >= MAX_ENTRIES {

@@ -196,7 +196,10 @@ async fn upload(r: &Remote, job: UploadJob) {
     };
     match tokio::time::timeout(limit, store).await {
         Ok(Ok(stored)) => {
-            r.breaker.success();
+            // No breaker.success() here: a bucket too slow for lookups may
+            // still take uploads, and their successes must not keep
+            // resetting the count of lookups that timed out (each of which
+            // cmd/go waits for).
             Stats::inc(&r.stats.uploads);
             match stored {
                 Stored::Created => {
