@@ -256,9 +256,19 @@ impl S3Server {
                 break;
             }
         }
-        self.delete(name, &self.keys(name, ""));
-        rt.block_on(client.delete_bucket().bucket(name).send())
-            .unwrap_or_else(|e| panic!("delete bucket {name}: {e:?}"));
+        // Writers may still be adding objects (a build in flight): empty
+        // the bucket and delete it until no object slips in between.
+        for attempt in 0.. {
+            self.delete(name, &self.keys(name, ""));
+            match rt.block_on(client.delete_bucket().bucket(name).send()) {
+                Ok(_) => break,
+                Err(e) if attempt < 50 => {
+                    let _ = e;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => panic!("delete bucket {name}: {e:?}"),
+            }
+        }
     }
 
     /// Environment like `env()`'s, for a new MinIO user that may only read
