@@ -83,27 +83,15 @@ fn run(config: Config) -> Result<()> {
     let disk = DiskCache::open(&config.cache_dir)
         .with_context(|| format!("cache dir {}", config.cache_dir.display()))?;
     if config.command == Some(Command::Trim) {
-        let policy = TrimPolicy {
-            max_age: config.trim_age,
-            max_size: config.max_size,
-            deadline: TRIM_DEADLINE,
-        };
         let r = disk
-            .trim_now(&policy)
+            .trim_now(&trim_policy(&config))
             .with_context(|| format!("trimming {}", disk.root().display()))?;
-        println!(
-            "trimmed {}: removed {} files ({} bytes); kept {} files ({} bytes){}",
-            disk.root().display(),
-            r.removed_files,
-            r.removed_bytes,
-            r.kept_files,
-            r.kept_bytes,
-            if r.complete {
-                ""
-            } else {
-                "; stopped at the deadline"
-            }
-        );
+        let unfinished = if r.complete {
+            ""
+        } else {
+            "; stopped at the deadline"
+        };
+        println!("trimmed {}: {r}{unfinished}", disk.root().display());
         return Ok(());
     }
     if config.verbose {
@@ -153,24 +141,15 @@ fn run(config: Config) -> Result<()> {
         runtime.shutdown_timeout(Duration::from_millis(100));
         return Ok(());
     }
-    let policy = TrimPolicy {
-        max_age: config.trim_age,
-        max_size: config.max_size,
-        deadline: TRIM_DEADLINE,
-    };
-    match cacher.disk().trim(&policy) {
-        Ok(Some(r)) if config.verbose => eprintln!(
-            "gocacher: trimmed {} files ({} bytes); {} files ({} bytes) kept{}",
-            r.removed_files,
-            r.removed_bytes,
-            r.kept_files,
-            r.kept_bytes,
-            if r.complete {
+    match cacher.disk().trim(&trim_policy(&config)) {
+        Ok(Some(r)) if config.verbose => {
+            let unfinished = if r.complete {
                 ""
             } else {
                 "; unfinished, resumes next time"
-            }
-        ),
+            };
+            eprintln!("gocacher: trimmed: {r}{unfinished}")
+        }
         Ok(_) => {}
         // A full disk was reported already; its trim failing is no news.
         Err(_) if cacher.disk_trouble_reported() => {}
@@ -183,6 +162,14 @@ fn run(config: Config) -> Result<()> {
 /// Points fd 1 at /dev/null, which closes the pipe to cmd/go. Closing fd 1
 /// outright would leave the number free, and the next file this process
 /// opened (a trim's, say) would become its "stdout".
+fn trim_policy(config: &Config) -> TrimPolicy {
+    TrimPolicy {
+        max_age: config.trim_age,
+        max_size: config.max_size,
+        deadline: TRIM_DEADLINE,
+    }
+}
+
 #[cfg(unix)]
 fn close_stdout() {
     use std::os::fd::AsRawFd;

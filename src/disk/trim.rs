@@ -39,6 +39,16 @@ pub struct TrimReport {
     pub complete: bool,
 }
 
+impl std::fmt::Display for TrimReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "removed {} files ({} bytes); kept {} files ({} bytes)",
+            self.removed_files, self.removed_bytes, self.kept_files, self.kept_bytes
+        )
+    }
+}
+
 /// Runs a trim if none ran within [`TRIM_INTERVAL`]. `Ok(None)`: not due.
 pub fn run(root: &Path, policy: &TrimPolicy) -> io::Result<Option<TrimReport>> {
     let now = SystemTime::now();
