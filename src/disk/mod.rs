@@ -81,6 +81,9 @@ pub struct DiskCache {
     /// Why the directory could not be written when it was opened (read-only,
     /// full): hits are still served, puts fail.
     unwritable: Option<io::Error>,
+    /// The directory held no entries when it was opened (see
+    /// [`DiskCache::was_empty`]).
+    was_empty: bool,
 }
 
 impl DiskCache {
@@ -91,6 +94,7 @@ impl DiskCache {
     pub fn open(root: &Path) -> io::Result<DiskCache> {
         fs::create_dir_all(root)?;
         let root = fs::canonicalize(root)?;
+        let was_empty = !holds_entries(&root);
         let probe = root.join(format!("{}probe-{}", trim::TEMP_PREFIX, std::process::id()));
         let unwritable = File::create(&probe)
             .and_then(|mut f| f.write_all(b"probe"))
@@ -101,7 +105,15 @@ impl DiskCache {
             root,
             index,
             unwritable,
+            was_empty,
         })
+    }
+
+    /// Whether the directory held no entries when it was opened: no shard
+    /// directory and no index. A prefetch then knows this machine is cold
+    /// without asking the bucket what it lacks.
+    pub fn was_empty(&self) -> bool {
+        self.was_empty
     }
 
     /// Why this directory could not be written when it was opened, if so.
@@ -433,6 +445,19 @@ fn parse_entry(line: &str) -> Option<(Id, Id, u64, i64)> {
 }
 
 /// Nanoseconds since the Unix epoch, for put times.
+/// Whether `root` has a shard directory (`00`..`ff`) or an index dir: one
+/// `read_dir` pass that stops at the first.
+fn holds_entries(root: &Path) -> bool {
+    let Ok(dir) = fs::read_dir(root) else {
+        return false;
+    };
+    dir.flatten().any(|e| {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        (name.len() == 2 && name.bytes().all(|b| b.is_ascii_hexdigit())) || name == index::INDEX_DIR
+    })
+}
+
 pub fn now_nanos() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

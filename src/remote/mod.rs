@@ -12,6 +12,7 @@ pub mod manifest;
 pub mod pack;
 mod prefetch;
 pub mod s3;
+mod spool;
 mod transfer;
 mod upload;
 
@@ -82,6 +83,8 @@ pub struct Remote {
     /// Failure kinds already reported on stderr (std Mutex: never held
     /// across an await).
     reported: Mutex<HashSet<&'static str>>,
+    /// Upload bodies kept for the pack at close (a cold machine only).
+    pub(crate) spool: Option<Arc<spool::Spool>>,
 }
 
 impl Remote {
@@ -95,7 +98,11 @@ impl Remote {
             .max_capacity(INDEX_CAPACITY)
             .expire_after(KnownExpiry)
             .build();
+        let spool = (disk.was_empty() && !opts.read_only)
+            .then(|| spool::Spool::new(&disk).map(Arc::new))
+            .flatten();
         Arc::new(Remote {
+            spool,
             read_only: AtomicBool::new(opts.read_only),
             store,
             disk,

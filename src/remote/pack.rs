@@ -40,7 +40,7 @@ pub const MAX_ENTRY_BYTES: u64 = 32 << 20;
 pub const MAX_PACK_BYTES: u64 = 2 << 30;
 
 /// zstd level of pack bodies, as for single objects.
-const LEVEL: i32 = 3;
+const LEVEL: i32 = super::format::ZSTD_LEVEL;
 
 /// One entry of a pack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +87,18 @@ fn read_exact(src: &mut impl Read, buf: &mut [u8]) -> Result<(), ReadError> {
         io::ErrorKind::UnexpectedEof => ReadError::Corrupt("truncated".into()),
         _ => ReadError::Source(e),
     })
+}
+
+/// How many bytes a pack's header and table take, from its first bytes
+/// (`None`: fewer than the header's 20, or not a pack). A reader that fetches
+/// a pack in ranges learns here how much to ask for before the bodies.
+pub fn table_len(head: &[u8]) -> Option<u64> {
+    let count = head.get(MAGIC.len()..MAGIC.len() + 4)?;
+    if &head[..MAGIC.len()] != MAGIC {
+        return None;
+    }
+    let n = u32::from_le_bytes(count.try_into().ok()?) as u64;
+    Some(MAGIC.len() as u64 + 4 + n * RECORD as u64 + 32)
 }
 
 /// Reads a pack's header and table.
@@ -213,7 +225,14 @@ impl Decoder {
 
 /// Writes a pack of `items` (each with the path of its output file) to
 /// `out`; returns its length. Fails if a file is gone or changed size.
-pub fn write(out: &mut File, items: &[(Item, PathBuf)]) -> io::Result<u64> {
+/// `stored` may write an entry's body already in stored form (see
+/// [`super::spool`]), giving its length and whether it is zstd, or `None`
+/// to have it compressed here.
+pub fn write(
+    out: &mut File,
+    items: &[(Item, PathBuf)],
+    stored: &dyn Fn(&Item, &mut dyn Write) -> io::Result<Option<(u64, bool)>>,
+) -> io::Result<u64> {
     let head = MAGIC.len() + 4 + items.len() * RECORD + 32;
     out.seek(SeekFrom::Start(head as u64))?;
     let mut table = Vec::with_capacity(items.len() * RECORD);
@@ -229,7 +248,9 @@ pub fn write(out: &mut File, items: &[(Item, PathBuf)]) -> io::Result<u64> {
             let changed =
                 || io::Error::other(format!("{} changed size while packing", path.display()));
             let before = w.n;
-            let zstd = if item.size > STREAM_OVER {
+            let zstd = if let Some((_, zstd)) = stored(item, &mut w)? {
+                zstd
+            } else if item.size > STREAM_OVER {
                 // Large bodies stream through the encoder: memory stays at
                 // its window, whatever their size. Always zstd (at worst a
                 // few bytes per 128 KiB block over raw).

@@ -3,7 +3,10 @@
 //! At start, a task reads the scope's manifest (else a fallback scope's) and
 //! its pack, and fills the local mirror in the order the last go command
 //! used the entries: the pack streams in through one GET, and entries the
-//! pack lacks are downloaded one by one, a bounded number at a time. Each
+//! pack lacks are downloaded one by one, a bounded number at a time. A
+//! machine with anything on disk first reads only the pack's table (a ranged
+//! GET beside the manifest's) and streams the rest only when it lacks enough
+//! of it: a warm disk downloads the manifest and the table, nothing else. Each
 //! single download goes through the index's single-flight, and a get for an
 //! entry the pack holds waits for the stream to reach it, so no entry is
 //! fetched twice at once. Gets for anything else take the lazy path. The
@@ -21,6 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::sync::{OnceCell, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 
@@ -107,7 +111,7 @@ pub struct Prefetch {
 mod unpack;
 mod write;
 
-use unpack::{index_name, open_pack, Opened, Streaming};
+use unpack::{ask_pack, index_name, Asked, Streaming};
 
 impl Prefetch {
     pub fn new(scope: Scope, concurrency: usize) -> Arc<Prefetch> {
@@ -140,14 +144,19 @@ impl Prefetch {
 
     async fn run(self: Arc<Self>, remote: Arc<Remote>) {
         let own = self.scope.name.clone();
+        // A cold machine (nothing on disk) needs the whole pack: ask for it
+        // with the manifest. Any other asks for its table only, and for the
+        // rest once the table shows the disk lacks enough of it.
+        let whole = remote.disk.was_empty();
         let (primary, own_pack) = tokio::join!(
             self.previous.get_or_init(|| load(&remote, &own)),
-            open_pack(&remote, &own),
+            ask_pack(&remote, &own, whole),
         );
         let seen = match &own_pack {
-            Opened::Missing => Some(PackSeen::Missing),
-            Opened::Failed => Some(PackSeen::Failed),
-            Opened::Found(_) => None, // known once its table is read
+            Asked::Missing => Some(PackSeen::Missing),
+            Asked::Failed => Some(PackSeen::Failed),
+            Asked::Whole(_) => None, // known once its table is read
+            Asked::Head(h) => Some(h.seen()),
         };
         if let Some(seen) = seen {
             *self.own_pack.lock().unwrap() = seen;
@@ -158,12 +167,12 @@ impl Prefetch {
             Loaded::Missing | Loaded::Unreadable => {
                 // A pack without its manifest is not read; the next write
                 // replaces both.
-                if let Opened::Found(_) = own_pack {
+                if let Asked::Whole(_) | Asked::Head(_) = own_pack {
                     *self.own_pack.lock().unwrap() = PackSeen::Missing;
                 }
                 let mut chosen = None;
                 for f in &self.scope.fallbacks {
-                    match tokio::join!(load(&remote, f), open_pack(&remote, f)) {
+                    match tokio::join!(load(&remote, f), ask_pack(&remote, f, whole)) {
                         (Loaded::Found(m), p) => {
                             chosen = Some((f.clone(), m, p));
                             break;
@@ -180,15 +189,18 @@ impl Prefetch {
         };
         let is_own = from == self.scope.name;
         let index_name = index_name(&remote, &from);
-        *self.source.lock().unwrap() = Some((from, manifest.entries.len()));
+        *self.source.lock().unwrap() = Some((from.clone(), manifest.entries.len()));
         let all = manifest.entries.iter().map(|e| (e.action, e.size));
-        match pack {
-            Opened::Found(body) => {
-                self.with_pack(&remote, &manifest, body, is_own, index_name)
-                    .await
-            }
-            Opened::Missing | Opened::Failed => self.download_each(&remote, all).await,
-        }
+        let (head, rest) = match pack {
+            Asked::Whole(body) => (Bytes::new(), Some(body)),
+            Asked::Head(head) => match self.rest_of(&remote, &from, head).await {
+                Some(streamed) => streamed,
+                None => return self.download_each(&remote, all).await,
+            },
+            Asked::Missing | Asked::Failed => return self.download_each(&remote, all).await,
+        };
+        self.with_pack(&remote, &manifest, head, rest, is_own, index_name)
+            .await
     }
 
     /// Downloads entries one by one, a bounded number at a time, in order.

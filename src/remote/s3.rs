@@ -76,6 +76,22 @@ impl RemoteError {
     }
 }
 
+/// A ranged GET's result.
+pub enum Ranged {
+    Missing,
+    /// The object is no longer the one `if_match` named.
+    Changed,
+    /// The range starts at or past the object's end.
+    Past,
+    Found {
+        body: ByteStream,
+        /// The object's ETag, to ask for the rest of the same object.
+        etag: Option<String>,
+        /// The whole object's length, from `Content-Range`.
+        total: Option<u64>,
+    },
+}
+
 /// A GET's result. `Found` carries the body still on the wire.
 pub enum Fetched {
     Missing,
@@ -211,6 +227,47 @@ impl S3Store {
                 body: out.body,
             }),
             Err(SdkError::ServiceError(e)) if e.err().is_no_such_key() => Ok(Fetched::Missing),
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    /// Bytes `start..=end` of an object (`end`: `None` for the rest of it),
+    /// only while its ETag is `if_match` when one is given.
+    pub async fn get_range(
+        &self,
+        key: &str,
+        start: u64,
+        end: Option<u64>,
+        if_match: Option<&str>,
+    ) -> Result<Ranged, RemoteError> {
+        let range = match end {
+            Some(end) => format!("bytes={start}-{end}"),
+            None => format!("bytes={start}-"),
+        };
+        let resp = self
+            .reader
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .range(range)
+            .set_if_match(if_match.map(str::to_owned))
+            .send()
+            .await;
+        match resp {
+            Ok(out) => Ok(Ranged::Found {
+                etag: out.e_tag().map(str::to_owned),
+                total: out
+                    .content_range()
+                    .and_then(|r| r.rsplit('/').next())
+                    .and_then(|t| t.parse().ok())
+                    .or_else(|| out.content_length().map(|l| l.max(0) as u64)),
+                body: out.body,
+            }),
+            Err(SdkError::ServiceError(e)) if e.err().is_no_such_key() => Ok(Ranged::Missing),
+            Err(SdkError::ServiceError(e)) if e.raw().status().as_u16() == 412 => {
+                Ok(Ranged::Changed)
+            }
+            Err(SdkError::ServiceError(e)) if e.raw().status().as_u16() == 416 => Ok(Ranged::Past),
             Err(e) => Err(classify(e)),
         }
     }

@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 
 use super::format::{Encoding, ObjectMeta, COMPRESS_MAX_RATIO, COMPRESS_MIN, ZSTD_LEVEL};
 use super::s3::{FailureKind, RemoteError, Stored};
+use super::spool::Spool;
 use super::Remote;
 use crate::disk::Scratch;
 use crate::stats::Stats;
@@ -150,8 +151,15 @@ async fn upload(r: &Remote, job: UploadJob) {
         return;
     }
     let prep = {
-        let (job, disk) = (job.clone(), r.disk.clone());
-        tokio::task::spawn_blocking(move || prepare(&job, &disk)).await
+        let (job, disk, spool) = (job.clone(), r.disk.clone(), r.spool.clone());
+        tokio::task::spawn_blocking(move || {
+            let (meta, payload) = prepare(&job, &disk)?;
+            if let Some(spool) = spool {
+                payload.keep(&meta, &spool);
+            }
+            Ok::<_, std::io::Error>((meta, payload))
+        })
+        .await
     };
     let (meta, payload) = match prep {
         Ok(Ok(p)) => p,
@@ -243,6 +251,21 @@ impl Payload {
         }
     }
 
+    /// Keeps the body in the spool for the pack (best effort).
+    fn keep(&self, meta: &ObjectMeta, spool: &Spool) {
+        let zstd = meta.encoding == Encoding::Zstd;
+        match self {
+            Payload::Memory(b) => {
+                spool.keep(meta.output_id, meta.size, zstd, b.len() as u64, &mut &b[..])
+            }
+            Payload::File { path, len, .. } => {
+                if let Ok(mut f) = std::fs::File::open(path) {
+                    spool.keep(meta.output_id, meta.size, zstd, *len, &mut f);
+                }
+            }
+        }
+    }
+
     async fn stream(&self) -> Result<ByteStream, String> {
         match self {
             Payload::Memory(b) => Ok(ByteStream::from(b.clone())),
@@ -271,8 +294,12 @@ fn prepare(
         ));
     }
     if job.size <= IN_MEMORY_MAX {
+        let mut cctx = Pooled::take()?;
         let raw = std::fs::read(&job.path)?;
-        let packed = zstd::bulk::compress(&raw, ZSTD_LEVEL)?;
+        let mut packed = Vec::with_capacity(zstd::zstd_safe::compress_bound(raw.len()));
+        cctx.get()
+            .compress2(&mut packed, &raw)
+            .map_err(zstd_error)?;
         return Ok(if worth(packed.len() as u64) {
             meta.encoding = Encoding::Zstd;
             (meta, Payload::Memory(Bytes::from(packed)))
@@ -310,6 +337,50 @@ fn prepare(
             },
         )
     })
+}
+
+/// zstd contexts for outputs compressed in memory, reused: making one per
+/// upload allocated (and the kernel zeroed) its tables for every output. At
+/// most [`POOL_MAX`] are kept, each sized for [`IN_MEMORY_MAX`] at most
+/// (larger outputs stream through a context of their own, which goes with
+/// them rather than keep a big window in the pool).
+static POOL: Mutex<Vec<zstd::zstd_safe::CCtx<'static>>> = Mutex::new(Vec::new());
+const POOL_MAX: usize = 2;
+
+/// A context taken from the pool, at [`ZSTD_LEVEL`], returned when dropped.
+struct Pooled(Option<zstd::zstd_safe::CCtx<'static>>);
+
+impl Pooled {
+    fn take() -> std::io::Result<Pooled> {
+        use zstd::zstd_safe::{CCtx, CParameter, ResetDirective};
+        let mut cctx = POOL.lock().unwrap().pop().unwrap_or_else(CCtx::create);
+        // Parameters stay as they were, but a frame left unfinished (an
+        // upload whose read failed) must not leak into the next.
+        cctx.reset(ResetDirective::SessionOnly)
+            .map_err(zstd_error)?;
+        cctx.set_parameter(CParameter::CompressionLevel(ZSTD_LEVEL))
+            .map_err(zstd_error)?;
+        Ok(Pooled(Some(cctx)))
+    }
+}
+
+impl Pooled {
+    fn get(&mut self) -> &mut zstd::zstd_safe::CCtx<'static> {
+        self.0.as_mut().expect("taken only by drop")
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        let mut pool = POOL.lock().unwrap();
+        if let Some(cctx) = self.0.take().filter(|_| pool.len() < POOL_MAX) {
+            pool.push(cctx);
+        }
+    }
+}
+
+fn zstd_error(code: usize) -> std::io::Error {
+    std::io::Error::other(zstd::zstd_safe::get_error_name(code))
 }
 
 /// Sizes an upload's timeout: the base, plus a second per 8 MiB so large

@@ -15,6 +15,13 @@ fn item(n: u8, size: u64) -> Item {
 
 /// Writes files of the given bodies and a pack of them; returns its bytes.
 fn pack_of(bodies: &[Vec<u8>]) -> (Vec<Stored>, Vec<u8>) {
+    pack_with(bodies, &|_, _| Ok(None))
+}
+
+fn pack_with(
+    bodies: &[Vec<u8>],
+    stored: &dyn Fn(&Item, &mut dyn Write) -> io::Result<Option<(u64, bool)>>,
+) -> (Vec<Stored>, Vec<u8>) {
     let dir = tempfile::tempdir().unwrap();
     let mut items = Vec::new();
     for (i, b) in bodies.iter().enumerate() {
@@ -31,7 +38,7 @@ fn pack_of(bodies: &[Vec<u8>]) -> (Vec<Stored>, Vec<u8>) {
         .create_new(true)
         .open(&path)
         .unwrap();
-    let len = write(&mut f, &items).unwrap();
+    let len = write(&mut f, &items, stored).unwrap();
     let bytes = std::fs::read(&path).unwrap();
     assert_eq!(len, bytes.len() as u64);
     let table = read_table(&mut &bytes[..]).unwrap();
@@ -66,6 +73,48 @@ fn round_trip_raw_and_compressed() {
     skip(&mut src, &table[1]).unwrap();
     assert_eq!(next_body(&mut src, &table[2]).unwrap(), bodies[2]);
     assert!(src.is_empty());
+}
+
+#[test]
+fn bodies_given_in_stored_form_are_copied_as_they_are() {
+    let bodies = vec![b"q".repeat(50_000), b"raw body".to_vec(), b"r".repeat(3000)];
+    let frame = zstd::bulk::compress(&bodies[0], 1).unwrap();
+    let given = |item: &Item, out: &mut dyn Write| -> io::Result<Option<(u64, bool)>> {
+        match item.size {
+            50_000 => out
+                .write_all(&frame)
+                .map(|()| Some((frame.len() as u64, true))),
+            8 => out.write_all(b"raw body").map(|()| Some((8, false))),
+            _ => Ok(None), // compressed by the writer
+        }
+    };
+    let (table, bytes) = pack_with(&bodies, &given);
+    assert_eq!(table[0].stored, frame.len() as u64);
+    assert!(table[0].zstd && !table[1].zstd && table[2].zstd);
+    let mut src = &bytes[..];
+    read_table(&mut src).unwrap();
+    for (s, b) in table.iter().zip(&bodies) {
+        assert_eq!(&next_body(&mut src, s).unwrap(), b);
+    }
+    assert!(src.is_empty());
+}
+
+#[test]
+fn table_len_says_where_the_bodies_start() {
+    let bodies = vec![b"abc".to_vec(), b"y".repeat(5000)];
+    let (table, bytes) = pack_of(&bodies);
+    let len = table_len(&bytes[..20]).unwrap() as usize;
+    // The bodies follow the table: skipping both leaves nothing.
+    let mut src = &bytes[len..];
+    for s in &table {
+        skip(&mut src, s).unwrap();
+    }
+    assert!(src.is_empty());
+    // The table parses from exactly those bytes, and not from fewer.
+    assert_eq!(read_table(&mut &bytes[..len]).unwrap(), table);
+    assert!(read_table(&mut &bytes[..len - 1]).is_err());
+    assert_eq!(table_len(&bytes[..19]), None);
+    assert_eq!(table_len(b"not a pack at all, no"), None);
 }
 
 #[test]

@@ -67,6 +67,7 @@ impl Prefetch {
             .map(|e| (e.action, e.output, e.size))
             .collect();
         let disk = remote.disk.clone();
+        let spool = remote.spool.clone();
         let build = tokio::task::spawn_blocking(move || -> io::Result<Option<_>> {
             let mut items = Vec::new();
             let (mut total, mut listed) = (0u64, 0usize);
@@ -103,7 +104,12 @@ impl Prefetch {
             // In a shard directory, like every temp file, where trim
             // clears one a killed process left behind.
             let (scratch, mut file) = disk.scratch_beside(&disk.output_path(&Id([0; 32])))?;
-            let len = pack::write(&mut file, &items)?;
+            // Bodies the uploads compressed are copied, not compressed again.
+            let stored = |item: &Item, out: &mut dyn io::Write| match &spool {
+                Some(s) => s.copy_to(&item.output, out),
+                None => Ok(None),
+            };
+            let len = pack::write(&mut file, &items, &stored)?;
             Ok(Some((scratch, len)))
         });
         let key = remote.store.pack_key(&self.scope.name);
