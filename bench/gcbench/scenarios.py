@@ -1,0 +1,688 @@
+"""What is built and how: the workloads, the scenario names and their kinds,
+which contender takes part in which scenario, and the Bench class that runs
+every build of a workload in order and keeps the records."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .measure import parse_seed_stats, time_wrapper, timed_build
+from .servers import S3_KEY, S3_PREFIX, S3_REGION, S3_SECRET, BucketSnapshot, DelayProxy, Minio, SeedServer, s3_delta
+from .util import (BENCH_DIR, REPO_ROOT, BenchError, Children, default_gocacher, ensure_tool, go_quote, log,
+                   machine_info, parse_list, remove_tree, run_checked, run_text)
+
+WORKLOADS = ("std", "minio-go", "fixture")
+CONTENDERS = ("native", "gocacher", "floor", "seed")
+# Contenders with a remote tier (a bucket or a server): they get settle
+# builds, store snapshots and restores. native and floor are local only.
+REMOTE_HELPERS = ("gocacher", "seed")
+MINIO_GO_MODULE = "github.com/minio/minio-go/v7"
+DEFAULT_MINIO_GO_VERSION = "v7.4.1"
+SEED_MODULE = "github.com/bradfitz/go-tool-cache"
+FLOOR_SOURCE = "bench/floor/proto/main.go"  # relative to the repo root
+NOT_RUN = {
+    "tailscale/go-cache-plugin": "not run: not served by the module proxy on this machine "
+                                 "(it answers 403 \"not available\" for every version)",
+}
+
+
+# --------------------------------------------------------------------------
+# Workloads
+# --------------------------------------------------------------------------
+
+class Workload:
+    def __init__(self, name: str, argv: list[str], cwd: Path, module_dir: Path | None, info: dict[str, object]):
+        self.name = name
+        self.argv = argv
+        self.cwd = cwd
+        self.module_dir = module_dir
+        self.info = info
+        self.main_packages = 0
+        self.edit_file: Path | None = None
+        self.edit_original: bytes | None = None
+
+    def apply_edit(self, n: int) -> None:
+        assert self.edit_file is not None and self.edit_original is not None
+        text = (f"\n// Added by bench/compare.py for the one-file-change scenario (edit {n}).\n"
+                f"func BenchmarkEdit{n}() int {{ return {n} }}\n")
+        self.edit_file.write_bytes(self.edit_original + text.encode())
+
+    def revert_edit(self) -> None:
+        if self.edit_file is not None and self.edit_original is not None:
+            self.edit_file.write_bytes(self.edit_original)
+
+
+def go_list_packages(cwd: Path, env: dict[str, str], pattern: str) -> list[dict[str, object]]:
+    fmt = "{{.ImportPath}}\t{{.Name}}\t{{join .Imports \",\"}}\t{{join .GoFiles \",\"}}\t{{.Dir}}"
+    out = run_checked(["go", "list", "-f", fmt, pattern], f"go list {pattern} in {cwd}", cwd=cwd, env=env)
+    pkgs = []
+    for line in out.splitlines():
+        path, name, imports, gofiles, pdir = line.split("\t")
+        pkgs.append({"path": path, "name": name, "imports": [i for i in imports.split(",") if i],
+                     "gofiles": [g for g in gofiles.split(",") if g], "dir": pdir})
+    return pkgs
+
+
+def choose_edit_target(pkgs: list[dict[str, object]]) -> tuple[dict[str, object], str, int]:
+    """The package that most other packages of the module import (ties: the
+    one with the fewest imports of its own, then by path), and its first
+    plain Go file. Returns (package, file name, importer count)."""
+    in_module = {p["path"] for p in pkgs}
+    importers = {p["path"]: 0 for p in pkgs}
+    for p in pkgs:
+        for imp in p["imports"]:
+            if imp in importers and imp != p["path"]:
+                importers[imp] += 1
+    candidates = [p for p in pkgs if p["name"] != "main" and p["gofiles"] and importers[p["path"]] > 0]
+    if not candidates:
+        raise BenchError("one-file-change: no package in the module is imported by another one")
+    candidates.sort(key=lambda p: (-importers[p["path"]], len([i for i in p["imports"] if i in in_module]),
+                                   len(p["imports"]), p["path"]))
+    pkg = candidates[0]
+    files = sorted(f for f in pkg["gofiles"] if not f.endswith("_test.go"))
+    return pkg, files[0], importers[pkg["path"]]
+
+
+def prepare_workload(name: str, src_root: Path, env: dict[str, str], args: argparse.Namespace) -> Workload:
+    if name == "std":
+        cwd = src_root / "std"
+        cwd.mkdir(parents=True)
+        wl = Workload(name, ["go", "build", "std"], cwd, None, {"command": "go build std"})
+        pkgs = go_list_packages(cwd, env, "std")
+    else:
+        if name == "minio-go":
+            spec = f"{MINIO_GO_MODULE}@{args.minio_go_version}"
+            log(f"# {name}: go mod download -json {spec}")
+            meta = json.loads(run_checked(["go", "mod", "download", "-json", spec],
+                                          f"fetching {spec} through the module proxy", env=env))
+            if meta.get("Error"):
+                raise BenchError(f"go mod download {spec}: {meta['Error']}")
+            source = Path(meta["Dir"])
+            info = {"module": MINIO_GO_MODULE, "version": meta.get("Version"), "sum": meta.get("Sum"),
+                    "command": "go build ./...",
+                    "note": "build only: its tests need network access (a live S3 endpoint)"}
+        else:
+            source = REPO_ROOT / "integration" / "fixture"
+            info = {"module": "example.com/fixture (integration/fixture)", "command": "go build ./..."}
+        mod_dir = src_root / name
+        shutil.copytree(source, mod_dir, symlinks=True)
+        for dirpath, dirnames, filenames in os.walk(mod_dir):
+            for n in dirnames + filenames:
+                p = os.path.join(dirpath, n)
+                if not os.path.islink(p):
+                    os.chmod(p, os.stat(p).st_mode | 0o200)
+        os.chmod(mod_dir, 0o755)
+        # Untimed: every dependency into the shared module cache.
+        run_checked(["go", "mod", "download"], f"go mod download in {mod_dir}", cwd=mod_dir, env=env)
+        wl = Workload(name, ["go", "build", "./..."], mod_dir, mod_dir, info)
+        pkgs = go_list_packages(mod_dir, env, "./...")
+        pkg, fname, n_importers = choose_edit_target(pkgs)
+        wl.edit_file = Path(pkg["dir"]) / fname
+        wl.edit_original = wl.edit_file.read_bytes()
+        wl.info["edit"] = {"file": str(wl.edit_file.relative_to(mod_dir)), "package": pkg["path"],
+                           "importers_in_module": n_importers,
+                           "change": "appends `func BenchmarkEdit<N>() int { return N }` (N unique per build)"}
+    wl.main_packages = sum(1 for p in pkgs if p["name"] == "main")
+    wl.info["packages"] = len(pkgs)
+    wl.info["main_packages"] = wl.main_packages
+    return wl
+
+
+# --------------------------------------------------------------------------
+# Scenarios: names, kinds, who takes part
+# --------------------------------------------------------------------------
+
+SETTLE = "settle"
+LOCAL_WARM_REMOTE = "local-warm-remote"
+# Kinds whose builds read the bucket / server (and so are restored after).
+STORE_KINDS = ("remote-warm", LOCAL_WARM_REMOTE, "one-file-change")
+# Kinds after which a build should have missed only the link steps.
+WARM_KINDS = ("local-warm", LOCAL_WARM_REMOTE, "remote-warm", SETTLE)
+
+
+def scenario_rtt(scenario: str) -> float:
+    m = re.search(r"-(\d+(?:\.\d+)?)ms$", scenario)
+    return float(m.group(1)) if m else 0.0
+
+
+def scenario_kind(scenario: str) -> str:
+    """cold | local-warm | local-warm-remote | remote-warm | one-file-change |
+    settle (the untimed remote-warm build after a cold one; never in the
+    tables)"""
+    if scenario in (SETTLE, LOCAL_WARM_REMOTE):
+        return scenario
+    for kind in ("one-file-change", "remote-warm", "local-warm", "cold"):
+        if scenario.startswith(kind):
+            return kind
+    raise ValueError(scenario)
+
+
+def native_scenario(scenario: str) -> str:
+    """The native build that stands for a scenario: native has no remote, so
+    remote-warm* and local-warm-remote map to its local-warm, and
+    one-file-change* to one one-file-change build on its warm GOCACHE."""
+    kind = scenario_kind(scenario)
+    return {"remote-warm": "local-warm", LOCAL_WARM_REMOTE: "local-warm"}.get(kind, kind)
+
+
+def ratio_base(scenario: str) -> str:
+    kind = scenario_kind(scenario)
+    return {"cold": "cold", "one-file-change": "one-file-change"}.get(kind, "local-warm")
+
+
+def takes_part(contender: str, scenario: str) -> bool:
+    """Whether a contender builds in a scenario. native always does (through
+    native_scenario); floor has no remote tier, so only cold and local-warm;
+    local-warm-remote is gocacher's alone (native's local-warm is its base)."""
+    kind = scenario_kind(scenario)
+    if contender == "floor":
+        return kind in ("cold", "local-warm")
+    if kind == LOCAL_WARM_REMOTE:
+        return contender in ("native", "gocacher")
+    return True
+
+
+def expand_scenarios(spec: str | None, rtts: list[str], edit_rtts: list[str]) -> list[str]:
+    def name(base: str, rtt: str) -> str:
+        return base if float(rtt) == 0 else f"{base}-{rtt}ms"
+    default = (["cold", "local-warm", LOCAL_WARM_REMOTE, "remote-warm"]
+               + [name("remote-warm", r) for r in rtts if float(r)]
+               + [name("one-file-change", r) for r in edit_rtts])
+    if not spec:
+        return default
+    out = []
+    for s in parse_list(spec, None, "scenario"):
+        if s == "remote-warm-rtt":
+            out += [name("remote-warm", r) for r in rtts if float(r)]
+        elif s in ("cold", "local-warm", LOCAL_WARM_REMOTE) or \
+                re.fullmatch(r"(remote-warm|one-file-change)(-\d+(\.\d+)?ms)?", s):
+            out.append(s)
+        else:
+            raise argparse.ArgumentTypeError(
+                f"unknown scenario {s!r}: use cold, local-warm, local-warm-remote, remote-warm, remote-warm-<N>ms, "
+                f"remote-warm-rtt (every --rtts), one-file-change, one-file-change-<N>ms")
+    # cold always runs first: every other scenario starts from its state.
+    out = ["cold"] + [s for s in out if s != "cold"]
+    return list(dict.fromkeys(out))
+
+
+# --------------------------------------------------------------------------
+# The run's header for the JSON and the tables
+# --------------------------------------------------------------------------
+
+def run_meta(args: argparse.Namespace, scenarios: list[str], rtts: list[str], edit_rtts: list[str], root: Path,
+             env: dict[str, str]) -> dict[str, object]:
+    commit = run_text(["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"])
+    if run_text(["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"]) not in ("", "?"):
+        commit += "+dirty"
+    return {
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "machine": machine_info(),
+        "go_version": run_text(["go", "version"], env=env),
+        "go_env": {k: run_text(["go", "env", k], env=env) for k in ("GOFLAGS", "GOPROXY", "GOMODCACHE", "GOROOT")},
+        "gocacher_rev": commit,
+        "runs": args.runs,
+        "workloads": args.workloads,
+        "contenders": args.contenders,
+        "scenarios": scenarios,
+        "rtts_ms": [float(r) for r in rtts],
+        "edit_rtts_ms": [float(r) for r in edit_rtts],
+        "bucket_state": args.bucket_state,
+        "settle": args.settle,
+        "settle_note": (
+            "after each helper's cold build, one untimed remote-warm build (loopback, empty local dir and "
+            "GOCACHE, same flags and scope) ran before the store was snapshotted; remote rows measure the "
+            "steady state (gocacher prefetches a warm build's manifest). Its records have scenario 'settle' "
+            "and are not in the summary. Skipped for a workload without remote scenarios."
+            if args.settle else
+            "--no-settle: remote rows start from the store as the cold build left it (the cold build's "
+            "manifest): first warm build after a cold one"),
+        "loadavg_start": list(os.getloadavg()),
+        "argv": sys.argv,
+        "temp_root": str(root),
+        "seed_version": "not run", "minio_version": "not run",
+    }
+
+
+# --------------------------------------------------------------------------
+# The benchmark: every build of every workload, in order
+# --------------------------------------------------------------------------
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, root: Path, env: dict[str, str], children: Children,
+                 meta: dict[str, object]) -> None:
+        self.args = args
+        self.root = root
+        self.env = env
+        self.children = children
+        self.meta = meta
+        self.records: list[dict[str, object]] = []
+        self.problems: list[str] = []
+        self.workload_infos: dict[str, object] = {}
+        self.minio: Minio | None = None
+        self.gocacher: Path | None = None
+        self.floor: Path | None = None
+        self.seed_client: Path | None = None
+        self.seed_server_bin: Path | None = None
+        self.edit_counter = 0
+        self.logs = root / "logs"
+        # Trees a build is done with wait here until the temp root goes at
+        # the end (see discard).
+        self.discarded = root / "discarded"
+        self.discard_count = 0
+        self.logs.mkdir()
+
+    # -- the contenders' binaries and servers, once --------------------
+    def setup_contenders(self, tools: Path) -> None:
+        args, root, meta = self.args, self.root, self.meta
+        if "gocacher" in args.contenders:
+            src = (args.gocacher or default_gocacher()).resolve()
+            if not os.access(src, os.X_OK):
+                raise BenchError(f"gocacher binary not found at {src}: build it (cargo build --release) or pass --gocacher")
+            # A copy, so that a rebuild during the benchmark cannot change it.
+            (root / "bin").mkdir()
+            self.gocacher = root / "bin" / "gocacher"
+            shutil.copy2(src, self.gocacher)
+            meta["gocacher_binary"] = {"path": str(src),
+                                       "sha256": hashlib.sha256(self.gocacher.read_bytes()).hexdigest()[:16],
+                                       "mtime": datetime.datetime.fromtimestamp(src.stat().st_mtime).isoformat(
+                                           timespec="seconds")}
+            helptext = run_text([str(self.gocacher), "--help"])
+            meta["gocacher_binary"]["flags"] = sorted(set(re.findall(r"--[a-z][a-z0-9-]+", helptext)))
+            minio_bin = tools / "bin" / "minio"
+            ensure_tool(minio_bin, ["bash", str(REPO_ROOT / "integration/tools/install-minio.sh")], "MinIO")
+            stamp = tools / "bin" / ".minio.version"
+            minio_v = run_text([str(minio_bin), "--version"]).splitlines()
+            meta["minio_version"] = (stamp.read_text().strip() if stamp.exists() else "?") + \
+                f" ({minio_v[0] if minio_v else '?'})"
+            (root / "minio").mkdir()
+            self.minio = Minio(minio_bin, root / "minio", self.children)
+            log(f"# starting MinIO ({minio_bin})")
+            self.minio.start()
+            meta["minio_endpoint"] = self.minio.endpoint
+        if "floor" in args.contenders:
+            # Built once, before any timed build, with the builds' environment.
+            self.floor = root / "proto"
+            log(f"# building the floor helper: go build -o {self.floor} {FLOOR_SOURCE}")
+            run_checked(["go", "build", "-o", str(self.floor), FLOOR_SOURCE], "building the floor helper",
+                        cwd=REPO_ROOT, env=self.env)
+            meta["floor_binary"] = {"source": FLOOR_SOURCE,
+                                    "source_sha256": hashlib.sha256((REPO_ROOT / FLOOR_SOURCE).read_bytes())
+                                    .hexdigest()[:16],
+                                    "sha256": hashlib.sha256(self.floor.read_bytes()).hexdigest()[:16]}
+        if "seed" in args.contenders:
+            self.seed_client = tools / "bin" / "go-cacher"
+            self.seed_server_bin = tools / "bin" / "go-cacher-server"
+            for b in (self.seed_client, self.seed_server_bin):
+                ensure_tool(b, ["bash", str(BENCH_DIR / "install-peers.sh")], b.name)
+            stamp = tools / "bin" / ".go-tool-cache.version"
+            meta["seed_version"] = f"{SEED_MODULE}@" + (stamp.read_text().strip() if stamp.exists() else "?")
+
+    # -- one build of one contender ------------------------------------
+    def build(self, wl: Workload, contender: str, scenario: str, run: int, state: dict[str, object],
+              order: int) -> dict[str, object]:
+        tag = f"{wl.name}-run{run}-{scenario}-{contender}"
+        bdir = self.root / "runs" / tag
+        bdir.mkdir(parents=True)
+        kind = scenario_kind(scenario)
+        rtt = scenario_rtt(scenario)
+        env = dict(self.env)
+        time_file = self.logs / f"{tag}.time"
+        stats_file = self.logs / f"{tag}.stats.json"
+        rec: dict[str, object] = {"workload": wl.name, "contender": contender, "scenario": scenario, "run": run,
+                                  "order_in_scenario": order, "rtt_ms": rtt}
+        cleanup: list[Path] = []
+        proxy: DelayProxy | None = None
+        server_cpu0 = None
+        server = None
+
+        if contender == "native":
+            gocache = state["native_gocache"]
+            env["GOCACHE"] = str(gocache)
+            time_file = None
+        else:
+            gocache = bdir / "gocache"
+            gocache.mkdir()
+            cleanup.append(gocache)
+            env["GOCACHE"] = str(gocache)
+            cold_dir = state[f"{contender}_local_cold"]
+            if kind in ("cold", "local-warm"):
+                local = cold_dir
+            elif kind == LOCAL_WARM_REMOTE:
+                # A copy of the cold build's local dir, this build's alone.
+                local = state[f"{contender}_local_warm_copy"]
+                cleanup.append(local)
+            else:
+                local = bdir / "local"
+                cleanup.append(local)
+            remote = kind != "local-warm"
+            if contender == "gocacher":
+                assert self.gocacher and self.minio
+                server = self.minio
+                helper = [str(self.gocacher), "--cache-dir", str(local), "--stats-file", str(stats_file)]
+                if remote:
+                    endpoint = self.minio.endpoint
+                    if rtt:
+                        proxy = DelayProxy(self.minio.port, rtt, self.children)
+                        endpoint = f"http://127.0.0.1:{proxy.port}"
+                    helper += ["--remote", f"s3://{state['bucket']}/{S3_PREFIX}", "--s3-endpoint", endpoint,
+                               "--s3-region", S3_REGION]
+                    # The scope travels by env so that a binary without --scope still works.
+                    env.update(AWS_ACCESS_KEY_ID=S3_KEY, AWS_SECRET_ACCESS_KEY=S3_SECRET, AWS_REGION=S3_REGION,
+                               AWS_EC2_METADATA_DISABLED="true", AWS_CONFIG_FILE="/nonexistent",
+                               AWS_SHARED_CREDENTIALS_FILE="/nonexistent", GOCACHER_SCOPE=f"bench-{wl.name}")
+            elif contender == "floor":
+                assert self.floor and kind in ("cold", "local-warm"), (contender, scenario)  # no remote tier
+                helper = [str(self.floor), "-dir", str(local)]
+            else:  # seed
+                assert self.seed_client
+                seed: SeedServer = state["seed_server"]
+                server = seed
+                helper = [str(self.seed_client), "--cache-dir", str(local), "--verbose"]
+                if remote:
+                    url = seed.url
+                    if rtt:
+                        proxy = DelayProxy(seed.port, rtt, self.children)
+                        url = f"http://127.0.0.1:{proxy.port}"
+                    helper += ["--cache-server", url]
+            rec["helper_argv"] = helper
+            prog = time_wrapper(time_file) + helper
+            env["GOCACHEPROG"] = " ".join(go_quote(a) for a in prog)
+
+        if kind == "one-file-change":
+            self.edit_counter += 1
+            wl.apply_edit(self.edit_counter)
+            rec["edit"] = {"file": wl.info["edit"]["file"], "n": self.edit_counter}
+
+        metrics0 = self.minio.metrics() if contender == "gocacher" and self.minio else None
+        seed_off = state["seed_server"].log_offset() if contender == "seed" else None
+        if server is not None:
+            server_cpu0 = server.cpu()
+        proxy_cpu0 = proxy.cpu() if proxy else None
+        try:
+            rec.update(timed_build(wl, env, time_file, self.args, tag))
+        finally:
+            if kind == "one-file-change":
+                wl.revert_edit()
+            if proxy is not None and (sys.exc_info()[0] is not None):
+                self.children.stop(proxy.proc)
+        rec["loadavg_1m_after"] = os.getloadavg()[0]
+
+        # Everything below is untimed.
+        if server is not None and server_cpu0 is not None:
+            c = server.cpu()
+            rec["server_cpu_s"] = None if c is None else round(c - server_cpu0, 3)
+        if proxy is not None:
+            c = proxy.cpu()
+            rec["proxy_cpu_s"] = None if c is None or proxy_cpu0 is None else round(c - proxy_cpu0, 3)
+            counters = proxy.stop()
+            rec["proxy"] = counters
+            rec["wire_bytes"] = counters["bytes_up"] + counters["bytes_down"]
+            rec["wire_source"] = "delay proxy: all TCP bytes, both directions"
+        if contender == "gocacher":
+            try:
+                rec["stats"] = json.loads(stats_file.read_text())
+            except (OSError, ValueError) as err:
+                rec["stats_error"] = f"{stats_file}: {err}"
+            if self.minio:
+                rec["s3"] = s3_delta(metrics0, self.minio.metrics())
+                if rec["s3"] is not None and "wire_bytes" not in rec:
+                    rec["wire_bytes"] = rec["s3"]["bytes_received"] + rec["s3"]["bytes_sent"]
+                    rec["wire_source"] = "MinIO metrics: S3 request and response bodies"
+        elif contender == "seed":
+            stats = parse_seed_stats(str(rec.get("output", "")))
+            if stats is not None:
+                rec["stats"] = stats
+            else:
+                rec["stats_error"] = "no 'cacher: closing' line from go-cacher --verbose"
+            time.sleep(0.1)  # the server logs a request as its handler returns
+            rec["seed_requests"] = state["seed_server"].requests_since(seed_off)
+        for p in cleanup:
+            self.discard(p)
+        self.discard(bdir)
+        self.check(wl, rec)
+        return rec
+
+    def check(self, wl: Workload, rec: dict[str, object]) -> None:
+        """Sanity checks; problems go to the report, the run goes on."""
+        tag = f"{rec['workload']} run {rec['run']} {rec['scenario']} {rec['contender']}"
+        found = []
+        for key in ("helper_exit", "stats_error"):
+            if key in rec:
+                found.append(f"{tag}: {rec[key]}")
+        st = rec.get("stats")
+        kind = scenario_kind(str(rec["scenario"]))
+        if isinstance(st, dict):
+            if st.get("get_errors") or st.get("put_errors"):
+                found.append(f"{tag}: get_errors={st.get('get_errors')} put_errors={st.get('put_errors')}")
+            if kind in WARM_KINDS and st.get("misses", 0) > wl.main_packages:
+                found.append(f"{tag}: warm build missed {st.get('misses')} times (expected {wl.main_packages}: "
+                             f"the link actions of main packages, which cmd/go never caches)")
+            for key in ("remote_errors", "corrupt", "upload_errors", "uploads_dropped"):
+                if st.get(key):
+                    found.append(f"{tag}: {key}={st[key]}")
+        s3 = rec.get("s3")
+        if isinstance(s3, dict) and isinstance(st, dict) and "uploads" in st:
+            puts = s3["put"]
+            expect = int(st.get("uploads", 0)) + int(st.get("upload_errors", 0))
+            if puts < expect:
+                found.append(f"{tag}: MinIO counted {puts} PUTs but gocacher reports {expect} uploads")
+        self.problems += found
+        rec["problems"] = found
+
+    # -- one workload: warm-up, then the runs ---------------------------
+    def run_workload(self, wl: Workload, scenarios: list[str]) -> None:
+        args = self.args
+        log(f"# {wl.name}: warm-up build (untimed): {' '.join(wl.argv)} in {wl.cwd}")
+        warm = self.root / "warmup-gocache"
+        t0 = time.perf_counter()
+        proc = subprocess.run(wl.argv, cwd=wl.cwd, env=dict(self.env, GOCACHE=str(warm)),
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True)
+        self.discard(warm)
+        if proc.returncode != 0:
+            hint = ""
+            if wl.name == "minio-go":
+                hint = f"\n(try another served version with --minio-go-version; this one was {args.minio_go_version})"
+            raise BenchError(f"{wl.name}: warm-up `{' '.join(wl.argv)}` failed:\n"
+                             f"{(proc.stdout + proc.stderr)[-4000:]}{hint}")
+        wl.info["warmup_s"] = round(time.perf_counter() - t0, 2)
+
+        contenders = list(args.contenders)
+        # Settling only matters to a helper with builds that read the store.
+        settle_for = {c for c in contenders if args.settle and c in REMOTE_HELPERS and
+                      any(takes_part(c, s) and scenario_kind(s) in STORE_KINDS for s in scenarios)}
+        wl.info["settle"] = bool(settle_for)
+        copy_warm = {c for c in contenders if c in REMOTE_HELPERS and
+                     any(takes_part(c, s) and scenario_kind(s) == LOCAL_WARM_REMOTE for s in scenarios)}
+        for run in range(1, args.runs + 1):
+            run_root = self.root / "runs" / f"{wl.name}-run{run}"
+            run_root.mkdir(parents=True)
+            state: dict[str, object] = {"native_gocache": run_root / "native-gocache"}
+            state["native_gocache"].mkdir()
+            for c in ("gocacher", "floor", "seed"):
+                state[f"{c}_local_cold"] = run_root / f"{c}-local"
+            if "gocacher" in contenders:
+                state["bucket"] = f"{wl.name}-run{run}"
+                self.minio.create_bucket(state["bucket"])
+            if "seed" in contenders:
+                server = SeedServer(self.seed_server_bin, run_root / "seed-server", self.children)
+                server.start()
+                state["seed_server"] = server
+            # Rotate the contenders' order from run to run.
+            k = (run - 1) % len(contenders)
+            order = contenders[k:] + contenders[:k]
+            done_native: set[str] = set()
+            try:
+                for scenario in scenarios:
+                    for i, contender in enumerate(order):
+                        if not takes_part(contender, scenario):
+                            continue
+                        name = scenario
+                        if contender == "native":
+                            name = native_scenario(scenario)
+                            if name in done_native:
+                                continue
+                            done_native.add(name)
+                        rec = self.build(wl, contender, name, run, state, i)
+                        remote_helper = contender in REMOTE_HELPERS
+                        if name == "cold" and remote_helper:
+                            self.check_cold_filled(rec)
+                        elif args.bucket_state == "restore" and scenario_kind(name) in STORE_KINDS and remote_helper:
+                            rec["store_restore"] = self.restore_store(contender, state)
+                        self.records.append(rec)
+                        self.progress(rec)
+                        if name == "cold" and remote_helper:
+                            if contender in copy_warm:
+                                self.copy_warm_local(contender, state, run_root)
+                            if contender in settle_for:
+                                self.settle(wl, contender, run, state, i)
+                            if args.bucket_state == "restore":
+                                self.snapshot_store(contender, state)
+            finally:
+                if "seed_server" in state:
+                    state["seed_server"].stop()
+                self.discard(run_root)
+            self.write_outputs(partial=True)
+
+    def discard(self, path: Path) -> None:
+        """Sets a finished tree aside instead of deleting it: the temp root
+        goes at the very end. On ext4 without a journal (as on the machine
+        measured here), creating an inode skips every inode deleted in the
+        last minute or so (`recently_deleted` in the kernel's inode
+        allocator), one by one: a build that writes thousands of files right
+        after the last build's were deleted spends much of its helper's CPU
+        there (`perf` shows it). A fresh CI machine has no such deletions
+        behind it, and native warm builds create no files, so deleting
+        between builds would measure the harness, not the contenders."""
+        if not path.exists():
+            return
+        self.discarded.mkdir(exist_ok=True)
+        self.discard_count += 1
+        try:
+            path.rename(self.discarded / str(self.discard_count))
+        except OSError:
+            remove_tree(path)
+
+    def copy_warm_local(self, contender: str, state: dict[str, object], run_root: Path) -> None:
+        """Copies the local dir the contender's cold build left, for its
+        local-warm-remote build: local-warm builds in that dir itself (and
+        may write to it), and local-warm-remote must start from the same
+        state. Untimed; the sync keeps the copy's writeback out of the next
+        timed build."""
+        src = state[f"{contender}_local_cold"]
+        dst = run_root / f"{contender}-local-warm-copy"
+        if src.exists():
+            shutil.copytree(src, dst, symlinks=True)
+        else:
+            dst.mkdir()
+        os.sync()
+        state[f"{contender}_local_warm_copy"] = dst
+
+    def settle(self, wl: Workload, contender: str, run: int, state: dict[str, object], order: int) -> None:
+        """One untimed remote-warm build (loopback, empty local dir and
+        GOCACHE, the same flags, env and scope as the measured ones) right
+        after the contender's cold build and before the store is snapshotted.
+        For gocacher it rewrites the scope's manifest as a warm build sees it:
+        the cold build's manifest lists every entry cmd/go put, including many
+        a warm build never asks for, and the first warm build prunes them. So
+        the measured remote builds are a CI fleet's steady state, not the first
+        build after a cold one. For the seed it changes nothing but access
+        times; it runs for symmetry. Recorded in the JSON, not in the tables."""
+        rec = self.build(wl, contender, SETTLE, run, state, order)
+        rec["untimed"] = True
+        self.records.append(rec)
+        self.progress(rec)
+        tag = f"{wl.name} run {run}: {contender}'s settle build"
+        if contender == "gocacher":
+            st = rec.get("stats")
+            if not isinstance(st, dict):
+                raise BenchError(f"{tag} left no stats ({rec.get('stats_error')})")
+            from_store = int(st.get("remote_hits", 0)) + int(st.get("prefetch_hits", 0))
+            if not from_store:
+                raise BenchError(f"{tag} got nothing from the bucket (stats: {json.dumps(st)}); build output:\n"
+                                 f"{str(rec.get('output', ''))[-2000:]}")
+        else:
+            reqs = rec.get("seed_requests") or {}
+            if not reqs.get("get_output"):
+                raise BenchError(f"{tag} downloaded nothing from go-cacher-server (requests: {json.dumps(reqs)}); "
+                                 f"build output:\n{str(rec.get('output', ''))[-2000:]}")
+
+    def snapshot_store(self, contender: str, state: dict[str, object]) -> None:
+        """Remembers the bucket / server dir as this run's cold build (and
+        settle build) left it."""
+        if contender == "gocacher":
+            state["bucket_snapshot"] = BucketSnapshot(self.minio.s3, state["bucket"])
+        else:
+            data = state["seed_server"].root / "data"
+            state["seed_files"] = {p for p in data.rglob("*") if p.is_file()}
+
+    def restore_store(self, contender: str, state: dict[str, object]) -> dict[str, object]:
+        """Puts the bucket / server dir back as the cold (and settle) builds
+        left it, so that every remote scenario of a run starts from the same state (for
+        gocacher: its per-scope manifest, which each build rewrites, and the
+        objects a one-file-change build uploaded). Untimed."""
+        if contender == "gocacher":
+            return state["bucket_snapshot"].restore()
+        data = state["seed_server"].root / "data"
+        new = [p for p in data.rglob("*") if p.is_file() and p not in state["seed_files"]]
+        for p in new:
+            p.unlink()
+        return {"deleted": len(new)}
+
+    def check_cold_filled(self, rec: dict[str, object]) -> None:
+        """Remote scenarios mean nothing if the cold build left the store empty."""
+        if rec["contender"] == "gocacher":
+            st = rec.get("stats") or {}
+            if not st.get("uploads"):
+                raise BenchError(f"{rec['workload']} run {rec['run']}: gocacher's cold build uploaded nothing "
+                                 f"to MinIO (stats: {json.dumps(st)}); build output:\n{rec.get('output', '')[-2000:]}")
+        else:
+            reqs = rec.get("seed_requests") or {}
+            if not reqs.get("put"):
+                raise BenchError(f"{rec['workload']} run {rec['run']}: the seed's cold build sent no PUT to "
+                                 f"go-cacher-server; build output:\n{rec.get('output', '')[-2000:]}")
+
+    def progress(self, rec: dict[str, object]) -> None:
+        line = (f"# {rec['workload']} run {rec['run']}/{self.args.runs} {rec['scenario']:<20} {rec['contender']:<8} "
+                f"{rec['wall_s']:7.2f} s wall, {rec['build_cpu_s']:6.1f} s CPU")
+        if "helper_cpu_s" in rec:
+            line += f", helper {rec['helper_cpu_s']:.2f} s CPU {rec['helper_rss_mb']:.1f} MB"
+        st = rec.get("stats")
+        if isinstance(st, dict):
+            line += f", gets {st.get('gets')} hits {st.get('hits')} puts {st.get('puts')}"
+            if "remote_hits" in st:
+                line += f" remote_hits {st.get('remote_hits')} uploads {st.get('uploads')}"
+            if "prefetch_hits" in st:
+                line += f" prefetch_hits {st.get('prefetch_hits')}"
+            if "pack_prefetched" in st:
+                line += f" pack_prefetched {st.get('pack_prefetched')} packs_written {st.get('packs_written')}"
+        if isinstance(rec.get("s3"), dict):
+            s = rec["s3"]
+            line += f", S3 GET {s['get']} PUT {s['put']} HEAD {s['head']} LIST {s['list']}"
+        if isinstance(rec.get("seed_requests"), dict):
+            s = rec["seed_requests"]
+            line += f", server GET {s['get_action']}+{s['get_output']} PUT {s['put']}"
+        if "wire_bytes" in rec:
+            line += f", wire {rec['wire_bytes'] / 1e6:.1f} MB"
+        if isinstance(rec.get("store_restore"), dict):
+            sr = rec["store_restore"]
+            line += f", store restored (-{sr['deleted']} new, {sr.get('rewritten_count', 0)} rewritten)"
+        if rec.get("problems"):
+            line += "  <-- " + "; ".join(rec["problems"])
+        log(line)
+
+    # -- outputs --------------------------------------------------------
+    def write_outputs(self, partial: bool = False, error: str | None = None) -> str:
+        # Imported here: render imports this module's scenario names.
+        from .render import write_outputs
+        return write_outputs(self, partial, error)
