@@ -348,6 +348,9 @@ async fn load(remote: &Remote, scope: &str) -> Loaded {
         return Loaded::Failed;
     };
     remote.breaker.success();
+    if let Some(body) = &read {
+        Stats::add(&remote.stats.bytes_downloaded, body.len() as u64);
+    }
     match read {
         None => Loaded::Missing,
         Some(body) => match Manifest::decode(&body) {
