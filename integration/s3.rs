@@ -423,5 +423,6 @@ on_both_servers!(
     broken_manifests_leave_builds_correct,
     bucket_outage_during_prefetch,
     packs_serve_prefetch_and_damage_is_survived,
+    warm_disks_read_only_the_table,
     no_credentials_and_endpoint_secrets,
 );

@@ -287,3 +287,88 @@ pub fn bucket_outage_during_prefetch(kind: Kind) {
         start.elapsed()
     );
 }
+
+/// A machine whose disk already holds a scope's entries pays nothing for
+/// the bucket: it reads the manifest and the pack's table, not the pack. A
+/// disk that lacks a few entries downloads those alone; one that lacks most
+/// of the pack streams the rest of it.
+pub fn warm_disks_read_only_the_table(kind: Kind) {
+    let server = started(kind);
+    let module = support::fixture_copy();
+    let dir = module.path();
+    let a = machine(&server, "warm", &["--scope", "w"]);
+    let expected = a.go(dir, &["run", "./cmd/fixture"]);
+    expected.assert_ok();
+    // A second machine settles the scope (its manifest and pack then list
+    // what a warm run uses) and keeps its disk.
+    let b = a.new_machine();
+    let settle = b.go(dir, &["run", "./cmd/fixture"]);
+    settle.assert_ok();
+    assert!(settle.stats.pack_prefetched > 0, "{:?}", settle.stats);
+    let full_pack = server.get_raw(BUCKET, &server.pack_keys(BUCKET, "warm/")[0]);
+
+    let warm = b.fresh_gocache().go(dir, &["run", "./cmd/fixture"]);
+    warm.assert_ok();
+    assert_eq!(warm.stdout, expected.stdout);
+    let s = &warm.stats;
+    assert_eq!(s.prefetched + s.pack_prefetched + s.remote_hits, 0, "{s:?}");
+    assert_eq!(s.corrupt + s.remote_errors + s.packs_written, 0, "{s:?}");
+    assert!(
+        s.bytes_downloaded < 1 << 20 && s.bytes_downloaded * 4 < full_pack.len() as u64,
+        "a warm disk downloaded {} bytes (the pack is {})",
+        s.bytes_downloaded,
+        full_pack.len()
+    );
+    assert!(gocacher_lines(&warm).is_empty(), "{}", warm.stderr);
+
+    // Two outputs the warm run was served gone: those come back on their
+    // own, not with the pack.
+    let served = served_paths(&b);
+    assert!(served.len() > 10, "{served:?}");
+    for p in served.iter().take(2) {
+        std::fs::remove_file(p).unwrap();
+    }
+    let few = b.fresh_gocache().go(dir, &["run", "./cmd/fixture"]);
+    few.assert_ok();
+    assert_eq!(few.stdout, expected.stdout);
+    let s = &few.stats;
+    assert_eq!(s.pack_prefetched, 0, "{s:?}");
+    assert!(s.prefetched + s.remote_hits >= 2, "{s:?}");
+    assert!(s.misses <= warm.stats.misses, "{s:?}");
+    assert!(s.bytes_downloaded * 4 < full_pack.len() as u64, "{s:?}");
+
+    // Nearly everything gone: the rest of the pack streams in.
+    for p in &served {
+        let _ = std::fs::remove_file(p);
+    }
+    let most = b.fresh_gocache().go(dir, &["run", "./cmd/fixture"]);
+    most.assert_ok();
+    assert_eq!(most.stdout, expected.stdout);
+    let s = &most.stats;
+    assert!(s.pack_prefetched * 10 >= s.hits * 8, "{s:?}");
+    assert_eq!(s.corrupt + s.remote_errors, 0, "{s:?}");
+    assert!(gocacher_lines(&most).is_empty(), "{}", most.stderr);
+}
+
+/// The DiskPaths of hits over 1,000 bytes in the last go command's protocol
+/// transcript on `machine`, smallest first.
+fn served_paths(machine: &support::GoEnv) -> Vec<std::path::PathBuf> {
+    let newest = files_under(machine.root())
+        .into_iter()
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("out.log-"))
+        .max_by_key(|p| std::fs::metadata(p).unwrap().modified().unwrap())
+        .expect("a protocol transcript");
+    let mut hits: Vec<(u64, std::path::PathBuf)> = std::fs::read_to_string(newest)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| {
+            let size = v.get("Size")?.as_u64()?;
+            let path = v.get("DiskPath")?.as_str()?;
+            (size > 1000).then(|| (size, path.into()))
+        })
+        .collect();
+    hits.sort();
+    hits.dedup();
+    hits.into_iter().map(|(_, p)| p).collect()
+}
