@@ -131,7 +131,7 @@ fn main() -> io::Result<()> {
                     .unwrap_or(0);
                 let mut body = Vec::new();
                 if size > 0 {
-                    let mut b = Vec::new();
+                    let mut b: Vec<u8> = Vec::new();
                     while b.iter().all(|c| c.is_ascii_whitespace()) {
                         b.clear();
                         input.read_until(b'\n', &mut b)?;
