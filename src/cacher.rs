@@ -274,9 +274,8 @@ impl Handler for Cacher {
         // open, a read of ~160 bytes, an fstat and a stat, all served from the
         // page cache in microseconds, while a hop to the pool and back costs
         // two thread wake-ups. cmd/go sends most gets one at a time and waits
-        // for each, so the round trip is the whole cost: with the one-thread
-        // runtime and epoll-driven pipes, this took `go build std` warm from
-        // 1.74x to ~1.4x native (see README).
+        // for each, so the round trip is the whole cost (with the one-thread
+        // runtime and epoll-driven pipes, the main gain on local-warm builds).
         let local = match self.disk.get(&action_id) {
             Ok(None) if self.overflow.in_use() => self.overflow.get_entry(&action_id),
             Ok(found) => found,

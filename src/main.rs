@@ -45,9 +45,8 @@ fn main() -> ExitCode {
 /// a process whose threads mostly wait on I/O. A fixed mmap threshold (glibc
 /// otherwise raises it each time a mapped block is freed) keeps large
 /// short-lived buffers, such as zstd windows and HTTP bodies, out of the heap,
-/// where they fragment it: measured on a prefetching remote-warm
-/// `go build std`, peak RSS went from 45 MB to 30 MB, and from 25 MB to 20 MB
-/// without prefetch.
+/// where they fragment it and peak RSS grows by half (bench/README.md,
+/// History, has the measurement).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn limit_malloc_arenas() {
     // SAFETY: mallopt only sets an allocator parameter; called before any

@@ -27,8 +27,8 @@ pub const COMPRESS_MIN: u64 = 512;
 /// raw bytes are stored (already-compressed data, random test data).
 pub const COMPRESS_MAX_RATIO: f64 = 0.9;
 
-/// zstd level. Level 1 compresses Go build outputs about 1.6 times as fast
-/// as zstd's default (3) for about 7% more bytes, and a cold build uploads
+/// zstd level. Level 1 compresses Go build outputs much faster than zstd's
+/// default (3) for a few percent more bytes, and a cold build uploads
 /// everything it compiles while cmd/go compiles: the helper's CPU counts
 /// more there than the last bytes of ratio (bench/README.md has the
 /// measurements).

@@ -20,9 +20,8 @@ use crate::wire::Id;
 
 /// Decompressed bytes per chunk handed to the disk writer. Under malloc's
 /// mmap threshold (see main.rs), so chunk buffers are reused from the heap
-/// instead of being mapped, faulted in and unmapped each time: measured on a
-/// remote-warm `go build std`, 128 KiB chunks cost 0.40 s of system CPU and
-/// these 0.32 s.
+/// instead of being mapped, faulted in and unmapped each time (larger chunks
+/// cost a remote-warm build more system CPU).
 const CHUNK: usize = 32 * 1024;
 
 /// Why a download gave no entry (already counted and reported).
