@@ -223,16 +223,16 @@ impl Decoder {
     }
 }
 
+/// Writes an entry's body in its stored form, if it has it: its stored
+/// length and whether it is zstd (see [`write`]).
+pub type StoredBody<'a> = dyn Fn(&Item, &mut dyn Write) -> io::Result<Option<(u64, bool)>> + 'a;
+
 /// Writes a pack of `items` (each with the path of its output file) to
 /// `out`; returns its length. Fails if a file is gone or changed size.
 /// `stored` may write an entry's body already in stored form (see
 /// [`super::spool`]), giving its length and whether it is zstd, or `None`
 /// to have it compressed here.
-pub fn write(
-    out: &mut File,
-    items: &[(Item, PathBuf)],
-    stored: &dyn Fn(&Item, &mut dyn Write) -> io::Result<Option<(u64, bool)>>,
-) -> io::Result<u64> {
+pub fn write(out: &mut File, items: &[(Item, PathBuf)], stored: &StoredBody) -> io::Result<u64> {
     let head = MAGIC.len() + 4 + items.len() * RECORD + 32;
     out.seek(SeekFrom::Start(head as u64))?;
     let mut table = Vec::with_capacity(items.len() * RECORD);

@@ -18,10 +18,7 @@ fn pack_of(bodies: &[Vec<u8>]) -> (Vec<Stored>, Vec<u8>) {
     pack_with(bodies, &|_, _| Ok(None))
 }
 
-fn pack_with(
-    bodies: &[Vec<u8>],
-    stored: &dyn Fn(&Item, &mut dyn Write) -> io::Result<Option<(u64, bool)>>,
-) -> (Vec<Stored>, Vec<u8>) {
+fn pack_with(bodies: &[Vec<u8>], stored: &StoredBody) -> (Vec<Stored>, Vec<u8>) {
     let dir = tempfile::tempdir().unwrap();
     let mut items = Vec::new();
     for (i, b) in bodies.iter().enumerate() {
