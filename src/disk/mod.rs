@@ -444,7 +444,6 @@ fn parse_entry(line: &str) -> Option<(Id, Id, u64, i64)> {
     Some((action, output, size, time))
 }
 
-/// Nanoseconds since the Unix epoch, for put times.
 /// Whether `root` has a shard directory (`00`..`ff`) or an index dir: one
 /// `read_dir` pass that stops at the first.
 fn holds_entries(root: &Path) -> bool {
@@ -458,6 +457,7 @@ fn holds_entries(root: &Path) -> bool {
     })
 }
 
+/// Nanoseconds since the Unix epoch, for put times.
 pub fn now_nanos() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

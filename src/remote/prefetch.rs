@@ -108,10 +108,12 @@ pub struct Prefetch {
     source: Mutex<Option<(String, usize)>>,
 }
 
+mod head;
 mod unpack;
 mod write;
 
-use unpack::{ask_pack, index_name, Asked, Streaming};
+use head::{ask_pack, Asked};
+use unpack::{index_name, Streaming};
 
 impl Prefetch {
     pub fn new(scope: Scope, concurrency: usize) -> Arc<Prefetch> {

@@ -76,6 +76,17 @@ impl RemoteError {
     }
 }
 
+/// Reads a whole body of object `key` into memory.
+pub async fn collect(key: &str, body: ByteStream) -> Result<Vec<u8>, RemoteError> {
+    match body.collect().await {
+        Ok(b) => Ok(b.into_bytes().to_vec()),
+        Err(e) => Err(RemoteError {
+            kind: FailureKind::Unavailable,
+            message: format!("reading {key}: {e}"),
+        }),
+    }
+}
+
 /// A ranged GET's result.
 pub enum Ranged {
     Missing,
@@ -344,13 +355,7 @@ impl S3Store {
                 kind: FailureKind::Other,
                 message: format!("{key}: {wire_len} bytes, over the {limit}-byte limit"),
             }),
-            Fetched::Found { body, .. } => match body.collect().await {
-                Ok(b) => Ok(Some(b.into_bytes().to_vec())),
-                Err(e) => Err(RemoteError {
-                    kind: FailureKind::Unavailable,
-                    message: format!("reading {key}: {e}"),
-                }),
-            },
+            Fetched::Found { body, .. } => collect(key, body).await.map(Some),
         }
     }
 

@@ -1,4 +1,4 @@
-//! The pack side of the prefetch: asking for a scope's pack, streaming it
+//! The pack side of the prefetch: streaming a pack (asked for in `head`)
 //! into the local mirror (one reader, a few decoding and writing workers),
 //! and letting gets wait for the entries it is about to deliver.
 
@@ -15,10 +15,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::super::manifest::Manifest;
 use super::super::pack::{self, Decoder, Item, ReadError, Stored};
-use super::super::s3::{FailureKind, Fetched, Ranged, RemoteError};
 use super::super::transfer::{self, ChannelReader};
 use super::super::Remote;
-use super::{bounded, manifest_bound, PackSeen, Prefetch, Slot};
+use super::{PackSeen, Prefetch, Slot};
 use crate::disk::{DiskCache, Indexed, PutError};
 use crate::stats::Stats;
 use crate::wire::Id;
@@ -317,7 +316,7 @@ impl Prefetch {
 
     /// A pack stream stopped early. Network trouble was counted by the pump;
     /// a damaged pack is counted and reported here; a stop is silent.
-    fn pack_trouble(&self, remote: &Remote, e: &ReadError) {
+    pub(super) fn pack_trouble(&self, remote: &Remote, e: &ReadError) {
         if self.stopped.load(Ordering::Relaxed) {
             return;
         }
@@ -386,188 +385,4 @@ pub(super) fn index_name(remote: &Remote, scope: &str) -> String {
     let key = remote.store.pack_key(scope);
     let digest = Sha256::digest(format!("{}\n{key}", remote.describe()));
     Id(digest.into()).to_hex()[..32].to_owned()
-}
-
-/// What asking for a scope's pack found.
-pub(super) enum Asked {
-    Missing,
-    /// The whole pack's body, to stream.
-    Whole(ByteStream),
-    /// Its table, read with a ranged GET; the bodies are asked for later,
-    /// if at all.
-    Head(Head),
-    Failed,
-}
-
-/// A pack's first bytes: its header and table, and the start of its bodies.
-pub(super) struct Head {
-    bytes: Bytes,
-    /// The table, or why it is unreadable.
-    table: Result<Arc<Vec<Stored>>, String>,
-    etag: Option<String>,
-    /// The whole pack's length.
-    total: u64,
-}
-
-impl Head {
-    /// What this head says of a scope's own pack, for the rewrite at close.
-    pub(super) fn seen(&self) -> PackSeen {
-        match &self.table {
-            Ok(t) => PackSeen::Found(t.clone()),
-            Err(_) => PackSeen::Missing,
-        }
-    }
-}
-
-/// Bytes of a pack asked for with its table: the table of a pack of up to
-/// ~2,800 entries (`go build std` has ~1,100), and so one request for most.
-/// A longer table takes a second ranged GET.
-const HEAD_BYTES: u64 = 256 << 10;
-
-/// Asks for a scope's pack: the whole of it (`whole`), or its head only.
-pub(super) async fn ask_pack(remote: &Remote, scope: &str, whole: bool) -> Asked {
-    if !remote.breaker.allow() {
-        return Asked::Failed;
-    }
-    let key = remote.store.pack_key(scope);
-    if !whole {
-        return match bounded(
-            remote,
-            manifest_bound(remote),
-            false,
-            read_head(remote, &key),
-        )
-        .await
-        {
-            Some(Some(head)) => {
-                remote.breaker.success();
-                Asked::Head(head)
-            }
-            Some(None) => {
-                remote.breaker.success();
-                Asked::Missing
-            }
-            None => Asked::Failed,
-        };
-    }
-    let asked = remote.store.get_key(&key);
-    match bounded(remote, remote.opts.timeout, false, asked).await {
-        Some(Fetched::Missing) => {
-            remote.breaker.success();
-            Asked::Missing
-        }
-        Some(Fetched::Found { body, .. }) => {
-            remote.breaker.success();
-            Asked::Whole(body)
-        }
-        None => Asked::Failed,
-    }
-}
-
-/// Reads a pack's head: [`HEAD_BYTES`], and then the rest of its table if
-/// that is longer (from the same object: `If-Match` its ETag).
-async fn read_head(remote: &Remote, key: &str) -> Result<Option<Head>, RemoteError> {
-    let (mut bytes, etag, total) = match range(remote, key, 0, Some(HEAD_BYTES - 1), None).await? {
-        Ranged::Found { body, etag, total } => {
-            let bytes = collect(remote, key, body).await?;
-            let total = total.unwrap_or(bytes.len() as u64);
-            (bytes, etag, total)
-        }
-        // Changed cannot happen without If-Match; Past: an empty object.
-        Ranged::Missing | Ranged::Changed => return Ok(None),
-        Ranged::Past => (Vec::new(), None, 0),
-    };
-    let wanted = pack::table_len(&bytes).unwrap_or(0).min(total);
-    if wanted > bytes.len() as u64 {
-        let end = Some(wanted - 1);
-        match range(remote, key, bytes.len() as u64, end, etag.as_deref()).await? {
-            Ranged::Found { body, .. } => bytes.extend(collect(remote, key, body).await?),
-            // Replaced between the two requests: as if there were none; the
-            // rewrite at close does not touch a pack it did not read.
-            Ranged::Missing | Ranged::Changed | Ranged::Past => return Ok(None),
-        }
-    }
-    let table = pack::read_table(&mut &bytes[..])
-        .map(Arc::new)
-        .map_err(|e| e.to_string());
-    Ok(Some(Head {
-        bytes: Bytes::from(bytes),
-        table,
-        etag,
-        total,
-    }))
-}
-
-async fn range(
-    remote: &Remote,
-    key: &str,
-    start: u64,
-    end: Option<u64>,
-    if_match: Option<&str>,
-) -> Result<Ranged, RemoteError> {
-    remote.store.get_range(key, start, end, if_match).await
-}
-
-async fn collect(remote: &Remote, key: &str, body: ByteStream) -> Result<Vec<u8>, RemoteError> {
-    let bytes = body.collect().await.map_err(|e| RemoteError {
-        kind: FailureKind::Unavailable,
-        message: format!("reading {key}: {e}"),
-    })?;
-    let bytes = bytes.into_bytes().to_vec();
-    Stats::add(&remote.stats.bytes_downloaded, bytes.len() as u64);
-    Ok(bytes)
-}
-
-impl Prefetch {
-    /// After the manifest: whether the disk lacks enough of the pack whose
-    /// head is in hand to stream the rest of it, and if so that stream (the
-    /// head, then the rest). `None`: the entries the disk lacks, if any, are
-    /// fewer and cheaper one by one.
-    pub(super) async fn rest_of(
-        &self,
-        remote: &Remote,
-        scope: &str,
-        head: Head,
-    ) -> Option<(Bytes, Option<ByteStream>)> {
-        let table = match head.table {
-            Ok(t) => t,
-            Err(why) => {
-                self.pack_trouble(remote, &ReadError::Corrupt(why));
-                return None;
-            }
-        };
-        let disk = remote.disk.clone();
-        let lacking = tokio::task::spawn_blocking(move || {
-            let mut lacking = (0usize, 0u64);
-            for s in table.iter() {
-                let there = matches!(disk.get(&s.item.action),
-                    Ok(Some(ref l)) if l.output_id == s.item.output);
-                if !there {
-                    lacking.0 += 1;
-                    lacking.1 += s.stored;
-                }
-            }
-            lacking
-        });
-        let (count, bytes) = lacking.await.ok()?;
-        let rest_len = head.total.saturating_sub(head.bytes.len() as u64);
-        if count == 0 {
-            return None;
-        }
-        if rest_len == 0 {
-            return Some((head.bytes, None)); // all of it is in hand
-        }
-        // One round of single downloads gets them, and they are a small part
-        // of what the stream would carry.
-        if count <= self.concurrency && bytes * 4 < rest_len {
-            return None;
-        }
-        let key = remote.store.pack_key(scope);
-        let start = head.bytes.len() as u64;
-        let asked = range(remote, &key, start, None, head.etag.as_deref());
-        match bounded(remote, remote.opts.timeout, false, asked).await? {
-            Ranged::Found { body, .. } => Some((head.bytes, Some(body))),
-            Ranged::Missing | Ranged::Changed | Ranged::Past => None,
-        }
-    }
 }
