@@ -11,10 +11,13 @@ use anyhow::Context as _;
 use std::time::Duration;
 
 use crate::config::RemoteConfig;
+use crate::config::StoreSettings;
 use crate::disk::{self, DiskCache, PutError};
 use crate::protocol::{Body, Handler, Hit, Put};
+use crate::remote::http::HttpStore;
 use crate::remote::manifest::Used;
 use crate::remote::s3::S3Store;
+use crate::remote::store::Store;
 use crate::remote::{Prefetch, Remote, UploadJob, Uploader, Usage};
 use crate::scope::Scope;
 use crate::stats::{Snapshot, Stats};
@@ -134,17 +137,33 @@ impl Cacher {
         let (config, scope, cell) = self.remote.as_ref()?;
         let tier = cell
             .get_or_init(|| async {
-                let store = match tokio::time::timeout(CONNECT_BOUND, S3Store::connect(&config.s3))
-                    .await
-                {
-                    Ok(store) => store,
-                    Err(_) => {
-                        eprintln!(
-                            "gocacher: setting up the S3 client (region, credentials) took over {}s; continuing with the local cache only",
-                            CONNECT_BOUND.as_secs()
-                        );
-                        return None;
+                let store: Box<dyn Store> = match &config.store {
+                    StoreSettings::S3(s3) => {
+                        match tokio::time::timeout(CONNECT_BOUND, S3Store::connect(s3)).await {
+                            Ok(store) => Box::new(store),
+                            Err(_) => {
+                                eprintln!(
+                                    "gocacher: setting up the S3 client (region, credentials) took over {}s; continuing with the local cache only",
+                                    CONNECT_BOUND.as_secs()
+                                );
+                                return None;
+                            }
+                        }
                     }
+                    StoreSettings::Http(h) => match HttpStore::new(h) {
+                        Ok(store) => Box::new(store),
+                        Err(e) => {
+                            eprintln!("gocacher: {e}; continuing with the local cache only");
+                            return None;
+                        }
+                    },
+                };
+                // Without manifests and packs there is nothing to prefetch
+                // from (said at start with --verbose).
+                let concurrency = if store.keeps_named() {
+                    config.prefetch_concurrency
+                } else {
+                    0
                 };
                 let remote = Remote::new(
                     store,
@@ -154,7 +173,7 @@ impl Cacher {
                 );
                 Some(RemoteTier {
                     uploader: Uploader::start(remote.clone()),
-                    prefetch: Prefetch::new(scope.clone(), config.prefetch_concurrency),
+                    prefetch: Prefetch::new(scope.clone(), concurrency),
                     remote,
                     drain: config.drain,
                 })

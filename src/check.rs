@@ -6,21 +6,26 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use aws_sdk_s3::primitives::ByteStream;
+use bytes::Bytes;
 
-use crate::config::RemoteConfig;
+use crate::config::{RemoteConfig, StoreSettings};
 use crate::remote::s3::{Fetched, S3Store};
+use crate::remote::store::Store;
 
 /// Runs the checks, printing one line per step on stdout. Returns an error
 /// naming the first step that failed.
 pub async fn run(config: &RemoteConfig) -> Result<()> {
-    let store = S3Store::connect(&config.s3).await;
+    let StoreSettings::S3(s3) = &config.store else {
+        bail!("check works with --remote s3://BUCKET[/PREFIX]");
+    };
+    let store = S3Store::connect(s3).await;
     let limit = config.opts.timeout.max(Duration::from_secs(5));
-    println!("checking {}", store.describe);
+    println!("checking {}", store.describe());
 
     let creds = step("credentials", limit, store.credentials_source()).await?;
     println!("  {creds}");
     step("bucket", limit, store.head_bucket()).await?;
-    let key = probe_key(&config.s3.prefix);
+    let key = probe_key(&s3.prefix);
     let body = format!("gocacher check {}\n", std::process::id());
     if config.opts.read_only {
         println!("write, read, delete: skipped (read-only)");
@@ -29,25 +34,25 @@ pub async fn run(config: &RemoteConfig) -> Result<()> {
     step(
         "write",
         limit,
-        store.put(&key, None, ByteStream::from(body.clone().into_bytes())),
+        store.put_object(&key, None, ByteStream::from(body.clone().into_bytes())),
     )
     .await?;
     let read = step("read", limit, async {
-        match store.get_key(&key).await? {
+        match store.get_object(&key).await? {
             Fetched::Missing => Ok::<_, crate::remote::s3::RemoteError>(None),
-            Fetched::Found { body, .. } => Ok(body.collect().await.ok().map(|b| b.into_bytes())),
+            Fetched::Found { body, .. } => Ok(body.collect(&key).await.ok().map(Bytes::from)),
         }
     })
     .await;
     // Delete even when the read failed, so no probe is left behind.
-    let deleted = step("delete", limit, store.delete(&key)).await;
+    let deleted = step("delete", limit, store.delete_object(&key)).await;
     match read? {
         Some(got) if got == body.as_bytes() => {}
         Some(_) => bail!("read: the probe object came back with other bytes"),
         None => bail!("read: the probe object was not found right after writing it"),
     }
     deleted?;
-    println!("ok: gocacher can use {}", store.describe);
+    println!("ok: gocacher can use {}", store.describe());
     Ok(())
 }
 

@@ -9,6 +9,7 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 
 use crate::disk::TRIM_MIN_AGE;
+use crate::remote::http::{HttpSettings, Identity, DEFAULT_AUDIENCE};
 use crate::remote::s3::S3Settings;
 use crate::remote::RemoteOptions;
 
@@ -61,6 +62,48 @@ pub struct Args {
     /// profiles, SSO, web identity, instance metadata).
     #[arg(long, env = "GOCACHER_REMOTE", value_name = "URL", global = true)]
     pub remote: Option<String>,
+
+    /// Share the cache through a seed-compatible cache server instead of a
+    /// bucket: gocached, go-cacher-server or `gocacher serve`, as
+    /// http://HOST:PORT or https://... (go-cacher's flag).
+    #[arg(long, env = "GOCACHER_CACHE_SERVER", value_name = "URL", global = true)]
+    pub cache_server: Option<String>,
+
+    /// Bearer token for --cache-server (go-cacher's flag). Never printed.
+    #[arg(
+        long,
+        env = "GOCACHER_ACCESS_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true,
+        global = true
+    )]
+    pub access_token: Option<String>,
+
+    /// A file holding an OIDC identity token (JWT) to exchange at
+    /// --cache-server's /auth/exchange-token for a Bearer token. In GitHub
+    /// Actions (with `permissions: id-token: write`) gocacher asks for one
+    /// itself when the server wants it.
+    #[arg(
+        long,
+        env = "GOCACHER_OIDC_TOKEN_FILE",
+        value_name = "FILE",
+        global = true
+    )]
+    pub oidc_token_file: Option<PathBuf>,
+
+    /// The audience of the identity token gocacher asks GitHub Actions for.
+    #[arg(
+        long,
+        env = "GOCACHER_OIDC_AUDIENCE",
+        value_name = "AUD",
+        default_value = DEFAULT_AUDIENCE,
+        global = true
+    )]
+    pub oidc_audience: String,
+
+    /// Accepted so that go-cacher command lines keep working; ignored.
+    #[arg(long, value_name = "PORT", hide = true, global = true)]
+    pub gateway_addr_port: Option<String>,
 
     /// S3 endpoint URL (MinIO, R2, GCS, LocalStack); default: the AWS chain's
     /// (AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL), else AWS.
@@ -170,10 +213,17 @@ pub enum Command {
     Trim,
 }
 
-/// The bucket tier's settings.
+/// Which store the remote tier uses.
+#[derive(Debug, Clone)]
+pub enum StoreSettings {
+    S3(S3Settings),
+    Http(HttpSettings),
+}
+
+/// The remote tier's settings.
 #[derive(Debug, Clone)]
 pub struct RemoteConfig {
-    pub s3: S3Settings,
+    pub store: StoreSettings,
     pub opts: RemoteOptions,
     pub drain: Duration,
     /// `--scope` and `--scope-fallback` as given (resolved at start).
@@ -192,6 +242,8 @@ pub struct Config {
     pub max_size: Option<u64>,
     pub remote: Option<RemoteConfig>,
     pub command: Option<Command>,
+    /// `--gateway-addr-port` was given (ignored; said with --verbose).
+    pub gateway_port_ignored: bool,
 }
 
 impl Args {
@@ -244,14 +296,51 @@ impl Args {
         if self.upload_workers == 0 {
             bail!("--upload-workers must be at least 1");
         }
-        let remote = match self.remote.as_deref().filter(|s| !s.is_empty()) {
-            None => {
+        let opts = RemoteOptions {
+            timeout: remote_timeout,
+            upload_timeout,
+            upload_workers: self.upload_workers,
+            upload_queue: self.upload_queue,
+            read_only: self.read_only || self.anonymous,
+        };
+        let server = self.cache_server.as_deref().filter(|s| !s.is_empty());
+        let bucket = self.remote.as_deref().filter(|s| !s.is_empty());
+        let store = match (bucket, server) {
+            (Some(_), Some(_)) => bail!(
+                "--remote and --cache-server name two remotes; give one (a bucket, or a cache server)"
+            ),
+            (None, None) => {
                 if self.command == Some(Command::Check) {
                     bail!("check needs --remote s3://BUCKET[/PREFIX]");
                 }
                 None
             }
-            Some(url) => {
+            (None, Some(url)) => {
+                if self.command == Some(Command::Check) {
+                    bail!("check works with --remote s3://BUCKET[/PREFIX], not --cache-server");
+                }
+                let redacted = crate::remote::s3::redact_url(url);
+                let Some(rest) = url
+                    .strip_prefix("http://")
+                    .or_else(|| url.strip_prefix("https://"))
+                else {
+                    bail!("--cache-server {redacted:?}: expected http://HOST[:PORT] or https://...");
+                };
+                if rest.trim_end_matches('/').is_empty() {
+                    bail!("--cache-server {redacted:?}: no host");
+                }
+                let identity = match self.oidc_token_file {
+                    Some(path) => Some(Identity::File(path)),
+                    None if self.access_token.is_none() => actions_identity(&self.oidc_audience),
+                    None => None,
+                };
+                Some(StoreSettings::Http(HttpSettings {
+                    base: url.trim_end_matches('/').to_string(),
+                    access_token: self.access_token.filter(|t| !t.is_empty()),
+                    identity,
+                }))
+            }
+            (Some(url), None) => {
                 let (bucket, prefix) = S3Settings::parse_url(url)?;
                 if let Some(ep) = &self.s3_endpoint {
                     if !(ep.starts_with("http://") || ep.starts_with("https://")) {
@@ -261,29 +350,24 @@ impl Args {
                         );
                     }
                 }
-                Some(RemoteConfig {
-                    s3: S3Settings {
-                        bucket,
-                        prefix,
-                        endpoint: self.s3_endpoint,
-                        region: self.s3_region,
-                        virtual_hosted: self.s3_virtual_hosted,
-                        anonymous: self.anonymous,
-                    },
-                    opts: RemoteOptions {
-                        timeout: remote_timeout,
-                        upload_timeout,
-                        upload_workers: self.upload_workers,
-                        upload_queue: self.upload_queue,
-                        read_only: self.read_only || self.anonymous,
-                    },
-                    drain,
-                    scope: self.scope,
-                    scope_fallback: self.scope_fallback,
-                    prefetch_concurrency: self.prefetch_concurrency.min(MAX_PREFETCH_CONCURRENCY),
-                })
+                Some(StoreSettings::S3(S3Settings {
+                    bucket,
+                    prefix,
+                    endpoint: self.s3_endpoint,
+                    region: self.s3_region,
+                    virtual_hosted: self.s3_virtual_hosted,
+                    anonymous: self.anonymous,
+                }))
             }
         };
+        let remote = store.map(|store| RemoteConfig {
+            store,
+            opts,
+            drain,
+            scope: self.scope,
+            scope_fallback: self.scope_fallback,
+            prefetch_concurrency: self.prefetch_concurrency.min(MAX_PREFETCH_CONCURRENCY),
+        });
         Ok(Config {
             cache_dir,
             verbose: self.verbose,
@@ -292,8 +376,20 @@ impl Args {
             max_size,
             remote,
             command: self.command,
+            gateway_port_ignored: self.gateway_addr_port.is_some(),
         })
     }
+}
+
+/// In GitHub Actions with `id-token: write`, where to ask for an identity
+/// token (exchanged only if the cache server asks for authentication).
+fn actions_identity(audience: &str) -> Option<Identity> {
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    Some(Identity::Actions {
+        url: var("ACTIONS_ID_TOKEN_REQUEST_URL")?,
+        token: var("ACTIONS_ID_TOKEN_REQUEST_TOKEN")?,
+        audience: audience.to_string(),
+    })
 }
 
 /// Rewrites `-flag` and `-flag=value` (Go's flag syntax, as go-cacher takes
@@ -380,10 +476,10 @@ mod tests {
     fn remote_flags() {
         let c = args(&["--remote", "s3://bkt/ci/main/", "--anonymous"]).unwrap();
         let r = c.remote.unwrap();
-        assert_eq!(
-            (r.s3.bucket.as_str(), r.s3.prefix.as_str()),
-            ("bkt", "ci/main")
-        );
+        let StoreSettings::S3(s3) = &r.store else {
+            panic!("not S3: {:?}", r.store)
+        };
+        assert_eq!((s3.bucket.as_str(), s3.prefix.as_str()), ("bkt", "ci/main"));
         assert!(r.opts.read_only, "--anonymous implies read-only");
         let c = args(&["check", "--remote", "s3://b"]).unwrap();
         assert_eq!(c.command, Some(Command::Check));
@@ -399,6 +495,35 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("--upload-drain-timeout"), "{e}");
+    }
+
+    #[test]
+    fn cache_server_flags_like_go_cacher() {
+        let c = args(&[
+            "-cache-server=http://127.0.0.1:31364/",
+            "-access-token",
+            "s3cr3t",
+            "-gateway-addr-port=0",
+        ])
+        .unwrap();
+        assert!(c.gateway_port_ignored);
+        let StoreSettings::Http(h) = c.remote.unwrap().store else {
+            panic!("not HTTP")
+        };
+        assert_eq!(h.base, "http://127.0.0.1:31364");
+        assert_eq!(h.access_token.as_deref(), Some("s3cr3t"));
+        let e = args(&["--cache-server", "http://h:1", "--remote", "s3://b"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("two remotes"), "{e}");
+        let e = args(&["--cache-server", "ftp://u:pw@h"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("http://HOST") && !e.contains("pw"), "{e}");
+        let e = args(&["check", "--cache-server", "http://h:1"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--remote"), "{e}");
     }
 
     #[test]

@@ -7,9 +7,10 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use gocacher::cacher::{Cacher, CloseOptions};
-use gocacher::config::{Args, Command, Config};
+use gocacher::config::{Args, Command, Config, StoreSettings};
 use gocacher::disk::{DiskCache, TrimPolicy};
 use gocacher::protocol;
+use gocacher::remote::s3::redact_url;
 use gocacher::scope::Scope;
 
 mod stdio;
@@ -95,6 +96,9 @@ fn run(config: Config) -> Result<()> {
     }
     if config.verbose {
         eprintln!("gocacher: cache dir {}", disk.root().display());
+        if config.gateway_port_ignored {
+            eprintln!("gocacher: --gateway-addr-port is ignored (give --cache-server URL)");
+        }
     }
     let mut cacher = Cacher::new(
         disk,
@@ -105,15 +109,28 @@ fn run(config: Config) -> Result<()> {
     );
     if let Some(remote) = config.remote.clone() {
         if config.verbose {
-            eprintln!(
-                "gocacher: bucket s3://{}/{}{}",
-                remote.s3.bucket,
-                remote.s3.prefix,
-                match &remote.s3.endpoint {
-                    Some(ep) => format!(" at {}", gocacher::remote::s3::redact_url(ep)),
-                    None => String::new(),
-                }
-            );
+            match &remote.store {
+                StoreSettings::S3(s3) => eprintln!(
+                    "gocacher: bucket s3://{}/{}{}",
+                    s3.bucket,
+                    s3.prefix,
+                    match &s3.endpoint {
+                        Some(ep) => format!(" at {}", redact_url(ep)),
+                        None => String::new(),
+                    }
+                ),
+                StoreSettings::Http(h) => eprintln!(
+                    "gocacher: cache server {}{}; no prefetch (the seed's servers keep no manifests or packs)",
+                    redact_url(&h.base),
+                    if h.access_token.is_some() {
+                        ", with an access token"
+                    } else if h.identity.is_some() {
+                        ", with an identity token to exchange"
+                    } else {
+                        ""
+                    }
+                ),
+            }
         }
         let scope = Scope::resolve(remote.scope.clone(), remote.scope_fallback.clone());
         if config.verbose {

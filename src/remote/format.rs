@@ -38,6 +38,9 @@ pub const ZSTD_LEVEL: i32 = 1;
 pub enum Encoding {
     Identity,
     Zstd,
+    /// lz4 frames, as the seed's cache servers send them (never stored by
+    /// gocacher, so never in object metadata).
+    Lz4,
 }
 
 impl Encoding {
@@ -45,6 +48,7 @@ impl Encoding {
         match self {
             Encoding::Identity => "identity",
             Encoding::Zstd => "zstd",
+            Encoding::Lz4 => "lz4",
         }
     }
 }

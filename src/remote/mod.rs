@@ -8,11 +8,13 @@
 
 pub mod breaker;
 pub mod format;
+pub mod http;
 pub mod manifest;
 pub mod pack;
 mod prefetch;
 pub mod s3;
 mod spool;
+pub mod store;
 mod transfer;
 mod upload;
 
@@ -26,7 +28,7 @@ use crate::stats::Stats;
 use crate::wire::Id;
 
 use breaker::Breaker;
-use s3::{FailureKind, RemoteError, S3Store};
+use store::{FailureKind, RemoteError, Store};
 
 pub use prefetch::{Prefetch, Usage};
 pub use upload::{UploadJob, Uploader};
@@ -67,7 +69,7 @@ pub enum Known {
 }
 
 pub struct Remote {
-    pub(crate) store: S3Store,
+    pub(crate) store: Box<dyn Store>,
     pub(crate) disk: Arc<DiskCache>,
     pub(crate) stats: Arc<Stats>,
     pub(crate) opts: RemoteOptions,
@@ -89,7 +91,7 @@ pub struct Remote {
 
 impl Remote {
     pub fn new(
-        store: S3Store,
+        store: Box<dyn Store>,
         disk: Arc<DiskCache>,
         stats: Arc<Stats>,
         opts: RemoteOptions,
@@ -98,7 +100,7 @@ impl Remote {
             .max_capacity(INDEX_CAPACITY)
             .expire_after(KnownExpiry)
             .build();
-        let spool = (disk.was_empty() && !opts.read_only)
+        let spool = (disk.was_empty() && !opts.read_only && store.keeps_named())
             .then(|| spool::Spool::new(&disk).map(Arc::new))
             .flatten();
         Arc::new(Remote {
@@ -116,7 +118,7 @@ impl Remote {
     }
 
     pub fn describe(&self) -> &str {
-        &self.store.describe
+        self.store.describe()
     }
 
     pub fn is_read_only(&self) -> bool {
@@ -206,8 +208,9 @@ impl Remote {
             FailureKind::Credentials => {
                 self.breaker.disable();
                 self.report("credentials", format_args!(
-                    "{d}: the credentials were refused ({}); set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE. Continuing with the local cache only",
-                    err.message
+                    "{d}: the credentials were refused ({}); {}. Continuing with the local cache only",
+                    err.message,
+                    self.store.credentials_hint()
                 ));
             }
             FailureKind::NoBucket => {

@@ -6,7 +6,6 @@
 //! caller's timeout, and every failure is classified so the caller can decide
 //! between "miss", "back off" and "stop using the bucket".
 
-use std::path::Path;
 use std::time::Duration;
 
 use aws_config::BehaviorVersion;
@@ -45,83 +44,8 @@ impl S3Settings {
     }
 }
 
-/// How a failed call failed, for the caller's policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureKind {
-    /// Wrong or missing credentials: nothing will work this run.
-    Credentials,
-    /// The bucket does not exist: nothing will work this run.
-    NoBucket,
-    /// The credentials work but may not do this (read or write).
-    AccessDenied,
-    /// The endpoint could not be reached, timed out, or answered 5xx.
-    Unavailable,
-    /// Anything else the server said no to.
-    Other,
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-pub struct RemoteError {
-    pub kind: FailureKind,
-    pub message: String,
-}
-
-impl RemoteError {
-    pub fn timeout(after: Duration) -> RemoteError {
-        RemoteError {
-            kind: FailureKind::Unavailable,
-            message: format!("no answer within {after:?}"),
-        }
-    }
-}
-
-/// Reads a whole body of object `key` into memory.
-pub async fn collect(key: &str, body: ByteStream) -> Result<Vec<u8>, RemoteError> {
-    match body.collect().await {
-        Ok(b) => Ok(b.into_bytes().to_vec()),
-        Err(e) => Err(RemoteError {
-            kind: FailureKind::Unavailable,
-            message: format!("reading {key}: {e}"),
-        }),
-    }
-}
-
-/// A ranged GET's result.
-pub enum Ranged {
-    Missing,
-    /// The object is no longer the one `if_match` named.
-    Changed,
-    /// The range starts at or past the object's end.
-    Past,
-    Found {
-        body: ByteStream,
-        /// The object's ETag, to ask for the rest of the same object.
-        etag: Option<String>,
-        /// The whole object's length, from `Content-Range`.
-        total: Option<u64>,
-    },
-}
-
-/// A GET's result. `Found` carries the body still on the wire.
-pub enum Fetched {
-    Missing,
-    Found {
-        /// `None`: the metadata is missing or unreadable (a corrupt object).
-        meta: Option<ObjectMeta>,
-        body: ByteStream,
-        /// Bytes the body will take on the wire.
-        wire_len: u64,
-    },
-}
-
-#[derive(Debug, PartialEq, Eq)]
-pub enum Stored {
-    Created,
-    /// `If-None-Match: *` found an object there already: same key, and so
-    /// the same output (cmd/go's action IDs determine their outputs).
-    AlreadyThere,
-}
+use super::store::{Body, Source, Store};
+pub use super::store::{FailureKind, Fetched, Ranged, RemoteError, Stored};
 
 pub struct S3Store {
     /// For writes (puts, deletes).
@@ -205,25 +129,8 @@ impl S3Store {
         }
     }
 
-    pub fn key(&self, action: &Id) -> String {
-        object_key(&self.prefix, action)
-    }
-
-    /// The key of a scope's build manifest.
-    pub fn manifest_key(&self, scope: &str) -> String {
-        super::manifest::key(&self.prefix, scope)
-    }
-
-    /// The key of a scope's pack.
-    pub fn pack_key(&self, scope: &str) -> String {
-        super::pack::key(&self.prefix, scope)
-    }
-
-    pub async fn get(&self, action: &Id) -> Result<Fetched, RemoteError> {
-        self.get_key(&self.key(action)).await
-    }
-
-    pub async fn get_key(&self, key: &str) -> Result<Fetched, RemoteError> {
+    /// Reads an object.
+    pub async fn get_object(&self, key: &str) -> Result<Fetched, RemoteError> {
         let resp = self
             .reader
             .get_object()
@@ -235,16 +142,14 @@ impl S3Store {
             Ok(out) => Ok(Fetched::Found {
                 meta: out.metadata().and_then(ObjectMeta::from_metadata),
                 wire_len: out.content_length().unwrap_or(0).max(0) as u64,
-                body: out.body,
+                body: Body::S3(out.body),
             }),
             Err(SdkError::ServiceError(e)) if e.err().is_no_such_key() => Ok(Fetched::Missing),
             Err(e) => Err(classify(e)),
         }
     }
 
-    /// Bytes `start..=end` of an object (`end`: `None` for the rest of it),
-    /// only while its ETag is `if_match` when one is given.
-    pub async fn get_range(
+    async fn get_object_range(
         &self,
         key: &str,
         start: u64,
@@ -272,7 +177,7 @@ impl S3Store {
                     .and_then(|r| r.rsplit('/').next())
                     .and_then(|t| t.parse().ok())
                     .or_else(|| out.content_length().map(|l| l.max(0) as u64)),
-                body: out.body,
+                body: Body::S3(out.body),
             }),
             Err(SdkError::ServiceError(e)) if e.err().is_no_such_key() => Ok(Ranged::Missing),
             Err(SdkError::ServiceError(e)) if e.raw().status().as_u16() == 412 => {
@@ -284,7 +189,7 @@ impl S3Store {
     }
 
     /// Stores an object unless one is there already.
-    pub async fn put(
+    pub async fn put_object(
         &self,
         key: &str,
         meta: Option<&ObjectMeta>,
@@ -312,25 +217,9 @@ impl S3Store {
         }
     }
 
-    /// Stores an object, replacing what is there (manifests, which change).
-    pub async fn put_replace(&self, key: &str, body: Vec<u8>) -> Result<(), RemoteError> {
-        self.client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .body(ByteStream::from(body))
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(classify)
-    }
-
-    /// Stores a file's bytes, replacing what is there (packs).
-    pub async fn put_replace_file(&self, key: &str, path: &Path) -> Result<(), RemoteError> {
-        let body = ByteStream::from_path(path).await.map_err(|e| RemoteError {
-            kind: FailureKind::Other,
-            message: format!("reading {}: {e}", path.display()),
-        })?;
+    /// Stores an object, replacing what is there (manifests and packs).
+    async fn put_object_replace(&self, key: &str, body: Source<'_>) -> Result<(), RemoteError> {
+        let body = byte_stream(body).await?;
         self.client
             .put_object()
             .bucket(&self.bucket)
@@ -342,24 +231,7 @@ impl S3Store {
             .map_err(classify)
     }
 
-    /// Reads a whole small object; `Ok(None)` when there is none. Objects
-    /// over `limit` bytes are refused unread.
-    pub async fn read_small(
-        &self,
-        key: &str,
-        limit: usize,
-    ) -> Result<Option<Vec<u8>>, RemoteError> {
-        match self.get_key(key).await? {
-            Fetched::Missing => Ok(None),
-            Fetched::Found { wire_len, .. } if wire_len > limit as u64 => Err(RemoteError {
-                kind: FailureKind::Other,
-                message: format!("{key}: {wire_len} bytes, over the {limit}-byte limit"),
-            }),
-            Fetched::Found { body, .. } => collect(key, body).await.map(Some),
-        }
-    }
-
-    pub async fn delete(&self, key: &str) -> Result<(), RemoteError> {
+    pub async fn delete_object(&self, key: &str) -> Result<(), RemoteError> {
         self.client
             .delete_object()
             .bucket(&self.bucket)
@@ -398,6 +270,85 @@ impl S3Store {
                 ),
             }),
         }
+    }
+}
+
+async fn byte_stream(body: Source<'_>) -> Result<ByteStream, RemoteError> {
+    match body {
+        Source::Memory(b) => Ok(ByteStream::from(b.clone())),
+        Source::File(path, _) => ByteStream::from_path(path).await.map_err(|e| {
+            RemoteError::new(
+                FailureKind::Other,
+                format!("reading {}: {e}", path.display()),
+            )
+        }),
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for S3Store {
+    fn describe(&self) -> &str {
+        &self.describe
+    }
+
+    fn key(&self, action: &Id) -> String {
+        object_key(&self.prefix, action)
+    }
+
+    fn credentials_hint(&self) -> &'static str {
+        "set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE"
+    }
+
+    fn takes_encoded(&self) -> bool {
+        true
+    }
+
+    async fn get(&self, action: &Id) -> Result<Fetched, RemoteError> {
+        self.get_object(&self.key(action)).await
+    }
+
+    async fn put(
+        &self,
+        action: &Id,
+        meta: &ObjectMeta,
+        body: Source<'_>,
+    ) -> Result<Stored, RemoteError> {
+        let body = byte_stream(body).await?;
+        self.put_object(&self.key(action), Some(meta), body).await
+    }
+
+    async fn remove(&self, action: &Id) -> Result<(), RemoteError> {
+        self.delete_object(&self.key(action)).await
+    }
+
+    fn keeps_named(&self) -> bool {
+        true
+    }
+
+    fn manifest_key(&self, scope: &str) -> String {
+        super::manifest::key(&self.prefix, scope)
+    }
+
+    fn pack_key(&self, scope: &str) -> String {
+        super::pack::key(&self.prefix, scope)
+    }
+
+    async fn get_named(&self, key: &str) -> Result<Fetched, RemoteError> {
+        self.get_object(key).await
+    }
+
+    async fn get_range(
+        &self,
+        key: &str,
+        start: u64,
+        end: Option<u64>,
+        if_match: Option<&str>,
+    ) -> Result<Ranged, RemoteError> {
+        self.get_object_range(key, start, end, if_match).await
+    }
+
+    async fn put_named(&self, key: &str, body: Source<'_>) -> Result<(), RemoteError> {
+        self.put_object_replace(key, body).await
     }
 }
 

@@ -7,12 +7,11 @@
 
 use std::io::{self, Read};
 
-use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::format::Encoding;
-use super::s3::{Fetched, RemoteError};
+use super::store::{Body, FailureKind, Fetched, RemoteError};
 use super::{Known, Remote};
 use crate::disk::PutError;
 use crate::stats::Stats;
@@ -59,6 +58,7 @@ pub(super) async fn download(r: &Remote, action: Id) -> Result<Known, Failed> {
             Encoding::Zstd => {
                 Box::new(zstd::stream::read::Decoder::new(source).map_err(PutError::Body)?)
             }
+            Encoding::Lz4 => Box::new(lz4_flex::frame::FrameDecoder::new(source)),
         };
         disk.write_output(&meta.output_id, meta.size, chunks(&mut reader))?;
         disk.write_action(&action, &meta.output_id, meta.size, meta.put_time_nanos)
@@ -86,7 +86,7 @@ pub(super) async fn download(r: &Remote, action: Id) -> Result<Known, Failed> {
 /// too (so the reader stops on an error, not at a seeming end) and returned.
 pub(super) async fn pump(
     r: &Remote,
-    mut body: ByteStream,
+    mut body: Body,
     tx: mpsc::Sender<io::Result<Bytes>>,
 ) -> Option<RemoteError> {
     let timeout = r.opts.timeout;
@@ -102,7 +102,7 @@ pub(super) async fn pump(
             Ok(None) => break,
             Ok(Some(Err(e))) => {
                 network_error = Some(RemoteError {
-                    kind: super::s3::FailureKind::Unavailable,
+                    kind: FailureKind::Unavailable,
                     message: format!("reading object body: {e}"),
                 });
                 break;

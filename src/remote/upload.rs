@@ -9,14 +9,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::format::{Encoding, ObjectMeta, COMPRESS_MAX_RATIO, COMPRESS_MIN, ZSTD_LEVEL};
-use super::s3::{FailureKind, RemoteError, Stored};
 use super::spool::Spool;
+use super::store::{FailureKind, RemoteError, Source, Stored};
 use super::Remote;
 use crate::disk::Scratch;
 use crate::stats::Stats;
@@ -152,8 +151,13 @@ async fn upload(r: &Remote, job: UploadJob) {
     }
     let prep = {
         let (job, disk, spool) = (job.clone(), r.disk.clone(), r.spool.clone());
+        let encode = r.store.takes_encoded();
         tokio::task::spawn_blocking(move || {
-            let (meta, payload) = prepare(&job, &disk)?;
+            let (meta, payload) = if encode {
+                prepare(&job, &disk)?
+            } else {
+                raw(&job)
+            };
             if let Some(spool) = spool {
                 payload.keep(&meta, &spool);
             }
@@ -180,15 +184,6 @@ async fn upload(r: &Remote, job: UploadJob) {
         }
     };
     let wire_len = payload.len();
-    let body = match payload.stream().await {
-        Ok(b) => b,
-        Err(e) => {
-            Stats::inc(&r.stats.upload_errors);
-            r.report("upload-read", format_args!("reading upload body: {e}"));
-            return;
-        }
-    };
-    let key = r.store.key(&job.action);
     let limit = upload_timeout(r.opts.upload_timeout, wire_len);
     let started = Instant::now();
     // An object this process found corrupt is replaced: deleted, then
@@ -198,9 +193,9 @@ async fn upload(r: &Remote, job: UploadJob) {
     let heal = r.knows_corrupt(&job.action).await;
     let store = async {
         if heal {
-            r.store.delete(&key).await?;
+            r.store.remove(&job.action).await?;
         }
-        r.store.put(&key, Some(&meta), body).await
+        r.store.put(&job.action, &meta, payload.source()).await
     };
     match tokio::time::timeout(limit, store).await {
         Ok(Ok(stored)) => {
@@ -266,14 +261,29 @@ impl Payload {
         }
     }
 
-    async fn stream(&self) -> Result<ByteStream, String> {
+    fn source(&self) -> Source<'_> {
         match self {
-            Payload::Memory(b) => Ok(ByteStream::from(b.clone())),
-            Payload::File { path, .. } => {
-                ByteStream::from_path(path).await.map_err(|e| e.to_string())
-            }
+            Payload::Memory(b) => Source::Memory(b),
+            Payload::File { path, len, .. } => Source::File(path, *len),
         }
     }
+}
+
+/// The output as it is, for stores that take raw bytes (the seed's servers):
+/// the local mirror's file, which is never rewritten.
+fn raw(job: &UploadJob) -> (ObjectMeta, Payload) {
+    let meta = ObjectMeta {
+        output_id: job.output,
+        size: job.size,
+        put_time_nanos: job.put_time_nanos,
+        encoding: Encoding::Identity,
+    };
+    let payload = Payload::File {
+        path: job.path.clone(),
+        len: job.size,
+        _scratch: None,
+    };
+    (meta, payload)
 }
 
 fn prepare(

@@ -4,11 +4,10 @@
 
 use std::sync::Arc;
 
-use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
 
 use super::super::pack::{self, ReadError, Stored};
-use super::super::s3::{self, Fetched, Ranged, RemoteError};
+use super::super::store::{Body, Fetched, Ranged, RemoteError};
 use super::super::Remote;
 use super::{bounded, manifest_bound, PackSeen, Prefetch};
 use crate::stats::Stats;
@@ -17,7 +16,7 @@ use crate::stats::Stats;
 pub(super) enum Asked {
     Missing,
     /// The whole pack's body, to stream.
-    Whole(ByteStream),
+    Whole(Body),
     /// Its table, read with a ranged GET; the bodies are asked for later,
     /// if at all.
     Head(Head),
@@ -75,7 +74,7 @@ pub(super) async fn ask_pack(remote: &Remote, scope: &str, whole: bool) -> Asked
             None => Asked::Failed,
         };
     }
-    let asked = remote.store.get_key(&key);
+    let asked = remote.store.get_named(&key);
     match bounded(remote, remote.opts.timeout, false, asked).await {
         Some(Fetched::Missing) => {
             remote.breaker.success();
@@ -132,8 +131,8 @@ async fn read_head(remote: &Remote, key: &str) -> Result<Option<Head>, RemoteErr
 }
 
 /// A ranged body, read whole and counted as downloaded.
-async fn collect(remote: &Remote, key: &str, body: ByteStream) -> Result<Vec<u8>, RemoteError> {
-    let bytes = s3::collect(key, body).await?;
+async fn collect(remote: &Remote, key: &str, body: Body) -> Result<Vec<u8>, RemoteError> {
+    let bytes = body.collect(key).await?;
     Stats::add(&remote.stats.bytes_downloaded, bytes.len() as u64);
     Ok(bytes)
 }
@@ -148,7 +147,7 @@ impl Prefetch {
         remote: &Remote,
         scope: &str,
         head: Head,
-    ) -> Option<(Bytes, Option<ByteStream>)> {
+    ) -> Option<(Bytes, Option<Body>)> {
         let table = match head.table {
             Ok(t) => t,
             Err(why) => {

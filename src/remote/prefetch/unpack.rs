@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -58,7 +57,7 @@ impl Prefetch {
         remote: &Arc<Remote>,
         manifest: &Manifest,
         head: Bytes,
-        rest: Option<ByteStream>,
+        rest: Option<super::super::store::Body>,
         is_own: bool,
         index_name: String,
     ) {

@@ -7,6 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::super::manifest::{Manifest, Used};
 use super::super::pack::{self, Item};
+use super::super::store::Source;
 use super::super::upload::upload_timeout;
 use super::super::Remote;
 use super::{bounded, load, manifest_bound, Loaded, PackSeen, Prefetch};
@@ -20,7 +21,11 @@ impl Prefetch {
     /// not be read (writing would drop its entries). The manifest write is
     /// skipped too when it would say nothing new (see [`Manifest::covers`]).
     pub async fn write_back(&self, remote: &Arc<Remote>, used: &[Used]) {
-        if used.is_empty() || remote.is_read_only() || !remote.breaker.allow() {
+        if used.is_empty()
+            || remote.is_read_only()
+            || !remote.store.keeps_named()
+            || !remote.breaker.allow()
+        {
             return;
         }
         let previous = match self
@@ -45,7 +50,8 @@ impl Prefetch {
             let key = remote.store.manifest_key(&self.scope.name);
             // cmd/go is waiting for the close reply: a slow bucket costs at
             // most this, as for reading a manifest.
-            let put = remote.store.put_replace(&key, body);
+            let body = bytes::Bytes::from(body);
+            let put = remote.store.put_named(&key, Source::Memory(&body));
             bounded(remote, manifest_bound(remote), true, put).await;
         };
         tokio::join!(write_manifest, self.write_pack(remote, &merged));
@@ -126,7 +132,9 @@ impl Prefetch {
         // Bounded like an upload of its size (and, with everything else at
         // close, by the close deadline).
         let bound = upload_timeout(remote.opts.upload_timeout, len);
-        let put = remote.store.put_replace_file(&key, scratch.path());
+        let put = remote
+            .store
+            .put_named(&key, Source::File(scratch.path(), len));
         if bounded(remote, bound, true, put).await.is_some() {
             Stats::inc(&remote.stats.packs_written);
             Stats::add(&remote.stats.bytes_uploaded, len);

@@ -1,0 +1,495 @@
+//! A client of the seed project's cache servers: `gocached` and the older
+//! `go-cacher-server`, told apart by their replies as the seed's client does.
+//!
+//! - `GET /action/<actionID>` with `Want-Object: 1` and
+//!   `Accept-Encoding: lz4`: gocached answers 200 `application/octet-stream`
+//!   with `Go-Output-Id` and the bytes (lz4 frames with
+//!   `X-Uncompressed-Length` when it compressed them); go-cacher-server
+//!   answers JSON `{"outputID","size"}`, and the bytes come from
+//!   `GET /output/<outputID>`. 404 is a miss.
+//! - `PUT /<actionID>/<outputID>` with the raw output; 204 is success.
+//! - With an identity token, `POST /auth/exchange-token` `{"jwt"}` gives the
+//!   Bearer token, exchanged again once when the server forgets it (401).
+//!
+//! Neither server keeps named objects, so there is no prefetch through them.
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use reqwest::{Client, RequestBuilder, Response, StatusCode};
+use serde::Deserialize;
+
+use super::format::{Encoding, ObjectMeta};
+use super::s3::redact_url;
+use super::store::{Body, FailureKind, Fetched, Ranged, RemoteError, Source, Store, Stored};
+use crate::wire::Id;
+
+/// The audience gocached requires of identity tokens.
+pub const DEFAULT_AUDIENCE: &str = "gocached";
+
+/// JSON replies read here (action values, tokens) are small; more is wrong.
+const JSON_LIMIT: usize = 64 << 10;
+
+/// Where the server is and how to authenticate (validated flags).
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// `http://` or `https://`, scheme and authority (no trailing '/').
+    pub base: String,
+    /// A static Bearer token (`--access-token`).
+    pub access_token: Option<String>,
+    /// Where an identity token to exchange comes from.
+    pub identity: Option<Identity>,
+}
+
+/// Where the JWT for the exchange comes from.
+#[derive(Clone)]
+pub enum Identity {
+    /// A file holding the token (re-read at each exchange: CI systems
+    /// refresh it).
+    File(PathBuf),
+    /// GitHub Actions: `ACTIONS_ID_TOKEN_REQUEST_URL` with its bearer token.
+    Actions {
+        url: String,
+        token: String,
+        audience: String,
+    },
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Identity::File(p) => write!(f, "File({})", p.display()),
+            Identity::Actions { audience, .. } => write!(f, "Actions(audience {audience})"),
+        }
+    }
+}
+
+pub struct HttpStore {
+    client: Client,
+    base: String,
+    describe: String,
+    identity: Option<Identity>,
+    /// The Bearer token in use, and how many exchanges made it (so that
+    /// requests failing at once trigger one exchange, not one each).
+    token: tokio::sync::Mutex<(Option<String>, u64)>,
+}
+
+#[derive(Deserialize)]
+struct ActionValue {
+    #[serde(rename = "outputID")]
+    output_id: String,
+    size: u64,
+}
+
+#[derive(Deserialize)]
+struct Exchanged {
+    access_token: String,
+}
+
+#[derive(Deserialize)]
+struct ActionsToken {
+    value: String,
+}
+
+impl HttpStore {
+    pub fn new(s: &HttpSettings) -> Result<HttpStore, RemoteError> {
+        let client = Client::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .user_agent(concat!("gocacher/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| RemoteError::new(FailureKind::Other, format!("HTTP client: {e}")))?;
+        Ok(HttpStore {
+            client,
+            describe: format!("cache server {}", redact_url(&s.base)),
+            base: s.base.trim_end_matches('/').to_string(),
+            identity: s.identity.clone(),
+            token: tokio::sync::Mutex::new((s.access_token.clone(), 0)),
+        })
+    }
+
+    /// Sends a request with the Bearer token; on a 401 with an identity to
+    /// exchange, exchanges it once (unless another request just did) and
+    /// sends the request again.
+    async fn send(
+        &self,
+        what: &str,
+        make: impl Fn(&Client) -> Result<RequestBuilder, RemoteError>,
+    ) -> Result<Response, RemoteError> {
+        let (mut token, generation) = {
+            let mut t = self.token.lock().await;
+            // A token file is given for this server: exchange it at once.
+            // GitHub Actions' token is asked for only if the server wants
+            // one (a 401), as most servers do not.
+            if t.0.is_none() && matches!(self.identity, Some(Identity::File(_))) {
+                t.0 = Some(self.exchange().await?);
+                t.1 += 1;
+            }
+            t.clone()
+        };
+        let mut retried = false;
+        loop {
+            let mut req = make(&self.client)?;
+            if let Some(t) = &token {
+                req = req.bearer_auth(t);
+            }
+            let resp = req.send().await.map_err(|e| network(what, &e))?;
+            if resp.status() != StatusCode::UNAUTHORIZED || self.identity.is_none() || retried {
+                return Ok(resp);
+            }
+            // gocached keeps sessions in memory: a restart forgets them.
+            retried = true;
+            let mut t = self.token.lock().await;
+            if t.1 == generation {
+                t.0 = Some(self.exchange().await?);
+                t.1 += 1;
+            }
+            token = t.0.clone();
+        }
+    }
+
+    /// Exchanges the identity token for an access token.
+    async fn exchange(&self) -> Result<String, RemoteError> {
+        let jwt = match &self.identity {
+            None => {
+                return Err(RemoteError::new(
+                    FailureKind::Credentials,
+                    "no identity token",
+                ))
+            }
+            Some(Identity::File(path)) => std::fs::read_to_string(path)
+                .map_err(|e| {
+                    RemoteError::new(
+                        FailureKind::Credentials,
+                        format!("reading the identity token {}: {e}", path.display()),
+                    )
+                })?
+                .trim()
+                .to_string(),
+            Some(Identity::Actions {
+                url,
+                token,
+                audience,
+            }) => {
+                let mut url = reqwest::Url::parse(url).map_err(|e| {
+                    RemoteError::new(
+                        FailureKind::Credentials,
+                        format!("ACTIONS_ID_TOKEN_REQUEST_URL: {e}"),
+                    )
+                })?;
+                url.query_pairs_mut().append_pair("audience", audience);
+                let resp = self
+                    .client
+                    .get(url)
+                    .bearer_auth(token)
+                    .send()
+                    .await
+                    .map_err(|e| network("the GitHub Actions identity token", &e))?;
+                if !resp.status().is_success() {
+                    return Err(RemoteError::new(
+                        FailureKind::Credentials,
+                        format!(
+                            "GitHub Actions refused an identity token (HTTP {}); does the job have `permissions: id-token: write`?",
+                            resp.status().as_u16()
+                        ),
+                    ));
+                }
+                json::<ActionsToken>("the GitHub Actions identity token", resp)
+                    .await?
+                    .value
+            }
+        };
+        let resp = self
+            .client
+            .post(format!("{}/auth/exchange-token", self.base))
+            .json(&serde_json::json!({ "jwt": jwt }))
+            .send()
+            .await
+            .map_err(|e| network("the token exchange", &e))?;
+        match resp.status() {
+            s if s.is_success() => Ok(json::<Exchanged>("the token exchange", resp)
+                .await?
+                .access_token),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::BAD_REQUEST => {
+                Err(RemoteError::new(
+                    FailureKind::Credentials,
+                    format!(
+                        "the token exchange was refused (HTTP {}): the identity token is expired, for another audience, or its claims do not match the server's",
+                        resp.status().as_u16()
+                    ),
+                ))
+            }
+            s => Err(status_error("the token exchange", s)),
+        }
+    }
+
+    /// Reads an output by ID (go-cacher-server's second hop).
+    async fn get_output(&self, meta: ObjectMeta) -> Result<Fetched, RemoteError> {
+        if meta.size == 0 {
+            return Ok(Fetched::Found {
+                meta: Some(meta),
+                body: Body::empty(),
+                wire_len: 0,
+            });
+        }
+        let url = format!("{}/output/{}", self.base, meta.output_id.to_hex());
+        let resp = self
+            .send("GET /output/", |c| {
+                Ok(c.get(&url).header("Accept-Encoding", "lz4"))
+            })
+            .await?;
+        match resp.status() {
+            StatusCode::OK => {}
+            StatusCode::NOT_FOUND => return Ok(Fetched::Missing),
+            s => return Err(status_error("GET /output/", s)),
+        }
+        let encoding = if is_lz4(&resp) {
+            Encoding::Lz4
+        } else {
+            Encoding::Identity
+        };
+        Ok(Fetched::Found {
+            // The size is the action's: a body that disagrees is caught by
+            // the verification, as any wrong byte is.
+            meta: Some(ObjectMeta { encoding, ..meta }),
+            wire_len: resp.content_length().unwrap_or(0),
+            body: Body::Http(resp),
+        })
+    }
+}
+
+/// The uncompressed size and encoding a body announces; `None` when an lz4
+/// body has no readable `X-Uncompressed-Length` or a plain one no length.
+fn body_form(resp: &Response) -> Option<(u64, Encoding)> {
+    if is_lz4(resp) {
+        let size = resp.headers().get("X-Uncompressed-Length")?.to_str().ok()?;
+        return Some((size.trim().parse().ok()?, Encoding::Lz4));
+    }
+    Some((resp.content_length()?, Encoding::Identity))
+}
+
+fn is_lz4(resp: &Response) -> bool {
+    resp.headers()
+        .get("Content-Encoding")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"lz4"))
+}
+
+fn now_nanos() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}
+
+/// A transport failure (refused, reset, timed out, TLS).
+fn network(what: &str, e: &reqwest::Error) -> RemoteError {
+    let mut msg = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    RemoteError::new(FailureKind::Unavailable, format!("{what}: {msg}"))
+}
+
+/// A status that is not the answer, as a failure of its kind.
+fn status_error(what: &str, s: StatusCode) -> RemoteError {
+    let kind = match s.as_u16() {
+        401 => FailureKind::Credentials,
+        403 => FailureKind::AccessDenied,
+        408 | 429 | 500.. => FailureKind::Unavailable,
+        _ => FailureKind::Other,
+    };
+    RemoteError::new(kind, format!("{what}: HTTP {}", s.as_u16()))
+}
+
+/// Reads a small JSON reply.
+async fn json<T: serde::de::DeserializeOwned>(
+    what: &str,
+    resp: Response,
+) -> Result<T, RemoteError> {
+    if resp.content_length().unwrap_or(0) > JSON_LIMIT as u64 {
+        return Err(RemoteError::new(
+            FailureKind::Other,
+            format!("{what}: reply too long"),
+        ));
+    }
+    let body = Body::Http(resp).collect(what).await?;
+    if body.len() > JSON_LIMIT {
+        return Err(RemoteError::new(
+            FailureKind::Other,
+            format!("{what}: reply too long"),
+        ));
+    }
+    serde_json::from_slice(&body)
+        .map_err(|e| RemoteError::new(FailureKind::Other, format!("{what}: unreadable reply: {e}")))
+}
+
+fn unsupported() -> RemoteError {
+    RemoteError::new(
+        FailureKind::Other,
+        "the cache server keeps no manifests or packs",
+    )
+}
+
+#[async_trait]
+impl Store for HttpStore {
+    fn describe(&self) -> &str {
+        &self.describe
+    }
+
+    fn key(&self, action: &Id) -> String {
+        format!("/action/{}", action.to_hex())
+    }
+
+    fn credentials_hint(&self) -> &'static str {
+        "check --access-token, or the identity token given by --oidc-token-file or GitHub Actions"
+    }
+
+    fn takes_encoded(&self) -> bool {
+        false
+    }
+
+    async fn get(&self, action: &Id) -> Result<Fetched, RemoteError> {
+        let url = format!("{}/action/{}", self.base, action.to_hex());
+        let resp = self
+            .send("GET /action/", |c| {
+                Ok(c.get(&url)
+                    .header("Want-Object", "1")
+                    .header("Accept-Encoding", "lz4"))
+            })
+            .await?;
+        match resp.status() {
+            StatusCode::OK => {}
+            StatusCode::NOT_FOUND => return Ok(Fetched::Missing),
+            s => return Err(status_error("GET /action/", s)),
+        }
+        let content_type = resp
+            .headers()
+            .get("Content-Type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        if content_type.starts_with("application/json") {
+            // go-cacher-server: the action's value, then the output.
+            let av: ActionValue = match json("GET /action/", resp).await {
+                Ok(av) => av,
+                Err(e) if e.kind == FailureKind::Other => {
+                    return Ok(Fetched::Found {
+                        meta: None,
+                        body: Body::empty(),
+                        wire_len: 0,
+                    })
+                }
+                Err(e) => return Err(e),
+            };
+            let Some(output_id) = Id::from_hex(&av.output_id) else {
+                return Ok(Fetched::Found {
+                    meta: None,
+                    body: Body::empty(),
+                    wire_len: 0,
+                });
+            };
+            return self
+                .get_output(ObjectMeta {
+                    output_id,
+                    size: av.size,
+                    put_time_nanos: now_nanos(),
+                    encoding: Encoding::Identity,
+                })
+                .await;
+        }
+        let output = resp
+            .headers()
+            .get("Go-Output-Id")
+            .and_then(|v| v.to_str().ok())
+            .and_then(Id::from_hex);
+        let meta = match (content_type.as_str(), output, body_form(&resp)) {
+            ("application/octet-stream", Some(output_id), Some((size, encoding))) => {
+                Some(ObjectMeta {
+                    output_id,
+                    size,
+                    put_time_nanos: now_nanos(),
+                    encoding,
+                })
+            }
+            _ => None,
+        };
+        Ok(Fetched::Found {
+            meta,
+            wire_len: resp.content_length().unwrap_or(0),
+            body: Body::Http(resp),
+        })
+    }
+
+    async fn put(
+        &self,
+        action: &Id,
+        meta: &ObjectMeta,
+        body: Source<'_>,
+    ) -> Result<Stored, RemoteError> {
+        let url = format!(
+            "{}/{}/{}",
+            self.base,
+            action.to_hex(),
+            meta.output_id.to_hex()
+        );
+        let resp = self
+            .send("PUT", |c| {
+                let req = c.put(&url).header("Content-Length", body.len().to_string());
+                Ok(match body {
+                    Source::Memory(b) => req.body(b.clone()),
+                    Source::File(path, _) => {
+                        let f = std::fs::File::open(path).map_err(|e| {
+                            RemoteError::new(
+                                FailureKind::Other,
+                                format!("reading {}: {e}", path.display()),
+                            )
+                        })?;
+                        req.body(tokio::fs::File::from_std(f))
+                    }
+                })
+            })
+            .await?;
+        match resp.status() {
+            s if s.is_success() => Ok(Stored::Created),
+            s => Err(status_error("PUT", s)),
+        }
+    }
+
+    async fn remove(&self, _action: &Id) -> Result<(), RemoteError> {
+        // The seed's servers have no delete; a PUT replaces an entry.
+        Ok(())
+    }
+
+    fn keeps_named(&self) -> bool {
+        false
+    }
+
+    fn manifest_key(&self, scope: &str) -> String {
+        format!("manifest of {scope:?}")
+    }
+
+    fn pack_key(&self, scope: &str) -> String {
+        format!("pack of {scope:?}")
+    }
+
+    async fn get_named(&self, _key: &str) -> Result<Fetched, RemoteError> {
+        Err(unsupported())
+    }
+
+    async fn get_range(
+        &self,
+        _key: &str,
+        _start: u64,
+        _end: Option<u64>,
+        _if_match: Option<&str>,
+    ) -> Result<Ranged, RemoteError> {
+        Err(unsupported())
+    }
+
+    async fn put_named(&self, _key: &str, _body: Source<'_>) -> Result<(), RemoteError> {
+        Err(unsupported())
+    }
+}
