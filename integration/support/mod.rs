@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 pub mod faultproxy;
 pub mod s3server;
+pub mod seedserver;
 
 use serde_json::Value;
 

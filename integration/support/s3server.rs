@@ -30,7 +30,7 @@ pub struct S3Server {
     secret: &'static str,
 }
 
-fn tools_dir() -> PathBuf {
+pub fn tools_dir() -> PathBuf {
     match std::env::var_os("GOCACHER_TOOLS_DIR") {
         Some(d) => PathBuf::from(d),
         None => dirs::home_dir()
@@ -41,7 +41,7 @@ fn tools_dir() -> PathBuf {
 
 /// A tool binary: $VAR if set, else $GOCACHER_TOOLS_DIR/bin/NAME, which must
 /// exist (`install` is the script that puts it there).
-fn tool_bin(var: &str, name: &str, install: &str) -> PathBuf {
+pub fn tool_bin(var: &str, name: &str, install: &str) -> PathBuf {
     let bin = std::env::var_os(var)
         .map(PathBuf::from)
         .unwrap_or_else(|| tools_dir().join("bin").join(name));
@@ -53,7 +53,7 @@ fn tool_bin(var: &str, name: &str, install: &str) -> PathBuf {
     bin
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
 }
