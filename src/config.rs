@@ -302,6 +302,7 @@ impl Args {
             upload_workers: self.upload_workers,
             upload_queue: self.upload_queue,
             read_only: self.read_only || self.anonymous,
+            breaker_cooldown: crate::remote::breaker::COOLDOWN,
         };
         let server = self.cache_server.as_deref().filter(|s| !s.is_empty());
         let bucket = self.remote.as_deref().filter(|s| !s.is_empty());

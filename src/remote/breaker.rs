@@ -13,10 +13,17 @@ pub const THRESHOLD: u32 = 3;
 /// How long the breaker stays open before one request may try again.
 pub const COOLDOWN: Duration = Duration::from_secs(30);
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Breaker {
     /// A std Mutex: held for a few instructions, never across an await.
     state: Mutex<State>,
+    cooldown: Duration,
+}
+
+impl Default for Breaker {
+    fn default() -> Breaker {
+        Breaker::with_cooldown(COOLDOWN)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -29,6 +36,14 @@ struct State {
 }
 
 impl Breaker {
+    /// A breaker that stays open this long (tests shorten it).
+    pub fn with_cooldown(cooldown: Duration) -> Breaker {
+        Breaker {
+            state: Mutex::default(),
+            cooldown,
+        }
+    }
+
     /// Whether a request may go to the bucket now.
     pub fn allow(&self) -> bool {
         let s = self.state.lock().unwrap();
@@ -50,7 +65,7 @@ impl Breaker {
         if s.failures >= THRESHOLD || half_open {
             let was_closed = !half_open;
             s.failures = 0;
-            s.open_until = Some(Instant::now() + COOLDOWN);
+            s.open_until = Some(Instant::now() + self.cooldown);
             return was_closed;
         }
         false

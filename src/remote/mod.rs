@@ -55,6 +55,8 @@ pub struct RemoteOptions {
     pub upload_workers: usize,
     pub upload_queue: usize,
     pub read_only: bool,
+    /// How long the breaker stays open ([`breaker::COOLDOWN`]).
+    pub breaker_cooldown: Duration,
 }
 
 /// What the index knows of an action in the bucket.
@@ -109,8 +111,8 @@ impl Remote {
             store,
             disk,
             stats,
+            breaker: Breaker::with_cooldown(opts.breaker_cooldown),
             opts,
-            breaker: Breaker::default(),
             index,
             writers: tokio::sync::Semaphore::new(DOWNLOAD_WRITERS),
             reported: Mutex::default(),
@@ -249,7 +251,7 @@ impl Remote {
                         "{d}: {} failures in a row (last: {}); not using the bucket for {}s at a time",
                         breaker::THRESHOLD,
                         err.message,
-                        breaker::COOLDOWN.as_secs()
+                        self.opts.breaker_cooldown.as_secs()
                     ));
                 }
             }
@@ -293,3 +295,7 @@ impl moka::Expiry<Id, Known> for KnownExpiry {
 
 #[cfg(test)]
 mod fuzz;
+#[cfg(test)]
+mod memory;
+#[cfg(test)]
+mod tests;
