@@ -281,12 +281,12 @@ class SeedServer:
                  "--listen", f"127.0.0.1:{self.port}", "--verbose"],
                 stdout=logf, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
-        while http_get(f"http://127.0.0.1:{self.port}/", timeout=2)[0] != 200:
+        while http_get(f"http://127.0.0.1:{self.port}/", timeout=2)[0] == 0:
             if self.proc.poll() is not None:
-                raise BenchError(f"go-cacher-server exited with {self.proc.returncode} before it was ready:\n"
+                raise BenchError(f"{self.binary.name} exited with {self.proc.returncode} before it was ready:\n"
                                  f"{tail(self.log)}")
             if time.monotonic() > deadline:
-                raise BenchError(f"go-cacher-server not ready after 30 s on port {self.port}:\n{tail(self.log)}")
+                raise BenchError(f"{self.binary.name} not ready after 30 s on port {self.port}:\n{tail(self.log)}")
             time.sleep(0.1)
 
     @property
