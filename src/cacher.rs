@@ -18,7 +18,7 @@ use crate::remote::http::HttpStore;
 use crate::remote::manifest::Used;
 use crate::remote::s3::S3Store;
 use crate::remote::store::Store;
-use crate::remote::{Prefetch, Remote, UploadJob, Uploader, Usage};
+use crate::remote::{Prefetch, Remote, UploadJob, Uploader, Usage, WriteBack};
 use crate::scope::Scope;
 use crate::stats::{Snapshot, Stats};
 use crate::wire::Id;
@@ -68,6 +68,7 @@ struct RemoteTier {
     remote: Arc<Remote>,
     uploader: Uploader,
     prefetch: Arc<Prefetch>,
+    writeback: WriteBack,
     /// How long close waits for queued uploads.
     drain: Duration,
 }
@@ -171,9 +172,11 @@ impl Cacher {
                     self.stats.clone(),
                     config.opts.clone(),
                 );
+                let (prefetch, writeback) = Prefetch::new(scope.clone(), concurrency);
                 Some(RemoteTier {
                     uploader: Uploader::start(remote.clone()),
-                    prefetch: Prefetch::new(scope.clone(), concurrency),
+                    prefetch,
+                    writeback,
                     remote,
                     drain: config.drain,
                 })
@@ -436,7 +439,7 @@ impl Handler for Cacher {
             );
             tier.uploader.drain(deadline).await;
             let used = self.usage.lock().unwrap().take();
-            let write_back = tier.prefetch.write_back(&tier.remote, &used);
+            let write_back = tier.writeback.write(&tier.remote, &used);
             if tokio::time::timeout_at(deadline, write_back).await.is_err() {
                 Stats::inc(&self.stats.remote_errors);
                 tier.remote.report(

@@ -513,6 +513,7 @@ mod tests {
         };
         assert_eq!(h.base, "http://127.0.0.1:31364");
         assert_eq!(h.access_token.as_deref(), Some("s3cr3t"));
+        assert!(!format!("{h:?}").contains("s3cr3t"), "{h:?}");
         let e = args(&["--cache-server", "http://h:1", "--remote", "s3://b"])
             .unwrap_err()
             .to_string();

@@ -32,7 +32,7 @@ pub const DEFAULT_AUDIENCE: &str = "gocached";
 const JSON_LIMIT: usize = 64 << 10;
 
 /// Where the server is and how to authenticate (validated flags).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct HttpSettings {
     /// `http://` or `https://`, scheme and authority (no trailing '/').
     pub base: String,
@@ -40,6 +40,17 @@ pub struct HttpSettings {
     pub access_token: Option<String>,
     /// Where an identity token to exchange comes from.
     pub identity: Option<Identity>,
+}
+
+/// Never shows the token.
+impl std::fmt::Debug for HttpSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpSettings")
+            .field("base", &redact_url(&self.base))
+            .field("access_token", &self.access_token.as_ref().map(|_| "***"))
+            .field("identity", &self.identity)
+            .finish()
+    }
 }
 
 /// Where the JWT for the exchange comes from.

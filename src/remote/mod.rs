@@ -30,7 +30,7 @@ use crate::wire::Id;
 use breaker::Breaker;
 use store::{FailureKind, RemoteError, Store};
 
-pub use prefetch::{Prefetch, Usage};
+pub use prefetch::{Prefetch, Usage, WriteBack};
 pub use upload::{UploadJob, Uploader};
 
 /// Entries the index holds: recent hits, uploads and known misses of this

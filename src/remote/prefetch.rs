@@ -1,4 +1,6 @@
-//! Prefetch from build manifests and packs, and their writes at close.
+//! Prefetch from build manifests and packs ([`Prefetch`], reading at start)
+//! and their writes at close ([`WriteBack`]), two jobs that share only what
+//! the first read of the scope's own manifest and pack ([`Seen`]).
 //!
 //! At start, a task reads the scope's manifest (else a fallback scope's) and
 //! its pack, and fills the local mirror in the order the last go command
@@ -93,14 +95,22 @@ struct Slot {
     used: bool,
 }
 
-pub struct Prefetch {
-    scope: Scope,
-    concurrency: usize,
+/// What reading the scope's own manifest and pack found, which the
+/// write-back at close needs too: the reader fills it, the writer reads it.
+#[derive(Default)]
+struct Seen {
     /// The scope's own manifest as it was at start, read once for both the
     /// prefetch and the merge at close.
     previous: OnceCell<Loaded>,
-    slots: Mutex<HashMap<Id, Slot>>,
     own_pack: Mutex<PackSeen>,
+}
+
+/// Reading: the scope's manifest and pack at start, into the local mirror.
+pub struct Prefetch {
+    scope: Scope,
+    concurrency: usize,
+    seen: Arc<Seen>,
+    slots: Mutex<HashMap<Id, Slot>>,
     streaming: OnceLock<Streaming>,
     stopped: AtomicBool,
     task: Mutex<Option<JoinHandle<()>>>,
@@ -114,20 +124,28 @@ mod write;
 
 use head::{ask_pack, Asked};
 use unpack::{index_name, Streaming};
+pub use write::WriteBack;
 
 impl Prefetch {
-    pub fn new(scope: Scope, concurrency: usize) -> Arc<Prefetch> {
-        Arc::new(Prefetch {
+    /// The prefetch of a scope, and the write-back of its manifest and pack
+    /// at close: two jobs that share what the first one read.
+    pub fn new(scope: Scope, concurrency: usize) -> (Arc<Prefetch>, WriteBack) {
+        let seen = Arc::new(Seen::default());
+        let writeback = WriteBack {
+            scope: scope.name.clone(),
+            seen: seen.clone(),
+        };
+        let prefetch = Arc::new(Prefetch {
             scope,
             concurrency,
-            previous: OnceCell::new(),
+            seen,
             slots: Mutex::default(),
-            own_pack: Mutex::default(),
             streaming: OnceLock::new(),
             stopped: AtomicBool::new(false),
             task: Mutex::default(),
             source: Mutex::default(),
-        })
+        });
+        (prefetch, writeback)
     }
 
     pub fn scope(&self) -> &Scope {
@@ -151,7 +169,7 @@ impl Prefetch {
         // rest once the table shows the disk lacks enough of it.
         let whole = remote.disk.was_empty();
         let (primary, own_pack) = tokio::join!(
-            self.previous.get_or_init(|| load(&remote, &own)),
+            self.seen.previous.get_or_init(|| load(&remote, &own)),
             ask_pack(&remote, &own, whole),
         );
         let seen = match &own_pack {
@@ -161,7 +179,7 @@ impl Prefetch {
             Asked::Head(h) => Some(h.seen()),
         };
         if let Some(seen) = seen {
-            *self.own_pack.lock().unwrap() = seen;
+            *self.seen.own_pack.lock().unwrap() = seen;
         }
         let (from, manifest, pack) = match primary.clone() {
             Loaded::Found(m) => (own, m, own_pack),
@@ -170,7 +188,7 @@ impl Prefetch {
                 // A pack without its manifest is not read; the next write
                 // replaces both.
                 if let Asked::Whole(_) | Asked::Head(_) = own_pack {
-                    *self.own_pack.lock().unwrap() = PackSeen::Missing;
+                    *self.seen.own_pack.lock().unwrap() = PackSeen::Missing;
                 }
                 let mut chosen = None;
                 for f in &self.scope.fallbacks {

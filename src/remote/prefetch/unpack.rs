@@ -116,7 +116,7 @@ impl Prefetch {
                 // nothing about the pack: it stays "not read", so close does
                 // not rewrite a pack that may be fine.
                 if is_own && !self.stopped.load(Ordering::Relaxed) {
-                    *self.own_pack.lock().unwrap() = match e {
+                    *self.seen.own_pack.lock().unwrap() = match e {
                         ReadError::Corrupt(_) => PackSeen::Missing,
                         ReadError::Source(_) => PackSeen::Failed,
                     };
@@ -126,7 +126,7 @@ impl Prefetch {
             }
         };
         if is_own {
-            *self.own_pack.lock().unwrap() = PackSeen::Found(table.clone());
+            *self.seen.own_pack.lock().unwrap() = PackSeen::Found(table.clone());
         }
         let (progress, watching) = watch::channel(Progress::default());
         let at = table.iter().enumerate().map(|(i, s)| (s.item.action, i));
@@ -300,7 +300,7 @@ impl Prefetch {
             return; // cut off by the stop, not damaged
         }
         if is_own {
-            *self.own_pack.lock().unwrap() = PackSeen::Missing;
+            *self.seen.own_pack.lock().unwrap() = PackSeen::Missing;
         }
         Stats::inc(&remote.stats.corrupt);
         remote.report(
@@ -329,7 +329,7 @@ impl Prefetch {
                     self.scope.name
                 ),
             );
-            *self.own_pack.lock().unwrap() = PackSeen::Missing;
+            *self.seen.own_pack.lock().unwrap() = PackSeen::Missing;
         }
     }
 

@@ -10,17 +10,24 @@ use super::super::pack::{self, Item};
 use super::super::store::Source;
 use super::super::upload::upload_timeout;
 use super::super::Remote;
-use super::{bounded, load, manifest_bound, Loaded, PackSeen, Prefetch};
+use super::{bounded, load, manifest_bound, Loaded, PackSeen, Seen};
 use crate::stats::Stats;
 use crate::wire::Id;
 
-impl Prefetch {
+/// Writing: the scope's manifest and pack at close.
+pub struct WriteBack {
+    /// The scope's name.
+    pub(super) scope: String,
+    pub(super) seen: Arc<Seen>,
+}
+
+impl WriteBack {
     /// Merges what this go command used into the scope's manifest and writes
     /// it, with a new pack if the scope's is missing or stale. Skipped when
     /// read-only, when nothing was used, and when the previous manifest could
     /// not be read (writing would drop its entries). The manifest write is
     /// skipped too when it would say nothing new (see [`Manifest::covers`]).
-    pub async fn write_back(&self, remote: &Arc<Remote>, used: &[Used]) {
+    pub async fn write(&self, remote: &Arc<Remote>, used: &[Used]) {
         if used.is_empty()
             || remote.is_read_only()
             || !remote.store.keeps_named()
@@ -29,8 +36,9 @@ impl Prefetch {
             return;
         }
         let previous = match self
+            .seen
             .previous
-            .get_or_init(|| load(remote, &self.scope.name))
+            .get_or_init(|| load(remote, &self.scope))
             .await
         {
             Loaded::Found(m) => Some(m.clone()),
@@ -40,14 +48,14 @@ impl Prefetch {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let merged = Manifest::merge(previous.as_deref(), used, &self.scope.name, now);
+        let merged = Manifest::merge(previous.as_deref(), used, &self.scope, now);
         let unchanged = previous.is_some_and(|p| p.covers(&merged, now));
         let write_manifest = async {
             if unchanged {
                 return;
             }
             let body = merged.encode();
-            let key = remote.store.manifest_key(&self.scope.name);
+            let key = remote.store.manifest_key(&self.scope);
             // cmd/go is waiting for the close reply: a slow bucket costs at
             // most this, as for reading a manifest.
             let body = bytes::Bytes::from(body);
@@ -62,7 +70,7 @@ impl Prefetch {
     /// entries: those on disk here, in the manifest's order. Bounded by the
     /// upload of its size.
     async fn write_pack(&self, remote: &Arc<Remote>, merged: &Manifest) {
-        let current = match &*self.own_pack.lock().unwrap() {
+        let current = match &*self.seen.own_pack.lock().unwrap() {
             PackSeen::Found(t) => Some(t.clone()),
             PackSeen::Missing => None,
             PackSeen::NotRead | PackSeen::Failed => return,
@@ -118,7 +126,7 @@ impl Prefetch {
             let len = pack::write(&mut file, &items, &stored)?;
             Ok(Some((scratch, len)))
         });
-        let key = remote.store.pack_key(&self.scope.name);
+        let key = remote.store.pack_key(&self.scope);
         let (scratch, len) = match build.await.map_err(io::Error::other).and_then(|r| r) {
             Ok(Some(built)) => built,
             Ok(None) => return,
