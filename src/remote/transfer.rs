@@ -10,7 +10,7 @@ use std::io::{self, Read};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use super::format::Encoding;
+use super::format::{Encoding, ObjectMeta};
 use super::store::{Body, FailureKind, Fetched, RemoteError};
 use super::{Known, Remote};
 use crate::disk::PutError;
@@ -34,17 +34,24 @@ pub(super) async fn download(r: &Remote, action: Id) -> Result<Known, Failed> {
         Ok(Err(e)) => return Err(fail(r, &e)),
         Err(_) => return Err(fail(r, &RemoteError::timeout(timeout))),
     };
-    let (meta, body) = match fetched {
+    let (meta, body, wire_len) = match fetched {
         Fetched::Missing => {
             r.breaker.success();
             return Ok(Known::Missing);
         }
-        Fetched::Found { meta, body, .. } => (meta, body),
+        Fetched::Found {
+            meta,
+            body,
+            wire_len,
+        } => (meta, body, wire_len),
     };
     r.breaker.success();
     let Some(meta) = meta else {
         return Ok(corrupt(r, &action, "object metadata missing or unreadable"));
     };
+    if (1..=INLINE_MAX).contains(&wire_len) && meta.size <= INLINE_OUTPUT_MAX {
+        return small(r, action, meta, body, wire_len).await;
+    }
 
     let Ok(_writing) = r.writers.acquire().await else {
         return Err(Failed);
@@ -80,6 +87,113 @@ pub(super) async fn download(r: &Remote, action: Id) -> Result<Known, Failed> {
         Err(join) => Ok(corrupt(r, &action, &join.to_string())),
     }
 }
+
+/// Objects up to this many bytes on the wire (and outputs up to
+/// [`INLINE_OUTPUT_MAX`]) are read whole, then decoded, verified and written
+/// on the spot: most of a build's entries are this small, and a blocking
+/// thread with a channel per object costs more CPU than the object itself.
+const INLINE_MAX: u64 = 64 << 10;
+const INLINE_OUTPUT_MAX: u64 = 256 << 10;
+
+/// [`download`] of a small object: whole into memory, then to disk.
+async fn small(
+    r: &Remote,
+    action: Id,
+    meta: ObjectMeta,
+    mut body: Body,
+    wire_len: u64,
+) -> Result<Known, Failed> {
+    let timeout = r.opts.timeout;
+    let mut wire = Vec::with_capacity(wire_len as usize);
+    loop {
+        match tokio::time::timeout(timeout, body.next()).await {
+            Ok(Some(Ok(chunk))) => {
+                Stats::add(&r.stats.bytes_downloaded, chunk.len() as u64);
+                wire.extend_from_slice(&chunk);
+                if wire.len() as u64 > wire_len {
+                    return Ok(corrupt(r, &action, "body longer than announced"));
+                }
+            }
+            Ok(None) => break,
+            Ok(Some(Err(e))) => {
+                return Err(fail(
+                    r,
+                    &RemoteError::new(
+                        FailureKind::Unavailable,
+                        format!("reading object body: {e}"),
+                    ),
+                ))
+            }
+            Err(_) => return Err(fail(r, &RemoteError::timeout(timeout))),
+        }
+    }
+    // Decoded outputs are bounded in number as the streamed ones are.
+    let Ok(_writing) = r.writers.acquire().await else {
+        return Err(Failed);
+    };
+    let raw = match decode(&meta, wire) {
+        Ok(raw) => raw,
+        Err(e) => return Ok(corrupt(r, &action, &format!("undecodable body: {e}"))),
+    };
+    let written = r
+        .disk
+        .write_output_bytes(&meta.output_id, &raw)
+        .and_then(|_| {
+            r.disk
+                .write_action(&action, &meta.output_id, meta.size, meta.put_time_nanos)
+        });
+    match written {
+        Ok(()) => Ok(Known::Present(meta.output_id)),
+        Err(err) if err.is_disk() => {
+            r.report("disk", format_args!("writing a downloaded object: {err}"));
+            Err(Failed)
+        }
+        Err(err) => Ok(corrupt(r, &action, &err.to_string())),
+    }
+}
+
+/// A small object's output bytes, never more than its metadata's size plus
+/// one (so that a wrong size is caught by the verification, unbounded
+/// output by this bound).
+fn decode(meta: &ObjectMeta, wire: Vec<u8>) -> io::Result<Vec<u8>> {
+    let bound = meta.size + 1;
+    let mut out = Vec::with_capacity(meta.size as usize);
+    match meta.encoding {
+        Encoding::Identity => return Ok(wire),
+        Encoding::Zstd => {
+            zstd::stream::read::Decoder::new(&wire[..])?
+                .take(bound)
+                .read_to_end(&mut out)?;
+        }
+        Encoding::Lz4 => {
+            // A decoder keeps its block buffers (up to 4 MiB each for the
+            // seed servers' frames) from object to object: a new one per
+            // object maps, faults in and unmaps them every time.
+            let mut dec =
+                LZ4_POOL.lock().unwrap().pop().unwrap_or_else(|| {
+                    lz4_flex::frame::FrameDecoder::new(io::Cursor::new(Vec::new()))
+                });
+            *dec.get_mut() = io::Cursor::new(wire);
+            (&mut dec).take(bound).read_to_end(&mut out)?;
+            // Only a decoder that ended cleanly at the end of its input (and
+            // so between frames) is used again.
+            if (out.len() as u64) < bound {
+                dec.get_mut().get_mut().clear();
+                let mut pool = LZ4_POOL.lock().unwrap();
+                if pool.len() < LZ4_POOL_MAX {
+                    pool.push(dec);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+type Lz4Decoder = lz4_flex::frame::FrameDecoder<io::Cursor<Vec<u8>>>;
+
+/// lz4 decoders for small objects, reused (one per download writer).
+static LZ4_POOL: std::sync::Mutex<Vec<Lz4Decoder>> = std::sync::Mutex::new(Vec::new());
+const LZ4_POOL_MAX: usize = super::DOWNLOAD_WRITERS;
 
 /// Feeds an object's body to a blocking reader; a stall longer than the
 /// timeout between chunks ends it. A network error is sent down the channel
