@@ -387,25 +387,18 @@ class Bench:
                     env.update(AWS_ACCESS_KEY_ID=S3_KEY, AWS_SECRET_ACCESS_KEY=S3_SECRET, AWS_REGION=S3_REGION,
                                AWS_EC2_METADATA_DISABLED="true", AWS_CONFIG_FILE="/nonexistent",
                                AWS_SHARED_CREDENTIALS_FILE="/nonexistent", GOCACHER_SCOPE=f"bench-{wl.name}")
-            elif contender == "gocacher-http":
-                assert self.gocacher
-                seed_http: SeedServer = state["gocacher-http_server"]
-                server = seed_http
-                helper = [str(self.gocacher), "--cache-dir", str(local), "--stats-file", str(stats_file)]
-                if remote:
-                    url = seed_http.url
-                    if rtt:
-                        proxy = DelayProxy(seed_http.port, rtt, self.children)
-                        url = f"http://127.0.0.1:{proxy.port}"
-                    helper += ["--cache-server", url]
             elif contender == "floor":
                 assert self.floor and kind in ("cold", "local-warm"), (contender, scenario)  # no remote tier
                 helper = [str(self.floor), "-dir", str(local)]
-            else:  # seed
-                assert self.seed_client
-                seed: SeedServer = state["seed_server"]
+            else:  # seed and gocacher-http: a client of a seed server
+                if contender == "seed":
+                    assert self.seed_client
+                    helper = [str(self.seed_client), "--cache-dir", str(local), "--verbose"]
+                else:
+                    assert self.gocacher
+                    helper = [str(self.gocacher), "--cache-dir", str(local), "--stats-file", str(stats_file)]
+                seed: SeedServer = state[f"{contender}_server"]
                 server = seed
-                helper = [str(self.seed_client), "--cache-dir", str(local), "--verbose"]
                 if remote:
                     url = seed.url
                     if rtt:

@@ -337,6 +337,15 @@ async fn json<T: serde::de::DeserializeOwned>(
         .map_err(|e| RemoteError::new(FailureKind::Other, format!("{what}: unreadable reply: {e}")))
 }
 
+/// An entry whose metadata cannot be read (counted as corrupt).
+fn unreadable() -> Fetched {
+    Fetched::Found {
+        meta: None,
+        body: Body::empty(),
+        wire_len: 0,
+    }
+}
+
 fn unsupported() -> RemoteError {
     RemoteError::new(
         FailureKind::Other,
@@ -386,21 +395,12 @@ impl Store for HttpStore {
             // go-cacher-server: the action's value, then the output.
             let av: ActionValue = match json("GET /action/", resp).await {
                 Ok(av) => av,
-                Err(e) if e.kind == FailureKind::Other => {
-                    return Ok(Fetched::Found {
-                        meta: None,
-                        body: Body::empty(),
-                        wire_len: 0,
-                    })
-                }
+                // An unreadable reply is a corrupt entry, as for S3.
+                Err(e) if e.kind == FailureKind::Other => return Ok(unreadable()),
                 Err(e) => return Err(e),
             };
             let Some(output_id) = Id::from_hex(&av.output_id) else {
-                return Ok(Fetched::Found {
-                    meta: None,
-                    body: Body::empty(),
-                    wire_len: 0,
-                });
+                return Ok(unreadable());
             };
             return self
                 .get_output(ObjectMeta {

@@ -149,45 +149,6 @@ impl S3Store {
         }
     }
 
-    async fn get_object_range(
-        &self,
-        key: &str,
-        start: u64,
-        end: Option<u64>,
-        if_match: Option<&str>,
-    ) -> Result<Ranged, RemoteError> {
-        let range = match end {
-            Some(end) => format!("bytes={start}-{end}"),
-            None => format!("bytes={start}-"),
-        };
-        let resp = self
-            .reader
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .range(range)
-            .set_if_match(if_match.map(str::to_owned))
-            .send()
-            .await;
-        match resp {
-            Ok(out) => Ok(Ranged::Found {
-                etag: out.e_tag().map(str::to_owned),
-                total: out
-                    .content_range()
-                    .and_then(|r| r.rsplit('/').next())
-                    .and_then(|t| t.parse().ok())
-                    .or_else(|| out.content_length().map(|l| l.max(0) as u64)),
-                body: Body::S3(out.body),
-            }),
-            Err(SdkError::ServiceError(e)) if e.err().is_no_such_key() => Ok(Ranged::Missing),
-            Err(SdkError::ServiceError(e)) if e.raw().status().as_u16() == 412 => {
-                Ok(Ranged::Changed)
-            }
-            Err(SdkError::ServiceError(e)) if e.raw().status().as_u16() == 416 => Ok(Ranged::Past),
-            Err(e) => Err(classify(e)),
-        }
-    }
-
     /// Stores an object unless one is there already.
     pub async fn put_object(
         &self,
@@ -215,20 +176,6 @@ impl S3Store {
             }
             Err(e) => Err(classify(e)),
         }
-    }
-
-    /// Stores an object, replacing what is there (manifests and packs).
-    async fn put_object_replace(&self, key: &str, body: Source<'_>) -> Result<(), RemoteError> {
-        let body = byte_stream(body).await?;
-        self.client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .body(body)
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(classify)
     }
 
     pub async fn delete_object(&self, key: &str) -> Result<(), RemoteError> {
@@ -344,11 +291,49 @@ impl Store for S3Store {
         end: Option<u64>,
         if_match: Option<&str>,
     ) -> Result<Ranged, RemoteError> {
-        self.get_object_range(key, start, end, if_match).await
+        let range = match end {
+            Some(end) => format!("bytes={start}-{end}"),
+            None => format!("bytes={start}-"),
+        };
+        let resp = self
+            .reader
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .range(range)
+            .set_if_match(if_match.map(str::to_owned))
+            .send()
+            .await;
+        match resp {
+            Ok(out) => Ok(Ranged::Found {
+                etag: out.e_tag().map(str::to_owned),
+                total: out
+                    .content_range()
+                    .and_then(|r| r.rsplit('/').next())
+                    .and_then(|t| t.parse().ok())
+                    .or_else(|| out.content_length().map(|l| l.max(0) as u64)),
+                body: Body::S3(out.body),
+            }),
+            Err(SdkError::ServiceError(e)) if e.err().is_no_such_key() => Ok(Ranged::Missing),
+            Err(SdkError::ServiceError(e)) if e.raw().status().as_u16() == 412 => {
+                Ok(Ranged::Changed)
+            }
+            Err(SdkError::ServiceError(e)) if e.raw().status().as_u16() == 416 => Ok(Ranged::Past),
+            Err(e) => Err(classify(e)),
+        }
     }
 
     async fn put_named(&self, key: &str, body: Source<'_>) -> Result<(), RemoteError> {
-        self.put_object_replace(key, body).await
+        let body = byte_stream(body).await?;
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .body(body)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(classify)
     }
 }
 
