@@ -349,14 +349,17 @@ fn tamper_blobs(store: &Path) -> usize {
                 continue;
             }
             let mut plain = Vec::new();
-            lz4_flex::frame::FrameDecoder::new(std::fs::File::open(&path).unwrap())
+            lz4::Decoder::new(std::fs::File::open(&path).unwrap())
+                .unwrap()
                 .read_to_end(&mut plain)
                 .unwrap();
             let mid = plain.len() / 2;
             plain[mid] ^= 0x55;
-            let mut enc = lz4_flex::frame::FrameEncoder::new(Vec::new());
+            let mut enc = lz4::EncoderBuilder::new().build(Vec::new()).unwrap();
             enc.write_all(&plain).unwrap();
-            std::fs::write(&path, enc.finish().unwrap()).unwrap();
+            let (frame, done) = enc.finish();
+            done.unwrap();
+            std::fs::write(&path, frame).unwrap();
             n += 1;
         }
     }

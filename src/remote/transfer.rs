@@ -65,7 +65,7 @@ pub(super) async fn download(r: &Remote, action: Id) -> Result<Known, Failed> {
             Encoding::Zstd => {
                 Box::new(zstd::stream::read::Decoder::new(source).map_err(PutError::Body)?)
             }
-            Encoding::Lz4 => Box::new(lz4_flex::frame::FrameDecoder::new(source)),
+            Encoding::Lz4 => Box::new(lz4::Decoder::new(source).map_err(PutError::Body)?),
         };
         disk.write_output(&meta.output_id, meta.size, chunks(&mut reader))?;
         disk.write_action(&action, &meta.output_id, meta.size, meta.put_time_nanos)
@@ -166,34 +166,13 @@ fn decode(meta: &ObjectMeta, wire: Vec<u8>) -> io::Result<Vec<u8>> {
                 .read_to_end(&mut out)?;
         }
         Encoding::Lz4 => {
-            // A decoder keeps its block buffers (up to 4 MiB each for the
-            // seed servers' frames) from object to object: a new one per
-            // object maps, faults in and unmaps them every time.
-            let mut dec =
-                LZ4_POOL.lock().unwrap().pop().unwrap_or_else(|| {
-                    lz4_flex::frame::FrameDecoder::new(io::Cursor::new(Vec::new()))
-                });
-            *dec.get_mut() = io::Cursor::new(wire);
-            (&mut dec).take(bound).read_to_end(&mut out)?;
-            // Only a decoder that ended cleanly at the end of its input (and
-            // so between frames) is used again.
-            if (out.len() as u64) < bound {
-                dec.get_mut().get_mut().clear();
-                let mut pool = LZ4_POOL.lock().unwrap();
-                if pool.len() < LZ4_POOL_MAX {
-                    pool.push(dec);
-                }
-            }
+            lz4::Decoder::new(&wire[..])?
+                .take(bound)
+                .read_to_end(&mut out)?;
         }
     }
     Ok(out)
 }
-
-type Lz4Decoder = lz4_flex::frame::FrameDecoder<io::Cursor<Vec<u8>>>;
-
-/// lz4 decoders for small objects, reused (one per download writer).
-static LZ4_POOL: std::sync::Mutex<Vec<Lz4Decoder>> = std::sync::Mutex::new(Vec::new());
-const LZ4_POOL_MAX: usize = super::DOWNLOAD_WRITERS;
 
 /// Feeds an object's body to a blocking reader; a stall longer than the
 /// timeout between chunks ends it. A network error is sent down the channel
