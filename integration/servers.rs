@@ -91,6 +91,7 @@ fn second_machine_gets_everything_from(kind: Seed) {
             "lz4 not used: {downloaded} bytes down for {served} served"
         ),
         Seed::GoCacherServer => assert!(downloaded >= served, "{downloaded} < {served}"),
+        Seed::Serve => unreachable!("integration/serve.rs tests gocacher serve"),
     }
 }
 

@@ -152,7 +152,15 @@ impl Cacher {
                         }
                     }
                     StoreSettings::Http(h) => match HttpStore::new(h) {
-                        Ok(store) => Box::new(store),
+                        Ok(store) => {
+                            // gocacher serve keeps manifests and packs; the
+                            // seed's servers do not (one request to know).
+                            let _ = tokio::time::timeout(CONNECT_BOUND, store.probe()).await;
+                            if self.close.verbose && !store.keeps_named() {
+                                eprintln!("gocacher: {}: no prefetch (the server keeps no manifests or packs; gocacher serve does)", store.describe());
+                            }
+                            Box::new(store)
+                        }
                         Err(e) => {
                             eprintln!("gocacher: {e}; continuing with the local cache only");
                             return None;
@@ -160,7 +168,7 @@ impl Cacher {
                     },
                 };
                 // Without manifests and packs there is nothing to prefetch
-                // from (said at start with --verbose).
+                // from (said above with --verbose).
                 let concurrency = if store.keeps_named() {
                     config.prefetch_concurrency
                 } else {

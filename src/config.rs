@@ -201,7 +201,7 @@ pub struct Args {
     pub command: Option<Command>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Subcommand)]
+#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
 pub enum Command {
     /// Check the bucket given by --remote: credentials, bucket, write, read
     /// and delete of a probe object, with the latency of each. Exits non-zero
@@ -211,6 +211,11 @@ pub enum Command {
     /// for --trim-age, then the oldest until it fits --max-size. Entries used
     /// in the last day are always kept. Safe while go commands use the dir.
     Trim,
+    /// Run a cache server for a team or a fleet, speaking both of the seed's
+    /// APIs (gocached and go-cacher-server) plus the manifests and packs a
+    /// gocacher client prefetches from. --max-size caps its store (default
+    /// 50GiB).
+    Serve(crate::serve::ServeArgs),
 }
 
 /// Which store the remote tier uses.
@@ -242,6 +247,8 @@ pub struct Config {
     pub max_size: Option<u64>,
     pub remote: Option<RemoteConfig>,
     pub command: Option<Command>,
+    /// `gocacher serve`'s settings, when that is the command.
+    pub serve: Option<crate::serve::ServeConfig>,
     /// `--gateway-addr-port` was given (ignored; said with --verbose).
     pub gateway_port_ignored: bool,
 }
@@ -253,6 +260,15 @@ impl Args {
     }
 
     pub fn validate(self) -> Result<Config> {
+        let serve = match &self.command {
+            Some(Command::Serve(args)) => {
+                if self.remote.is_some() || self.cache_server.is_some() {
+                    bail!("serve keeps its store on local disk; a bucket behind it (--remote) is not supported yet");
+                }
+                Some(args.validate(self.max_size.as_deref(), self.verbose)?)
+            }
+            _ => None,
+        };
         let cache_dir = match self.cache_dir {
             Some(dir) if dir.as_os_str().is_empty() => bail!("--cache-dir is empty"),
             Some(dir) => dir,
@@ -377,6 +393,7 @@ impl Args {
             max_size,
             remote,
             command: self.command,
+            serve,
             gateway_port_ignored: self.gateway_addr_port.is_some(),
         })
     }
@@ -537,5 +554,32 @@ mod tests {
         let e = args(&["--max-size", "lots"]).unwrap_err().to_string();
         assert!(e.contains("--max-size"), "{e}");
         assert!(args(&["--no-such-flag"]).is_err());
+    }
+
+    #[test]
+    fn serve_flags() {
+        let c = args(&["serve", "-dir=/tmp/s", "--max-size", "2GB", "-v"]).unwrap();
+        let sc = c.serve.unwrap();
+        assert_eq!(sc.listen.to_string(), "127.0.0.1:31364");
+        assert_eq!(sc.dir, PathBuf::from("/tmp/s"));
+        assert_eq!(sc.max_size, 2_000_000_000);
+        assert_eq!(sc.max_age, Duration::from_secs(60 * 86400));
+        assert_eq!(sc.max_object_size, 1 << 30);
+        assert!(sc.verbose);
+        let sc = args(&["serve"]).unwrap().serve.unwrap();
+        assert_eq!(sc.max_size, 50 << 30);
+        let e = args(&["serve", "--listen", "everywhere"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--listen"), "{e}");
+        let e = args(&["serve", "--max-object-size", "big"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--max-object-size"), "{e}");
+        let e = args(&["serve", "--remote", "s3://b"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not supported yet"), "{e}");
+        assert!(args(&["--cache-dir", "/tmp/y"]).unwrap().serve.is_none());
     }
 }

@@ -17,6 +17,7 @@
 //! - [`config`]: flags, their `GOCACHER_*` mirrors, and validation.
 //! - [`check`]: `gocacher check`, the bucket diagnostics.
 //! - [`scope`]: which build manifest a go command reads and writes.
+//! - [`serve`]: `gocacher serve`, the cache server.
 //!
 //! The binary (`src/main.rs`) parses flags, opens the cache, runs
 //! [`protocol::serve`] on stdin/stdout, and trims after the close reply.
@@ -28,5 +29,6 @@ pub mod disk;
 pub mod protocol;
 pub mod remote;
 pub mod scope;
+pub mod serve;
 pub mod stats;
 pub mod wire;

@@ -63,6 +63,9 @@ fn limit_malloc_arenas() {}
 
 fn run(config: Config) -> Result<()> {
     limit_malloc_arenas();
+    if let Some(serve) = config.serve {
+        return gocacher::serve::run(serve);
+    }
     // One async thread: cmd/go sends most gets one at a time and waits for
     // each, so what counts is the round trip, and every hop between threads
     // (a futex wake-up) costs more than the work. Reading stdin, answering a
@@ -120,7 +123,7 @@ fn run(config: Config) -> Result<()> {
                     }
                 ),
                 StoreSettings::Http(h) => eprintln!(
-                    "gocacher: cache server {}{}; no prefetch (the seed's servers keep no manifests or packs)",
+                    "gocacher: cache server {}{}",
                     redact_url(&h.base),
                     if h.access_token.is_some() {
                         ", with an access token"
@@ -183,6 +186,7 @@ fn trim_policy(config: &Config) -> TrimPolicy {
         max_age: config.trim_age,
         max_size: config.max_size,
         deadline: TRIM_DEADLINE,
+        min_age: gocacher::disk::TRIM_MIN_AGE,
     }
 }
 

@@ -116,6 +116,8 @@ pub struct GoEnv {
     /// Fail the test when gocacher writes no stats file (on unless a test
     /// kills gocacher on purpose).
     need_stats: bool,
+    /// Another GOCACHEPROG in gocacher's place (the seed's go-cacher).
+    program: Option<String>,
 }
 
 static SEQ: AtomicUsize = AtomicUsize::new(0);
@@ -138,6 +140,7 @@ impl GoEnv {
             transcript: true,
             env: Vec::new(),
             need_stats: true,
+            program: None,
         };
         env.fresh_gocache()
     }
@@ -187,6 +190,16 @@ impl GoEnv {
     }
 
     /// For go commands whose gocacher a test kills: no stats file is fine.
+    /// The same machine running another GOCACHEPROG (a command line) in
+    /// gocacher's place; it writes no stats, the transcript still counts.
+    pub fn with_program(&self, program: &str) -> GoEnv {
+        GoEnv {
+            program: Some(program.to_string()),
+            need_stats: false,
+            ..self.clone()
+        }
+    }
+
     pub fn without_stats(&self) -> GoEnv {
         GoEnv {
             need_stats: false,
@@ -220,13 +233,16 @@ impl GoEnv {
         let (stats_file, input, output) = (file("stats.json"), file("in.log"), file("out.log"));
         // tee records the protocol both ways, so the test can tell which
         // misses were for keys gocacher had been given.
-        let gocacher = format!(
-            "{} --cache-dir {} --stats-file {} {}",
-            env!("CARGO_BIN_EXE_gocacher"),
-            self.cache_dir.display(),
-            stats_file.display(),
-            self.flags.join(" "),
-        );
+        let gocacher = match &self.program {
+            Some(p) => p.clone(),
+            None => format!(
+                "{} --cache-dir {} --stats-file {} {}",
+                env!("CARGO_BIN_EXE_gocacher"),
+                self.cache_dir.display(),
+                stats_file.display(),
+                self.flags.join(" "),
+            ),
+        };
         let prog = if self.transcript {
             format!(
                 "sh -c 'tee {} | {gocacher} | tee {}'",

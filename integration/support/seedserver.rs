@@ -14,6 +14,8 @@ use super::s3server::{free_port, tool_bin};
 pub enum Seed {
     Gocached,
     GoCacherServer,
+    /// Not the seed's: `gocacher serve`, started the same way.
+    Serve,
 }
 
 pub struct SeedServer {
@@ -43,17 +45,27 @@ impl SeedServer {
     }
 
     fn spawn(&mut self) {
-        let (name, var) = match self.kind {
-            Seed::Gocached => ("gocached", "GOCACHER_GOCACHED_BIN"),
-            Seed::GoCacherServer => ("go-cacher-server", "GOCACHER_GO_CACHER_SERVER_BIN"),
+        let (name, mut cmd) = match self.kind {
+            Seed::Gocached => (
+                "gocached",
+                seed_command("gocached", "GOCACHER_GOCACHED_BIN"),
+            ),
+            Seed::GoCacherServer => (
+                "go-cacher-server",
+                seed_command("go-cacher-server", "GOCACHER_GO_CACHER_SERVER_BIN"),
+            ),
+            Seed::Serve => {
+                let mut c = Command::new(env!("CARGO_BIN_EXE_gocacher"));
+                c.args(["serve", "--dir"]);
+                ("gocacher serve", c)
+            }
         };
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.path().join("server.log"))
             .unwrap();
-        let child = Command::new(tool_bin(var, name, "install-seed.sh"))
-            .arg("--cache-dir")
+        let child = cmd
             .arg(self.dir.path().join("store"))
             .arg("--listen")
             .arg(format!("127.0.0.1:{}", self.port))
@@ -110,6 +122,25 @@ impl SeedServer {
     pub fn restart(&mut self) {
         self.kill();
         self.spawn();
+    }
+}
+
+/// A seed server's command, up to its store directory flag.
+fn seed_command(name: &str, var: &str) -> Command {
+    let mut c = Command::new(tool_bin(var, name, "install-seed.sh"));
+    c.arg("--cache-dir");
+    c
+}
+
+impl SeedServer {
+    /// Sends SIGTERM and waits for the server to exit; its status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("server running");
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(c.id() as i32, libc::SIGTERM);
+        }
+        c.wait().unwrap()
     }
 }
 

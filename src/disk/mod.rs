@@ -394,10 +394,15 @@ impl Scratch {
     }
 
     /// Renames the temp file onto `target`, atomically replacing it.
-    fn commit(&mut self, target: &Path) -> Result<(), PutError> {
-        fs::rename(self.path(), target).map_err(|e| io_err(target, e))?;
+    pub fn commit_to(&mut self, target: &Path) -> io::Result<()> {
+        fs::rename(self.path(), target)?;
         self.0 = None;
         Ok(())
+    }
+
+    /// [`Scratch::commit_to`], for the writers in this module.
+    fn commit(&mut self, target: &Path) -> Result<(), PutError> {
+        self.commit_to(target).map_err(|e| io_err(target, e))
     }
 }
 

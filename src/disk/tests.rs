@@ -169,6 +169,7 @@ fn policy(max_age: Duration, max_size: Option<u64>) -> TrimPolicy {
         max_age,
         max_size,
         deadline: Duration::from_secs(60),
+        min_age: crate::disk::TRIM_MIN_AGE,
     }
 }
 

@@ -28,6 +28,10 @@ pub struct TrimPolicy {
     pub max_size: Option<u64>,
     /// Stop (and leave the stamp alone, so the next run resumes) after this.
     pub deadline: Duration,
+    /// Files used more recently than this are never removed: [`MIN_AGE`] for
+    /// a client's cache dir, whose DiskPaths a go command may hold open;
+    /// zero for `gocacher serve`'s store, which serves files by copy.
+    pub min_age: Duration,
 }
 
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -72,7 +76,7 @@ pub fn run(root: &Path, policy: &TrimPolicy) -> io::Result<Option<TrimReport>> {
 /// One pass over every shard directory (and `ix/`), whatever the stamp says.
 pub fn trim_now(root: &Path, policy: &TrimPolicy, now: SystemTime) -> io::Result<TrimReport> {
     let started = std::time::Instant::now();
-    let max_age = policy.max_age.max(MIN_AGE);
+    let max_age = policy.max_age.max(policy.min_age);
     let mut report = TrimReport::default();
     // Survivors, for the size pass: (mtime, size, path).
     let mut kept: Vec<(SystemTime, u64, std::path::PathBuf)> = Vec::new();
@@ -121,7 +125,7 @@ pub fn trim_now(root: &Path, policy: &TrimPolicy, now: SystemTime) -> io::Result
             if report.kept_bytes <= cap {
                 break;
             }
-            if now.duration_since(mtime).unwrap_or_default() <= MIN_AGE {
+            if now.duration_since(mtime).unwrap_or_default() <= policy.min_age {
                 // Everything after this is newer still.
                 break;
             }

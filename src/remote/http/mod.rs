@@ -11,7 +11,10 @@
 //! - With an identity token, `POST /auth/exchange-token` `{"jwt"}` gives the
 //!   Bearer token, exchanged again once when the server forgets it (401).
 //!
-//! Neither server keeps named objects, so there is no prefetch through them.
+//! Neither seed server keeps named objects, so there is no prefetch through
+//! them; `gocacher serve` does ([`named`]).
+
+mod named;
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -20,9 +23,11 @@ use async_trait::async_trait;
 use reqwest::{Client, RequestBuilder, Response, StatusCode};
 use serde::Deserialize;
 
-use super::format::{Encoding, ObjectMeta};
-use super::s3::redact_url;
-use super::store::{Body, FailureKind, Fetched, Ranged, RemoteError, Source, Store, Stored};
+use crate::remote::format::{Encoding, ObjectMeta};
+use crate::remote::s3::redact_url;
+use crate::remote::store::{
+    Body, FailureKind, Fetched, Ranged, RemoteError, Source, Store, Stored,
+};
 use crate::wire::Id;
 
 /// The audience gocached requires of identity tokens.
@@ -84,6 +89,8 @@ pub struct HttpStore {
     /// The Bearer token in use, and how many exchanges made it (so that
     /// requests failing at once trigger one exchange, not one each).
     token: tokio::sync::Mutex<(Option<String>, u64)>,
+    /// The server keeps named objects (`gocacher serve`, found by [`HttpStore::probe`]).
+    named: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Deserialize)]
@@ -117,6 +124,7 @@ impl HttpStore {
             base: s.base.trim_end_matches('/').to_string(),
             identity: s.identity.clone(),
             token: tokio::sync::Mutex::new((s.access_token.clone(), 0)),
+            named: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -304,6 +312,23 @@ fn network(what: &str, e: &reqwest::Error) -> RemoteError {
     RemoteError::new(FailureKind::Unavailable, format!("{what}: {msg}"))
 }
 
+/// A PUT's body, with its Content-Length.
+fn with_body(req: RequestBuilder, body: Source<'_>) -> Result<RequestBuilder, RemoteError> {
+    let req = req.header("Content-Length", body.len().to_string());
+    Ok(match body {
+        Source::Memory(b) => req.body(b.clone()),
+        Source::File(path, _) => {
+            let f = std::fs::File::open(path).map_err(|e| {
+                RemoteError::new(
+                    FailureKind::Other,
+                    format!("reading {}: {e}", path.display()),
+                )
+            })?;
+            req.body(tokio::fs::File::from_std(f))
+        }
+    })
+}
+
 /// A status that is not the answer, as a failure of its kind.
 fn status_error(what: &str, s: StatusCode) -> RemoteError {
     let kind = match s.as_u16() {
@@ -344,13 +369,6 @@ fn unreadable() -> Fetched {
         body: Body::empty(),
         wire_len: 0,
     }
-}
-
-fn unsupported() -> RemoteError {
-    RemoteError::new(
-        FailureKind::Other,
-        "the cache server keeps no manifests or packs",
-    )
 }
 
 #[async_trait]
@@ -446,23 +464,7 @@ impl Store for HttpStore {
             action.to_hex(),
             meta.output_id.to_hex()
         );
-        let resp = self
-            .send("PUT", |c| {
-                let req = c.put(&url).header("Content-Length", body.len().to_string());
-                Ok(match body {
-                    Source::Memory(b) => req.body(b.clone()),
-                    Source::File(path, _) => {
-                        let f = std::fs::File::open(path).map_err(|e| {
-                            RemoteError::new(
-                                FailureKind::Other,
-                                format!("reading {}: {e}", path.display()),
-                            )
-                        })?;
-                        req.body(tokio::fs::File::from_std(f))
-                    }
-                })
-            })
-            .await?;
+        let resp = self.send("PUT", |c| with_body(c.put(&url), body)).await?;
         match resp.status() {
             s if s.is_success() => Ok(Stored::Created),
             s => Err(status_error("PUT", s)),
@@ -475,32 +477,32 @@ impl Store for HttpStore {
     }
 
     fn keeps_named(&self) -> bool {
-        false
+        self.named.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn manifest_key(&self, scope: &str) -> String {
-        format!("manifest of {scope:?}")
+        crate::remote::manifest::key("", scope)
     }
 
     fn pack_key(&self, scope: &str) -> String {
-        format!("pack of {scope:?}")
+        crate::remote::pack::key("", scope)
     }
 
-    async fn get_named(&self, _key: &str) -> Result<Fetched, RemoteError> {
-        Err(unsupported())
+    async fn get_named(&self, key: &str) -> Result<Fetched, RemoteError> {
+        self.named_get(key).await
     }
 
     async fn get_range(
         &self,
-        _key: &str,
-        _start: u64,
-        _end: Option<u64>,
-        _if_match: Option<&str>,
+        key: &str,
+        start: u64,
+        end: Option<u64>,
+        if_match: Option<&str>,
     ) -> Result<Ranged, RemoteError> {
-        Err(unsupported())
+        self.named_range(key, start, end, if_match).await
     }
 
-    async fn put_named(&self, _key: &str, _body: Source<'_>) -> Result<(), RemoteError> {
-        Err(unsupported())
+    async fn put_named(&self, key: &str, body: Source<'_>) -> Result<(), RemoteError> {
+        self.named_put(key, body).await
     }
 }

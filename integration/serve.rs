@@ -1,0 +1,424 @@
+//! `gocacher serve`, end to end: the real `go` with the seed's own
+//! `go-cacher` (installed pinned) and with gocacher as its GOCACHEPROG, both
+//! pointed at a `gocacher serve` the test starts on 127.0.0.1; and raw HTTP
+//! requests for what a client should never be able to do to the store.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use support::s3server::tool_bin;
+use support::seedserver::{Seed, SeedServer};
+use support::{GoEnv, Toolchain};
+
+const STEPS: [&[&str]; 3] = [
+    &["build", "./..."],
+    &["test", "./..."],
+    &["run", "./cmd/fixture"],
+];
+
+fn plain_output(module: &Path) -> String {
+    let run = GoEnv::new(Toolchain::Local).go(module, &["run", "./cmd/fixture"]);
+    run.assert_ok();
+    run.stdout
+}
+
+/// The seed's `go-cacher` on a machine of its own, against `url`.
+fn seed_machine(url: &str) -> GoEnv {
+    let env = GoEnv::new(Toolchain::Local);
+    let bin = tool_bin("GOCACHER_GO_CACHER_BIN", "go-cacher", "install-seed.sh");
+    let prog = format!(
+        "{} --cache-server {url} --cache-dir {}",
+        bin.display(),
+        env.cache_dir().display()
+    );
+    env.with_program(&prog)
+}
+
+#[test]
+fn the_seeds_go_cacher_fills_and_reads_gocacher_serve() {
+    let server = SeedServer::start(Seed::Serve);
+    let module = support::fixture_copy();
+    let dir = module.path();
+    let expected = plain_output(dir);
+    for args in STEPS {
+        seed_machine(&server.url()).go(dir, args).assert_ok();
+    }
+    for args in STEPS {
+        // A second, empty machine for each step: what it gets is the server's.
+        let run = seed_machine(&server.url()).go(dir, args);
+        run.assert_ok();
+        assert!(
+            run.lost.is_empty() && run.never_stored_misses <= 3,
+            "{args:?}: every stored entry a hit: lost {:?}, {} other misses\n{}",
+            run.lost,
+            run.never_stored_misses,
+            server.log()
+        );
+        if args[0] == "run" {
+            assert_eq!(run.stdout, expected);
+        }
+    }
+    assert_store_whole(&server.store_dir());
+}
+
+#[test]
+fn gocacher_prefetches_through_gocacher_serve() {
+    let server = SeedServer::start(Seed::Serve);
+    let module = support::fixture_copy();
+    let dir = module.path();
+    let expected = plain_output(dir);
+    let a = GoEnv::new(Toolchain::Local).with_flags(&["--cache-server", &server.url()]);
+    for args in STEPS {
+        let run = a.go(dir, args);
+        run.assert_ok();
+        let s = &run.stats;
+        assert_eq!(
+            s.upload_errors + s.uploads_dropped + s.remote_errors + s.corrupt,
+            0,
+            "{args:?}: {s:?}\n{}",
+            run.stderr
+        );
+    }
+    for args in STEPS {
+        let run = a.new_machine().go(dir, args);
+        run.assert_ok();
+        run.assert_warm();
+        let s = &run.stats;
+        // Every hit is the server's; most came from the manifest and pack the
+        // first machine wrote at close (the rest cmd/go asked for before the
+        // pack had them).
+        assert_eq!(s.remote_hits + s.prefetch_hits, s.hits, "{args:?}: {s:?}");
+        assert!(
+            s.prefetch_hits * 2 >= s.hits && s.pack_prefetched > 0,
+            "{args:?}: hits from the prefetch: {s:?}"
+        );
+        assert_eq!(s.remote_errors + s.corrupt, 0, "{args:?}: {s:?}");
+        if args[0] == "run" {
+            assert_eq!(run.stdout, expected);
+        }
+    }
+}
+
+/// One HTTP/1.1 exchange on a fresh connection: the status and body.
+fn request(addr: SocketAddr, head: &str, body: &[u8]) -> (u16, String) {
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    c.write_all(head.as_bytes()).unwrap();
+    c.write_all(body).unwrap();
+    read_reply(&mut c)
+}
+
+fn read_reply(c: &mut TcpStream) -> (u16, String) {
+    let mut reply = Vec::new();
+    let _ = c.read_to_end(&mut reply);
+    let text = String::from_utf8_lossy(&reply).to_string();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP reply: {text:?}"));
+    (status, text)
+}
+
+fn put_head(action: &str, output: &str, len: usize) -> String {
+    format!(
+        "PUT /{action}/{output} HTTP/1.1\r\nHost: t\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
+    )
+}
+
+fn get_head(path: &str, extra: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: t\r\n{extra}Connection: close\r\n\r\n")
+}
+
+fn hex_id(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+/// Every file in the store's shard directories is a whole entry: an output
+/// whose bytes hash to its name, or an action line naming one; no temp file.
+fn assert_store_whole(store: &Path) {
+    support::assert_no_temp_files(store);
+    for shard in std::fs::read_dir(store).unwrap().flatten() {
+        let name = shard.file_name().to_string_lossy().to_string();
+        if name.len() != 2 || !shard.path().is_dir() {
+            continue;
+        }
+        for f in std::fs::read_dir(shard.path()).unwrap().flatten() {
+            let fname = f.file_name().to_string_lossy().to_string();
+            let bytes = std::fs::read(f.path()).unwrap();
+            if let Some(id) = fname.strip_suffix("-d") {
+                assert_eq!(hex_id(&bytes), id, "{fname}: bytes do not match their name");
+            } else {
+                assert!(fname.ends_with("-a"), "stray file {fname}");
+                assert!(bytes.ends_with(b"\n"), "{fname}: partial action line");
+            }
+        }
+    }
+}
+
+fn entries_in(store: &Path) -> usize {
+    std::fs::read_dir(store)
+        .unwrap()
+        .flatten()
+        .filter(|d| d.file_name().len() == 2 && d.path().is_dir())
+        .map(|d| std::fs::read_dir(d.path()).unwrap().count())
+        .sum()
+}
+
+#[test]
+fn bad_requests_are_refused_and_nothing_is_stored() {
+    let server = SeedServer::start_with(
+        Seed::Serve,
+        &["--max-object-size", "4KiB", "--body-timeout", "1s", "-v"],
+    );
+    let addr = server.addr();
+    let data = b"the output of an action".to_vec();
+    let (action, output) = (hex_id(b"some action"), hex_id(&data));
+
+    // Malformed IDs: upper case, short, not hex.
+    for path in [
+        format!("/action/{}", action.to_uppercase()),
+        format!("/action/{}", &action[..63]),
+        "/action/zz".to_string(),
+        format!("/output/{}x", &output[..63]),
+    ] {
+        let (status, reply) = request(addr, &get_head(&path, "Want-Object: 1\r\n"), b"");
+        assert_eq!(status, 400, "GET {path}: {reply}");
+    }
+    let (status, _) = request(
+        addr,
+        &put_head(&action.to_uppercase(), &output, data.len()),
+        &data,
+    );
+    assert_eq!(status, 400);
+
+    // A body that does not hash to its output ID.
+    let wrong = hex_id(b"something else");
+    let (status, reply) = request(addr, &put_head(&action, &wrong, data.len()), &data);
+    assert_eq!(status, 400, "{reply}");
+    assert!(reply.contains("hashes to"), "{reply}");
+
+    // A body longer than its output's bytes: the announced length is the
+    // data's plus one, and so is the body.
+    let mut longer = data.clone();
+    longer.push(b'!');
+    let (status, reply) = request(addr, &put_head(&action, &output, longer.len()), &longer);
+    assert_eq!(status, 400, "{reply}");
+
+    // Over --max-object-size: refused before any byte is read.
+    let (status, reply) = request(addr, &put_head(&action, &output, 5000), b"");
+    assert_eq!(status, 413, "{reply}");
+
+    // No Content-Length.
+    let (status, _) = request(
+        addr,
+        &format!("PUT /{action}/{output} HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"),
+        b"5\r\nhello\r\n0\r\n\r\n",
+    );
+    assert_eq!(status, 411);
+
+    // A body that stops half way: the client goes away.
+    {
+        let mut c = TcpStream::connect(addr).unwrap();
+        c.write_all(put_head(&action, &output, data.len()).as_bytes())
+            .unwrap();
+        c.write_all(&data[..data.len() / 2]).unwrap();
+        c.shutdown(std::net::Shutdown::Write).unwrap();
+        let _ = read_reply(&mut c);
+    }
+
+    // A body that trickles past --body-timeout (1 s for a body this small).
+    {
+        let mut c = TcpStream::connect(addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        c.write_all(put_head(&action, &output, data.len()).as_bytes())
+            .unwrap();
+        let started = Instant::now();
+        c.write_all(&data[..4]).unwrap();
+        let (status, reply) = read_reply(&mut c);
+        assert_eq!(status, 408, "{reply}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    // A named object of an unknown kind, and a malformed name.
+    let (status, _) = request(
+        addr,
+        &get_head("/gocacher/v1/secrets/0123456789abcdef0123456789abcdef", ""),
+        b"",
+    );
+    assert_eq!(status, 400);
+    let (status, _) = request(
+        addr,
+        &get_head("/gocacher/v1/manifests/..%2f..%2fetc", ""),
+        b"",
+    );
+    assert_eq!(status, 400);
+
+    // None of it left anything: not a partial file, not an entry.
+    assert_eq!(entries_in(&server.store_dir()), 0, "{}", server.log());
+    assert_store_whole(&server.store_dir());
+    let (status, _) = request(addr, &get_head(&format!("/action/{action}"), ""), b"");
+    assert_eq!(status, 404);
+
+    // And the same request done right is stored and served, both APIs.
+    let (status, reply) = request(addr, &put_head(&action, &output, data.len()), &data);
+    assert_eq!(status, 204, "{reply}");
+    let (status, reply) = request(addr, &get_head(&format!("/action/{action}"), ""), b"");
+    assert_eq!(status, 200);
+    assert!(
+        reply.contains(&format!("\"outputID\":\"{output}\"")),
+        "{reply}"
+    );
+    let (status, reply) = request(
+        addr,
+        &get_head(&format!("/action/{action}"), "Want-Object: 1\r\n"),
+        b"",
+    );
+    assert_eq!(status, 200);
+    assert!(reply
+        .to_ascii_lowercase()
+        .contains(&format!("go-output-id: {output}")));
+    assert!(reply.ends_with("the output of an action"), "{reply}");
+}
+
+/// Puts `n` objects of `size` random bytes; their (action, output) IDs.
+fn put_random(addr: SocketAddr, n: usize, size: usize, seed: u64) -> Vec<(String, String)> {
+    let mut state = seed;
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let data: Vec<u8> = (0..size)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (state >> 33) as u8
+            })
+            .collect();
+        let action = hex_id(format!("action {seed} {i}").as_bytes());
+        let output = hex_id(&data);
+        let (status, reply) = request(addr, &put_head(&action, &output, size), &data);
+        assert_eq!(status, 204, "{reply}");
+        ids.push((action, output));
+    }
+    ids
+}
+
+fn store_bytes(store: &Path) -> u64 {
+    std::fs::read_dir(store)
+        .unwrap()
+        .flatten()
+        .filter(|d| d.file_name().len() == 2 && d.path().is_dir())
+        .flat_map(|d| std::fs::read_dir(d.path()).unwrap().flatten())
+        .map(|f| f.metadata().unwrap().len())
+        .sum()
+}
+
+#[test]
+fn the_store_is_kept_under_max_size_least_recently_used_first() {
+    let cap: u64 = 2_000_000;
+    let server = SeedServer::start_with(Seed::Serve, &["--max-size", "2MB"]);
+    let addr = server.addr();
+    // Twice the cap, in 100 KB objects; each tenth of the cap written wakes
+    // a trim. Spread over time so that mtimes (the LRU order) differ.
+    let mut ids = Vec::new();
+    for round in 0..8 {
+        ids.extend(put_random(addr, 5, 100_000, round));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let size = store_bytes(&server.store_dir());
+        if size <= cap + cap / 10 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "store still {size} bytes, cap {cap}\n{}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The most recent entries are still there.
+    for (action, output) in &ids[ids.len() - 5..] {
+        let (status, reply) = request(addr, &get_head(&format!("/action/{action}"), ""), b"");
+        assert_eq!(status, 200, "recent entry evicted: {reply}");
+        assert!(reply.contains(output.as_str()));
+    }
+    assert_store_whole(&server.store_dir());
+}
+
+#[test]
+fn a_killed_server_loses_nothing_it_acknowledged() {
+    let mut server = SeedServer::start(Seed::Serve);
+    let addr = server.addr();
+    // Writers keep putting while the server is killed under them.
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            std::thread::spawn(move || {
+                let mut acked = Vec::new();
+                for i in 0..10_000u64 {
+                    let data = format!("writer {w} object {i} ").repeat(2000).into_bytes();
+                    let action = hex_id(format!("kill action {w} {i}").as_bytes());
+                    let output = hex_id(&data);
+                    let Ok(mut c) = TcpStream::connect(addr) else {
+                        break;
+                    };
+                    let _ = c.set_read_timeout(Some(Duration::from_secs(10)));
+                    if c.write_all(put_head(&action, &output, data.len()).as_bytes())
+                        .is_err()
+                        || c.write_all(&data).is_err()
+                    {
+                        break;
+                    }
+                    let mut reply = Vec::new();
+                    let _ = c.read_to_end(&mut reply);
+                    if !reply.starts_with(b"HTTP/1.1 204") {
+                        break;
+                    }
+                    acked.push((action, output));
+                }
+                acked
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    server.kill(); // SIGKILL, mid-PUT
+    let acked: Vec<(String, String)> = writers
+        .into_iter()
+        .flat_map(|w| w.join().unwrap())
+        .collect();
+    assert!(
+        acked.len() > 20,
+        "only {} puts before the kill",
+        acked.len()
+    );
+    // Whatever was being written is not visible, and nothing is partial.
+    let store = server.store_dir();
+    for shard in std::fs::read_dir(&store).unwrap().flatten() {
+        if shard.file_name().len() == 2 {
+            for f in std::fs::read_dir(shard.path()).unwrap().flatten() {
+                let fname = f.file_name().to_string_lossy().to_string();
+                if let Some(id) = fname.strip_suffix("-d") {
+                    let bytes = std::fs::read(f.path()).unwrap();
+                    assert_eq!(hex_id(&bytes), id, "partial output {fname}");
+                }
+            }
+        }
+    }
+    server.restart();
+    for (action, output) in &acked {
+        let (status, reply) = request(addr, &get_head(&format!("/action/{action}"), ""), b"");
+        assert_eq!(
+            status, 200,
+            "acknowledged {action} lost after the kill: {reply}"
+        );
+        assert!(reply.contains(output.as_str()));
+    }
+    // A clean shutdown (SIGTERM) ends the server with success.
+    assert!(server.terminate().success());
+}
