@@ -61,8 +61,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--rtts", default="10,50,100", help="RTTs in ms for the remote-warm-<N>ms scenarios (default 10,50,100)")
     ap.add_argument("--edit-rtts", default="0,50",
                     help="RTTs in ms for one-file-change (0 = loopback direct; default 0,50)")
-    ap.add_argument("--seed-server", choices=("go-cacher-server", "gocached"), default="go-cacher-server",
-                    help="the seed server that seed and gocacher-http use (each its own; default go-cacher-server)")
+    ap.add_argument("--seed-server", choices=("go-cacher-server", "gocached", "gocacher-serve"), default="go-cacher-server",
+                    help="the server that seed and gocacher-http use (each its own; default go-cacher-server; "
+                         "gocacher-serve: the gocacher binary's own `serve`)")
     ap.add_argument("--gocacher", type=Path, default=None,
                     help="gocacher binary (default $CARGO_TARGET_DIR/release/gocacher, else target/release/gocacher)")
     ap.add_argument("--minio-go-version", default=DEFAULT_MINIO_GO_VERSION,

@@ -289,7 +289,8 @@ class Bench:
     # -- the contenders' binaries and servers, once --------------------
     def setup_contenders(self, tools: Path) -> None:
         args, root, meta = self.args, self.root, self.meta
-        if "gocacher" in args.contenders or "gocacher-http" in args.contenders:
+        serve = args.seed_server == "gocacher-serve" and any(c in args.contenders for c in SEED_SERVED)
+        if "gocacher" in args.contenders or "gocacher-http" in args.contenders or serve:
             src = (args.gocacher or default_gocacher()).resolve()
             if not os.access(src, os.X_OK):
                 raise BenchError(f"gocacher binary not found at {src}: build it (cargo build --release) or pass --gocacher")
@@ -327,9 +328,10 @@ class Bench:
                                     "sha256": hashlib.sha256(self.floor.read_bytes()).hexdigest()[:16]}
         if any(c in args.contenders for c in SEED_SERVED):
             self.seed_client = tools / "bin" / "go-cacher"
-            self.seed_server_bin = tools / "bin" / args.seed_server
+            self.seed_server_bin = self.gocacher if serve else tools / "bin" / args.seed_server
             for b in (self.seed_client, self.seed_server_bin):
-                ensure_tool(b, ["bash", str(REPO_ROOT / "integration/tools/install-seed.sh")], b.name)
+                if b != self.gocacher:
+                    ensure_tool(b, ["bash", str(REPO_ROOT / "integration/tools/install-seed.sh")], b.name)
             stamp = tools / "bin" / ".seed.version"
             meta["seed_version"] = f"{SEED_MODULE}@" + (stamp.read_text().strip() if stamp.exists() else "?")
             meta["seed_server"] = args.seed_server
@@ -526,7 +528,8 @@ class Bench:
                 self.minio.create_bucket(state["bucket"])
             for c in SEED_SERVED:
                 if c in contenders:
-                    server = SeedServer(self.seed_server_bin, run_root / f"{c}-server", self.children)
+                    server = SeedServer(self.seed_server_bin, run_root / f"{c}-server", self.children,
+                                        serve=self.args.seed_server == "gocacher-serve")
                     server.start()
                     state[f"{c}_server"] = server
             # Rotate the contenders' order from run to run.
@@ -638,6 +641,8 @@ class Bench:
         else:
             data = state[f"{contender}_server"].root / "data"
             state[f"{contender}_files"] = {p for p in data.rglob("*") if p.is_file()}
+            # gocacher serve's manifests and packs are replaced in place.
+            state[f"{contender}_named"] = {p: p.read_bytes() for p in (data / "named").rglob("*") if p.is_file()}
 
     def restore_store(self, contender: str, state: dict[str, object]) -> dict[str, object]:
         """Puts the bucket / server dir back as the cold (and settle) builds
@@ -650,7 +655,12 @@ class Bench:
         new = [p for p in data.rglob("*") if p.is_file() and p not in state[f"{contender}_files"]]
         for p in new:
             p.unlink()
-        return {"deleted": len(new)}
+        rewritten = 0
+        for p, body in state.get(f"{contender}_named", {}).items():
+            if not p.exists() or p.read_bytes() != body:
+                p.write_bytes(body)
+                rewritten += 1
+        return {"deleted": len(new), "rewritten_count": rewritten}
 
     def check_cold_filled(self, rec: dict[str, object]) -> None:
         """Remote scenarios mean nothing if the cold build left the store empty."""

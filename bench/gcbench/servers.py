@@ -158,8 +158,10 @@ METRIC_LINE = re.compile(r'^(minio_api_requests_\w+)\{([^}]*)\}\s+(\S+)$')
 
 
 class Minio:
-    def __init__(self, binary: Path, root: Path, children: Children) -> None:
+    def __init__(self, binary: Path, root: Path, children: Children, serve: bool = False) -> None:
+        """`serve`: `binary` is gocacher, run as `gocacher serve`."""
         self.binary = binary
+        self.serve = serve
         self.root = root
         self.children = children
         self.port = 0
@@ -263,8 +265,10 @@ SEED_LOG_LINE = re.compile(r"(\d{3}) (GET|PUT|HEAD|POST|DELETE) (\S+)")
 
 
 class SeedServer:
-    def __init__(self, binary: Path, root: Path, children: Children) -> None:
+    def __init__(self, binary: Path, root: Path, children: Children, serve: bool = False) -> None:
+        """`serve`: `binary` is gocacher, run as `gocacher serve`."""
         self.binary = binary
+        self.serve = serve
         self.root = root
         self.children = children
         self.log = root / "server.log"
@@ -277,7 +281,7 @@ class SeedServer:
         with open(self.log, "w") as logf:
             # --verbose logs one line per request: "<status> <method> <uri>".
             self.proc = self.children.start(
-                [str(self.binary), "--cache-dir", str(self.root / "data"),
+                [str(self.binary), *(["serve", "--dir"] if self.serve else ["--cache-dir"]), str(self.root / "data"),
                  "--listen", f"127.0.0.1:{self.port}", "--verbose"],
                 stdout=logf, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
