@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use support::s3server::tool_bin;
+use support::s3server::{tool_bin, Kind, S3Server};
 use support::seedserver::{Seed, SeedServer};
 use support::{GoEnv, Toolchain};
 
@@ -421,4 +421,231 @@ fn a_killed_server_loses_nothing_it_acknowledged() {
     }
     // A clean shutdown (SIGTERM) ends the server with success.
     assert!(server.terminate().success());
+}
+
+#[test]
+fn two_servers_on_one_bucket_serve_each_others_entries() {
+    let minio = S3Server::start(Kind::Minio);
+    minio.create_bucket("team");
+    let flags = ["--remote", "s3://team/serve", "-v"];
+    let a = SeedServer::start_with_env(Seed::Serve, &flags, minio.env());
+    let b = SeedServer::start_with_env(Seed::Serve, &flags, minio.env());
+    let module = support::fixture_copy();
+    let dir = module.path();
+    let expected = plain_output(dir);
+    let through = |url: &str| GoEnv::new(Toolchain::Local).with_flags(&["--cache-server", url]);
+    let writer = through(&a.url());
+    for args in STEPS {
+        let run = writer.go(dir, args);
+        run.assert_ok();
+        assert_eq!(
+            run.stats.upload_errors + run.stats.remote_errors,
+            0,
+            "{:?}",
+            run.stats
+        );
+    }
+    // Every acknowledged PUT is in the bucket, and so are the manifests and
+    // packs the first machine wrote at close.
+    assert!(!minio.entry_keys("team", "serve").is_empty());
+    assert!(!minio.pack_keys("team", "serve").is_empty(), "{}", a.log());
+    // Server b stored nothing itself: what it serves comes from the bucket.
+    for args in STEPS {
+        let run = through(&b.url()).go(dir, args);
+        run.assert_ok();
+        run.assert_warm();
+        let s = &run.stats;
+        assert_eq!(s.remote_hits + s.prefetch_hits, s.hits, "{args:?}: {s:?}");
+        assert!(
+            s.prefetch_hits > 0 && s.pack_prefetched > 0,
+            "{args:?}: {s:?}\n{}",
+            b.log()
+        );
+        assert_eq!(
+            s.remote_errors + s.corrupt,
+            0,
+            "{args:?}: {s:?}\n{}",
+            b.log()
+        );
+        if args[0] == "run" {
+            assert_eq!(run.stdout, expected);
+        }
+    }
+    assert_store_whole(&b.store_dir());
+}
+
+/// POSTs an identity token to /auth/exchange-token: the status and the
+/// access token when there is one.
+fn exchange(addr: SocketAddr, body: &str) -> (u16, Option<String>) {
+    let head = format!(
+        "POST /auth/exchange-token HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let (status, reply) = request(addr, &head, body.as_bytes());
+    let token = reply
+        .split("\r\n\r\n")
+        .nth(1)
+        .and_then(|b| serde_json::from_str::<serde_json::Value>(b).ok())
+        .and_then(|v| v["access_token"].as_str().map(str::to_owned));
+    (status, token)
+}
+
+fn bearer(token: &str) -> String {
+    format!("Authorization: Bearer {token}\r\n")
+}
+
+fn put_as(addr: SocketAddr, token: &str, action: &str, data: &[u8]) -> u16 {
+    let head = format!(
+        "PUT /{action}/{} HTTP/1.1\r\nHost: t\r\n{}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        hex_id(data),
+        bearer(token),
+        data.len()
+    );
+    request(addr, &head, data).0
+}
+
+fn get_as(addr: SocketAddr, token: &str, action: &str) -> u16 {
+    request(
+        addr,
+        &get_head(&format!("/action/{action}"), &bearer(token)),
+        b"",
+    )
+    .0
+}
+
+#[test]
+fn namespaces_keep_pull_requests_apart() {
+    let issuer = support::seedserver::Issuer::start();
+    let server = SeedServer::start_with(
+        Seed::Serve,
+        &[
+            "--jwt-issuer",
+            &issuer.url,
+            "--jwt-claim",
+            "repository=test/repo",
+            "--global-jwt-claim",
+            "ref=refs/heads/main",
+            "--namespace-claim",
+            "ref",
+            "-v",
+        ],
+    );
+    let addr = server.addr();
+    let jwt = |q: &str| format!("{{\"jwt\": \"{}\"}}", issuer.mint(q));
+    let (status, main) = exchange(addr, &jwt("repository=test/repo&ref=refs/heads/main"));
+    assert_eq!(status, 200, "{}", server.log());
+    let main = main.unwrap();
+    let pr1 = exchange(addr, &jwt("repository=test/repo&ref=refs/pull/1/merge"))
+        .1
+        .unwrap();
+    let pr2 = exchange(addr, &jwt("repository=test/repo&ref=refs/pull/2/merge"))
+        .1
+        .unwrap();
+
+    // Refused: garbage, another repository, another audience, expired.
+    assert_eq!(exchange(addr, "{not json").0, 400);
+    assert_eq!(exchange(addr, "{\"jwt\": \"a.b.c\"}").0, 401);
+    assert_eq!(
+        exchange(addr, &jwt("repository=other/repo&ref=refs/heads/main")).0,
+        401
+    );
+    assert_eq!(
+        exchange(
+            addr,
+            &jwt("aud=someone-else&repository=test/repo&ref=refs/heads/main")
+        )
+        .0,
+        401
+    );
+    assert_eq!(
+        exchange(
+            addr,
+            &jwt("exp=-600&repository=test/repo&ref=refs/heads/main")
+        )
+        .0,
+        401
+    );
+    // No token, or a made-up one: 401 for every endpoint.
+    let action = hex_id(b"pr action");
+    assert_eq!(
+        request(addr, &get_head(&format!("/action/{action}"), ""), b"").0,
+        401
+    );
+    assert_eq!(
+        get_as(addr, "0123456789abcdef0123456789abcdef", &action),
+        401
+    );
+
+    // What a pull request writes, only that pull request reads.
+    assert_eq!(put_as(addr, &pr1, &action, b"built in PR 1"), 204);
+    assert_eq!(get_as(addr, &pr1, &action), 200);
+    assert_eq!(get_as(addr, &pr2, &action), 404, "PR 2 sees PR 1's entry");
+    assert_eq!(get_as(addr, &main, &action), 404, "main sees PR 1's entry");
+
+    // What main writes, every pull request reads.
+    let shared = hex_id(b"main action");
+    assert_eq!(put_as(addr, &main, &shared, b"built on main"), 204);
+    assert_eq!(get_as(addr, &pr1, &shared), 200);
+    assert_eq!(get_as(addr, &pr2, &shared), 200);
+
+    // A pull request's session counts its own requests.
+    let (status, reply) = request(addr, &get_head("/session/stats", &bearer(&pr1)), b"");
+    assert_eq!(status, 200);
+    let body: serde_json::Value =
+        serde_json::from_str(reply.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(body["namespace"], "refs/pull/1/merge", "{body}");
+    assert_eq!(
+        (body["puts"].as_u64(), body["hits"].as_u64()),
+        (Some(1), Some(2)),
+        "{body}"
+    );
+
+    // The same through real go commands: main's build fills the global
+    // namespace; a pull request's machine reads all of it and writes only
+    // its own, which main's next machine does not see.
+    let module = support::fixture_copy();
+    let dir = module.path();
+    let token_file = |name: &str, q: &str| {
+        let p = module.path().join(name);
+        std::fs::write(&p, issuer.mint(q)).unwrap();
+        p.display().to_string()
+    };
+    let main_file = token_file("main.jwt", "repository=test/repo&ref=refs/heads/main");
+    let pr_file = token_file("pr.jwt", "repository=test/repo&ref=refs/pull/3/merge");
+    let through = |file: &str| {
+        GoEnv::new(Toolchain::Local).with_flags(&[
+            "--cache-server",
+            &server.url(),
+            "--oidc-token-file",
+            file,
+        ])
+    };
+    let run = through(&main_file).go(dir, &["build", "./..."]);
+    run.assert_ok();
+    assert!(
+        run.stats.uploads > 0 && run.stats.upload_errors == 0,
+        "{:?}\n{}",
+        run.stats,
+        run.stderr
+    );
+    let pr = through(&pr_file);
+    let run = pr.go(dir, &["build", "./..."]);
+    run.assert_ok();
+    run.assert_warm();
+    assert_eq!(run.stats.remote_errors, 0, "{:?}", run.stats);
+    std::fs::write(
+        dir.join("pr_only.go"),
+        "package fixture\n\nfunc PROnly() int { return 3 }\n",
+    )
+    .unwrap();
+    let run = pr.go(dir, &["build", "./..."]);
+    run.assert_ok();
+    assert!(run.stats.uploads > 0, "{:?}", run.stats);
+    let run = through(&main_file).go(dir, &["build", "./..."]);
+    run.assert_ok();
+    assert!(
+        run.stats.misses > 0,
+        "main's machine was served the pull request's entries: {:?}",
+        run.stats
+    );
 }

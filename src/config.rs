@@ -215,7 +215,7 @@ pub enum Command {
     /// APIs (gocached and go-cacher-server) plus the manifests and packs a
     /// gocacher client prefetches from. --max-size caps its store (default
     /// 50GiB).
-    Serve(crate::serve::ServeArgs),
+    Serve(Box<crate::serve::ServeArgs>),
 }
 
 /// Which store the remote tier uses.
@@ -262,8 +262,8 @@ impl Args {
     pub fn validate(self) -> Result<Config> {
         let serve = match &self.command {
             Some(Command::Serve(args)) => {
-                if self.remote.is_some() || self.cache_server.is_some() {
-                    bail!("serve keeps its store on local disk; a bucket behind it (--remote) is not supported yet");
+                if self.cache_server.is_some() {
+                    bail!("serve takes --remote s3://BUCKET[/PREFIX] to share its store, not --cache-server");
                 }
                 Some(args.validate(self.max_size.as_deref(), self.verbose)?)
             }
@@ -319,6 +319,7 @@ impl Args {
             upload_queue: self.upload_queue,
             read_only: self.read_only || self.anonymous,
             breaker_cooldown: crate::remote::breaker::COOLDOWN,
+            spool: true,
         };
         let server = self.cache_server.as_deref().filter(|s| !s.is_empty());
         let bucket = self.remote.as_deref().filter(|s| !s.is_empty());

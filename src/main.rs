@@ -64,7 +64,7 @@ fn limit_malloc_arenas() {}
 fn run(config: Config) -> Result<()> {
     limit_malloc_arenas();
     if let Some(serve) = config.serve {
-        return gocacher::serve::run(serve);
+        return gocacher::serve::run(serve, config.remote);
     }
     // One async thread: cmd/go sends most gets one at a time and waits for
     // each, so what counts is the round trip, and every hop between threads

@@ -23,6 +23,7 @@ pub struct SeedServer {
     port: u16,
     dir: tempfile::TempDir,
     args: Vec<String>,
+    env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -33,11 +34,18 @@ impl SeedServer {
 
     /// Starts the server with extra arguments (e.g. gocached's JWT flags).
     pub fn start_with(kind: Seed, args: &[&str]) -> SeedServer {
+        SeedServer::start_with_env(kind, args, Vec::new())
+    }
+
+    /// Starts the server with extra arguments and environment (e.g. the
+    /// AWS_* settings of `gocacher serve --remote`).
+    pub fn start_with_env(kind: Seed, args: &[&str], env: Vec<(String, String)>) -> SeedServer {
         let mut s = SeedServer {
             kind,
             port: free_port(),
             dir: tempfile::tempdir().unwrap(),
             args: args.iter().map(|a| a.to_string()).collect(),
+            env,
             child: None,
         };
         s.spawn();
@@ -70,6 +78,7 @@ impl SeedServer {
             .arg("--listen")
             .arg(format!("127.0.0.1:{}", self.port))
             .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)

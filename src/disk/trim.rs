@@ -75,12 +75,26 @@ pub fn run(root: &Path, policy: &TrimPolicy) -> io::Result<Option<TrimReport>> {
 
 /// One pass over every shard directory (and `ix/`), whatever the stamp says.
 pub fn trim_now(root: &Path, policy: &TrimPolicy, now: SystemTime) -> io::Result<TrimReport> {
+    trim_roots(&[root.to_path_buf()], policy, now)
+}
+
+/// [`trim_now`] over several cache roots at once, with one size cap for all
+/// of them (`gocacher serve`'s namespaces), least recently used first.
+pub fn trim_roots(
+    roots: &[std::path::PathBuf],
+    policy: &TrimPolicy,
+    now: SystemTime,
+) -> io::Result<TrimReport> {
     let started = std::time::Instant::now();
     let max_age = policy.max_age.max(policy.min_age);
     let mut report = TrimReport::default();
     // Survivors, for the size pass: (mtime, size, path).
     let mut kept: Vec<(SystemTime, u64, std::path::PathBuf)> = Vec::new();
-    for shard in fs::read_dir(root)? {
+    let shards = roots
+        .iter()
+        .map(fs::read_dir)
+        .collect::<io::Result<Vec<_>>>()?;
+    for shard in shards.into_iter().flatten() {
         let shard = shard?;
         let name = shard.file_name();
         // Index files age like entries (see index.rs).

@@ -31,7 +31,7 @@ use breaker::Breaker;
 use store::{FailureKind, RemoteError, Store};
 
 pub use prefetch::{Prefetch, Usage, WriteBack};
-pub use upload::{UploadJob, Uploader};
+pub use upload::{upload_now, UploadJob, Uploader};
 
 /// Entries the index holds: recent hits, uploads and known misses of this
 /// process. 64k entries are ~8 MB at most; a `go build std` uses ~1,100.
@@ -57,6 +57,9 @@ pub struct RemoteOptions {
     pub read_only: bool,
     /// How long the breaker stays open ([`breaker::COOLDOWN`]).
     pub breaker_cooldown: Duration,
+    /// Keep a cold machine's upload bodies for the pack written at close
+    /// (off for `gocacher serve`, which writes no packs of its own).
+    pub spool: bool,
 }
 
 /// What the index knows of an action in the bucket.
@@ -102,7 +105,7 @@ impl Remote {
             .max_capacity(INDEX_CAPACITY)
             .expire_after(KnownExpiry)
             .build();
-        let spool = (disk.was_empty() && !opts.read_only && store.keeps_named())
+        let spool = (opts.spool && disk.was_empty() && !opts.read_only && store.keeps_named())
             .then(|| spool::Spool::new(&disk).map(Arc::new))
             .flatten();
         Arc::new(Remote {

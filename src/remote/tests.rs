@@ -32,6 +32,7 @@ fn opts() -> RemoteOptions {
         upload_queue: 16,
         read_only: false,
         breaker_cooldown: COOLDOWN,
+        spool: true,
     }
 }
 

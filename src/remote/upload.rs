@@ -144,10 +144,16 @@ async fn dispatch(remote: Arc<Remote>, mut rx: mpsc::Receiver<UploadJob>, done: 
     while running.join_next().await.is_some() {}
 }
 
-async fn upload(r: &Remote, job: UploadJob) {
+/// Uploads one entry now, as the queue would; whether the store has it
+/// afterwards (`gocacher serve` acknowledges a PUT only then).
+pub async fn upload_now(r: &Remote, job: UploadJob) -> bool {
+    upload(r, job).await
+}
+
+async fn upload(r: &Remote, job: UploadJob) -> bool {
     if r.is_read_only() || !r.breaker.allow() {
         Stats::inc(&r.stats.uploads_dropped);
-        return;
+        return false;
     }
     let prep = {
         let (job, disk, spool) = (job.clone(), r.disk.clone(), r.spool.clone());
@@ -175,12 +181,12 @@ async fn upload(r: &Remote, job: UploadJob) {
                 "upload-read",
                 format_args!("reading {} for upload: {e}", job.path.display()),
             );
-            return;
+            return false;
         }
         Err(e) => {
             Stats::inc(&r.stats.upload_errors);
             r.report("upload-read", format_args!("preparing upload: {e}"));
-            return;
+            return false;
         }
     };
     let wire_len = payload.len();
@@ -197,7 +203,7 @@ async fn upload(r: &Remote, job: UploadJob) {
         }
         r.store.put(&job.action, &meta, payload.source()).await
     };
-    match tokio::time::timeout(limit, store).await {
+    let stored = match tokio::time::timeout(limit, store).await {
         Ok(Ok(stored)) => {
             // No breaker.success() here: a bucket too slow for lookups may
             // still take uploads, and their successes must not keep
@@ -214,17 +220,21 @@ async fn upload(r: &Remote, job: UploadJob) {
                 Stored::AlreadyThere => Stats::inc(&r.stats.uploads_existing),
             }
             r.note_present(job.action, job.output).await;
+            true
         }
         Ok(Err(e)) => {
             Stats::inc(&r.stats.upload_errors);
             r.failed(&e, e.kind == FailureKind::AccessDenied);
+            false
         }
         Err(_) => {
             Stats::inc(&r.stats.upload_errors);
             r.failed(&RemoteError::timeout(started.elapsed()), false);
+            false
         }
-    }
+    };
     drop(payload);
+    stored
 }
 
 /// The bytes to send: small and incompressible outputs as they are, others

@@ -9,14 +9,15 @@
 //! - `GET`/`PUT /gocacher/v1/<manifests|packs>/<hash>`: named objects, with
 //!   `Range`, `If-Match` and `ETag` as prefetch needs them.
 //! - `GET /gocacher/v1/info`: says this server keeps named objects.
+//! - `POST /auth/exchange-token` and `GET /session/stats` (see [`super::auth`]).
 //!
 //! IDs must be 64 lower-case hex digits (400 otherwise). A PUT body is
 //! hashed while it is written and kept only if it matches its output ID and
 //! length (400); too large is 413, too slow 408, too many writes at once 503
 //! with `Retry-After`.
 
-use std::io::{self, Read};
-use std::path::{Path, PathBuf};
+use std::io;
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,18 +26,18 @@ use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Path as UrlPath, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
+use axum::routing::{get, post, put};
 use axum::Router;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
+use super::auth::{Grant, Refused, Session, SessionStats, GLOBAL};
+use super::named::{get_named, put_named};
 use super::Shared;
 use crate::disk::{now_nanos, PutError};
+use crate::remote::{upload_now, UploadJob};
 use crate::wire::Id;
-
-/// The kinds of named object, each a directory under `<store>/named`.
-pub(crate) const NAMED_KINDS: [&str; 2] = ["manifests", "packs"];
 
 /// Outputs in this size range are sent lz4-compressed to a client that
 /// accepts it, when that saves a tenth or more. Smaller ones gain nothing;
@@ -48,13 +49,15 @@ const LZ4_MAX: u64 = 8 << 20;
 /// A body may take `--body-timeout` plus one second per this many bytes.
 const BODY_RATE: u64 = 256 << 10;
 
-type Shared_ = State<Arc<Shared>>;
+pub(crate) type Shared_ = State<Arc<Shared>>;
 
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/action/{id}", get(get_action))
         .route("/output/{id}", get(get_output))
         .route("/gocacher/v1/info", get(info))
+        .route("/auth/exchange-token", post(exchange))
+        .route("/session/stats", get(session_stats))
         .route("/gocacher/v1/{kind}/{name}", get(get_named).put(put_named))
         .route("/{action}/{output}", put(put_entry))
         .fallback(|| async { text(StatusCode::NOT_FOUND, "no such endpoint") })
@@ -62,7 +65,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-fn text(status: StatusCode, msg: impl Into<String>) -> Response {
+pub(crate) fn text(status: StatusCode, msg: impl Into<String>) -> Response {
     let mut msg = msg.into();
     msg.push('\n');
     (
@@ -73,7 +76,7 @@ fn text(status: StatusCode, msg: impl Into<String>) -> Response {
         .into_response()
 }
 
-fn refused(s: &Shared, status: StatusCode, msg: impl Into<String>) -> Response {
+pub(crate) fn refused(s: &Shared, status: StatusCode, msg: impl Into<String>) -> Response {
     s.counters.refused.fetch_add(1, Ordering::Relaxed);
     let msg = msg.into();
     if s.cfg.verbose {
@@ -82,7 +85,7 @@ fn refused(s: &Shared, status: StatusCode, msg: impl Into<String>) -> Response {
     text(status, msg)
 }
 
-fn internal(what: &str, e: impl std::fmt::Display) -> Response {
+pub(crate) fn internal(what: &str, e: impl std::fmt::Display) -> Response {
     eprintln!("gocacher serve: {what}: {e}");
     text(StatusCode::INTERNAL_SERVER_ERROR, format!("{what} failed"))
 }
@@ -97,7 +100,9 @@ fn parse_id(s: &str) -> Option<Id> {
 
 const BAD_ID: &str = "IDs are 64 lower-case hex digits";
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> io::Result<T> {
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> io::Result<T> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| io::Error::other(e.to_string()))
@@ -112,25 +117,164 @@ async fn info() -> Response {
     .into_response()
 }
 
+/// Who is asking. Without auth, anyone, with a global writer's grant.
+pub(crate) struct Caller(Option<Session>);
+
+impl Caller {
+    pub(crate) fn grant(&self) -> Grant {
+        match &self.0 {
+            Some(s) => s.grant.clone(),
+            None => Grant {
+                namespace: GLOBAL.to_string(),
+                write: true,
+            },
+        }
+    }
+
+    /// Counts on the session's stats (`GET /session/stats`).
+    pub(crate) fn count(
+        &self,
+        counter: impl Fn(&SessionStats) -> &std::sync::atomic::AtomicU64,
+        n: u64,
+    ) {
+        if let Some(s) = &self.0 {
+            counter(&s.stats).fetch_add(n, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The caller of a request: its Bearer token's session, or 401 when auth
+/// is on and the token is missing, unknown or expired.
+pub(crate) fn caller(s: &Shared, headers: &HeaderMap) -> Result<Caller, Box<Response>> {
+    let Some(auth) = &s.auth else {
+        return Ok(Caller(None));
+    };
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        });
+    match token.and_then(|t| auth.session(t.trim())) {
+        Some(session) => Ok(Caller(Some(session))),
+        None => {
+            auth.failures.fetch_add(1, Ordering::Relaxed);
+            let mut r = refused(
+                s,
+                StatusCode::UNAUTHORIZED,
+                "a valid Bearer token is needed",
+            );
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            Err(Box::new(r))
+        }
+    }
+}
+
+/// gocached's exchange: `{"jwt": ...}` in, a session token out.
+async fn exchange(State(s): Shared_, body: Body) -> Response {
+    #[derive(serde::Deserialize)]
+    struct Request {
+        jwt: String,
+    }
+    let Some(auth) = &s.auth else {
+        return text(StatusCode::NOT_FOUND, "this server has no auth");
+    };
+    let Ok(bytes) = axum::body::to_bytes(body, 64 << 10).await else {
+        return refused(
+            &s,
+            StatusCode::BAD_REQUEST,
+            "the request body is unreadable or over 64 KiB",
+        );
+    };
+    let Ok(req) = serde_json::from_slice::<Request>(&bytes) else {
+        return refused(&s, StatusCode::BAD_REQUEST, "expected {\"jwt\": \"...\"}");
+    };
+    match auth.exchange(&req.jwt).await {
+        Ok((token, ttl, grant)) => {
+            let scope = if grant.is_global() {
+                "global:write".to_string()
+            } else {
+                format!("global:read {}:write", grant.namespace)
+            };
+            axum::Json(serde_json::json!({
+                "access_token": token,
+                "token_type": "Bearer",
+                "expires_in": ttl.as_secs(),
+                "scope": scope,
+            }))
+            .into_response()
+        }
+        Err(Refused(why)) => refused(&s, StatusCode::UNAUTHORIZED, why),
+    }
+}
+
+/// The caller's session: its namespace, whether it writes, its counters.
+async fn session_stats(State(s): Shared_, headers: HeaderMap) -> Response {
+    if s.auth.is_none() {
+        return text(
+            StatusCode::NOT_FOUND,
+            "this server has no auth, so no sessions",
+        );
+    }
+    let who = match caller(&s, &headers) {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
+    let Some(session) = &who.0 else {
+        return text(StatusCode::NOT_FOUND, "no session");
+    };
+    let mut v = session.stats.json();
+    v["namespace"] = session.grant.namespace.clone().into();
+    v["write"] = session.grant.write.into();
+    axum::Json(v).into_response()
+}
+
 async fn get_action(
     State(s): Shared_,
     UrlPath(id): UrlPath<String>,
     method: Method,
     headers: HeaderMap,
 ) -> Response {
+    let who = match caller(&s, &headers) {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
     let Some(action) = parse_id(&id) else {
         return refused(&s, StatusCode::BAD_REQUEST, BAD_ID);
     };
-    let disk = s.disk.clone();
-    let entry = match blocking(move || disk.get(&action)).await.and_then(|r| r) {
-        Ok(Some(e)) => e,
-        Ok(None) => {
-            s.counters.misses.fetch_add(1, Ordering::Relaxed);
-            return text(StatusCode::NOT_FOUND, "miss");
+    who.count(|c| &c.gets, 1);
+    let stores = match s.reading(&who.grant()) {
+        Ok(d) => d,
+        Err(e) => return internal("opening a namespace", e),
+    };
+    let local = blocking(move || -> io::Result<_> {
+        for d in stores {
+            if let Some(e) = d.get(&action)? {
+                return Ok(Some(e));
+            }
         }
+        Ok(None)
+    });
+    let local = match local.await.and_then(|r| r) {
+        Ok(found) => found,
         Err(e) => return internal("reading the store", e),
     };
+    // A local miss is looked up in the bucket, verified and stored here.
+    let found = match (local, &s.remote) {
+        (Some(e), _) => Some(e),
+        (None, Some(b)) => b.remote.fetch(action).await.map(|(e, _)| e),
+        (None, None) => None,
+    };
+    let Some(entry) = found else {
+        s.counters.misses.fetch_add(1, Ordering::Relaxed);
+        who.count(|c| &c.misses, 1);
+        return text(StatusCode::NOT_FOUND, "miss");
+    };
     s.counters.hits.fetch_add(1, Ordering::Relaxed);
+    who.count(|c| &c.hits, 1);
+    who.count(|c| &c.bytes_out, entry.size);
     if headers.get("want-object").is_none() {
         return axum::Json(serde_json::json!({
             "outputID": entry.output_id.to_hex(),
@@ -151,18 +295,29 @@ async fn get_output(
     method: Method,
     headers: HeaderMap,
 ) -> Response {
+    let who = match caller(&s, &headers) {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
     let Some(output_id) = parse_id(&id) else {
         return refused(&s, StatusCode::BAD_REQUEST, BAD_ID);
     };
-    let path = s.disk.output_path(&output_id);
-    let size = match tokio::fs::metadata(&path).await {
-        Ok(m) => m.len(),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return text(StatusCode::NOT_FOUND, "no such output")
-        }
-        Err(e) => return internal("reading the store", e),
+    let stores = match s.reading(&who.grant()) {
+        Ok(d) => d,
+        Err(e) => return internal("opening a namespace", e),
     };
-    output(&s, &path, size, &method, &headers).await
+    for d in stores {
+        let path = d.output_path(&output_id);
+        match tokio::fs::metadata(&path).await {
+            Ok(m) => {
+                who.count(|c| &c.bytes_out, m.len());
+                return output(&s, &path, m.len(), &method, &headers).await;
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return internal("reading the store", e),
+        }
+    }
+    text(StatusCode::NOT_FOUND, "no such output")
 }
 
 /// An output file as the response body: lz4 when asked for and it pays,
@@ -252,11 +407,11 @@ fn compress(path: &Path) -> io::Result<(u64, Vec<u8>)> {
 }
 
 /// What ended a request body early.
-struct Cut(StatusCode, String);
+pub(crate) struct Cut(pub(crate) StatusCode, pub(crate) String);
 
 /// Streams a request body of `len` bytes to `sink` on a blocking thread,
 /// within the body deadline. The sink's result, or why the body was cut.
-async fn pump_body<T: Send + 'static>(
+pub(crate) async fn pump_body<T: Send + 'static>(
     s: &Shared,
     body: Body,
     len: u64,
@@ -306,7 +461,7 @@ async fn pump_body<T: Send + 'static>(
 }
 
 /// The announced body length, within `--max-object-size`.
-fn body_length(s: &Shared, headers: &HeaderMap) -> Result<u64, Box<Response>> {
+pub(crate) fn body_length(s: &Shared, headers: &HeaderMap) -> Result<u64, Box<Response>> {
     let Some(len) = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -328,7 +483,7 @@ fn body_length(s: &Shared, headers: &HeaderMap) -> Result<u64, Box<Response>> {
     Ok(len)
 }
 
-fn busy(s: &Shared) -> Response {
+pub(crate) fn busy(s: &Shared) -> Response {
     let mut r = refused(
         s,
         StatusCode::SERVICE_UNAVAILABLE,
@@ -345,9 +500,18 @@ async fn put_entry(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let who = match caller(&s, &headers) {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
     let (Some(action), Some(output_id)) = (parse_id(&a), parse_id(&o)) else {
         return refused(&s, StatusCode::BAD_REQUEST, BAD_ID);
     };
+    let grant = who.grant();
+    if !grant.write {
+        who.count(|c| &c.refused, 1);
+        return refused(&s, StatusCode::FORBIDDEN, "this token may only read");
+    }
     let len = match body_length(&s, &headers) {
         Ok(n) => n,
         Err(r) => return *r,
@@ -355,7 +519,11 @@ async fn put_entry(
     let Ok(_permit) = s.writes.clone().try_acquire_owned() else {
         return busy(&s);
     };
-    let disk = s.disk.clone();
+    let disk = match s.space(&grant.namespace) {
+        Ok(d) => d,
+        Err(e) => return internal("opening a namespace", e),
+    };
+    let target = disk.clone();
     let written = pump_body(&s, body, len, move |next| {
         disk.write_output(&output_id, len, next)?;
         disk.write_action(&action, &output_id, len, now_nanos())
@@ -363,199 +531,34 @@ async fn put_entry(
     .await;
     match written {
         Ok(Ok(())) => {
-            s.counters.puts.fetch_add(1, Ordering::Relaxed);
             s.stored(len);
+            // With a bucket behind the store, a PUT is acknowledged once the
+            // bucket has it: another server (or this one's replacement)
+            // serves it from there.
+            // Only the global namespace lives in the bucket.
+            if let (Some(b), true) = (&s.remote, grant.is_global()) {
+                let job = UploadJob {
+                    action,
+                    output: output_id,
+                    size: len,
+                    put_time_nanos: now_nanos(),
+                    path: target.output_path(&output_id),
+                };
+                if !upload_now(&b.remote, job).await {
+                    return refused(
+                        &s,
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "the bucket did not take it",
+                    );
+                }
+            }
+            s.counters.puts.fetch_add(1, Ordering::Relaxed);
+            who.count(|c| &c.puts, 1);
+            who.count(|c| &c.bytes_in, len);
             StatusCode::NO_CONTENT.into_response()
         }
         Ok(Err(e @ PutError::Io { .. })) => internal("writing the store", e),
         Ok(Err(e)) => refused(&s, StatusCode::BAD_REQUEST, e.to_string()),
-        Err(Cut(code, msg)) => refused(&s, code, msg),
-    }
-}
-
-/// The file of a named object, if `kind` and `name` are well formed.
-fn named_path(s: &Shared, kind: &str, name: &str) -> Option<PathBuf> {
-    let ok = NAMED_KINDS.contains(&kind)
-        && name.len() == 32
-        && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-    ok.then(|| s.named.join(kind).join(name))
-}
-
-/// A named object's ETag: its length and modification time, which change
-/// with every replacement.
-fn etag(m: &std::fs::Metadata) -> String {
-    let nanos = m
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_nanos());
-    format!("\"{:x}-{nanos:x}\"", m.len())
-}
-
-/// `bytes=START-[END]`.
-fn parse_range(v: &str) -> Option<(u64, Option<u64>)> {
-    let spec = v.trim().strip_prefix("bytes=")?;
-    let (start, end) = spec.split_once('-')?;
-    let start = start.trim().parse().ok()?;
-    let end = match end.trim() {
-        "" => None,
-        e => Some(e.parse().ok()?),
-    };
-    (end.is_none_or(|e| e >= start)).then_some((start, end))
-}
-
-/// A named object's ETag, length, and the bytes asked for (`None`: it is no
-/// longer the object `If-Match` named).
-type Named = (String, u64, Option<Vec<u8>>);
-
-async fn get_named(
-    State(s): Shared_,
-    UrlPath((kind, name)): UrlPath<(String, String)>,
-    headers: HeaderMap,
-) -> Response {
-    let Some(path) = named_path(&s, &kind, &name) else {
-        return refused(
-            &s,
-            StatusCode::BAD_REQUEST,
-            "no such kind of named object, or a malformed name",
-        );
-    };
-    let range = match headers
-        .get(header::RANGE)
-        .map(|v| v.to_str().ok().and_then(parse_range))
-    {
-        None => None,
-        Some(Some(r)) => Some(r),
-        Some(None) => {
-            return refused(
-                &s,
-                StatusCode::RANGE_NOT_SATISFIABLE,
-                "a Range must be bytes=START-[END]",
-            )
-        }
-    };
-    let if_match = headers
-        .get(header::IF_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    // The open file is what is read: a replacement renamed over it meanwhile
-    // does not change these bytes or their ETag.
-    let read = blocking(move || -> io::Result<Option<Named>> {
-        let mut f = match std::fs::File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let m = f.metadata()?;
-        let tag = etag(&m);
-        let total = m.len();
-        if if_match.as_deref().is_some_and(|want| want != tag) {
-            return Ok(Some((tag, total, None)));
-        }
-        let (start, end) = match range {
-            None => (0, total.saturating_sub(1)),
-            Some((start, _)) if start >= total => return Ok(Some((tag, total, Some(Vec::new())))),
-            Some((start, end)) => (start, end.map_or(total - 1, |e| e.min(total - 1))),
-        };
-        let mut buf = Vec::with_capacity((end + 1 - start) as usize);
-        io::Seek::seek(&mut f, io::SeekFrom::Start(start))?;
-        f.take(end + 1 - start).read_to_end(&mut buf)?;
-        Ok(Some((tag, total, Some(buf))))
-    })
-    .await
-    .and_then(|r| r);
-    let (tag, total, bytes) = match read {
-        Ok(Some(r)) => r,
-        Ok(None) => return text(StatusCode::NOT_FOUND, "no such object"),
-        Err(e) => return internal("reading a named object", e),
-    };
-    let Some(bytes) = bytes else {
-        return text(StatusCode::PRECONDITION_FAILED, "the object changed");
-    };
-    s.counters
-        .bytes_out
-        .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-    let common = [
-        (header::CONTENT_TYPE, "application/octet-stream".to_string()),
-        (header::ETAG, tag),
-    ];
-    match range {
-        None => (StatusCode::OK, common, bytes).into_response(),
-        Some((start, _)) if start >= total => (
-            StatusCode::RANGE_NOT_SATISFIABLE,
-            [(header::CONTENT_RANGE, format!("bytes */{total}"))],
-        )
-            .into_response(),
-        Some((start, _)) => {
-            let end = start + bytes.len() as u64 - 1;
-            (
-                StatusCode::PARTIAL_CONTENT,
-                common,
-                [(
-                    header::CONTENT_RANGE,
-                    format!("bytes {start}-{end}/{total}"),
-                )],
-                bytes,
-            )
-                .into_response()
-        }
-    }
-}
-
-async fn put_named(
-    State(s): Shared_,
-    UrlPath((kind, name)): UrlPath<(String, String)>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let Some(path) = named_path(&s, &kind, &name) else {
-        return refused(
-            &s,
-            StatusCode::BAD_REQUEST,
-            "no such kind of named object, or a malformed name",
-        );
-    };
-    let len = match body_length(&s, &headers) {
-        Ok(n) => n,
-        Err(r) => return *r,
-    };
-    let Ok(_permit) = s.writes.clone().try_acquire_owned() else {
-        return busy(&s);
-    };
-    let disk = s.disk.clone();
-    let written = pump_body(&s, body, len, move |next| -> io::Result<()> {
-        let (mut scratch, mut file) = disk.scratch_beside(&path)?;
-        let mut n = 0u64;
-        while let Some(chunk) = next() {
-            let chunk = chunk?;
-            n += chunk.len() as u64;
-            if n > len {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("body longer than its Content-Length {len}"),
-                ));
-            }
-            io::Write::write_all(&mut file, &chunk)?;
-        }
-        if n != len {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("body has {n} bytes, not its Content-Length {len}"),
-            ));
-        }
-        drop(file);
-        scratch.commit_to(&path)
-    })
-    .await;
-    match written {
-        Ok(Ok(())) => {
-            s.stored(len);
-            StatusCode::NO_CONTENT.into_response()
-        }
-        Ok(Err(e)) if e.kind() == io::ErrorKind::InvalidData => {
-            refused(&s, StatusCode::BAD_REQUEST, e.to_string())
-        }
-        Ok(Err(e)) => internal("writing a named object", e),
         Err(Cut(code, msg)) => refused(&s, code, msg),
     }
 }

@@ -11,10 +11,15 @@
 //! the request or the process. Eviction is the client's trim with no
 //! minimum age: least recently used files first, down to `--max-size`.
 
+mod auth;
 mod handlers;
+mod named;
 
+pub use auth::{AuthConfig, Grant, GLOBAL};
+
+use std::io;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,8 +27,11 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use tokio::sync::{Notify, Semaphore};
 
-use crate::config::parse_size;
+use crate::config::{parse_size, RemoteConfig, StoreSettings};
 use crate::disk::{DiskCache, TrimPolicy};
+use crate::remote::s3::S3Store;
+use crate::remote::Remote;
+use crate::stats::Stats;
 
 /// How often the store is trimmed when little is written.
 const TRIM_EVERY: Duration = Duration::from_secs(600);
@@ -86,6 +94,61 @@ pub struct ServeArgs {
         default_value = "10s"
     )]
     pub body_timeout: String,
+
+    /// Static Bearer tokens, one `TOKEN NAMESPACE read|write` per line
+    /// (namespace `global`: the shared one). Turns auth on.
+    #[arg(long, env = "GOCACHER_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+
+    /// Accept identity tokens (JWTs) from this OIDC issuer at
+    /// /auth/exchange-token (repeatable; env: comma-separated). Turns auth
+    /// on; needs at least one --jwt-claim.
+    #[arg(
+        long,
+        env = "GOCACHER_JWT_ISSUERS",
+        value_name = "URL",
+        value_delimiter = ','
+    )]
+    pub jwt_issuer: Vec<String>,
+
+    /// The audience identity tokens must have.
+    #[arg(
+        long,
+        env = "GOCACHER_JWT_AUDIENCE",
+        value_name = "AUD",
+        default_value = "gocached"
+    )]
+    pub jwt_audience: String,
+
+    /// A claim every identity token must have, as CLAIM=VALUE (repeatable;
+    /// all must match), e.g. repository=org/repo.
+    #[arg(
+        long,
+        env = "GOCACHER_JWT_CLAIMS",
+        value_name = "CLAIM=VALUE",
+        value_delimiter = ','
+    )]
+    pub jwt_claim: Vec<String>,
+
+    /// Tokens with all of these claims write the global namespace, e.g.
+    /// ref=refs/heads/main (repeatable). Others write only their own.
+    #[arg(
+        long,
+        env = "GOCACHER_GLOBAL_JWT_CLAIMS",
+        value_name = "CLAIM=VALUE",
+        value_delimiter = ','
+    )]
+    pub global_jwt_claim: Vec<String>,
+
+    /// The claim whose value names a session's own namespace (with GitHub:
+    /// `ref`, so that each pull request has its own).
+    #[arg(
+        long,
+        env = "GOCACHER_NAMESPACE_CLAIM",
+        value_name = "CLAIM",
+        default_value = "sub"
+    )]
+    pub namespace_claim: String,
 }
 
 /// The store's size cap when `--max-size` is not given (gocached's default).
@@ -102,6 +165,7 @@ pub struct ServeConfig {
     pub max_pending_writes: usize,
     pub body_timeout: Duration,
     pub verbose: bool,
+    pub auth: AuthConfig,
 }
 
 impl ServeArgs {
@@ -141,6 +205,32 @@ impl ServeArgs {
         if self.max_pending_writes == 0 {
             bail!("--max-pending-writes must be at least 1");
         }
+        let claims = |flag: &str, v: &[String]| -> Result<Vec<auth::Claim>> {
+            v.iter().map(|c| auth::parse_claim(flag, c)).collect()
+        };
+        let auth = AuthConfig {
+            token_file: self.token_file.clone(),
+            issuers: self
+                .jwt_issuer
+                .iter()
+                .map(|i| i.trim_end_matches('/').to_string())
+                .filter(|i| !i.is_empty())
+                .collect(),
+            audience: self.jwt_audience.clone(),
+            claims: claims("--jwt-claim", &self.jwt_claim)?,
+            global_claims: claims("--global-jwt-claim", &self.global_jwt_claim)?,
+            namespace_claim: self.namespace_claim.clone(),
+        };
+        if !auth.issuers.is_empty() && auth.claims.is_empty() {
+            bail!("--jwt-issuer needs at least one --jwt-claim (say, repository=ORG/REPO): without one, any token the issuer signs for anyone would do");
+        }
+        if let Some(i) = auth
+            .issuers
+            .iter()
+            .find(|i| !i.starts_with("https://") && !i.starts_with("http://"))
+        {
+            bail!("--jwt-issuer {i:?}: expected an https:// (or http://) URL");
+        }
         Ok(ServeConfig {
             listen,
             dir,
@@ -150,6 +240,7 @@ impl ServeArgs {
             max_pending_writes: self.max_pending_writes,
             body_timeout: duration("--body-timeout", &self.body_timeout)?,
             verbose,
+            auth,
         })
     }
 }
@@ -158,14 +249,27 @@ impl ServeArgs {
 pub(crate) struct Shared {
     pub(crate) cfg: ServeConfig,
     pub(crate) disk: Arc<DiskCache>,
-    /// Manifests and packs: `<dir>/named/<kind>/<hash>`.
-    pub(crate) named: PathBuf,
     pub(crate) writes: Arc<Semaphore>,
     /// Bytes stored since the last trim; a twentieth of `--max-size` wakes
     /// it, so the store never grows more than that past the cap.
     pub(crate) written: AtomicU64,
     pub(crate) trim_due: Notify,
     pub(crate) counters: Counters,
+    /// The bucket behind the store (`--remote`): every PUT is in it before
+    /// it is acknowledged, a local miss is looked up in it, and manifests and
+    /// packs are read from and written to it directly.
+    pub(crate) remote: Option<Bucket>,
+    /// Sessions and their grants; `None`: no auth, everyone writes global.
+    pub(crate) auth: Option<auth::Auth>,
+    /// Namespaces' stores, opened on first use: `<root>/ns/<hash>`.
+    spaces: std::sync::Mutex<std::collections::HashMap<String, Arc<DiskCache>>>,
+}
+
+pub(crate) struct Bucket {
+    pub(crate) remote: Arc<Remote>,
+    /// Key prefix of named objects: `[PREFIX/]gocacher/v1`.
+    pub(crate) named_prefix: String,
+    pub(crate) stats: Arc<Stats>,
 }
 
 /// Request counters, logged at shutdown with `--verbose`.
@@ -180,6 +284,31 @@ pub(crate) struct Counters {
 }
 
 impl Shared {
+    /// A namespace's store (the global one is `disk`).
+    pub(crate) fn space(&self, namespace: &str) -> io::Result<Arc<DiskCache>> {
+        if namespace == GLOBAL {
+            return Ok(self.disk.clone());
+        }
+        let mut spaces = self.spaces.lock().unwrap();
+        if let Some(d) = spaces.get(namespace) {
+            return Ok(d.clone());
+        }
+        let d = Arc::new(DiskCache::open(&namespace_root(
+            self.disk.root(),
+            namespace,
+        ))?);
+        spaces.insert(namespace.to_string(), d.clone());
+        Ok(d)
+    }
+
+    /// The stores a grant reads, in order: its namespace's, then global.
+    pub(crate) fn reading(&self, grant: &Grant) -> io::Result<Vec<Arc<DiskCache>>> {
+        if grant.is_global() {
+            return Ok(vec![self.disk.clone()]);
+        }
+        Ok(vec![self.space(&grant.namespace)?, self.disk.clone()])
+    }
+
     pub(crate) fn stored(&self, n: u64) {
         let total = self.written.fetch_add(n, Ordering::Relaxed) + n;
         if total > self.cfg.max_size / 20 {
@@ -188,43 +317,99 @@ impl Shared {
     }
 }
 
+/// Where a namespace's store lives: a hash of its name (names come from
+/// tokens and claims, and may hold any character).
+fn namespace_root(root: &Path, namespace: &str) -> PathBuf {
+    use sha2::Digest;
+    let hash = hex::encode(&sha2::Sha256::digest(namespace.as_bytes())[..16]);
+    root.join("ns").join(hash)
+}
+
+/// Every store under `root`: the global one and each namespace's.
+fn store_roots(root: &Path) -> Vec<PathBuf> {
+    let mut roots = vec![root.to_path_buf()];
+    if let Ok(dir) = std::fs::read_dir(root.join("ns")) {
+        roots.extend(dir.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+    }
+    roots
+}
+
 /// Runs the server until SIGTERM or Ctrl-C; requests in flight finish first.
-pub fn run(cfg: ServeConfig) -> Result<()> {
+pub fn run(cfg: ServeConfig, remote: Option<RemoteConfig>) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(serve(cfg))
+    runtime.block_on(serve(cfg, remote))
 }
 
-async fn serve(cfg: ServeConfig) -> Result<()> {
-    let disk = DiskCache::open(&cfg.dir)
-        .with_context(|| format!("opening the store {}", cfg.dir.display()))?;
+async fn serve(cfg: ServeConfig, remote: Option<RemoteConfig>) -> Result<()> {
+    let disk = Arc::new(
+        DiskCache::open(&cfg.dir)
+            .with_context(|| format!("opening the store {}", cfg.dir.display()))?,
+    );
     if let Some(e) = disk.unwritable() {
         bail!("the store {} cannot be written: {e}", cfg.dir.display());
     }
+    let bucket = match remote {
+        None => None,
+        Some(rc) => {
+            let StoreSettings::S3(s3) = &rc.store else {
+                bail!("serve shares its store through a bucket (--remote s3://...)");
+            };
+            let store = S3Store::connect(s3).await;
+            let stats = Arc::new(Stats::default());
+            let named_prefix = if s3.prefix.is_empty() {
+                "gocacher/v1".to_string()
+            } else {
+                format!("{}/gocacher/v1", s3.prefix)
+            };
+            let opts = crate::remote::RemoteOptions {
+                spool: false,
+                ..rc.opts.clone()
+            };
+            let remote = Remote::new(Box::new(store), disk.clone(), stats.clone(), opts);
+            eprintln!("gocacher serve: bucket {}", remote.describe());
+            Some(Bucket {
+                remote,
+                named_prefix,
+                stats,
+            })
+        }
+    };
     let named = disk.root().join("named");
-    for kind in handlers::NAMED_KINDS {
+    for kind in named::NAMED_KINDS {
         std::fs::create_dir_all(named.join(kind))
             .with_context(|| format!("creating {}", named.join(kind).display()))?;
     }
+    let auth = if cfg.auth.enabled() {
+        Some(auth::Auth::new(cfg.auth.clone())?)
+    } else {
+        None
+    };
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("listening on {}", cfg.listen))?;
     let addr = listener.local_addr()?;
     let shared = Arc::new(Shared {
         writes: Arc::new(Semaphore::new(cfg.max_pending_writes)),
-        disk: Arc::new(disk),
-        named,
+        disk,
+        remote: bucket,
+        auth,
+        spaces: Default::default(),
         written: AtomicU64::new(0),
         trim_due: Notify::new(),
         counters: Counters::default(),
         cfg,
     });
     eprintln!(
-        "gocacher serve: listening on http://{addr}, store {}; no auth: anyone who can reach this address can read and write the cache{}",
+        "gocacher serve: listening on http://{addr}, store {}{}",
         shared.disk.root().display(),
-        if addr.ip().is_loopback() { "" } else { " (not on localhost: put it on a private network)" }
+        match (&shared.auth, addr.ip().is_loopback()) {
+            (Some(_), _) => "; Bearer tokens required",
+            (None, true) => "; no auth: anyone who can reach this address can read and write the cache",
+            (None, false) => "; no auth: anyone who can reach this address can read and write the cache (not on localhost: put it on a private network, or give --token-file or --jwt-issuer)",
+        }
     );
     tokio::spawn(evict(shared.clone()));
     let app = handlers::router(shared.clone());
@@ -250,6 +435,19 @@ async fn serve(cfg: ServeConfig) -> Result<()> {
             n(&c.bytes_in),
             n(&c.bytes_out)
         );
+        if let Some(b) = &shared.remote {
+            eprintln!(
+                "gocacher serve: bucket: {}",
+                b.stats.snapshot().summary(true)
+            );
+        }
+        if let Some(a) = &shared.auth {
+            eprintln!(
+                "gocacher serve: {} sessions, {} refused tokens",
+                a.sessions(),
+                a.failures.load(Ordering::Relaxed)
+            );
+        }
     }
     Ok(())
 }
@@ -287,8 +485,11 @@ async fn evict(shared: Arc<Shared>) {
             deadline: TRIM_DEADLINE,
             min_age: Duration::ZERO,
         };
-        let disk = shared.disk.clone();
-        let report = tokio::task::spawn_blocking(move || disk.trim_now(&policy)).await;
+        let roots = store_roots(shared.disk.root());
+        let report = tokio::task::spawn_blocking(move || {
+            crate::disk::trim_roots(&roots, &policy, std::time::SystemTime::now())
+        })
+        .await;
         match report {
             Ok(Ok(r)) if shared.cfg.verbose => eprintln!("gocacher serve: trim: {r}"),
             Ok(Ok(_)) => {}
