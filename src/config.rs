@@ -577,10 +577,36 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("--max-object-size"), "{e}");
-        let e = args(&["serve", "--remote", "s3://b"])
+        let e = args(&["serve", "--cache-server", "http://h:1"])
             .unwrap_err()
             .to_string();
-        assert!(e.contains("not supported yet"), "{e}");
+        assert!(e.contains("--remote"), "{e}");
+        let c = args(&["serve", "--remote", "s3://b/p"]).unwrap();
+        assert!(matches!(c.remote.unwrap().store, StoreSettings::S3(_)));
+        let e = args(&[
+            "serve",
+            "--jwt-issuer",
+            "https://token.actions.githubusercontent.com",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("--jwt-claim"), "{e}");
+        let e = args(&["serve", "--jwt-issuer", "https://i", "--jwt-claim", "repo"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("CLAIM=VALUE"), "{e}");
+        let sc = args(&[
+            "serve",
+            "--jwt-issuer",
+            "https://i/",
+            "--jwt-claim",
+            "repository=o/r",
+        ])
+        .unwrap()
+        .serve
+        .unwrap();
+        assert!(sc.auth.enabled());
+        assert_eq!(sc.auth.issuers, ["https://i"]);
         assert!(args(&["--cache-dir", "/tmp/y"]).unwrap().serve.is_none());
     }
 }
