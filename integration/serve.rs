@@ -172,9 +172,19 @@ fn entries_in(store: &Path) -> usize {
 
 #[test]
 fn bad_requests_are_refused_and_nothing_is_stored() {
+    let metrics = SocketAddr::from(([127, 0, 0, 1], support::s3server::free_port()));
+    let metrics_flag = metrics.to_string();
     let server = SeedServer::start_with(
         Seed::Serve,
-        &["--max-object-size", "4KiB", "--body-timeout", "1s", "-v"],
+        &[
+            "--max-object-size",
+            "4KiB",
+            "--body-timeout",
+            "1s",
+            "--metrics-listen",
+            &metrics_flag,
+            "-v",
+        ],
     );
     let addr = server.addr();
     let data = b"the output of an action".to_vec();
@@ -284,6 +294,31 @@ fn bad_requests_are_refused_and_nothing_is_stored() {
         .to_ascii_lowercase()
         .contains(&format!("go-output-id: {output}")));
     assert!(reply.ends_with("the output of an action"), "{reply}");
+
+    // The metrics say what happened, on their own port only.
+    assert_eq!(request(addr, &get_head("/metrics", ""), b"").0, 404);
+    let (status, text) = request(metrics, &get_head("/metrics", ""), b"");
+    assert_eq!(status, 200, "{text}");
+    let value = |line: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(line)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {line} in\n{text}"))
+    };
+    assert!(value("gocacher_serve_refused_total{code=\"400\"}") >= 8);
+    for code in [408, 411, 413] {
+        assert_eq!(
+            value(&format!("gocacher_serve_refused_total{{code=\"{code}\"}}")),
+            1,
+            "{code}"
+        );
+    }
+    assert_eq!(value("gocacher_serve_puts_total"), 1);
+    assert_eq!(value("gocacher_serve_hits_total"), 2);
+    assert!(
+        text.contains("gocacher_serve_request_duration_seconds_bucket{"),
+        "{text}"
+    );
+    assert!(text.contains("endpoint=\"/{action}/{output}\""), "{text}");
 }
 
 /// Puts `n` objects of `size` random bytes; their (action, output) IDs.

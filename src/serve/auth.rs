@@ -129,7 +129,8 @@ pub struct Auth {
     sessions: Mutex<HashMap<String, Session>>,
     jwks: tokio::sync::Mutex<HashMap<String, Keys>>,
     client: reqwest::Client,
-    pub failures: AtomicU64,
+    /// Tokens refused (shared with the metrics).
+    pub failures: prometheus_client::metrics::counter::Counter,
 }
 
 /// Why an exchange was refused (the reply's body says it).
@@ -142,7 +143,10 @@ struct Discovery {
 }
 
 impl Auth {
-    pub fn new(cfg: AuthConfig) -> Result<Auth> {
+    pub fn new(
+        cfg: AuthConfig,
+        failures: prometheus_client::metrics::counter::Counter,
+    ) -> Result<Auth> {
         let mut sessions = HashMap::new();
         if let Some(path) = &cfg.token_file {
             for (token, grant) in read_token_file(path)? {
@@ -165,7 +169,7 @@ impl Auth {
             sessions: Mutex::new(sessions),
             jwks: tokio::sync::Mutex::new(HashMap::new()),
             client,
-            failures: AtomicU64::new(0),
+            failures,
         })
     }
 
@@ -188,7 +192,7 @@ impl Auth {
     /// token, its lifetime and its grant.
     pub async fn exchange(&self, jwt: &str) -> Result<(String, Duration, Grant), Refused> {
         let refuse = |why: String| {
-            self.failures.fetch_add(1, Ordering::Relaxed);
+            self.failures.inc();
             Refused(why)
         };
         let header =

@@ -62,6 +62,10 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/{action}/{output}", put(put_entry))
         .fallback(|| async { text(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(DefaultBodyLimit::disable())
+        .layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            super::metrics::observe,
+        ))
         .with_state(shared)
 }
 
@@ -77,10 +81,15 @@ pub(crate) fn text(status: StatusCode, msg: impl Into<String>) -> Response {
 }
 
 pub(crate) fn refused(s: &Shared, status: StatusCode, msg: impl Into<String>) -> Response {
-    s.counters.refused.fetch_add(1, Ordering::Relaxed);
+    s.metrics
+        .refused
+        .get_or_create(&super::metrics::CodeLabels {
+            code: status.as_u16(),
+        })
+        .inc();
     let msg = msg.into();
     if s.cfg.verbose {
-        eprintln!("gocacher serve: {} {msg}", status.as_u16());
+        eprintln!("gocacher serve: refused ({}): {msg}", status.as_u16());
     }
     text(status, msg)
 }
@@ -159,7 +168,7 @@ pub(crate) fn caller(s: &Shared, headers: &HeaderMap) -> Result<Caller, Box<Resp
     match token.and_then(|t| auth.session(t.trim())) {
         Some(session) => Ok(Caller(Some(session))),
         None => {
-            auth.failures.fetch_add(1, Ordering::Relaxed);
+            auth.failures.inc();
             let mut r = refused(
                 s,
                 StatusCode::UNAUTHORIZED,
@@ -268,11 +277,11 @@ async fn get_action(
         (None, None) => None,
     };
     let Some(entry) = found else {
-        s.counters.misses.fetch_add(1, Ordering::Relaxed);
+        s.metrics.misses.inc_by(1);
         who.count(|c| &c.misses, 1);
         return text(StatusCode::NOT_FOUND, "miss");
     };
-    s.counters.hits.fetch_add(1, Ordering::Relaxed);
+    s.metrics.hits.inc_by(1);
     who.count(|c| &c.hits, 1);
     who.count(|c| &c.bytes_out, entry.size);
     if headers.get("want-object").is_none() {
@@ -343,9 +352,7 @@ async fn output(
         let p = path.to_owned();
         match blocking(move || compress(&p)).await.and_then(|r| r) {
             Ok((raw_len, frame)) if (frame.len() as u64) < raw_len - raw_len / 10 => {
-                s.counters
-                    .bytes_out
-                    .fetch_add(frame.len() as u64, Ordering::Relaxed);
+                s.metrics.bytes_out.inc_by(frame.len() as u64);
                 return (
                     StatusCode::OK,
                     [octets, (header::CONTENT_ENCODING, "lz4")],
@@ -368,7 +375,7 @@ async fn output(
         }
         Err(e) => return internal("reading an output", e),
     };
-    s.counters.bytes_out.fetch_add(size, Ordering::Relaxed);
+    s.metrics.bytes_out.inc_by(size);
     let body = Body::from_stream(tokio_util::io::ReaderStream::new(file));
     (
         StatusCode::OK,
@@ -425,9 +432,7 @@ pub(crate) async fn pump_body<T: Send + 'static>(
     loop {
         match tokio::time::timeout_at(deadline.into(), stream.next()).await {
             Ok(Some(Ok(chunk))) => {
-                s.counters
-                    .bytes_in
-                    .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                s.metrics.bytes_in.inc_by(chunk.len() as u64);
                 if tx.send(Ok(chunk)).await.is_err() {
                     break; // the writer stopped (too long a body); it says why
                 }
@@ -552,7 +557,7 @@ async fn put_entry(
                     );
                 }
             }
-            s.counters.puts.fetch_add(1, Ordering::Relaxed);
+            s.metrics.puts.inc_by(1);
             who.count(|c| &c.puts, 1);
             who.count(|c| &c.bytes_in, len);
             StatusCode::NO_CONTENT.into_response()

@@ -13,6 +13,7 @@
 
 mod auth;
 mod handlers;
+mod metrics;
 mod named;
 
 pub use auth::{AuthConfig, Grant, GLOBAL};
@@ -140,6 +141,11 @@ pub struct ServeArgs {
     )]
     pub global_jwt_claim: Vec<String>,
 
+    /// Serve Prometheus metrics at http://ADDR/metrics (a port of its own,
+    /// never the build-facing one).
+    #[arg(long, env = "GOCACHER_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
+
     /// The claim whose value names a session's own namespace (with GitHub:
     /// `ref`, so that each pull request has its own).
     #[arg(
@@ -166,6 +172,7 @@ pub struct ServeConfig {
     pub body_timeout: Duration,
     pub verbose: bool,
     pub auth: AuthConfig,
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl ServeArgs {
@@ -241,6 +248,12 @@ impl ServeArgs {
             body_timeout: duration("--body-timeout", &self.body_timeout)?,
             verbose,
             auth,
+            metrics_listen: match &self.metrics_listen {
+                None => None,
+                Some(a) => Some(a.parse().with_context(|| {
+                    format!("--metrics-listen {a:?}: not an address like 127.0.0.1:9100")
+                })?),
+            },
         })
     }
 }
@@ -254,7 +267,7 @@ pub(crate) struct Shared {
     /// it, so the store never grows more than that past the cap.
     pub(crate) written: AtomicU64,
     pub(crate) trim_due: Notify,
-    pub(crate) counters: Counters,
+    pub(crate) metrics: metrics::Metrics,
     /// The bucket behind the store (`--remote`): every PUT is in it before
     /// it is acknowledged, a local miss is looked up in it, and manifests and
     /// packs are read from and written to it directly.
@@ -270,17 +283,6 @@ pub(crate) struct Bucket {
     /// Key prefix of named objects: `[PREFIX/]gocacher/v1`.
     pub(crate) named_prefix: String,
     pub(crate) stats: Arc<Stats>,
-}
-
-/// Request counters, logged at shutdown with `--verbose`.
-#[derive(Default)]
-pub(crate) struct Counters {
-    pub(crate) hits: AtomicU64,
-    pub(crate) misses: AtomicU64,
-    pub(crate) puts: AtomicU64,
-    pub(crate) refused: AtomicU64,
-    pub(crate) bytes_in: AtomicU64,
-    pub(crate) bytes_out: AtomicU64,
 }
 
 impl Shared {
@@ -382,8 +384,12 @@ async fn serve(cfg: ServeConfig, remote: Option<RemoteConfig>) -> Result<()> {
         std::fs::create_dir_all(named.join(kind))
             .with_context(|| format!("creating {}", named.join(kind).display()))?;
     }
+    let metrics = metrics::Metrics::default();
     let auth = if cfg.auth.enabled() {
-        Some(auth::Auth::new(cfg.auth.clone())?)
+        Some(auth::Auth::new(
+            cfg.auth.clone(),
+            metrics.auth_failures.clone(),
+        )?)
     } else {
         None
     };
@@ -399,7 +405,7 @@ async fn serve(cfg: ServeConfig, remote: Option<RemoteConfig>) -> Result<()> {
         spaces: Default::default(),
         written: AtomicU64::new(0),
         trim_due: Notify::new(),
-        counters: Counters::default(),
+        metrics,
         cfg,
     });
     eprintln!(
@@ -412,6 +418,23 @@ async fn serve(cfg: ServeConfig, remote: Option<RemoteConfig>) -> Result<()> {
         }
     );
     tokio::spawn(evict(shared.clone()));
+    if let Some(addr) = shared.cfg.metrics_listen {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listening on {addr} for metrics"))?;
+        let app = axum::Router::new()
+            .route("/metrics", axum::routing::get(metrics::metrics))
+            .with_state(shared.clone());
+        eprintln!(
+            "gocacher serve: metrics on http://{}/metrics",
+            l.local_addr()?
+        );
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(l, app).await {
+                eprintln!("gocacher serve: the metrics server stopped: {e}");
+            }
+        });
+    }
     let app = handlers::router(shared.clone());
     // Headers and body go out in separate writes: with Nagle's algorithm the
     // body would wait for the client's delayed ACK on every response.
@@ -424,16 +447,14 @@ async fn serve(cfg: ServeConfig, remote: Option<RemoteConfig>) -> Result<()> {
         .await
         .context("serving")?;
     if shared.cfg.verbose {
-        let c = &shared.counters;
-        let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let m = &shared.metrics;
         eprintln!(
-            "gocacher serve: stopped; hits {} misses {} puts {} refused {} bytes in {} out {}",
-            n(&c.hits),
-            n(&c.misses),
-            n(&c.puts),
-            n(&c.refused),
-            n(&c.bytes_in),
-            n(&c.bytes_out)
+            "gocacher serve: stopped; hits {} misses {} puts {} bytes in {} out {}",
+            m.hits.get(),
+            m.misses.get(),
+            m.puts.get(),
+            m.bytes_in.get(),
+            m.bytes_out.get()
         );
         if let Some(b) = &shared.remote {
             eprintln!(
@@ -445,7 +466,7 @@ async fn serve(cfg: ServeConfig, remote: Option<RemoteConfig>) -> Result<()> {
             eprintln!(
                 "gocacher serve: {} sessions, {} refused tokens",
                 a.sessions(),
-                a.failures.load(Ordering::Relaxed)
+                a.failures.get()
             );
         }
     }
@@ -491,8 +512,15 @@ async fn evict(shared: Arc<Shared>) {
         })
         .await;
         match report {
-            Ok(Ok(r)) if shared.cfg.verbose => eprintln!("gocacher serve: trim: {r}"),
-            Ok(Ok(_)) => {}
+            Ok(Ok(r)) => {
+                let m = &shared.metrics;
+                m.evicted_files.inc_by(r.removed_files);
+                m.evicted_bytes.inc_by(r.removed_bytes);
+                m.store_bytes.set(r.kept_bytes as i64);
+                if shared.cfg.verbose {
+                    eprintln!("gocacher serve: trim: {r}");
+                }
+            }
             Ok(Err(e)) => eprintln!("gocacher serve: trimming the store: {e}"),
             Err(e) => eprintln!("gocacher serve: trimming the store: {e}"),
         }

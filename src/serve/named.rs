@@ -8,7 +8,6 @@
 
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 
 use axum::body::Body;
 use axum::extract::{Path as UrlPath, State};
@@ -166,9 +165,7 @@ fn respond(
     let Some(bytes) = bytes else {
         return text(StatusCode::PRECONDITION_FAILED, "the object changed");
     };
-    s.counters
-        .bytes_out
-        .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+    s.metrics.bytes_out.inc_by(bytes.len() as u64);
     let common = [
         (header::CONTENT_TYPE, "application/octet-stream".to_string()),
         (header::ETAG, tag),
@@ -301,7 +298,7 @@ async fn from_bucket(
         return match b.remote.store.get_named(key).await {
             Ok(Fetched::Missing) => text(StatusCode::NOT_FOUND, "no such object"),
             Ok(Fetched::Found { body, wire_len, .. }) => {
-                s.counters.bytes_out.fetch_add(wire_len, Ordering::Relaxed);
+                s.metrics.bytes_out.inc_by(wire_len);
                 (
                     StatusCode::OK,
                     [octets, (header::CONTENT_LENGTH, wire_len.to_string())],

@@ -1,0 +1,196 @@
+//! `gocacher serve`'s metrics, in Prometheus' text format on
+//! `--metrics-listen` (never on the build-facing port), and its request log
+//! with `--verbose`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use super::Shared;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub method: String,
+    /// The route (`/action/{id}`), not the URL: a bounded set.
+    pub endpoint: String,
+    pub code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    pub endpoint: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabels {
+    pub code: u16,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub latency: Family<EndpointLabels, Histogram>,
+    pub hits: Counter,
+    pub misses: Counter,
+    pub puts: Counter,
+    pub refused: Family<CodeLabels, Counter>,
+    pub bytes_in: Counter,
+    pub bytes_out: Counter,
+    pub evicted_files: Counter,
+    pub evicted_bytes: Counter,
+    pub store_bytes: Gauge,
+    pub sessions: Gauge,
+    pub auth_failures: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        let mut registry = Registry::with_prefix("gocacher_serve");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let latency = Family::<EndpointLabels, Histogram>::new_with_constructor(|| {
+            // 100 µs to ~13 s.
+            Histogram::new(exponential_buckets(0.0001, 4.0, 9))
+        });
+        let m = Metrics {
+            requests,
+            latency,
+            hits: Counter::default(),
+            misses: Counter::default(),
+            puts: Counter::default(),
+            refused: Family::default(),
+            bytes_in: Counter::default(),
+            bytes_out: Counter::default(),
+            evicted_files: Counter::default(),
+            evicted_bytes: Counter::default(),
+            store_bytes: Gauge::default(),
+            sessions: Gauge::default(),
+            auth_failures: Counter::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "requests",
+            "HTTP requests by route and status",
+            m.requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time to the response headers, by route",
+            m.latency.clone(),
+        );
+        registry.register(
+            "hits",
+            "Action lookups answered from the store",
+            m.hits.clone(),
+        );
+        registry.register(
+            "misses",
+            "Action lookups not in the store",
+            m.misses.clone(),
+        );
+        registry.register("puts", "Entries stored", m.puts.clone());
+        registry.register("refused", "Requests refused, by status", m.refused.clone());
+        registry.register(
+            "bytes_in",
+            "Body bytes received in PUTs",
+            m.bytes_in.clone(),
+        );
+        registry.register("bytes_out", "Body bytes sent", m.bytes_out.clone());
+        registry.register(
+            "evicted_files",
+            "Files removed by eviction",
+            m.evicted_files.clone(),
+        );
+        registry.register(
+            "evicted_bytes",
+            "Bytes removed by eviction",
+            m.evicted_bytes.clone(),
+        );
+        registry.register(
+            "store_bytes",
+            "Bytes in the store at the last trim",
+            m.store_bytes.clone(),
+        );
+        registry.register(
+            "sessions",
+            "Sessions (static tokens and exchanged)",
+            m.sessions.clone(),
+        );
+        registry.register(
+            "auth_failures",
+            "Requests and exchanges refused for their token",
+            m.auth_failures.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+}
+
+impl Metrics {
+    /// The text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String");
+        out
+    }
+}
+
+/// Counts and times every request; logs it with `--verbose` as
+/// `STATUS METHOD PATH MILLISECONDS`.
+pub async fn observe(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+    let endpoint = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("other", |m| m.as_str())
+        .to_string();
+    let method = req.method().to_string();
+    let path = s.cfg.verbose.then(|| req.uri().path().to_string());
+    let started = Instant::now();
+    let resp = next.run(req).await;
+    let took = started.elapsed();
+    let code = resp.status().as_u16();
+    s.metrics
+        .latency
+        .get_or_create(&EndpointLabels {
+            endpoint: endpoint.clone(),
+        })
+        .observe(took.as_secs_f64());
+    s.metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            method: method.clone(),
+            endpoint,
+            code,
+        })
+        .inc();
+    if let Some(path) = path {
+        eprintln!(
+            "gocacher serve: {code} {method} {path} {:.1}ms",
+            took.as_secs_f64() * 1000.0
+        );
+    }
+    resp
+}
+
+/// `GET /metrics` on the metrics port.
+pub async fn metrics(State(s): State<Arc<Shared>>) -> Response {
+    if let Some(a) = &s.auth {
+        s.metrics.sessions.set(a.sessions() as i64);
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.metrics.render(),
+    )
+        .into_response()
+}
