@@ -152,9 +152,22 @@ impl Caller {
     }
 }
 
+/// Handlers take the caller as an argument; without a valid token (when
+/// auth is on) the request ends here with 401.
+impl axum::extract::FromRequestParts<Arc<Shared>> for Caller {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        s: &Arc<Shared>,
+    ) -> Result<Caller, Response> {
+        caller(s, &parts.headers).map_err(|r| *r)
+    }
+}
+
 /// The caller of a request: its Bearer token's session, or 401 when auth
 /// is on and the token is missing, unknown or expired.
-pub(crate) fn caller(s: &Shared, headers: &HeaderMap) -> Result<Caller, Box<Response>> {
+fn caller(s: &Shared, headers: &HeaderMap) -> Result<Caller, Box<Response>> {
     let Some(auth) = &s.auth else {
         return Ok(Caller(None));
     };
@@ -220,17 +233,13 @@ async fn exchange(State(s): Shared_, body: Body) -> Response {
 }
 
 /// The caller's session: its namespace, whether it writes, its counters.
-async fn session_stats(State(s): Shared_, headers: HeaderMap) -> Response {
+async fn session_stats(State(s): Shared_, who: Caller) -> Response {
     if s.auth.is_none() {
         return text(
             StatusCode::NOT_FOUND,
             "this server has no auth, so no sessions",
         );
     }
-    let who = match caller(&s, &headers) {
-        Ok(c) => c,
-        Err(r) => return *r,
-    };
     let Some(session) = &who.0 else {
         return text(StatusCode::NOT_FOUND, "no session");
     };
@@ -242,14 +251,11 @@ async fn session_stats(State(s): Shared_, headers: HeaderMap) -> Response {
 
 async fn get_action(
     State(s): Shared_,
+    who: Caller,
     UrlPath(id): UrlPath<String>,
     method: Method,
     headers: HeaderMap,
 ) -> Response {
-    let who = match caller(&s, &headers) {
-        Ok(c) => c,
-        Err(r) => return *r,
-    };
     let Some(action) = parse_id(&id) else {
         return refused(&s, StatusCode::BAD_REQUEST, BAD_ID);
     };
@@ -300,14 +306,11 @@ async fn get_action(
 
 async fn get_output(
     State(s): Shared_,
+    who: Caller,
     UrlPath(id): UrlPath<String>,
     method: Method,
     headers: HeaderMap,
 ) -> Response {
-    let who = match caller(&s, &headers) {
-        Ok(c) => c,
-        Err(r) => return *r,
-    };
     let Some(output_id) = parse_id(&id) else {
         return refused(&s, StatusCode::BAD_REQUEST, BAD_ID);
     };
@@ -501,14 +504,11 @@ pub(crate) fn busy(s: &Shared) -> Response {
 
 async fn put_entry(
     State(s): Shared_,
+    who: Caller,
     UrlPath((a, o)): UrlPath<(String, String)>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let who = match caller(&s, &headers) {
-        Ok(c) => c,
-        Err(r) => return *r,
-    };
     let (Some(action), Some(output_id)) = (parse_id(&a), parse_id(&o)) else {
         return refused(&s, StatusCode::BAD_REQUEST, BAD_ID);
     };

@@ -15,7 +15,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::handlers::{
-    blocking, body_length, busy, caller, internal, pump_body, refused, text, Cut, Shared_,
+    blocking, body_length, busy, internal, pump_body, refused, text, Caller, Cut, Shared_,
 };
 use super::Shared;
 use crate::remote::store::{Body as StoreBody, Fetched, Ranged, Source};
@@ -64,13 +64,10 @@ type Named = (String, u64, Option<Vec<u8>>);
 
 pub(crate) async fn get_named(
     State(s): Shared_,
+    who: Caller,
     UrlPath((kind, name)): UrlPath<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    let who = match caller(&s, &headers) {
-        Ok(c) => c,
-        Err(r) => return *r,
-    };
     if !well_formed(&kind, &name) {
         return refused(
             &s,
@@ -195,14 +192,11 @@ fn respond(
 
 pub(crate) async fn put_named(
     State(s): Shared_,
+    who: Caller,
     UrlPath((kind, name)): UrlPath<(String, String)>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let who = match caller(&s, &headers) {
-        Ok(c) => c,
-        Err(r) => return *r,
-    };
     if !well_formed(&kind, &name) {
         return refused(
             &s,
