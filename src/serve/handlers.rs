@@ -351,7 +351,15 @@ async fn output(
         )
             .into_response();
     }
-    if accepts_lz4(headers) && (LZ4_MIN..=LZ4_MAX).contains(&size) {
+    // Compression holds the output and its frame in memory: a few at a
+    // time, and the rest go out as they are, so memory stays bounded
+    // whatever the number of clients.
+    let compressing = if accepts_lz4(headers) && (LZ4_MIN..=LZ4_MAX).contains(&size) {
+        s.compressing.try_acquire().ok()
+    } else {
+        None
+    };
+    if compressing.is_some() {
         let p = path.to_owned();
         match blocking(move || compress(&p)).await.and_then(|r| r) {
             Ok((raw_len, frame)) if (frame.len() as u64) < raw_len - raw_len / 10 => {

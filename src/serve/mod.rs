@@ -34,6 +34,10 @@ use crate::remote::s3::S3Store;
 use crate::remote::Remote;
 use crate::stats::Stats;
 
+/// Replies compressed at once; each holds an output of up to 8 MiB and
+/// its frame in memory.
+const COMPRESSING: usize = 4;
+
 /// How often the store is trimmed when little is written.
 const TRIM_EVERY: Duration = Duration::from_secs(600);
 
@@ -263,6 +267,8 @@ pub(crate) struct Shared {
     pub(crate) cfg: ServeConfig,
     pub(crate) disk: Arc<DiskCache>,
     pub(crate) writes: Arc<Semaphore>,
+    /// Outputs being lz4-compressed for a reply ([`COMPRESSING`]).
+    pub(crate) compressing: Semaphore,
     /// Bytes stored since the last trim; a twentieth of `--max-size` wakes
     /// it, so the store never grows more than that past the cap.
     pub(crate) written: AtomicU64,
@@ -399,6 +405,7 @@ async fn serve(cfg: ServeConfig, remote: Option<RemoteConfig>) -> Result<()> {
     let addr = listener.local_addr()?;
     let shared = Arc::new(Shared {
         writes: Arc::new(Semaphore::new(cfg.max_pending_writes)),
+        compressing: Semaphore::new(COMPRESSING),
         disk,
         remote: bucket,
         auth,
