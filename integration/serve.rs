@@ -104,6 +104,101 @@ fn gocacher_prefetches_through_gocacher_serve() {
     }
 }
 
+#[test]
+fn gocacher_serve_speaks_https_to_both_clients() {
+    let certs = support::certs::TestCerts::new();
+    let (cert, key) = (certs.cert.to_str().unwrap(), certs.key.to_str().unwrap());
+
+    // A key that is not the certificate's is a clear start-up error.
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_gocacher"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            cert,
+            "--tls-key",
+        ])
+        .arg(&certs.ca)
+        .arg("--dir")
+        .arg(tempfile::tempdir().unwrap().path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        !bad.status.success() && err.contains("--tls-key") && bad.stdout.is_empty(),
+        "{bad:?}"
+    );
+
+    let server = SeedServer::start_with(Seed::Serve, &["--tls-cert", cert, "--tls-key", key]);
+    let url = server.url().replace("http://", "https://");
+    assert!(
+        server.log().contains(&format!("listening on {url}")),
+        "{}",
+        server.log()
+    );
+    // Both clients trust the test's CA through SSL_CERT_FILE (rustls' and
+    // Go's way of naming the roots on Linux).
+    let trust = vec![("SSL_CERT_FILE".to_string(), certs.ca.display().to_string())];
+    let module = support::fixture_copy();
+    let dir = module.path();
+    let expected = plain_output(dir);
+    let a = GoEnv::new(Toolchain::Local)
+        .with_flags(&["--cache-server", &url])
+        .with_env(trust.clone());
+    for args in STEPS {
+        let run = a.go(dir, args);
+        run.assert_ok();
+        let s = &run.stats;
+        assert_eq!(
+            s.remote_errors + s.upload_errors,
+            0,
+            "{args:?}: {s:?}\n{}",
+            run.stderr
+        );
+        assert!(s.uploads > 0 || args[0] == "run", "{args:?}: {s:?}");
+    }
+
+    // A plain-HTTP request to the TLS port gets no HTTP answer, and holds
+    // the server up for no one.
+    let mut plain = TcpStream::connect(server.addr()).unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    plain
+        .write_all(get_head("/gocacher/v1/info", "").as_bytes())
+        .unwrap();
+    let mut reply = Vec::new();
+    let _ = plain.read_to_end(&mut reply);
+    assert!(
+        !reply.starts_with(b"HTTP/"),
+        "{:?}",
+        String::from_utf8_lossy(&reply)
+    );
+
+    let b = a.new_machine();
+    let seed = seed_machine(&url).with_env(trust);
+    for args in STEPS {
+        // gocacher and the seed's go-cacher, each on an empty machine.
+        let run = b.new_machine().go(dir, args);
+        run.assert_ok();
+        run.assert_warm();
+        assert_eq!(run.stats.remote_errors, 0, "{args:?}: {:?}", run.stats);
+        let run = seed.new_machine().go(dir, args);
+        run.assert_ok();
+        assert!(
+            run.lost.is_empty() && run.never_stored_misses <= 3,
+            "{args:?}: the seed's client over https: lost {:?}, {} other misses\n{}",
+            run.lost,
+            run.never_stored_misses,
+            run.stderr
+        );
+        if args[0] == "run" {
+            assert_eq!(run.stdout, expected);
+        }
+    }
+}
+
 /// One HTTP/1.1 exchange on a fresh connection: the status and body.
 fn request(addr: SocketAddr, head: &str, body: &[u8]) -> (u16, String) {
     let mut c = TcpStream::connect(addr).unwrap();

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod certs;
 pub mod faultproxy;
 pub mod s3server;
 pub mod seedserver;

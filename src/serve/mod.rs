@@ -15,6 +15,7 @@ mod auth;
 mod handlers;
 mod metrics;
 mod named;
+mod tls;
 
 pub use auth::{AuthConfig, Grant, GLOBAL};
 
@@ -48,8 +49,9 @@ const TRIM_DEADLINE: Duration = Duration::from_secs(300);
 /// global ones).
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
 pub struct ServeArgs {
-    /// Address to listen on. Without auth (none yet), keep it on localhost
-    /// or a private network: anyone who reaches it can read and write.
+    /// Address to listen on. Without auth (--token-file, --jwt-issuer),
+    /// keep it on localhost or a private network: anyone who reaches it can
+    /// read and write.
     #[arg(
         long,
         env = "GOCACHER_LISTEN",
@@ -159,6 +161,25 @@ pub struct ServeArgs {
         default_value = "sub"
     )]
     pub namespace_claim: String,
+
+    /// Serve HTTPS with this PEM certificate chain (the server's first);
+    /// needs --tls-key. Read at start: restart to rotate it.
+    #[arg(
+        long,
+        env = "GOCACHER_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of --tls-cert.
+    #[arg(
+        long,
+        env = "GOCACHER_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// The store's size cap when `--max-size` is not given (gocached's default).
@@ -177,6 +198,8 @@ pub struct ServeConfig {
     pub verbose: bool,
     pub auth: AuthConfig,
     pub metrics_listen: Option<SocketAddr>,
+    /// `--tls-cert` and `--tls-key`.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl ServeArgs {
@@ -257,6 +280,11 @@ impl ServeArgs {
                 Some(a) => Some(a.parse().with_context(|| {
                     format!("--metrics-listen {a:?}: not an address like 127.0.0.1:9100")
                 })?),
+            },
+            tls: match (&self.tls_cert, &self.tls_key) {
+                (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+                (None, None) => None,
+                _ => bail!("--tls-cert and --tls-key go together: give both or neither"),
             },
         })
     }
@@ -399,6 +427,10 @@ async fn serve(cfg: ServeConfig, remote: Option<RemoteConfig>) -> Result<()> {
     } else {
         None
     };
+    let tls = match &cfg.tls {
+        Some((cert, key)) => Some(tls::acceptor(cert, key)?),
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("listening on {}", cfg.listen))?;
@@ -416,7 +448,8 @@ async fn serve(cfg: ServeConfig, remote: Option<RemoteConfig>) -> Result<()> {
         cfg,
     });
     eprintln!(
-        "gocacher serve: listening on http://{addr}, store {}{}",
+        "gocacher serve: listening on {}://{addr}, store {}{}",
+        if tls.is_some() { "https" } else { "http" },
         shared.disk.root().display(),
         match (&shared.auth, addr.ip().is_loopback()) {
             (Some(_), _) => "; Bearer tokens required",
@@ -446,13 +479,25 @@ async fn serve(cfg: ServeConfig, remote: Option<RemoteConfig>) -> Result<()> {
     // Headers and body go out in separate writes: with Nagle's algorithm the
     // body would wait for the client's delayed ACK on every response.
     use axum::serve::ListenerExt;
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown())
-        .await
-        .context("serving")?;
+    match tls {
+        None => {
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown())
+                .await
+        }
+        Some(acceptor) => {
+            let listener = tls::listener(acceptor, listener).tap_io(|tls| {
+                let _ = tls.get_ref().0.set_nodelay(true);
+            });
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown())
+                .await
+        }
+    }
+    .context("serving")?;
     if shared.cfg.verbose {
         let m = &shared.metrics;
         eprintln!(
