@@ -36,11 +36,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from gcbench import serverload  # noqa: E402
 from gcbench.render import render, summarize  # noqa: E402
 from gcbench.scenarios import (CONTENDERS, DEFAULT_MINIO_GO_VERSION, MINIO_GO_MODULE, WORKLOADS, Bench,  # noqa: E402
                                expand_scenarios, prepare_workload, run_meta, scenario_kind)
-from gcbench.util import (BENCH_DIR, TIME_BIN, BenchError, Children, Interrupted, base_env, log,  # noqa: E402
-                          parse_list, remove_tree, run_text, tools_dir)
+from gcbench.util import (BENCH_DIR, TIME_BIN, BenchError, Children, Interrupted, base_env,  # noqa: E402
+                          default_gocacher, log, parse_list, remove_tree, run_text, tools_dir)
 
 DEFAULT_RUNS = 7
 
@@ -52,8 +53,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--runs", type=int, default=DEFAULT_RUNS,
                     help=f"interleaved runs per workload (default {DEFAULT_RUNS})")
     ap.add_argument("--workloads", default=",".join(WORKLOADS), help=f"comma list of {', '.join(WORKLOADS)} (default all)")
-    ap.add_argument("--contenders", default=",".join(CONTENDERS),
-                    help=f"comma list of {', '.join(CONTENDERS)} (default all)")
+    ap.add_argument("--contenders", default=",".join(c for c in CONTENDERS if c != "gocacher-signed"),
+                    help=f"comma list of {', '.join(CONTENDERS)} (default all but gocacher-signed, which is "
+                         "gocacher signing its uploads and checking every signature it reads)")
     ap.add_argument("--scenarios", default=None,
                     help="comma list: cold, local-warm, local-warm-remote, remote-warm, remote-warm-<N>ms, "
                          "remote-warm-rtt (one per --rtts), one-file-change, one-file-change-<N>ms (default: all, "
@@ -68,7 +70,8 @@ def parser() -> argparse.ArgumentParser:
                     help="gocacher binary (default $CARGO_TARGET_DIR/release/gocacher, else target/release/gocacher)")
     ap.add_argument("--minio-go-version", default=DEFAULT_MINIO_GO_VERSION,
                     help=f"version of {MINIO_GO_MODULE} for the minio-go workload (default {DEFAULT_MINIO_GO_VERSION})")
-    ap.add_argument("--json", type=Path, default=BENCH_DIR / "results/compare.json", help="JSON output")
+    ap.add_argument("--json", type=Path, default=None,
+                    help="JSON output (default bench/results/compare.json, or server-load.json)")
     ap.add_argument("--md", type=Path, default=None, help="markdown output (default: the --json path with .md)")
     ap.add_argument("--build-timeout", type=float, default=1800, help="seconds one build may take (default 1800)")
     ap.add_argument("--helper-timeout", type=float, default=120,
@@ -81,6 +84,11 @@ def parser() -> argparse.ArgumentParser:
                          "snapshotted, so remote scenarios measure the steady state (default); --no-settle: "
                          "they measure the first warm build after a cold one")
     ap.add_argument("--keep", action="store_true", help="keep the temp root (logs, MinIO data)")
+    ap.add_argument("--server-load", action="store_true",
+                    help="instead of the builds above: cache servers (gocached, gocacher serve) under load, "
+                         "side by side (--clients concurrent remote-warm `go build std`, then 1 KiB and 1 MiB "
+                         "request loads); writes bench/results/server-load.json unless --json is given")
+    ap.add_argument("--clients", type=int, default=16, help="concurrent builds for --server-load (default 16)")
     ap.add_argument("--from-json", type=Path, default=None,
                     help="no builds: print the table again from a previous run's JSON records")
     return ap
@@ -108,7 +116,10 @@ def main() -> int:
         ap.error("--runs must be at least 1")
     if not args.workloads or not args.contenders:
         ap.error("--workloads and --contenders need at least one entry")
-    args.json = args.json.resolve()
+    if args.clients < 1:
+        ap.error("--clients must be at least 1")
+    default_json = "results/server-load.json" if args.server_load else "results/compare.json"
+    args.json = (args.json or BENCH_DIR / default_json).resolve()
     args.md = (args.md or args.json.with_suffix(".md")).resolve()
 
     started = time.time()
@@ -138,6 +149,12 @@ def main() -> int:
             raise BenchError(f"`go env GOCACHEPROG` is {prog!r} (from the go env file): unset it with "
                              f"`go env -u GOCACHEPROG`, or native would not be native")
 
+        if args.server_load:
+            args.gocacher = args.gocacher or default_gocacher()
+            md = serverload.run(args, root, env, children, tools_dir())
+            print(md)
+            log(f"# wrote {args.json} and {args.md} ({time.time() - started:.0f} s)")
+            return 0
         meta = run_meta(args, scenarios, rtts, edit_rtts, root, env)
         bench = Bench(args, root, env, children, meta)
         bench.setup_contenders(tools_dir())

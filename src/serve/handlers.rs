@@ -46,6 +46,11 @@ use crate::wire::Id;
 const LZ4_MIN: u64 = 512;
 const LZ4_MAX: u64 = 8 << 20;
 
+/// Outputs up to this size are read whole for a reply; larger ones are
+/// streamed from disk in chunks of [`CHUNK`].
+const READ_WHOLE: u64 = 256 << 10;
+const CHUNK: usize = 256 << 10;
+
 /// A body may take `--body-timeout` plus one second per this many bytes.
 const BODY_RATE: u64 = 256 << 10;
 
@@ -353,41 +358,67 @@ async fn output(
     }
     // Compression holds the output and its frame in memory: a few at a
     // time, and the rest go out as they are, so memory stays bounded
-    // whatever the number of clients.
-    let compressing = if accepts_lz4(headers) && (LZ4_MIN..=LZ4_MAX).contains(&size) {
-        s.compressing.try_acquire().ok()
-    } else {
-        None
-    };
-    if compressing.is_some() {
+    // whatever the number of clients. Outputs are named by their hash, so
+    // a frame made for one reply is right for every later one.
+    if accepts_lz4(headers) && (LZ4_MIN..=LZ4_MAX).contains(&size) {
+        let frame = match s.frames.get(path).await {
+            Some(f) => Some(f),
+            None => match s.compressing.try_acquire() {
+                Err(_) => None,
+                Ok(_permit) => {
+                    let p = path.to_owned();
+                    match blocking(move || compress(&p)).await.and_then(|r| r) {
+                        Ok((raw_len, frame)) => {
+                            let f = if (frame.len() as u64) < raw_len - raw_len / 10 {
+                                Frame::Lz4(raw_len, Bytes::from(frame))
+                            } else {
+                                Frame::Raw
+                            };
+                            s.frames.insert(path.to_owned(), f.clone()).await;
+                            Some(f)
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                            return text(StatusCode::NOT_FOUND, "evicted")
+                        }
+                        Err(e) => return internal("reading an output", e),
+                    }
+                }
+            },
+        };
+        if let Some(Frame::Lz4(raw_len, frame)) = frame {
+            s.metrics.bytes_out.inc_by(frame.len() as u64);
+            return (
+                StatusCode::OK,
+                [octets, (header::CONTENT_ENCODING, "lz4")],
+                [("x-uncompressed-length", raw_len.to_string())],
+                frame,
+            )
+                .into_response();
+        }
+    }
+    // A small output is read in one go; a larger one is streamed in
+    // chunks big enough that each blocking read moves a lot, and small
+    // enough that memory stays flat whatever the object size.
+    let body = if size <= READ_WHOLE {
         let p = path.to_owned();
-        match blocking(move || compress(&p)).await.and_then(|r| r) {
-            Ok((raw_len, frame)) if (frame.len() as u64) < raw_len - raw_len / 10 => {
-                s.metrics.bytes_out.inc_by(frame.len() as u64);
-                return (
-                    StatusCode::OK,
-                    [octets, (header::CONTENT_ENCODING, "lz4")],
-                    [("x-uncompressed-length", raw_len.to_string())],
-                    frame,
-                )
-                    .into_response();
-            }
-            Ok(_) => {}
+        match blocking(move || std::fs::read(p)).await.and_then(|r| r) {
+            Ok(bytes) if bytes.len() as u64 == size => Body::from(bytes),
+            Ok(_) => return internal("reading an output", "it changed size while read"),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return text(StatusCode::NOT_FOUND, "evicted")
             }
             Err(e) => return internal("reading an output", e),
         }
-    }
-    let file = match tokio::fs::File::open(path).await {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return text(StatusCode::NOT_FOUND, "evicted")
+    } else {
+        match tokio::fs::File::open(path).await {
+            Ok(f) => Body::from_stream(tokio_util::io::ReaderStream::with_capacity(f, CHUNK)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return text(StatusCode::NOT_FOUND, "evicted")
+            }
+            Err(e) => return internal("reading an output", e),
         }
-        Err(e) => return internal("reading an output", e),
     };
     s.metrics.bytes_out.inc_by(size);
-    let body = Body::from_stream(tokio_util::io::ReaderStream::new(file));
     (
         StatusCode::OK,
         [octets],
@@ -410,6 +441,26 @@ fn accepts_lz4(headers: &HeaderMap) -> bool {
                 .trim()
                 .eq_ignore_ascii_case("lz4")
         })
+}
+
+/// How an output goes to a client that accepts lz4.
+#[derive(Clone)]
+pub(crate) enum Frame {
+    /// Its length and its bytes as one lz4 frame.
+    Lz4(u64, Bytes),
+    /// Compression does not pay: sent as it is.
+    Raw,
+}
+
+impl Frame {
+    /// Its share of the frame cache, in bytes.
+    pub(crate) fn weight(&self) -> u32 {
+        let held = match self {
+            Frame::Lz4(_, b) => b.len(),
+            Frame::Raw => 0,
+        };
+        u32::try_from(held + 128).unwrap_or(u32::MAX)
+    }
 }
 
 /// A file's length and its bytes as one lz4 frame.

@@ -39,6 +39,10 @@ use crate::stats::Stats;
 /// its frame in memory.
 const COMPRESSING: usize = 4;
 
+/// The lz4 frames of recently served outputs, kept so that an output many
+/// clients fetch is compressed once, not once per reply.
+const FRAME_CACHE_BYTES: u64 = 16 << 20;
+
 /// How often the store is trimmed when little is written.
 const TRIM_EVERY: Duration = Duration::from_secs(600);
 
@@ -297,6 +301,8 @@ pub(crate) struct Shared {
     pub(crate) writes: Arc<Semaphore>,
     /// Outputs being lz4-compressed for a reply ([`COMPRESSING`]).
     pub(crate) compressing: Semaphore,
+    /// Recent replies' compression ([`FRAME_CACHE_BYTES`]), by output path.
+    pub(crate) frames: moka::future::Cache<std::path::PathBuf, handlers::Frame>,
     /// Bytes stored since the last trim; a twentieth of `--max-size` wakes
     /// it, so the store never grows more than that past the cap.
     pub(crate) written: AtomicU64,
@@ -438,6 +444,10 @@ async fn serve(cfg: ServeConfig, remote: Option<RemoteConfig>) -> Result<()> {
     let shared = Arc::new(Shared {
         writes: Arc::new(Semaphore::new(cfg.max_pending_writes)),
         compressing: Semaphore::new(COMPRESSING),
+        frames: moka::future::Cache::builder()
+            .max_capacity(FRAME_CACHE_BYTES)
+            .weigher(|_, f: &handlers::Frame| f.weight())
+            .build(),
         disk,
         remote: bucket,
         auth,

@@ -1,0 +1,3 @@
+module gocacher.invalid/bench/load
+
+go 1.24
