@@ -5,6 +5,8 @@
 #[path = "s3/prefetch.rs"]
 mod prefetch;
 mod support;
+#[path = "s3/trust.rs"]
+mod trust;
 
 use std::thread;
 use std::time::{Duration, Instant};
@@ -12,6 +14,7 @@ use std::time::{Duration, Instant};
 use prefetch::*;
 use support::s3server::{Kind, S3Server};
 use support::{GoEnv, GoRun, Toolchain};
+use trust::*;
 
 const BUCKET: &str = "gocacher-test";
 
@@ -426,3 +429,28 @@ on_both_servers!(
     warm_disks_read_only_the_table,
     no_credentials_and_endpoint_secrets,
 );
+
+// Signing and --also-read: on MinIO (the S3 metadata and prefixes they use
+// are the same calls the scenarios above run on both servers).
+mod minio_trust {
+    #[test]
+    fn only_trusted_writers_feed_a_build() {
+        super::only_trusted_writers_feed_a_build(super::Kind::Minio)
+    }
+    #[test]
+    fn swapped_signed_objects_are_refused() {
+        super::swapped_signed_objects_are_refused(super::Kind::Minio)
+    }
+    #[test]
+    fn forged_pack_is_replaced_by_the_next_trusted_run() {
+        super::forged_pack_is_replaced_by_the_next_trusted_run(super::Kind::Minio)
+    }
+    #[test]
+    fn pull_requests_read_main_and_write_their_own_prefix() {
+        super::pull_requests_read_main_and_write_their_own_prefix(super::Kind::Minio)
+    }
+    #[test]
+    fn either_of_two_trusted_keys() {
+        super::either_of_two_trusted_keys(super::Kind::Minio)
+    }
+}

@@ -141,7 +141,15 @@ impl Cacher {
                 let store: Box<dyn Store> = match &config.store {
                     StoreSettings::S3(s3) => {
                         match tokio::time::timeout(CONNECT_BOUND, S3Store::connect(s3)).await {
-                            Ok(store) => Box::new(store),
+                            Ok(store) if config.also_read.is_empty() => Box::new(store),
+                            Ok(store) => {
+                                let also = config
+                                    .also_read
+                                    .iter()
+                                    .map(|(bucket, prefix)| store.relocated(bucket, prefix))
+                                    .collect();
+                                Box::new(crate::remote::layered::Layered::new(store, also))
+                            }
                             Err(_) => {
                                 eprintln!(
                                     "gocacher: setting up the S3 client (region, credentials) took over {}s; continuing with the local cache only",

@@ -197,6 +197,48 @@ pub struct Args {
     )]
     pub prefetch_concurrency: usize,
 
+    /// Sign every entry, manifest and pack this writer uploads with the
+    /// ed25519 key in FILE (from `gocacher keygen`). The writer then also
+    /// trusts its own key (as if given to --trust-key).
+    #[arg(long, env = "GOCACHER_SIGN_KEY_FILE", value_name = "FILE")]
+    pub sign_key: Option<PathBuf>,
+
+    /// The signing key itself (64 hex digits), for CI secrets; instead of
+    /// --sign-key. Never printed.
+    #[arg(
+        long,
+        env = "GOCACHER_SIGN_KEY",
+        value_name = "KEY",
+        hide = true,
+        hide_env_values = true
+    )]
+    pub sign_key_value: Option<String>,
+
+    /// Use only bucket entries, manifests and packs signed by this public
+    /// key (64 hex digits, or a file holding them, such as PATH.pub from
+    /// keygen). Repeatable, for key rotation; GOCACHER_TRUST_KEYS takes a
+    /// comma-separated list. Without it every writer is trusted. Without
+    /// --sign-key too, nothing is uploaded (as with --read-only).
+    #[arg(
+        long = "trust-key",
+        env = "GOCACHER_TRUST_KEYS",
+        value_name = "KEY",
+        value_delimiter = ','
+    )]
+    pub trust_keys: Vec<String>,
+
+    /// A read-only fallback location, s3://BUCKET[/PREFIX]: lookups that
+    /// miss --remote try it, and manifests and packs are read from it;
+    /// nothing is ever written there. Repeatable, tried in order;
+    /// GOCACHER_ALSO_READ takes a comma-separated list.
+    #[arg(
+        long = "also-read",
+        env = "GOCACHER_ALSO_READ",
+        value_name = "URL",
+        value_delimiter = ','
+    )]
+    pub also_read: Vec<String>,
+
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -216,6 +258,13 @@ pub enum Command {
     /// gocacher client prefetches from. --max-size caps its store (default
     /// 50GiB).
     Serve(Box<crate::serve::ServeArgs>),
+    /// Make an ed25519 key pair for signed entries: the private key at PATH
+    /// (mode 0600), the public key at PATH.pub and on stdout. Never
+    /// overwrites a file.
+    Keygen {
+        /// Where to write the private key.
+        path: PathBuf,
+    },
 }
 
 /// Which store the remote tier uses.
@@ -235,6 +284,8 @@ pub struct RemoteConfig {
     pub scope: Option<String>,
     pub scope_fallback: Option<String>,
     pub prefetch_concurrency: usize,
+    /// `--also-read` locations: bucket and prefix each.
+    pub also_read: Vec<(String, String)>,
 }
 
 /// Validated settings.
@@ -260,6 +311,7 @@ impl Args {
     }
 
     pub fn validate(self) -> Result<Config> {
+        let keys = self.keys()?;
         let serve = match &self.command {
             Some(Command::Serve(args)) => {
                 if self.cache_server.is_some() {
@@ -312,14 +364,41 @@ impl Args {
         if self.upload_workers == 0 {
             bail!("--upload-workers must be at least 1");
         }
+        let signing = keys.signer.is_some() || keys.trust.is_some();
+        let also_read = self
+            .also_read
+            .iter()
+            .map(|u| u.trim())
+            .filter(|u| !u.is_empty())
+            .map(|u| {
+                S3Settings::parse_url(u).map_err(|e| {
+                    anyhow::anyhow!("--also-read: {}", e.to_string().replace("--remote ", ""))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if serve.is_some() && (signing || !also_read.is_empty()) {
+            bail!("serve does not sign or check entries, nor read --also-read locations: give --sign-key, --trust-key and --also-read to the gocacher clients");
+        }
+        if (signing || !also_read.is_empty())
+            && self.remote.as_deref().is_none_or(|r| r.is_empty())
+            && self.command.is_none()
+        {
+            bail!("--sign-key, --trust-key and --also-read need --remote s3://BUCKET[/PREFIX] (signatures travel in S3 object metadata)");
+        }
         let opts = RemoteOptions {
             timeout: remote_timeout,
             upload_timeout,
             upload_workers: self.upload_workers,
             upload_queue: self.upload_queue,
-            read_only: self.read_only || self.anonymous,
+            // A reader that trusts keys but signs nothing uploads nothing:
+            // neither it nor any reader like it would use what it wrote, and
+            // its unsigned manifests would replace the signed ones.
+            read_only: self.read_only
+                || self.anonymous
+                || (keys.trust.is_some() && keys.signer.is_none()),
             breaker_cooldown: crate::remote::breaker::COOLDOWN,
             spool: true,
+            keys: std::sync::Arc::new(keys),
         };
         let server = self.cache_server.as_deref().filter(|s| !s.is_empty());
         let bucket = self.remote.as_deref().filter(|s| !s.is_empty());
@@ -385,6 +464,7 @@ impl Args {
             scope: self.scope,
             scope_fallback: self.scope_fallback,
             prefetch_concurrency: self.prefetch_concurrency.min(MAX_PREFETCH_CONCURRENCY),
+            also_read,
         });
         Ok(Config {
             cache_dir,
@@ -397,6 +477,45 @@ impl Args {
             serve,
             gateway_port_ignored: self.gateway_addr_port.is_some(),
         })
+    }
+}
+
+impl Args {
+    /// `--sign-key` (or `GOCACHER_SIGN_KEY`) and `--trust-key`, loaded.
+    fn keys(&self) -> Result<crate::trust::Keys> {
+        use crate::trust::{Signer, Trust};
+        let signer = match (
+            &self.sign_key,
+            self.sign_key_value.as_deref().map(str::trim),
+        ) {
+            (Some(_), Some(v)) if !v.is_empty() => {
+                bail!("--sign-key and GOCACHER_SIGN_KEY both name a signing key; give one")
+            }
+            (Some(path), _) => Some(Signer::from_file(path)?),
+            (None, Some(v)) if !v.is_empty() => {
+                Some(Signer::from_hex(v).context("GOCACHER_SIGN_KEY")?)
+            }
+            (None, _) => None,
+        };
+        let given: Vec<String> = self
+            .trust_keys
+            .iter()
+            .filter(|k| !k.trim().is_empty())
+            .cloned()
+            .collect();
+        let trust = if given.is_empty() {
+            None
+        } else {
+            Some(Trust::parse(&given)?)
+        };
+        // A writer that signs trusts its own key: it never re-signs, in a
+        // pack, an entry some other writer stored.
+        let trust = match (trust, &signer) {
+            (Some(t), Some(s)) => Some(t.with_signer(s)),
+            (None, Some(s)) => Some(Trust::parse(&[s.public_hex()])?),
+            (t, None) => t,
+        };
+        Ok(crate::trust::Keys { signer, trust })
     }
 }
 
@@ -544,6 +663,78 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("--remote"), "{e}");
+    }
+
+    #[test]
+    fn signing_trust_and_also_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("k");
+        let public = crate::trust::keygen(&key).unwrap();
+        let other = "ab".repeat(32);
+        let k = key.to_str().unwrap();
+        let c = args(&[
+            "--remote",
+            "s3://b/pr/1",
+            "--sign-key",
+            k,
+            "--trust-key",
+            &other,
+            "--also-read",
+            "s3://b/main",
+            "--also-read",
+            "s3://c",
+        ])
+        .unwrap();
+        let r = c.remote.unwrap();
+        assert_eq!(
+            r.also_read,
+            [("b".into(), "main".into()), ("c".into(), String::new())]
+        );
+        let keys = &r.opts.keys;
+        assert_eq!(keys.signer.as_ref().unwrap().public_hex(), public);
+        assert_eq!(
+            keys.trust.as_ref().unwrap().len(),
+            2,
+            "the given key and its own"
+        );
+        // A signer alone trusts itself; nothing given: every writer trusted.
+        let c = args(&["--remote", "s3://b", "--sign-key", k]).unwrap();
+        assert_eq!(c.remote.unwrap().opts.keys.trust.as_ref().unwrap().len(), 1);
+        let c = args(&["--remote", "s3://b"]).unwrap();
+        assert!(c.remote.unwrap().opts.keys.trust.is_none());
+        // Trusting without signing: read-only.
+        let c = args(&["--remote", "s3://b", "--trust-key", &other]).unwrap();
+        assert!(c.remote.unwrap().opts.read_only);
+        // The public key file works as a trust key.
+        let pubfile = format!("{k}.pub");
+        assert!(args(&["--remote", "s3://b", "--trust-key", &pubfile]).is_ok());
+        for (bad, why) in [
+            (
+                vec!["--remote", "s3://b", "--trust-key", "nope"],
+                "neither 64 hex digits",
+            ),
+            (
+                vec!["--remote", "s3://b", "--sign-key", "/no/such/key"],
+                "reading the signing key",
+            ),
+            (
+                vec!["--remote", "s3://b", "--also-read", "gs://x"],
+                "--also-read",
+            ),
+            (vec!["--trust-key", &other], "need --remote"),
+            (
+                vec!["--cache-server", "http://h:1", "--trust-key", &other],
+                "need --remote",
+            ),
+            (vec!["--trust-key", &other, "serve"], "serve does not sign"),
+        ] {
+            let e = args(&bad).unwrap_err();
+            assert!(format!("{e:#}").contains(why), "{bad:?}: {e:#}");
+        }
+        // The signing key is never in the config's debug output.
+        let secret = std::fs::read_to_string(&key).unwrap();
+        let c = args(&["--remote", "s3://b", "--sign-key", k]).unwrap();
+        assert!(!format!("{c:?}").contains(secret.trim()));
     }
 
     #[test]

@@ -31,4 +31,5 @@ pub mod remote;
 pub mod scope;
 pub mod serve;
 pub mod stats;
+pub mod trust;
 pub mod wire;

@@ -66,6 +66,16 @@ fn run(config: Config) -> Result<()> {
     if let Some(serve) = config.serve {
         return gocacher::serve::run(serve, config.remote);
     }
+    if let Some(Command::Keygen { path }) = &config.command {
+        let public = gocacher::trust::keygen(path)?;
+        eprintln!(
+            "gocacher: wrote the private key to {} (keep it secret: --sign-key) and the public key to {}.pub (--trust-key)",
+            path.display(),
+            path.display()
+        );
+        println!("{public}");
+        return Ok(());
+    }
     // One async thread: cmd/go sends most gets one at a time and waits for
     // each, so what counts is the round trip, and every hop between threads
     // (a futex wake-up) costs more than the work. Reading stdin, answering a
@@ -133,6 +143,24 @@ fn run(config: Config) -> Result<()> {
                         ""
                     }
                 ),
+            }
+        }
+        if config.verbose {
+            for (bucket, prefix) in &remote.also_read {
+                eprintln!("gocacher: also reading s3://{bucket}/{prefix} (never written)");
+            }
+            let keys = &remote.opts.keys;
+            if let Some(s) = &keys.signer {
+                eprintln!("gocacher: signing uploads with key {}", s.public_hex());
+            }
+            match &keys.trust {
+                Some(t) => eprintln!(
+                    "gocacher: using only entries signed by {} trusted key(s)",
+                    t.len()
+                ),
+                None => {
+                    eprintln!("gocacher: no --trust-key: every writer of the bucket is trusted")
+                }
             }
         }
         let scope = Scope::resolve(remote.scope.clone(), remote.scope_fallback.clone());

@@ -35,6 +35,7 @@ pub struct Stats {
     pub uploads_existing: AtomicU64,
     pub healed: AtomicU64,
     pub puts_not_kept: AtomicU64,
+    pub untrusted: AtomicU64,
 }
 
 /// A point-in-time copy of [`Stats`]; the JSON keys are documented in README.md.
@@ -104,6 +105,10 @@ pub struct Snapshot {
     /// dir for this go command only, so the build goes on, then dropped.
     #[serde(default)]
     pub puts_not_kept: u64,
+    /// Objects, manifests and packs not signed by a `--trust-key` (unsigned,
+    /// another key, or signed for another entry); never served or kept.
+    #[serde(default)]
+    pub untrusted: u64,
     /// The process's peak resident memory so far, in bytes (0 where the OS
     /// does not say).
     #[serde(default)]
@@ -148,6 +153,7 @@ impl Stats {
             uploads_existing: get(&self.uploads_existing),
             healed: get(&self.healed),
             puts_not_kept: get(&self.puts_not_kept),
+            untrusted: get(&self.untrusted),
             peak_rss_bytes: peak_rss_bytes(),
         }
     }
@@ -184,12 +190,13 @@ impl Snapshot {
         );
         if remote {
             line += &format!(
-                "; remote: {} hits, {} misses, {} errors, {} corrupt ({} healed); {} uploads ({} errors, {} dropped, {} skipped); {:.1} MB down, {:.1} MB up",
+                "; remote: {} hits, {} misses, {} errors, {} corrupt ({} healed), {} untrusted; {} uploads ({} errors, {} dropped, {} skipped); {:.1} MB down, {:.1} MB up",
                 self.remote_hits,
                 self.remote_misses,
                 self.remote_errors,
                 self.corrupt,
                 self.healed,
+                self.untrusted,
                 self.uploads,
                 self.upload_errors,
                 self.uploads_dropped,
@@ -257,6 +264,7 @@ mod tests {
             "uploads_existing",
             "healed",
             "puts_not_kept",
+            "untrusted",
             "peak_rss_bytes",
         ] {
             assert!(v[key].is_u64(), "{key} missing or not an integer: {v}");

@@ -22,12 +22,18 @@ from .util import (BENCH_DIR, REPO_ROOT, BenchError, Children, default_gocacher,
                    machine_info, parse_list, remove_tree, run_checked, run_text)
 
 WORKLOADS = ("std", "minio-go", "fixture")
-CONTENDERS = ("native", "gocacher", "floor", "seed", "gocacher-http")
+CONTENDERS = ("native", "gocacher", "floor", "seed", "gocacher-http", "gocacher-signed")
 # Contenders with a remote tier (a bucket or a server): they get settle
 # builds, store snapshots and restores. native and floor are local only.
 # gocacher-http is gocacher with --cache-server, on a seed server of its own
 # of the same kind as the seed's (--seed-server).
-REMOTE_HELPERS = ("gocacher", "seed", "gocacher-http")
+REMOTE_HELPERS = ("gocacher", "seed", "gocacher-http", "gocacher-signed")
+# gocacher on MinIO: gocacher-signed is gocacher with a signing key (which it
+# also trusts, so its remote builds check every signature), under its own
+# prefix of the same bucket.
+ON_MINIO = ("gocacher", "gocacher-signed")
+# A fixed test key for gocacher-signed (64 hex digits: an ed25519 seed).
+BENCH_SIGN_KEY = "5e" * 32
 # The contenders that talk to a seed server, each its own per run.
 SEED_SERVED = ("seed", "gocacher-http")
 MINIO_GO_MODULE = "github.com/minio/minio-go/v7"
@@ -192,7 +198,7 @@ def takes_part(contender: str, scenario: str) -> bool:
     if contender == "floor":
         return kind in ("cold", "local-warm")
     if kind == LOCAL_WARM_REMOTE:
-        return contender in ("native", "gocacher")
+        return contender in ("native",) + ON_MINIO
     return True
 
 
@@ -290,7 +296,7 @@ class Bench:
     def setup_contenders(self, tools: Path) -> None:
         args, root, meta = self.args, self.root, self.meta
         serve = args.seed_server == "gocacher-serve" and any(c in args.contenders for c in SEED_SERVED)
-        if "gocacher" in args.contenders or "gocacher-http" in args.contenders or serve:
+        if any(c in args.contenders for c in ON_MINIO + ("gocacher-http",)) or serve:
             src = (args.gocacher or default_gocacher()).resolve()
             if not os.access(src, os.X_OK):
                 raise BenchError(f"gocacher binary not found at {src}: build it (cargo build --release) or pass --gocacher")
@@ -304,7 +310,7 @@ class Bench:
                                            timespec="seconds")}
             helptext = run_text([str(self.gocacher), "--help"])
             meta["gocacher_binary"]["flags"] = sorted(set(re.findall(r"--[a-z][a-z0-9-]+", helptext)))
-        if "gocacher" in args.contenders:
+        if any(c in args.contenders for c in ON_MINIO):
             minio_bin = tools / "bin" / "minio"
             ensure_tool(minio_bin, ["bash", str(REPO_ROOT / "integration/tools/install-minio.sh")], "MinIO")
             stamp = tools / "bin" / ".minio.version"
@@ -374,7 +380,7 @@ class Bench:
                 local = bdir / "local"
                 cleanup.append(local)
             remote = kind != "local-warm"
-            if contender == "gocacher":
+            if contender in ON_MINIO:
                 assert self.gocacher and self.minio
                 server = self.minio
                 helper = [str(self.gocacher), "--cache-dir", str(local), "--stats-file", str(stats_file)]
@@ -383,8 +389,11 @@ class Bench:
                     if rtt:
                         proxy = DelayProxy(self.minio.port, rtt, self.children)
                         endpoint = f"http://127.0.0.1:{proxy.port}"
-                    helper += ["--remote", f"s3://{state['bucket']}/{S3_PREFIX}", "--s3-endpoint", endpoint,
+                    prefix = S3_PREFIX if contender == "gocacher" else f"{S3_PREFIX}-signed"
+                    helper += ["--remote", f"s3://{state['bucket']}/{prefix}", "--s3-endpoint", endpoint,
                                "--s3-region", S3_REGION]
+                    if contender == "gocacher-signed":
+                        env["GOCACHER_SIGN_KEY"] = BENCH_SIGN_KEY
                     # The scope travels by env so that a binary without --scope still works.
                     env.update(AWS_ACCESS_KEY_ID=S3_KEY, AWS_SECRET_ACCESS_KEY=S3_SECRET, AWS_REGION=S3_REGION,
                                AWS_EC2_METADATA_DISABLED="true", AWS_CONFIG_FILE="/nonexistent",
@@ -416,7 +425,7 @@ class Bench:
             wl.apply_edit(self.edit_counter)
             rec["edit"] = {"file": wl.info["edit"]["file"], "n": self.edit_counter}
 
-        metrics0 = self.minio.metrics() if contender == "gocacher" and self.minio else None
+        metrics0 = self.minio.metrics() if contender in ON_MINIO and self.minio else None
         seed_off = state["seed_server"].log_offset() if contender == "seed" else None
         if server is not None:
             server_cpu0 = server.cpu()
@@ -441,12 +450,12 @@ class Bench:
             rec["proxy"] = counters
             rec["wire_bytes"] = counters["bytes_up"] + counters["bytes_down"]
             rec["wire_source"] = "delay proxy: all TCP bytes, both directions"
-        if contender in ("gocacher", "gocacher-http"):
+        if contender in ON_MINIO + ("gocacher-http",):
             try:
                 rec["stats"] = json.loads(stats_file.read_text())
             except (OSError, ValueError) as err:
                 rec["stats_error"] = f"{stats_file}: {err}"
-            if self.minio and contender == "gocacher":
+            if self.minio and contender in ON_MINIO:
                 rec["s3"] = s3_delta(metrics0, self.minio.metrics())
                 if rec["s3"] is not None and "wire_bytes" not in rec:
                     rec["wire_bytes"] = rec["s3"]["bytes_received"] + rec["s3"]["bytes_sent"]
@@ -521,9 +530,9 @@ class Bench:
             run_root.mkdir(parents=True)
             state: dict[str, object] = {"native_gocache": run_root / "native-gocache"}
             state["native_gocache"].mkdir()
-            for c in ("gocacher", "floor", "seed", "gocacher-http"):
+            for c in ("gocacher", "floor", "seed", "gocacher-http", "gocacher-signed"):
                 state[f"{c}_local_cold"] = run_root / f"{c}-local"
-            if "gocacher" in contenders:
+            if any(c in contenders for c in ON_MINIO):
                 state["bucket"] = f"{wl.name}-run{run}"
                 self.minio.create_bucket(state["bucket"])
             for c in SEED_SERVED:
@@ -618,7 +627,7 @@ class Bench:
         self.records.append(rec)
         self.progress(rec)
         tag = f"{wl.name} run {run}: {contender}'s settle build"
-        if contender in ("gocacher", "gocacher-http"):
+        if contender in ON_MINIO + ("gocacher-http",):
             st = rec.get("stats")
             if not isinstance(st, dict):
                 raise BenchError(f"{tag} left no stats ({rec.get('stats_error')})")
@@ -636,7 +645,8 @@ class Bench:
     def snapshot_store(self, contender: str, state: dict[str, object]) -> None:
         """Remembers the bucket / server dir as this run's cold build (and
         settle build) left it."""
-        if contender == "gocacher":
+        if contender in ON_MINIO:
+            # The whole bucket: every contender on MinIO, its prefix each.
             state["bucket_snapshot"] = BucketSnapshot(self.minio.s3, state["bucket"])
         else:
             data = state[f"{contender}_server"].root / "data"
@@ -649,7 +659,7 @@ class Bench:
         left it, so that every remote scenario of a run starts from the same state (for
         gocacher: its per-scope manifest, which each build rewrites, and the
         objects a one-file-change build uploaded). Untimed."""
-        if contender == "gocacher":
+        if contender in ON_MINIO:
             return state["bucket_snapshot"].restore()
         data = state[f"{contender}_server"].root / "data"
         new = [p for p in data.rglob("*") if p.is_file() and p not in state[f"{contender}_files"]]
@@ -664,7 +674,7 @@ class Bench:
 
     def check_cold_filled(self, rec: dict[str, object]) -> None:
         """Remote scenarios mean nothing if the cold build left the store empty."""
-        if rec["contender"] in ("gocacher", "gocacher-http"):
+        if rec["contender"] in ON_MINIO + ("gocacher-http",):
             st = rec.get("stats") or {}
             if not st.get("uploads"):
                 raise BenchError(f"{rec['workload']} run {rec['run']}: gocacher's cold build uploaded nothing "

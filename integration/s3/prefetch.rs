@@ -208,7 +208,7 @@ pub fn packs_serve_prefetch_and_damage_is_survived(kind: Kind) {
         );
         let now = server.get_raw(BUCKET, &packs[0]);
         assert!(
-            now.starts_with(b"gocacher-pack 1\n") && now.len() * 2 > good.len(),
+            now.starts_with(b"gocacher-pack 2\n") && now.len() * 2 > good.len(),
             "{what}: not rewritten"
         );
     }

@@ -471,6 +471,42 @@ impl S3Server {
         damaged
     }
 
+    /// Moves each object's body and metadata to the next key of `keys` (the
+    /// last one's to the first): every key then holds another entry's
+    /// genuine object, sha256 and all.
+    pub fn rotate(&self, bucket: &str, keys: &[String]) {
+        let rt = runtime();
+        let client = self.client();
+        let objects: Vec<(HashMap<String, String>, Vec<u8>)> = keys
+            .iter()
+            .map(|key| {
+                let out = rt
+                    .block_on(client.get_object().bucket(bucket).key(key).send())
+                    .unwrap_or_else(|e| panic!("get {key}: {e:?}"));
+                let meta = out.metadata().cloned().unwrap_or_default();
+                let body = rt
+                    .block_on(out.body.collect())
+                    .unwrap()
+                    .into_bytes()
+                    .to_vec();
+                (meta, body)
+            })
+            .collect();
+        for (i, (meta, body)) in objects.into_iter().enumerate() {
+            let key = &keys[(i + 1) % keys.len()];
+            rt.block_on(
+                client
+                    .put_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .set_metadata(Some(meta))
+                    .body(ByteStream::from(body))
+                    .send(),
+            )
+            .unwrap_or_else(|e| panic!("put {key}: {e:?}"));
+        }
+    }
+
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();

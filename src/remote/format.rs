@@ -9,6 +9,8 @@
 //!   - `gocacher-size`: uncompressed size in bytes
 //!   - `gocacher-put-time`: nanoseconds since the Unix epoch of the first put
 //!   - `gocacher-encoding`: `identity` or `zstd`
+//!   - `gocacher-signature` (only from a writer with `--sign-key`): hex
+//!     ed25519 signature of the action ID, output ID, size and put time
 
 use std::collections::HashMap;
 
@@ -18,6 +20,7 @@ pub const META_OUTPUT_ID: &str = "gocacher-output-id";
 pub const META_SIZE: &str = "gocacher-size";
 pub const META_PUT_TIME: &str = "gocacher-put-time";
 pub const META_ENCODING: &str = "gocacher-encoding";
+pub const META_SIGNATURE: &str = "gocacher-signature";
 
 /// Outputs smaller than this are stored raw: zstd's frame overhead and the
 /// CPU are not worth it for a few hundred bytes.
@@ -60,11 +63,13 @@ pub struct ObjectMeta {
     pub size: u64,
     pub put_time_nanos: i64,
     pub encoding: Encoding,
+    /// The writer's signature of the entry (see [`crate::trust`]).
+    pub signature: Option<[u8; crate::trust::SIG_LEN]>,
 }
 
 impl ObjectMeta {
     pub fn to_metadata(&self) -> HashMap<String, String> {
-        HashMap::from([
+        let mut m = HashMap::from([
             (META_OUTPUT_ID.to_string(), self.output_id.to_hex()),
             (META_SIZE.to_string(), self.size.to_string()),
             (META_PUT_TIME.to_string(), self.put_time_nanos.to_string()),
@@ -72,7 +77,11 @@ impl ObjectMeta {
                 META_ENCODING.to_string(),
                 self.encoding.as_str().to_string(),
             ),
-        ])
+        ]);
+        if let Some(sig) = &self.signature {
+            m.insert(META_SIGNATURE.to_string(), hex::encode(sig));
+        }
+        m
     }
 
     /// Parses object metadata; `None` means the object is not ours or is
@@ -88,6 +97,9 @@ impl ObjectMeta {
                 "zstd" => Encoding::Zstd,
                 _ => return None,
             },
+            // A damaged signature is no signature: the object is then
+            // untrusted where trust is asked for, and fine elsewhere.
+            signature: get(META_SIGNATURE).and_then(crate::trust::sig_from_hex),
         })
     }
 }
@@ -112,8 +124,17 @@ mod tests {
             size: 1234,
             put_time_nanos: 1_700_000_000_000_000_000,
             encoding: Encoding::Zstd,
+            signature: Some([9; 64]),
         };
         assert_eq!(ObjectMeta::from_metadata(&m.to_metadata()), Some(m));
+        let unsigned = ObjectMeta {
+            signature: None,
+            ..m
+        };
+        assert_eq!(
+            ObjectMeta::from_metadata(&unsigned.to_metadata()),
+            Some(unsigned)
+        );
         let mut bad = m.to_metadata();
         bad.insert(META_ENCODING.into(), "lz4".into());
         assert_eq!(ObjectMeta::from_metadata(&bad), None);

@@ -6,12 +6,16 @@
 //! frame of:
 //!
 //! ```text
-//! "gocacher-manifest 1\n"
+//! "gocacher-manifest 2\n"
 //! generation  u64 LE   (1 for the first manifest of a scope, +1 per write)
-//! scope_len   u32 LE, then the scope name (UTF-8)
+//! scope       [16]     the first 16 bytes of sha256(scope name): the name
+//!                      itself (a path, a repository, a job) never leaves
+//!                      the machine
 //! count       u32 LE, then `count` records of 88 bytes:
 //!   action [32]  output [32]  size u64 LE  last_gen u64 LE  last_used u64 LE
 //!   flags u8 (bit 0: some go command got this entry, not only put it)
+//! signature   [64]     ed25519 signature of the sha256 of all the above
+//!                      (zeros from a writer without --sign-key)
 //! ```
 //!
 //! Records are in prefetch order: the entries of the latest go command in
@@ -24,7 +28,8 @@ use sha2::{Digest, Sha256};
 
 use crate::wire::Id;
 
-const MAGIC: &[u8] = b"gocacher-manifest 1\n";
+const MAGIC: &[u8] = b"gocacher-manifest 2\n";
+const SIG_LEN: usize = crate::trust::SIG_LEN;
 const RECORD: usize = 32 + 32 + 8 + 8 + 8 + 1;
 const FLAG_GOTTEN: u8 = 1;
 
@@ -65,8 +70,39 @@ pub struct Entry {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Manifest {
     pub generation: u64,
-    pub scope: String,
+    /// [`scope_hash`] of the scope's name.
+    pub scope: [u8; 16],
     pub entries: Vec<Entry>,
+}
+
+/// Why a manifest was not taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refused {
+    /// Not a manifest, or a damaged one: what is wrong.
+    Damaged(String),
+    /// A well-formed manifest no `--trust-key` signed.
+    Untrusted,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refused::Damaged(why) => f.write_str(why),
+            Refused::Untrusted => f.write_str("not signed by a trusted key"),
+        }
+    }
+}
+
+impl From<String> for Refused {
+    fn from(why: String) -> Refused {
+        Refused::Damaged(why)
+    }
+}
+
+/// What a manifest records of its scope's name: the first 16 bytes of its
+/// sha256 (as in the object's key).
+pub fn scope_hash(scope: &str) -> [u8; 16] {
+    Sha256::digest(scope.as_bytes())[..16].try_into().unwrap()
 }
 
 /// An entry a go command used, in order of first use.
@@ -86,7 +122,7 @@ pub fn key(prefix: &str, scope: &str) -> String {
 
 /// `[prefix/]gocacher/v1/<kind>/<first 32 hex digits of sha256(scope)>`.
 pub fn scoped_key(prefix: &str, kind: &str, scope: &str) -> String {
-    let hash = hex::encode(&Sha256::digest(scope.as_bytes())[..16]);
+    let hash = hex::encode(scope_hash(scope));
     if prefix.is_empty() {
         format!("gocacher/v1/{kind}/{hash}")
     } else {
@@ -145,7 +181,7 @@ impl Manifest {
         entries.truncate(MAX_ENTRIES);
         Manifest {
             generation,
-            scope: scope.to_string(),
+            scope: scope_hash(scope),
             entries,
         }
     }
@@ -171,13 +207,12 @@ impl Manifest {
             .all(|e| mine.get(&e.action) == Some(&(e.output, e.gotten)))
     }
 
-    pub fn encode(&self) -> Vec<u8> {
-        let mut raw =
-            Vec::with_capacity(MAGIC.len() + 16 + self.scope.len() + self.entries.len() * RECORD);
+    /// The object's bytes, signed by `signer` if given.
+    pub fn encode(&self, signer: Option<&crate::trust::Signer>) -> Vec<u8> {
+        let mut raw = Vec::with_capacity(MAGIC.len() + 28 + self.entries.len() * RECORD + SIG_LEN);
         raw.extend_from_slice(MAGIC);
         raw.extend_from_slice(&self.generation.to_le_bytes());
-        raw.extend_from_slice(&(self.scope.len() as u32).to_le_bytes());
-        raw.extend_from_slice(self.scope.as_bytes());
+        raw.extend_from_slice(&self.scope);
         raw.extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
         for e in &self.entries {
             raw.extend_from_slice(&e.action.0);
@@ -187,31 +222,45 @@ impl Manifest {
             raw.extend_from_slice(&e.last_used.to_le_bytes());
             raw.push(if e.gotten { FLAG_GOTTEN } else { 0 });
         }
+        let sum: [u8; 32] = Sha256::digest(&raw).into();
+        raw.extend_from_slice(&signer.map_or([0; SIG_LEN], |s| s.sign_manifest(&sum)));
         zstd::bulk::compress(&raw, 3).expect("zstd compression of an in-memory buffer")
     }
 
     /// Parses a manifest object; any damage is an error that says what.
-    pub fn decode(body: &[u8]) -> Result<Manifest, String> {
+    /// With `trust`, only a manifest one of its keys signed is taken.
+    pub fn decode(body: &[u8], trust: Option<&crate::trust::Trust>) -> Result<Manifest, Refused> {
         if body.len() > MAX_OBJECT_BYTES {
-            return Err(format!("{} bytes, more than a manifest can be", body.len()));
+            return Err(format!("{} bytes, more than a manifest can be", body.len()).into());
         }
-        let limit = MAGIC.len() + 16 + 4096 + MAX_ENTRIES * RECORD;
+        let limit = MAGIC.len() + 28 + MAX_ENTRIES * RECORD + SIG_LEN;
         let raw = zstd::bulk::decompress(body, limit).map_err(|e| format!("not zstd: {e}"))?;
-        let mut r = Reader { buf: &raw, pos: 0 };
+        if raw.len() < SIG_LEN {
+            return Err("truncated".to_string().into());
+        }
+        let (content, sig) = raw.split_at(raw.len() - SIG_LEN);
+        let mut r = Reader {
+            buf: content,
+            pos: 0,
+        };
         if r.take(MAGIC.len())? != MAGIC {
-            return Err("not a gocacher manifest (wrong header)".into());
+            return Err("not a gocacher manifest (wrong header)".to_string().into());
         }
         let generation = r.u64()?;
-        let scope_len = r.u32()? as usize;
-        let scope = std::str::from_utf8(r.take(scope_len)?)
-            .map_err(|_| "scope name is not UTF-8".to_string())?
-            .to_string();
+        let scope: [u8; 16] = r.take(16)?.try_into().unwrap();
         let count = r.u32()? as usize;
-        if count > MAX_ENTRIES || raw.len() - r.pos != count * RECORD {
+        if count > MAX_ENTRIES || content.len() - r.pos != count * RECORD {
             return Err(format!(
                 "{count} entries announced, {} bytes of records",
-                raw.len() - r.pos
-            ));
+                content.len() - r.pos
+            )
+            .into());
+        }
+        if let Some(trust) = trust {
+            let sum: [u8; 32] = Sha256::digest(content).into();
+            if !trust.manifest(&sum, sig.try_into().unwrap()) {
+                return Err(Refused::Untrusted);
+            }
         }
         let mut entries = Vec::with_capacity(count);
         for _ in 0..count {
@@ -219,7 +268,7 @@ impl Manifest {
             let output = Id(r.take(32)?.try_into().unwrap());
             let size = r.u64()?;
             if size > MAX_SIZE {
-                return Err(format!("an entry claims {size} bytes"));
+                return Err(format!("an entry claims {size} bytes").into());
             }
             entries.push(Entry {
                 action,
@@ -291,7 +340,7 @@ mod tests {
         assert_eq!(m.generation, 1);
         assert_eq!(actions(&m), [1, 2], "duplicates keep their first use");
         assert!(m.entries[0].gotten && !m.entries[1].gotten);
-        assert_eq!(Manifest::decode(&m.encode()), Ok(m));
+        assert_eq!(Manifest::decode(&m.encode(None), None), Ok(m));
     }
 
     #[test]
@@ -354,16 +403,50 @@ mod tests {
 
     #[test]
     fn damage_is_an_error() {
-        let good = Manifest::merge(None, &[used(1), used(2)], "s", 1).encode();
-        assert!(Manifest::decode(b"garbage").is_err());
-        assert!(Manifest::decode(&good[..good.len() / 2]).is_err());
+        let good = Manifest::merge(None, &[used(1), used(2)], "s", 1).encode(None);
+        assert!(Manifest::decode(b"garbage", None).is_err());
+        assert!(Manifest::decode(&good[..good.len() / 2], None).is_err());
         let mut raw = zstd::bulk::decompress(&good, 1 << 20).unwrap();
-        raw.pop();
-        let e = Manifest::decode(&zstd::bulk::compress(&raw, 1).unwrap()).unwrap_err();
-        assert!(e.contains("entries announced"), "{e}");
+        raw.remove(raw.len() - SIG_LEN - 1);
+        let e = Manifest::decode(&zstd::bulk::compress(&raw, 1).unwrap(), None).unwrap_err();
+        assert!(e.to_string().contains("entries announced"), "{e}");
         raw[0] = b'G';
-        let e = Manifest::decode(&zstd::bulk::compress(&raw, 1).unwrap()).unwrap_err();
-        assert!(e.contains("header"), "{e}");
+        let e = Manifest::decode(&zstd::bulk::compress(&raw, 1).unwrap(), None).unwrap_err();
+        assert!(e.to_string().contains("header"), "{e}");
+    }
+
+    #[test]
+    fn trust_takes_only_signed_manifests_and_no_name_is_stored() {
+        use crate::trust::{Signer, Trust};
+        let key = Signer::from_hex(&"31".repeat(32)).unwrap();
+        let other = Signer::from_hex(&"32".repeat(32)).unwrap();
+        let trust = Trust::parse(&[key.public_hex()]).unwrap();
+        let m = Manifest::merge(None, &[used(1), used(2)], "github:secret/repo:job", 1);
+        assert_eq!(
+            Manifest::decode(&m.encode(Some(&key)), Some(&trust)),
+            Ok(m.clone())
+        );
+        for body in [m.encode(None), m.encode(Some(&other))] {
+            assert_eq!(
+                Manifest::decode(&body, Some(&trust)),
+                Err(Refused::Untrusted)
+            );
+            assert_eq!(Manifest::decode(&body, None), Ok(m.clone()));
+        }
+        // A signed manifest with one byte changed is not trusted.
+        let mut raw = zstd::bulk::decompress(&m.encode(Some(&key)), 1 << 20).unwrap();
+        raw[MAGIC.len()] ^= 1;
+        let body = zstd::bulk::compress(&raw, 1).unwrap();
+        assert_eq!(
+            Manifest::decode(&body, Some(&trust)),
+            Err(Refused::Untrusted)
+        );
+        let raw = zstd::bulk::decompress(&m.encode(None), 1 << 20).unwrap();
+        assert!(
+            !raw.windows(6).any(|w| w == b"secret"),
+            "the scope name is in the object"
+        );
+        assert_eq!(m.scope, scope_hash("github:secret/repo:job"));
     }
 
     #[test]

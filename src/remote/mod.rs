@@ -9,6 +9,7 @@
 pub mod breaker;
 pub mod format;
 pub mod http;
+pub mod layered;
 pub mod manifest;
 pub mod pack;
 mod prefetch;
@@ -60,6 +61,9 @@ pub struct RemoteOptions {
     /// Keep a cold machine's upload bodies for the pack written at close
     /// (off for `gocacher serve`, which writes no packs of its own).
     pub spool: bool,
+    /// Signing of uploads and trust of downloads (`--sign-key`,
+    /// `--trust-key`); default: nothing signed, every writer trusted.
+    pub keys: Arc<crate::trust::Keys>,
 }
 
 /// What the index knows of an action in the bucket.

@@ -5,17 +5,22 @@
 //! for the scope's manifest. Layout:
 //!
 //! ```text
-//! "gocacher-pack 1\n"
+//! "gocacher-pack 2\n"
 //! count  u32 LE
 //! count table records of 89 bytes:
 //!   action [32]  output [32]  size u64 LE  put_time i64 LE (ns)
 //!   stored u64 LE  encoding u8 (0: raw, 1: one zstd frame)
 //! sha256 [32] of count and the table
+//! signature [64]: the writer's ed25519 signature of that sha256 (zeros
+//!   from a writer without --sign-key)
 //! the bodies, in table order, `stored` bytes each
 //! ```
 //!
 //! The table comes first so a reader knows what the pack holds before the
 //! bodies arrive, and is checksummed, so a damaged table is refused whole.
+//! Its signature binds every entry's action, output and size at once: a
+//! reader with `--trust-key` checks it once per pack, then each body
+//! against its output ID as usual.
 //! Each body is verified like any download: its size and its sha256 against
 //! the output ID, before it becomes visible in the local mirror.
 
@@ -29,7 +34,8 @@ use sha2::{Digest, Sha256};
 use super::manifest;
 use crate::wire::Id;
 
-const MAGIC: &[u8] = b"gocacher-pack 1\n";
+const MAGIC: &[u8] = b"gocacher-pack 2\n";
+const SIG_LEN: usize = crate::trust::SIG_LEN;
 const RECORD: usize = 32 + 32 + 8 + 8 + 8 + 1;
 
 /// Largest entry put in a pack; bigger ones (test binaries, say) are
@@ -66,6 +72,8 @@ pub enum ReadError {
     Source(io::Error),
     /// The bytes are not a valid pack.
     Corrupt(String),
+    /// A valid pack that no `--trust-key` signed.
+    Untrusted,
 }
 
 impl std::fmt::Display for ReadError {
@@ -73,6 +81,7 @@ impl std::fmt::Display for ReadError {
         match self {
             ReadError::Source(e) => write!(f, "{e}"),
             ReadError::Corrupt(why) => f.write_str(why),
+            ReadError::Untrusted => f.write_str("not signed by a trusted key"),
         }
     }
 }
@@ -98,11 +107,15 @@ pub fn table_len(head: &[u8]) -> Option<u64> {
         return None;
     }
     let n = u32::from_le_bytes(count.try_into().ok()?) as u64;
-    Some(MAGIC.len() as u64 + 4 + n * RECORD as u64 + 32)
+    Some(MAGIC.len() as u64 + 4 + n * RECORD as u64 + 32 + SIG_LEN as u64)
 }
 
-/// Reads a pack's header and table.
-pub fn read_table(src: &mut impl Read) -> Result<Vec<Stored>, ReadError> {
+/// Reads a pack's header and table; with `trust`, only a table one of its
+/// keys signed.
+pub fn read_table(
+    src: &mut impl Read,
+    trust: Option<&crate::trust::Trust>,
+) -> Result<Vec<Stored>, ReadError> {
     let mut magic = [0u8; MAGIC.len()];
     read_exact(src, &mut magic)?;
     if magic != MAGIC {
@@ -127,6 +140,11 @@ pub fn read_table(src: &mut impl Read) -> Result<Vec<Stored>, ReadError> {
         .into();
     if actual != sum {
         return Err(ReadError::Corrupt("table checksum mismatch".into()));
+    }
+    let mut sig = [0u8; SIG_LEN];
+    read_exact(src, &mut sig)?;
+    if trust.is_some_and(|t| !t.pack(&actual, &sig)) {
+        return Err(ReadError::Untrusted);
     }
     let mut out = Vec::with_capacity(n);
     let mut total = 0u64;
@@ -232,8 +250,13 @@ pub type StoredBody<'a> = dyn Fn(&Item, &mut dyn Write) -> io::Result<Option<(u6
 /// `stored` may write an entry's body already in stored form (see
 /// [`super::spool`]), giving its length and whether it is zstd, or `None`
 /// to have it compressed here.
-pub fn write(out: &mut File, items: &[(Item, PathBuf)], stored: &StoredBody) -> io::Result<u64> {
-    let head = MAGIC.len() + 4 + items.len() * RECORD + 32;
+pub fn write(
+    out: &mut File,
+    items: &[(Item, PathBuf)],
+    stored: &StoredBody,
+    signer: Option<&crate::trust::Signer>,
+) -> io::Result<u64> {
+    let head = MAGIC.len() + 4 + items.len() * RECORD + 32 + SIG_LEN;
     out.seek(SeekFrom::Start(head as u64))?;
     let mut table = Vec::with_capacity(items.len() * RECORD);
     let mut cctx = zstd::bulk::Compressor::new(LEVEL)?;
@@ -288,16 +311,19 @@ pub fn write(out: &mut File, items: &[(Item, PathBuf)], stored: &StoredBody) -> 
         body_bytes = w.n;
     }
     let count = (items.len() as u32).to_le_bytes();
-    let sum = Sha256::new()
+    let sum: [u8; 32] = Sha256::new()
         .chain_update(count)
         .chain_update(&table)
-        .finalize();
+        .finalize()
+        .into();
+    let sig = signer.map_or([0u8; SIG_LEN], |s| s.sign_pack(&sum));
     out.seek(SeekFrom::Start(0))?;
     let mut w = BufWriter::new(&mut *out);
     w.write_all(MAGIC)?;
     w.write_all(&count)?;
     w.write_all(&table)?;
     w.write_all(&sum)?;
+    w.write_all(&sig)?;
     w.flush()?;
     Ok(head as u64 + body_bytes)
 }

@@ -373,9 +373,30 @@ async fn load(remote: &Remote, scope: &str) -> Loaded {
     }
     match read {
         None => Loaded::Missing,
-        Some(body) => match Manifest::decode(&body) {
-            Ok(m) => Loaded::Found(Arc::new(m)),
-            Err(why) => {
+        Some(body) => match Manifest::decode(&body, remote.opts.keys.trust.as_ref()) {
+            Ok(m) if m.scope == manifest::scope_hash(scope) => Loaded::Found(Arc::new(m)),
+            Ok(_) => {
+                remote.report(
+                    "manifest",
+                    format_args!(
+                        "{}: manifest {key} (scope {scope:?}) was written for another scope; no prefetch from it, and it will be replaced",
+                        remote.describe()
+                    ),
+                );
+                Loaded::Unreadable
+            }
+            Err(manifest::Refused::Untrusted) => {
+                Stats::inc(&remote.stats.untrusted);
+                remote.report(
+                    "untrusted",
+                    format_args!(
+                        "{}: manifest {key} (scope {scope:?}) is untrusted (not signed by a --trust-key); no prefetch from it, and it will be replaced (further untrusted objects, manifests and packs are only counted)",
+                        remote.describe()
+                    ),
+                );
+                Loaded::Unreadable
+            }
+            Err(manifest::Refused::Damaged(why)) => {
                 remote.report(
                     "manifest",
                     format_args!(

@@ -129,6 +129,32 @@ impl S3Store {
         }
     }
 
+    /// The same client and credentials for another bucket or prefix (an
+    /// `--also-read` location).
+    pub fn relocated(&self, bucket: &str, prefix: &str) -> S3Store {
+        let shown = if prefix.is_empty() {
+            bucket.to_string()
+        } else {
+            format!("{bucket}/{prefix}")
+        };
+        S3Store {
+            client: self.client.clone(),
+            reader: self.reader.clone(),
+            credentials: self.credentials.clone(),
+            bucket: bucket.to_string(),
+            prefix: prefix.to_string(),
+            describe: self.describe.replacen(
+                &format!("bucket {}", self.bucket),
+                &format!("bucket {shown}"),
+                1,
+            ),
+        }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     /// Reads an object.
     pub async fn get_object(&self, key: &str) -> Result<Fetched, RemoteError> {
         let resp = self

@@ -33,6 +33,7 @@ fn opts() -> RemoteOptions {
         read_only: false,
         breaker_cooldown: COOLDOWN,
         spool: true,
+        keys: Default::default(),
     }
 }
 
@@ -66,6 +67,7 @@ fn meta(output: Id, data: &Bytes) -> ObjectMeta {
         size: data.len() as u64,
         put_time_nanos: 1,
         encoding: Encoding::Identity,
+        signature: None,
     }
 }
 

@@ -49,6 +49,18 @@ pub(super) async fn download(r: &Remote, action: Id) -> Result<Known, Failed> {
     let Some(meta) = meta else {
         return Ok(corrupt(r, &action, "object metadata missing or unreadable"));
     };
+    if let Some(trust) = &r.opts.keys.trust {
+        let signed = meta.signature.as_ref();
+        if !trust.entry(
+            &action,
+            &meta.output_id,
+            meta.size,
+            meta.put_time_nanos,
+            signed,
+        ) {
+            return Ok(untrusted(r, &action, signed.is_some()));
+        }
+    }
     if (1..=INLINE_MAX).contains(&wire_len) && meta.size <= INLINE_OUTPUT_MAX {
         return small(r, action, meta, body, wire_len).await;
     }
@@ -226,6 +238,27 @@ fn corrupt(r: &Remote, action: &Id, why: &str) -> Known {
         "corrupt",
         format_args!(
             "{}: object {} is corrupt ({why}); not used (further corrupt objects are only counted)",
+            r.describe(),
+            r.store.key(action)
+        ),
+    );
+    Known::Corrupt
+}
+
+/// Counts and reports an object no trusted key signed for this action; the
+/// index remembers it as it does a corrupt one, so it is not downloaded
+/// again and a trusted writer's upload replaces it.
+fn untrusted(r: &Remote, action: &Id, signed: bool) -> Known {
+    Stats::inc(&r.stats.untrusted);
+    let why = if signed {
+        "its signature is not one of --trust-key's for this entry"
+    } else {
+        "it is not signed"
+    };
+    r.report(
+        "untrusted",
+        format_args!(
+            "{}: object {} is untrusted ({why}); not used (further untrusted objects, manifests and packs are only counted)",
             r.describe(),
             r.store.key(action)
         ),

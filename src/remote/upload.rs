@@ -171,7 +171,7 @@ async fn upload(r: &Remote, job: UploadJob) -> bool {
         })
         .await
     };
-    let (meta, payload) = match prep {
+    let (mut meta, payload) = match prep {
         Ok(Ok(p)) => p,
         Ok(Err(e)) => {
             // The local file vanished (trimmed by another process?) or is
@@ -189,6 +189,10 @@ async fn upload(r: &Remote, job: UploadJob) -> bool {
             return false;
         }
     };
+    meta.signature =
+        r.opts
+            .keys
+            .sign_entry(&job.action, &meta.output_id, meta.size, meta.put_time_nanos);
     let wire_len = payload.len();
     let limit = upload_timeout(r.opts.upload_timeout, wire_len);
     let started = Instant::now();
@@ -287,6 +291,7 @@ fn raw(job: &UploadJob) -> (ObjectMeta, Payload) {
         size: job.size,
         put_time_nanos: job.put_time_nanos,
         encoding: Encoding::Identity,
+        signature: None,
     };
     let payload = Payload::File {
         path: job.path.clone(),
@@ -305,6 +310,7 @@ fn prepare(
         size: job.size,
         put_time_nanos: job.put_time_nanos,
         encoding: Encoding::Identity,
+        signature: None,
     };
     let worth = |compressed: u64| (compressed as f64) <= job.size as f64 * COMPRESS_MAX_RATIO;
     if job.size < COMPRESS_MIN {

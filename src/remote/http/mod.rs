@@ -426,6 +426,7 @@ impl Store for HttpStore {
                     size: av.size,
                     put_time_nanos: now_nanos(),
                     encoding: Encoding::Identity,
+                    signature: None,
                 })
                 .await;
         }
@@ -441,6 +442,7 @@ impl Store for HttpStore {
                     size,
                     put_time_nanos: now_nanos(),
                     encoding,
+                    signature: None,
                 })
             }
             _ => None,

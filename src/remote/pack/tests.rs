@@ -19,6 +19,14 @@ fn pack_of(bodies: &[Vec<u8>]) -> (Vec<Stored>, Vec<u8>) {
 }
 
 fn pack_with(bodies: &[Vec<u8>], stored: &StoredBody) -> (Vec<Stored>, Vec<u8>) {
+    pack_signed(bodies, stored, None)
+}
+
+fn pack_signed(
+    bodies: &[Vec<u8>],
+    stored: &StoredBody,
+    signer: Option<&crate::trust::Signer>,
+) -> (Vec<Stored>, Vec<u8>) {
     let dir = tempfile::tempdir().unwrap();
     let mut items = Vec::new();
     for (i, b) in bodies.iter().enumerate() {
@@ -35,10 +43,10 @@ fn pack_with(bodies: &[Vec<u8>], stored: &StoredBody) -> (Vec<Stored>, Vec<u8>) 
         .create_new(true)
         .open(&path)
         .unwrap();
-    let len = write(&mut f, &items, stored).unwrap();
+    let len = write(&mut f, &items, stored, signer).unwrap();
     let bytes = std::fs::read(&path).unwrap();
     assert_eq!(len, bytes.len() as u64);
-    let table = read_table(&mut &bytes[..]).unwrap();
+    let table = read_table(&mut &bytes[..], None).unwrap();
     (table, bytes)
 }
 
@@ -65,7 +73,7 @@ fn round_trip_raw_and_compressed() {
     assert_eq!(table.len(), 3);
     assert!(table[0].zstd && table[0].stored < 1000);
     let mut src = &bytes[..];
-    read_table(&mut src).unwrap();
+    read_table(&mut src, None).unwrap();
     assert_eq!(next_body(&mut src, &table[0]).unwrap(), bodies[0]);
     skip(&mut src, &table[1]).unwrap();
     assert_eq!(next_body(&mut src, &table[2]).unwrap(), bodies[2]);
@@ -89,7 +97,7 @@ fn bodies_given_in_stored_form_are_copied_as_they_are() {
     assert_eq!(table[0].stored, frame.len() as u64);
     assert!(table[0].zstd && !table[1].zstd && table[2].zstd);
     let mut src = &bytes[..];
-    read_table(&mut src).unwrap();
+    read_table(&mut src, None).unwrap();
     for (s, b) in table.iter().zip(&bodies) {
         assert_eq!(&next_body(&mut src, s).unwrap(), b);
     }
@@ -108,8 +116,8 @@ fn table_len_says_where_the_bodies_start() {
     }
     assert!(src.is_empty());
     // The table parses from exactly those bytes, and not from fewer.
-    assert_eq!(read_table(&mut &bytes[..len]).unwrap(), table);
-    assert!(read_table(&mut &bytes[..len - 1]).is_err());
+    assert_eq!(read_table(&mut &bytes[..len], None).unwrap(), table);
+    assert!(read_table(&mut &bytes[..len - 1], None).is_err());
     assert_eq!(table_len(&bytes[..19]), None);
     assert_eq!(table_len(b"not a pack at all, no"), None);
 }
@@ -125,7 +133,7 @@ fn large_bodies_stream_and_stay_in_bounds() {
     assert!(table[0].stored < 100_000);
     assert!(table[1].stored <= max_frame(table[1].item.size));
     let mut src = &bytes[..];
-    read_table(&mut src).unwrap();
+    read_table(&mut src, None).unwrap();
     for (s, body) in table.iter().zip(&bodies) {
         let mut frame = Vec::new();
         read_body(&mut src, s, &mut frame).unwrap();
@@ -146,16 +154,16 @@ fn damage_is_refused() {
     let mut t = bytes.clone();
     t[MAGIC.len() + 4 + 70] ^= 1;
     assert!(
-        matches!(read_table(&mut &t[..]), Err(ReadError::Corrupt(w)) if w.contains("checksum"))
+        matches!(read_table(&mut &t[..], None), Err(ReadError::Corrupt(w)) if w.contains("checksum"))
     );
     // Not a pack at all.
     assert!(matches!(
-        read_table(&mut &b"garbage"[..]),
+        read_table(&mut &b"garbage"[..], None),
         Err(ReadError::Corrupt(_))
     ));
     // A truncated body.
     let mut src = &bytes[..bytes.len() - 3];
-    read_table(&mut src).unwrap();
+    read_table(&mut src, None).unwrap();
     next_body(&mut src, &table[0]).unwrap();
     assert_eq!(next_body(&mut src, &table[1]).unwrap_err(), "truncated");
     // A damaged compressed body fails to decode or decodes to other
@@ -164,7 +172,7 @@ fn damage_is_refused() {
     let at = bytes.len() - table[1].stored as usize - 5;
     d[at] ^= 0xff;
     let mut src = &d[..];
-    read_table(&mut src).unwrap();
+    read_table(&mut src, None).unwrap();
     assert!(next_body(&mut src, &table[0]).map_or(true, |b| b != bodies[0]));
 }
 
@@ -204,4 +212,27 @@ fn staleness() {
         c.output = id(250);
     }
     assert!(stale(Some(&same), &changed));
+}
+
+#[test]
+fn trust_takes_only_signed_tables() {
+    use crate::trust::{Signer, Trust};
+    let key = Signer::from_hex(&"11".repeat(32)).unwrap();
+    let other = Signer::from_hex(&"22".repeat(32)).unwrap();
+    let trust = Trust::parse(&[key.public_hex()]).unwrap();
+    let bodies = vec![b"signed body".repeat(20), b"two".to_vec()];
+    let (table, signed) = pack_signed(&bodies, &|_, _| Ok(None), Some(&key));
+    assert_eq!(read_table(&mut &signed[..], Some(&trust)).unwrap(), table);
+    let (_, unsigned) = pack_of(&bodies);
+    assert!(matches!(
+        read_table(&mut &unsigned[..], Some(&trust)),
+        Err(ReadError::Untrusted)
+    ));
+    let (_, theirs) = pack_signed(&bodies, &|_, _| Ok(None), Some(&other));
+    assert!(matches!(
+        read_table(&mut &theirs[..], Some(&trust)),
+        Err(ReadError::Untrusted)
+    ));
+    // Without trust, any well-formed table is read.
+    assert_eq!(read_table(&mut &theirs[..], None).unwrap(), table);
 }

@@ -26,8 +26,8 @@ pub(super) enum Asked {
 /// A pack's first bytes: its header and table, and the start of its bodies.
 pub(super) struct Head {
     bytes: Bytes,
-    /// The table, or why it is unreadable.
-    table: Result<Arc<Vec<Stored>>, String>,
+    /// The table, or why it is unreadable or untrusted.
+    table: Result<Arc<Vec<Stored>>, ReadError>,
     etag: Option<String>,
     /// The whole pack's length.
     total: u64,
@@ -119,9 +119,7 @@ async fn read_head(remote: &Remote, key: &str) -> Result<Option<Head>, RemoteErr
             Ranged::Missing | Ranged::Changed | Ranged::Past => return Ok(None),
         }
     }
-    let table = pack::read_table(&mut &bytes[..])
-        .map(Arc::new)
-        .map_err(|e| e.to_string());
+    let table = pack::read_table(&mut &bytes[..], remote.opts.keys.trust.as_ref()).map(Arc::new);
     Ok(Some(Head {
         bytes: Bytes::from(bytes),
         table,
@@ -150,8 +148,8 @@ impl Prefetch {
     ) -> Option<(Bytes, Option<Body>)> {
         let table = match head.table {
             Ok(t) => t,
-            Err(why) => {
-                self.pack_trouble(remote, &ReadError::Corrupt(why));
+            Err(e) => {
+                self.pack_trouble(remote, &e);
                 return None;
             }
         };

@@ -109,7 +109,7 @@ impl Prefetch {
         is_own: bool,
         index_name: &str,
     ) -> Vec<(Id, u64)> {
-        let table = match pack::read_table(&mut src) {
+        let table = match pack::read_table(&mut src, remote.opts.keys.trust.as_ref()) {
             Ok(t) => Arc::new(t),
             Err(e) => {
                 // A go command that ended before the table arrived learnt
@@ -117,7 +117,7 @@ impl Prefetch {
                 // not rewrite a pack that may be fine.
                 if is_own && !self.stopped.load(Ordering::Relaxed) {
                     *self.seen.own_pack.lock().unwrap() = match e {
-                        ReadError::Corrupt(_) => PackSeen::Missing,
+                        ReadError::Corrupt(_) | ReadError::Untrusted => PackSeen::Missing,
                         ReadError::Source(_) => PackSeen::Failed,
                     };
                 }
@@ -325,6 +325,18 @@ impl Prefetch {
                 "corrupt-pack",
                 format_args!(
                     "{}: the pack of scope {:?} is damaged ({why}); the rest of its entries are downloaded one by one, and it will be replaced",
+                    remote.describe(),
+                    self.scope.name
+                ),
+            );
+            *self.seen.own_pack.lock().unwrap() = PackSeen::Missing;
+        }
+        if let ReadError::Untrusted = e {
+            Stats::inc(&remote.stats.untrusted);
+            remote.report(
+                "untrusted",
+                format_args!(
+                    "{}: a pack for scope {:?} is untrusted (not signed by a --trust-key); not used (further untrusted objects, manifests and packs are only counted)",
                     remote.describe(),
                     self.scope.name
                 ),

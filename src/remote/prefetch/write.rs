@@ -54,7 +54,7 @@ impl WriteBack {
             if unchanged {
                 return;
             }
-            let body = merged.encode();
+            let body = merged.encode(remote.opts.keys.signer.as_ref());
             let key = remote.store.manifest_key(&self.scope);
             // cmd/go is waiting for the close reply: a slow bucket costs at
             // most this, as for reading a manifest.
@@ -82,6 +82,7 @@ impl WriteBack {
             .collect();
         let disk = remote.disk.clone();
         let spool = remote.spool.clone();
+        let keys = remote.opts.keys.clone();
         let build = tokio::task::spawn_blocking(move || -> io::Result<Option<_>> {
             let mut items = Vec::new();
             let (mut total, mut listed) = (0u64, 0usize);
@@ -123,7 +124,7 @@ impl WriteBack {
                 Some(s) => s.copy_to(&item.output, out),
                 None => Ok(None),
             };
-            let len = pack::write(&mut file, &items, &stored)?;
+            let len = pack::write(&mut file, &items, &stored, keys.signer.as_ref())?;
             Ok(Some((scratch, len)))
         });
         let key = remote.store.pack_key(&self.scope);
