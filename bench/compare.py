@@ -89,6 +89,8 @@ def parser() -> argparse.ArgumentParser:
                          "side by side (--clients concurrent remote-warm `go build std`, then 1 KiB and 1 MiB "
                          "request loads); writes bench/results/server-load.json unless --json is given")
     ap.add_argument("--clients", type=int, default=16, help="concurrent builds for --server-load (default 16)")
+    ap.add_argument("--server-tests", default="builds,load-1KiB,load-1MiB",
+                    help="comma list of the --server-load tests to run (default all: builds,load-1KiB,load-1MiB)")
     ap.add_argument("--from-json", type=Path, default=None,
                     help="no builds: print the table again from a previous run's JSON records")
     return ap

@@ -11,7 +11,8 @@ the same machine and store filesystem, for each test of each run:
 - `load-1KiB`, `load-1MiB`: bench/load (Go) puts N random objects from 16
   keep-alive connections, then gets each of them twice, checking every body.
 
-Peak RSS is the server's VmHWM, reset (clear_refs) when the measured part
+Each test's files stay until the end (deleting them would slow the next
+test's file creation). Peak RSS is the server's VmHWM, reset (clear_refs) when the measured part
 starts, so a cold fill does not count; server CPU is from /proc.
 """
 
@@ -26,7 +27,7 @@ from pathlib import Path
 
 from .measure import parse_seed_stats, proc_cpu
 from .util import (REPO_ROOT, BenchError, Children, ensure_tool, free_port, http_get, log, machine_info,
-                   remove_tree, run_checked, run_text, tail)
+                   run_checked, run_text, tail)
 
 SERVERS = ("gocached", "gocacher-serve")
 TESTS = ("builds", "load-1KiB", "load-1MiB")
@@ -229,7 +230,7 @@ def run(args, root: Path, env: dict[str, str], children: Children, tools: Path) 
     meta["machine"] = f"{m['cpu_model']} ({m['cores']} cores, {m['ram_gb']} GB RAM)"  # type: ignore[index]
     records: list[dict[str, object]] = []
     for run_i in range(args.runs):
-        for test in TESTS:
+        for test in [t for t in TESTS if t in args.server_tests.split(",")]:
             servers = SERVERS if run_i % 2 == 0 else tuple(reversed(SERVERS))
             for s in servers:
                 sroot = root / f"run{run_i}-{test}-{s}"
@@ -244,8 +245,11 @@ def run(args, root: Path, env: dict[str, str], children: Children, tools: Path) 
                 except BenchError as err:
                     rec["error"] = str(err)[-2000:]
                 finally:
+                    # Kept until the end, not deleted here: on ext4, creating
+                    # an inode right after thousands were deleted is slow
+                    # (see Bench.discard), and the next server's clients
+                    # would pay for this one's files.
                     server.stop()
-                    remove_tree(sroot)
                 log(f"#   {json.dumps({k: v for k, v in rec.items() if k != 'first_failure'})}")
                 records.append(rec)
     args.json.write_text(json.dumps({"meta": meta, "records": records}, indent=1) + "\n")

@@ -46,10 +46,14 @@ use crate::wire::Id;
 const LZ4_MIN: u64 = 512;
 const LZ4_MAX: u64 = 8 << 20;
 
-/// Outputs up to this size are read whole for a reply; larger ones are
-/// streamed from disk in chunks of [`CHUNK`].
+/// Outputs up to this size are read whole for a reply, on the request's
+/// thread; larger ones are streamed from disk in chunks of [`CHUNK`].
 const READ_WHOLE: u64 = 256 << 10;
 const CHUNK: usize = 256 << 10;
+
+/// Outputs up to this size are lz4-compressed on the request's thread
+/// (tens of microseconds); larger ones on the blocking pool.
+const INLINE_LZ4: u64 = 64 << 10;
 
 /// A body may take `--body-timeout` plus one second per this many bytes.
 const BODY_RATE: u64 = 256 << 10;
@@ -269,15 +273,18 @@ async fn get_action(
         Ok(d) => d,
         Err(e) => return internal("opening a namespace", e),
     };
-    let local = blocking(move || -> io::Result<_> {
+    // On this thread, not the blocking pool: an entry is one small file
+    // read and a stat, in the page cache, and under load (16 builds on two
+    // cores) every hand-off to another thread waits for the scheduler.
+    let local = (|| -> io::Result<_> {
         for d in stores {
             if let Some(e) = d.get(&action)? {
                 return Ok(Some(e));
             }
         }
         Ok(None)
-    });
-    let local = match local.await.and_then(|r| r) {
+    })();
+    let local = match local {
         Ok(found) => found,
         Err(e) => return internal("reading the store", e),
     };
@@ -325,7 +332,7 @@ async fn get_output(
     };
     for d in stores {
         let path = d.output_path(&output_id);
-        match tokio::fs::metadata(&path).await {
+        match std::fs::metadata(&path) {
             Ok(m) => {
                 who.count(|c| &c.bytes_out, m.len());
                 return output(&s, &path, m.len(), &method, &headers).await;
@@ -367,7 +374,12 @@ async fn output(
                 Err(_) => None,
                 Ok(_permit) => {
                     let p = path.to_owned();
-                    match blocking(move || compress(&p)).await.and_then(|r| r) {
+                    let compressed = if size <= INLINE_LZ4 {
+                        compress(&p)
+                    } else {
+                        blocking(move || compress(&p)).await.and_then(|r| r)
+                    };
+                    match compressed {
                         Ok((raw_len, frame)) => {
                             let f = if (frame.len() as u64) < raw_len - raw_len / 10 {
                                 Frame::Lz4(raw_len, Bytes::from(frame))
@@ -400,8 +412,8 @@ async fn output(
     // chunks big enough that each blocking read moves a lot, and small
     // enough that memory stays flat whatever the object size.
     let body = if size <= READ_WHOLE {
-        let p = path.to_owned();
-        match blocking(move || std::fs::read(p)).await.and_then(|r| r) {
+        // On this thread, as the entry was.
+        match std::fs::read(path) {
             Ok(bytes) if bytes.len() as u64 == size => Body::from(bytes),
             Ok(_) => return internal("reading an output", "it changed size while read"),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
