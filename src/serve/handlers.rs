@@ -51,6 +51,14 @@ const LZ4_MAX: u64 = 8 << 20;
 const READ_WHOLE: u64 = 256 << 10;
 const CHUNK: usize = 256 << 10;
 
+/// Outputs up to this size may be read whole for a reply, while all such
+/// reads in flight hold at most [`WHOLE_BUDGET`] bytes; larger ones, or
+/// any beyond the budget, are streamed.
+const WHOLE_MAX: u64 = 4 << 20;
+/// Bytes of whole reads in flight at once (in [`WHOLE_UNIT`]s).
+pub(crate) const WHOLE_BUDGET: u64 = 16 << 20;
+pub(crate) const WHOLE_UNIT: u64 = 64 << 10;
+
 /// Outputs up to this size are lz4-compressed on the request's thread
 /// (tens of microseconds); larger ones on the blocking pool.
 const INLINE_LZ4: u64 = 64 << 10;
@@ -421,6 +429,19 @@ async fn output(
             }
             Err(e) => return internal("reading an output", e),
         }
+    } else if let Some(_whole) = whole_read(s, size) {
+        // Up to a few MiB, one read on the blocking pool and one write to
+        // the socket beat a stream of chunks, each its own hand-off; the
+        // bytes held are bounded by [`WHOLE_BUDGET`].
+        let p = path.to_owned();
+        match blocking(move || std::fs::read(p)).await.and_then(|r| r) {
+            Ok(bytes) if bytes.len() as u64 == size => Body::from(bytes),
+            Ok(_) => return internal("reading an output", "it changed size while read"),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return text(StatusCode::NOT_FOUND, "evicted")
+            }
+            Err(e) => return internal("reading an output", e),
+        }
     } else {
         match tokio::fs::File::open(path).await {
             Ok(f) => Body::from_stream(tokio_util::io::ReaderStream::with_capacity(f, CHUNK)),
@@ -438,6 +459,16 @@ async fn output(
         body,
     )
         .into_response()
+}
+
+/// A share of [`WHOLE_BUDGET`] for reading an output of `size` whole, if
+/// it is small enough and the budget has room; `None`: stream it.
+fn whole_read(s: &Shared, size: u64) -> Option<tokio::sync::SemaphorePermit<'_>> {
+    if size > WHOLE_MAX {
+        return None;
+    }
+    let units = size.div_ceil(WHOLE_UNIT) as u32;
+    s.whole_reads.try_acquire_many(units).ok()
 }
 
 fn accepts_lz4(headers: &HeaderMap) -> bool {

@@ -301,6 +301,9 @@ pub(crate) struct Shared {
     pub(crate) writes: Arc<Semaphore>,
     /// Outputs being lz4-compressed for a reply ([`COMPRESSING`]).
     pub(crate) compressing: Semaphore,
+    /// Bytes of outputs being read whole for a reply, in 64 KiB units
+    /// ([`handlers::WHOLE_BUDGET`]).
+    pub(crate) whole_reads: Semaphore,
     /// Recent replies' compression ([`FRAME_CACHE_BYTES`]), by output path.
     pub(crate) frames: moka::future::Cache<std::path::PathBuf, handlers::Frame>,
     /// Bytes stored since the last trim; a twentieth of `--max-size` wakes
@@ -444,6 +447,7 @@ async fn serve(cfg: ServeConfig, remote: Option<RemoteConfig>) -> Result<()> {
     let shared = Arc::new(Shared {
         writes: Arc::new(Semaphore::new(cfg.max_pending_writes)),
         compressing: Semaphore::new(COMPRESSING),
+        whole_reads: Semaphore::new((handlers::WHOLE_BUDGET / handlers::WHOLE_UNIT) as usize),
         frames: moka::future::Cache::builder()
             .max_capacity(FRAME_CACHE_BYTES)
             .weigher(|_, f: &handlers::Frame| f.weight())
