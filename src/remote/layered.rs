@@ -138,14 +138,10 @@ impl Store for Layered {
         end: Option<u64>,
         if_match: Option<&str>,
     ) -> Result<Ranged, RemoteError> {
+        // Where the head came from, if known: only there.
         let known = self.answered.lock().unwrap().get(key).copied();
-        if let Some(i) = known {
-            return self
-                .layer(i)
-                .get_range(&self.key_in(i, key), start, end, if_match)
-                .await;
-        }
-        for i in 0..=self.also.len() {
+        let layers = known.map_or(0..=self.also.len(), |i| i..=i);
+        for i in layers {
             match self
                 .layer(i)
                 .get_range(&self.key_in(i, key), start, end, if_match)

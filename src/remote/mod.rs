@@ -265,6 +265,19 @@ impl Remote {
         }
     }
 
+    /// Counts something no `--trust-key` signed (an object, a manifest, a
+    /// pack); the first of a run gets one line, `what` saying which.
+    pub(crate) fn untrusted(&self, what: std::fmt::Arguments<'_>) {
+        Stats::inc(&self.stats.untrusted);
+        self.report(
+            "untrusted",
+            format_args!(
+                "{}: {what}; not used (further untrusted objects, manifests and packs are only counted)",
+                self.describe()
+            ),
+        );
+    }
+
     /// One stderr line per kind of trouble per process.
     pub(crate) fn report(&self, kind: &'static str, msg: std::fmt::Arguments<'_>) {
         if self.reported.lock().unwrap().insert(kind) {

@@ -386,14 +386,9 @@ async fn load(remote: &Remote, scope: &str) -> Loaded {
                 Loaded::Unreadable
             }
             Err(manifest::Refused::Untrusted) => {
-                Stats::inc(&remote.stats.untrusted);
-                remote.report(
-                    "untrusted",
-                    format_args!(
-                        "{}: manifest {key} (scope {scope:?}) is untrusted (not signed by a --trust-key); no prefetch from it, and it will be replaced (further untrusted objects, manifests and packs are only counted)",
-                        remote.describe()
-                    ),
-                );
+                remote.untrusted(format_args!(
+                    "manifest {key} (scope {scope:?}) is untrusted (not signed by a --trust-key), so no prefetch from it; it will be replaced"
+                ));
                 Loaded::Unreadable
             }
             Err(manifest::Refused::Damaged(why)) => {

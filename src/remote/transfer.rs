@@ -249,20 +249,15 @@ fn corrupt(r: &Remote, action: &Id, why: &str) -> Known {
 /// index remembers it as it does a corrupt one, so it is not downloaded
 /// again and a trusted writer's upload replaces it.
 fn untrusted(r: &Remote, action: &Id, signed: bool) -> Known {
-    Stats::inc(&r.stats.untrusted);
     let why = if signed {
         "its signature is not one of --trust-key's for this entry"
     } else {
         "it is not signed"
     };
-    r.report(
-        "untrusted",
-        format_args!(
-            "{}: object {} is untrusted ({why}); not used (further untrusted objects, manifests and packs are only counted)",
-            r.describe(),
-            r.store.key(action)
-        ),
-    );
+    r.untrusted(format_args!(
+        "object {} is untrusted ({why})",
+        r.store.key(action)
+    ));
     Known::Corrupt
 }
 

@@ -421,26 +421,21 @@ async fn output(
     // enough that memory stays flat whatever the object size.
     let body = if size <= READ_WHOLE {
         // On this thread, as the entry was.
-        match std::fs::read(path) {
-            Ok(bytes) if bytes.len() as u64 == size => Body::from(bytes),
-            Ok(_) => return internal("reading an output", "it changed size while read"),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return text(StatusCode::NOT_FOUND, "evicted")
-            }
-            Err(e) => return internal("reading an output", e),
+        match whole_body(std::fs::read(path), size) {
+            Ok(body) => body,
+            Err(refused) => return refused,
         }
     } else if let Some(_whole) = whole_read(s, size) {
         // Up to a few MiB, one read on the blocking pool and one write to
         // the socket beat a stream of chunks, each its own hand-off; the
         // bytes held are bounded by [`WHOLE_BUDGET`].
         let p = path.to_owned();
-        match blocking(move || std::fs::read(p)).await.and_then(|r| r) {
-            Ok(bytes) if bytes.len() as u64 == size => Body::from(bytes),
-            Ok(_) => return internal("reading an output", "it changed size while read"),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return text(StatusCode::NOT_FOUND, "evicted")
-            }
-            Err(e) => return internal("reading an output", e),
+        match whole_body(
+            blocking(move || std::fs::read(p)).await.and_then(|r| r),
+            size,
+        ) {
+            Ok(body) => body,
+            Err(refused) => return refused,
         }
     } else {
         match tokio::fs::File::open(path).await {
@@ -459,6 +454,20 @@ async fn output(
         body,
     )
         .into_response()
+}
+
+/// An output read whole as a reply's body, or the reply for why not (once
+/// per request: not worth boxing).
+#[allow(clippy::result_large_err)]
+fn whole_body(read: io::Result<Vec<u8>>, size: u64) -> Result<Body, Response> {
+    match read {
+        Ok(bytes) if bytes.len() as u64 == size => Ok(Body::from(bytes)),
+        Ok(_) => Err(internal("reading an output", "it changed size while read")),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            Err(text(StatusCode::NOT_FOUND, "evicted"))
+        }
+        Err(e) => Err(internal("reading an output", e)),
+    }
 }
 
 /// A share of [`WHOLE_BUDGET`] for reading an output of `size` whole, if

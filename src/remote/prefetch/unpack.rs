@@ -319,30 +319,25 @@ impl Prefetch {
         if self.stopped.load(Ordering::Relaxed) {
             return;
         }
-        if let ReadError::Corrupt(why) = e {
-            Stats::inc(&remote.stats.corrupt);
-            remote.report(
-                "corrupt-pack",
-                format_args!(
-                    "{}: the pack of scope {:?} is damaged ({why}); the rest of its entries are downloaded one by one, and it will be replaced",
-                    remote.describe(),
-                    self.scope.name
-                ),
-            );
-            *self.seen.own_pack.lock().unwrap() = PackSeen::Missing;
+        match e {
+            ReadError::Source(_) => return,
+            ReadError::Corrupt(why) => {
+                Stats::inc(&remote.stats.corrupt);
+                remote.report(
+                    "corrupt-pack",
+                    format_args!(
+                        "{}: the pack of scope {:?} is damaged ({why}); the rest of its entries are downloaded one by one, and it will be replaced",
+                        remote.describe(),
+                        self.scope.name
+                    ),
+                );
+            }
+            ReadError::Untrusted => remote.untrusted(format_args!(
+                "a pack for scope {:?} is untrusted (not signed by a --trust-key)",
+                self.scope.name
+            )),
         }
-        if let ReadError::Untrusted = e {
-            Stats::inc(&remote.stats.untrusted);
-            remote.report(
-                "untrusted",
-                format_args!(
-                    "{}: a pack for scope {:?} is untrusted (not signed by a --trust-key); not used (further untrusted objects, manifests and packs are only counted)",
-                    remote.describe(),
-                    self.scope.name
-                ),
-            );
-            *self.seen.own_pack.lock().unwrap() = PackSeen::Missing;
-        }
+        *self.seen.own_pack.lock().unwrap() = PackSeen::Missing;
     }
 
     /// At close, after `stop`: waits (at most `bound`) for the pack stream to
