@@ -67,7 +67,7 @@ def parser() -> argparse.ArgumentParser:
                     help="the server that seed and gocacher-http use (each its own; default go-cacher-server; "
                          "gocacher-serve: the gocacher binary's own `serve`)")
     ap.add_argument("--gocacher", type=Path, default=None,
-                    help="gocacher binary (default $CARGO_TARGET_DIR/release/gocacher, else target/release/gocacher)")
+                    help="gocacher binary (default $CARGO_TARGET_DIR/dist/gocacher, else target/dist/gocacher)")
     ap.add_argument("--minio-go-version", default=DEFAULT_MINIO_GO_VERSION,
                     help=f"version of {MINIO_GO_MODULE} for the minio-go workload (default {DEFAULT_MINIO_GO_VERSION})")
     ap.add_argument("--json", type=Path, default=None,

@@ -9,7 +9,7 @@ Prints one line per case: median and max milliseconds over RUNS.
 """
 import base64, json, os, secrets, statistics, subprocess, sys, tempfile, time
 
-gocacher = sys.argv[1] if len(sys.argv) > 1 else "target/release/gocacher"
+gocacher = sys.argv[1] if len(sys.argv) > 1 else "target/dist/gocacher"
 files = int(sys.argv[2]) if len(sys.argv) > 2 else 1000
 entries = int(sys.argv[3]) if len(sys.argv) > 3 else 100
 runs = int(sys.argv[4]) if len(sys.argv) > 4 else 7

@@ -41,6 +41,8 @@ pub struct CloseOptions {
     pub verbose: bool,
     /// Write the stats JSON here.
     pub stats_file: Option<PathBuf>,
+    /// Append this go command's row to this GitHub Actions job summary.
+    pub job_summary: Option<PathBuf>,
 }
 
 pub struct Cacher {
@@ -472,6 +474,19 @@ impl Handler for Cacher {
         if let Some(path) = &self.close.stats_file {
             if let Err(err) = self.write_stats(path, &snap) {
                 eprintln!("gocacher: stats file: {err:#}");
+            }
+        }
+        // A go command that asked nothing of the cache (go env, go list -m)
+        // would only add an empty row.
+        if let Some(path) = self
+            .close
+            .job_summary
+            .as_ref()
+            .filter(|_| snap.gets + snap.puts > 0)
+        {
+            let command = crate::summary::describe(crate::scope::parent_go_args().as_deref());
+            if let Err(err) = crate::summary::append(path, &command, &snap) {
+                eprintln!("gocacher: job summary {}: {err}", path.display());
             }
         }
         if self.close.verbose {

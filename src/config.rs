@@ -40,6 +40,12 @@ pub struct Args {
     #[arg(long, env = "GOCACHER_STATS_FILE", value_name = "PATH")]
     pub stats_file: Option<PathBuf>,
 
+    /// Do not append this go command's row to the GitHub Actions job summary
+    /// (the file GITHUB_STEP_SUMMARY names), which gocacher does by default
+    /// when that variable is set.
+    #[arg(long, env = "GOCACHER_NO_JOB_SUMMARY")]
+    pub no_job_summary: bool,
+
     /// Remove local entries unused for longer than this (at most one trim a
     /// day, after close). At least 1 day. Units: s, m, h, d.
     #[arg(
@@ -265,6 +271,20 @@ pub enum Command {
         /// Where to write the private key.
         path: PathBuf,
     },
+    /// Give every file git tracks under DIR an mtime picked by its contents
+    /// (its blob ID), so `go test` results that read files stay cached across
+    /// fresh checkouts (Go's test cache keys on the mtimes of files a test
+    /// opens). Files with local changes are left alone.
+    FixMtimes {
+        /// The work tree, or a directory in it (default: the current one).
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+    /// For the GitHub Action: whether this job should only read the bucket
+    /// (a fork's pull request, an untrusted event). Prints true or false, a
+    /// tab and the reason.
+    #[command(hide = true)]
+    GithubReadOnly,
 }
 
 /// Which store the remote tier uses.
@@ -294,6 +314,8 @@ pub struct Config {
     pub cache_dir: PathBuf,
     pub verbose: bool,
     pub stats_file: Option<PathBuf>,
+    /// The GitHub Actions job summary file to append a row to.
+    pub job_summary: Option<PathBuf>,
     pub trim_age: Duration,
     pub max_size: Option<u64>,
     pub remote: Option<RemoteConfig>,
@@ -470,6 +492,13 @@ impl Args {
             cache_dir,
             verbose: self.verbose,
             stats_file: self.stats_file,
+            job_summary: if self.no_job_summary {
+                None
+            } else {
+                std::env::var_os("GITHUB_STEP_SUMMARY")
+                    .filter(|v| !v.is_empty())
+                    .map(PathBuf::from)
+            },
             trim_age,
             max_size,
             remote,

@@ -14,6 +14,9 @@
 //!   build manifests with the prefetch they feed.
 //! - [`cacher`]: the handler that joins the tiers and counts everything.
 //! - [`stats`]: atomic counters, the `--stats-file` JSON and the close line.
+//! - [`github`]: whether a GitHub Actions job may write the bucket.
+//! - [`summary`]: the GitHub Actions job summary row.
+//! - [`mtimes`]: `gocacher fix-mtimes`, stable mtimes for tracked files.
 //! - [`config`]: flags, their `GOCACHER_*` mirrors, and validation.
 //! - [`check`]: `gocacher check`, the bucket diagnostics.
 //! - [`scope`]: which build manifest a go command reads and writes.
@@ -26,10 +29,13 @@ pub mod cacher;
 pub mod check;
 pub mod config;
 pub mod disk;
+pub mod github;
+pub mod mtimes;
 pub mod protocol;
 pub mod remote;
 pub mod scope;
 pub mod serve;
 pub mod stats;
+pub mod summary;
 pub mod trust;
 pub mod wire;

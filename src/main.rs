@@ -76,6 +76,16 @@ fn run(config: Config) -> Result<()> {
         println!("{public}");
         return Ok(());
     }
+    if config.command == Some(Command::GithubReadOnly) {
+        let d = gocacher::github::decide_from_env();
+        println!("{}\t{}", d.read_only, d.reason);
+        return Ok(());
+    }
+    if let Some(Command::FixMtimes { dir }) = &config.command {
+        let report = gocacher::mtimes::fix(dir).context("fix-mtimes")?;
+        println!("fix-mtimes {}: {report}", dir.display());
+        return Ok(());
+    }
     // One async thread: cmd/go sends most gets one at a time and waits for
     // each, so what counts is the round trip, and every hop between threads
     // (a futex wake-up) costs more than the work. Reading stdin, answering a
@@ -118,6 +128,7 @@ fn run(config: Config) -> Result<()> {
         CloseOptions {
             verbose: config.verbose,
             stats_file: config.stats_file.clone(),
+            job_summary: config.job_summary.clone(),
         },
     );
     if let Some(remote) = config.remote.clone() {

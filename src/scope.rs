@@ -117,41 +117,79 @@ pub fn derive(env: impl Fn(&str) -> Option<String>, cwd: &Path, subcommand: Opti
     }
 }
 
-/// The subcommand of the go command that started us (`build`, `test`, ...):
-/// the nearest ancestor, within a few levels (wrappers such as `time` or a
-/// shell may sit between), whose program is named `go`.
-#[cfg(target_os = "linux")]
+/// The subcommand of the go command that started us (`build`, `test`, ...).
 pub fn parent_go_subcommand() -> Option<String> {
-    let mut pid = std::os::unix::process::parent_id();
-    for _ in 0..4 {
-        if pid <= 1 {
-            return None;
-        }
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-        let args: Vec<String> = cmdline
-            .split(|&b| b == 0)
-            .filter(|a| !a.is_empty())
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        let is_go = args
-            .first()
-            .and_then(|a| Path::new(a).file_name())
-            .is_some_and(|n| n == "go");
-        if is_go {
-            return go_subcommand(&args[1..]);
-        }
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        pid = status
-            .lines()
-            .find_map(|l| l.strip_prefix("PPid:"))
-            .and_then(|v| v.trim().parse().ok())?;
-    }
-    None
+    go_subcommand(&parent_go_args()?)
 }
 
-#[cfg(not(target_os = "linux"))]
-pub fn parent_go_subcommand() -> Option<String> {
-    None
+/// The arguments (after the program) of the go command that started us: the
+/// nearest ancestor, within a few levels (wrappers such as `time` or a shell
+/// may sit between), whose program is named `go`. Linux reads `/proc`;
+/// other Unix systems ask `ps`; Windows has no cheap way and gets `None`
+/// (the scope then names no subcommand).
+pub fn parent_go_args() -> Option<Vec<String>> {
+    #[cfg(unix)]
+    {
+        let mut pid = std::os::unix::process::parent_id();
+        for _ in 0..4 {
+            if pid <= 1 {
+                return None;
+            }
+            let (args, ppid) = process_args(pid)?;
+            let is_go = args
+                .first()
+                .and_then(|a| Path::new(a).file_name())
+                .is_some_and(|n| n == "go");
+            if is_go {
+                return Some(args[1..].to_vec());
+            }
+            pid = ppid;
+        }
+        None
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
+}
+
+/// A process's arguments and its parent's pid.
+#[cfg(target_os = "linux")]
+fn process_args(pid: u32) -> Option<(Vec<String>, u32)> {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let args = cmdline
+        .split(|&b| b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let ppid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("PPid:"))
+        .and_then(|v| v.trim().parse().ok())?;
+    Some((args, ppid))
+}
+
+#[cfg(all(unix, not(target_os = "linux")))]
+fn process_args(pid: u32) -> Option<(Vec<String>, u32)> {
+    ps_args(pid)
+}
+
+/// A process's arguments and parent pid from `ps` (macOS and the BSDs have
+/// no `/proc`). `ps` joins the arguments with spaces, so one holding a space
+/// comes back split; the program name and the subcommand never do.
+#[cfg(unix)]
+#[cfg_attr(target_os = "linux", allow(dead_code))]
+fn ps_args(pid: u32) -> Option<(Vec<String>, u32)> {
+    let out = std::process::Command::new("ps")
+        .args(["-ww", "-o", "ppid=", "-o", "args=", "-p", &pid.to_string()])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut words = text.split_whitespace();
+    let ppid = words.next()?.parse().ok()?;
+    Some((words.map(String::from).collect(), ppid))
 }
 
 /// The first word of a go command line that is not a flag (`-C DIR` is the
@@ -171,6 +209,16 @@ fn go_subcommand(args: &[String]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn ps_agrees_with_proc() {
+        let me = std::process::id();
+        let (ps, ps_ppid) = ps_args(me).expect("ps answers");
+        let (proc, proc_ppid) = process_args(me).unwrap();
+        assert_eq!(ps_ppid, proc_ppid);
+        assert_eq!(ps.first(), proc.first());
+    }
     use std::collections::HashMap;
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {

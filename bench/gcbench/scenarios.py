@@ -299,7 +299,7 @@ class Bench:
         if any(c in args.contenders for c in ON_MINIO + ("gocacher-http",)) or serve:
             src = (args.gocacher or default_gocacher()).resolve()
             if not os.access(src, os.X_OK):
-                raise BenchError(f"gocacher binary not found at {src}: build it (cargo build --release) or pass --gocacher")
+                raise BenchError(f"gocacher binary not found at {src}: build it (cargo build --profile dist) or pass --gocacher")
             # A copy, so that a rebuild during the benchmark cannot change it.
             (root / "bin").mkdir()
             self.gocacher = root / "bin" / "gocacher"

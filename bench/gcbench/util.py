@@ -149,7 +149,7 @@ def tools_dir() -> Path:
 
 def default_gocacher() -> Path:
     target = os.environ.get("CARGO_TARGET_DIR")
-    return Path(target) / "release/gocacher" if target else REPO_ROOT / "target/release/gocacher"
+    return Path(target) / "dist/gocacher" if target else REPO_ROOT / "target/dist/gocacher"
 
 
 def base_env() -> dict[str, str]:

@@ -1,0 +1,839 @@
+//! The GitHub Action (`action.yml`), run step by step as a runner would:
+//! its `run:` steps in bash with `GITHUB_ENV`, `GITHUB_OUTPUT`,
+//! `GITHUB_STEP_SUMMARY` and `GITHUB_EVENT_PATH` files and the `GITHUB_*` and
+//! `RUNNER_*` variables, its `${{ }}` expressions evaluated, then the job's
+//! next step (a real `go test`) with the environment the action exported,
+//! against a real MinIO. The release binary comes from a release directory
+//! served on 127.0.0.1, checked against its SHA256SUMS as on GitHub.
+//!
+//! Also `gocacher fix-mtimes`: a repository cloned twice into one path gets
+//! its test results from the cache the second time only with it.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use support::s3server::{Kind, S3Server};
+use support::{GoEnv, Stats, Toolchain};
+
+const BUCKET: &str = "gocacher-action";
+const VERSION: &str = "v9.9.9";
+/// What `runner_target` in action/lib.sh names for Linux/X64.
+const TARGET: &str = "x86_64-unknown-linux-musl";
+
+#[derive(Deserialize)]
+struct Action {
+    inputs: BTreeMap<String, Input>,
+    runs: Runs,
+}
+
+#[derive(Deserialize)]
+struct Input {
+    #[serde(default)]
+    default: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Runs {
+    using: String,
+    steps: Vec<Step>,
+}
+
+#[derive(Deserialize)]
+struct Step {
+    id: Option<String>,
+    #[serde(rename = "if")]
+    cond: Option<String>,
+    run: Option<String>,
+    uses: Option<String>,
+    shell: Option<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+}
+
+/// What a run of the action left behind.
+struct ActionRun {
+    /// Every line the steps printed (annotations included).
+    log: String,
+    /// GITHUB_ENV as the job's later steps see it.
+    env: BTreeMap<String, String>,
+    /// Each step's outputs, by step id.
+    outputs: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+/// One runner machine: its temp dir, tool cache, home and the job's files.
+struct Runner {
+    root: tempfile::TempDir,
+    vars: Vec<(String, String)>,
+}
+
+impl Runner {
+    /// A fresh runner for an event (`payload` becomes GITHUB_EVENT_PATH).
+    fn new(event: &str, payload: serde_json::Value, actor: &str) -> Runner {
+        let root = tempfile::tempdir().unwrap();
+        let p = |n: &str| root.path().join(n);
+        for d in ["temp", "tool-cache", "home", "gocache"] {
+            std::fs::create_dir_all(p(d)).unwrap();
+        }
+        std::fs::write(p("event.json"), payload.to_string()).unwrap();
+        std::fs::write(p("env"), "").unwrap();
+        std::fs::write(p("summary.md"), "").unwrap();
+        let s = |x: &str| x.to_string();
+        let path = |n: &str| p(n).display().to_string();
+        let vars = vec![
+            (s("GITHUB_ACTIONS"), s("true")),
+            (s("CI"), s("true")),
+            (s("GITHUB_EVENT_NAME"), s(event)),
+            (s("GITHUB_EVENT_PATH"), path("event.json")),
+            (s("GITHUB_REPOSITORY"), s("acme/widgets")),
+            (s("GITHUB_ACTOR"), s(actor)),
+            (s("GITHUB_WORKFLOW"), s("CI")),
+            (s("GITHUB_JOB"), s("test")),
+            (
+                s("GITHUB_REF"),
+                s(if event == "push" {
+                    "refs/heads/main"
+                } else {
+                    "refs/pull/7/merge"
+                }),
+            ),
+            (s("GITHUB_ENV"), path("env")),
+            (s("GITHUB_STEP_SUMMARY"), path("summary.md")),
+            (s("RUNNER_OS"), s("Linux")),
+            (s("RUNNER_ARCH"), s("X64")),
+            (s("RUNNER_TEMP"), path("temp")),
+            (s("RUNNER_TOOL_CACHE"), path("tool-cache")),
+            // A new machine: gocacher's default cache dir is under HOME.
+            (s("HOME"), path("home")),
+            (s("PATH"), std::env::var("PATH").unwrap()),
+        ];
+        let vars = if event == "pull_request" {
+            let mut v = vars;
+            v.push((s("GITHUB_BASE_REF"), s("main")));
+            v.push((s("GITHUB_HEAD_REF"), s("feature")));
+            v
+        } else {
+            vars
+        };
+        Runner { root, vars }
+    }
+
+    fn summary(&self) -> String {
+        std::fs::read_to_string(self.root.path().join("summary.md")).unwrap()
+    }
+
+    /// Runs the action's steps with these inputs (`with:`), as the runner
+    /// does for a composite action.
+    fn run_action(&self, with: &[(&str, &str)], extra: &[(&str, &str)]) -> ActionRun {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let action: Action =
+            serde_norway::from_str(&std::fs::read_to_string(repo.join("action.yml")).unwrap())
+                .expect("action.yml parses");
+        assert_eq!(action.runs.using, "composite");
+        let mut inputs: BTreeMap<String, String> = action
+            .inputs
+            .iter()
+            .map(|(k, v)| (k.clone(), v.default.clone().unwrap_or_default()))
+            .collect();
+        for (k, v) in with {
+            assert!(inputs.contains_key(*k), "action.yml has no input {k}");
+            inputs.insert(k.to_string(), v.to_string());
+        }
+        let mut outputs: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+        let mut log = String::new();
+        for (i, step) in action.runs.steps.iter().enumerate() {
+            let ctx = Ctx {
+                inputs: &inputs,
+                outputs: &outputs,
+            };
+            if let Some(cond) = &step.cond {
+                if !truthy(&ctx.eval(cond)) {
+                    continue;
+                }
+            }
+            if let Some(uses) = &step.uses {
+                // The runner would restore a cache here; a new machine's
+                // first run finds none, which is what skipping it gives.
+                assert!(uses.starts_with("actions/cache@"), "cannot emulate {uses}");
+                log += &format!("[skipped {uses}: no cache on a new runner]\n");
+                continue;
+            }
+            let run = step.run.as_ref().expect("a step with run or uses");
+            assert_eq!(step.shell.as_deref(), Some("bash"));
+            let output_file = self.root.path().join(format!("output-{i}"));
+            std::fs::write(&output_file, "").unwrap();
+            let script = self.root.path().join(format!("step-{i}.sh"));
+            std::fs::write(&script, ctx.interpolate(run)).unwrap();
+            let mut cmd = Command::new("bash");
+            cmd.args(["--noprofile", "--norc", "-eo", "pipefail"])
+                .arg(&script)
+                .env_clear()
+                .envs(self.vars.iter().map(|(k, v)| (k, v)))
+                .envs(read_env_file(&self.root.path().join("env")))
+                .env("GITHUB_ACTION_PATH", repo)
+                .env("GITHUB_OUTPUT", &output_file)
+                .envs(extra.iter().copied());
+            for (k, v) in &step.env {
+                cmd.env(k, ctx.interpolate(v));
+            }
+            let out = cmd.output().unwrap();
+            log += &String::from_utf8_lossy(&out.stdout);
+            log += &String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "step {i} failed:\n{log}");
+            if let Some(id) = &step.id {
+                outputs.insert(id.clone(), read_env_file(&output_file));
+            }
+        }
+        ActionRun {
+            log,
+            env: read_env_file(&self.root.path().join("env")),
+            outputs,
+        }
+    }
+
+    /// The job's next step: `go ARGS` in `dir` with the runner's variables,
+    /// what the action exported, and the AWS credentials (as
+    /// aws-actions/configure-aws-credentials would export them).
+    fn go(
+        &self,
+        action: &ActionRun,
+        dir: &Path,
+        args: &[&str],
+        aws: &[(String, String)],
+    ) -> GoStep {
+        let stats = self.root.path().join("stats.json");
+        let _ = std::fs::remove_file(&stats);
+        let mut cmd = Command::new("go");
+        cmd.args(args)
+            .current_dir(dir)
+            .env_clear()
+            .envs(self.vars.iter().map(|(k, v)| (k, v)))
+            .envs(&action.env)
+            .envs(aws.iter().map(|(k, v)| (k, v)))
+            .env("GOCACHE", self.root.path().join("gocache"))
+            .env("GOCACHER_STATS_FILE", &stats)
+            .env("GOTOOLCHAIN", "local")
+            .env("GOFLAGS", "");
+        let out = cmd.output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            out.status.success(),
+            "go {args:?} failed:\n{stdout}\n{stderr}"
+        );
+        let stats: Stats = serde_json::from_slice(
+            &std::fs::read(&stats).expect("gocacher ran and wrote its stats file"),
+        )
+        .unwrap();
+        GoStep { stdout, stats }
+    }
+}
+
+struct GoStep {
+    stdout: String,
+    stats: Stats,
+}
+
+/// The `${{ }}` expressions action.yml uses: contexts, `'literals'`, `==`
+/// and `||`. Anything else fails the test, so action.yml stays within
+/// what this emulation checks.
+struct Ctx<'a> {
+    inputs: &'a BTreeMap<String, String>,
+    outputs: &'a BTreeMap<String, BTreeMap<String, String>>,
+}
+
+impl Ctx<'_> {
+    fn interpolate(&self, s: &str) -> String {
+        let mut out = String::new();
+        let mut rest = s;
+        while let Some(start) = rest.find("${{") {
+            out += &rest[..start];
+            let end = rest[start..].find("}}").expect("unclosed ${{") + start;
+            out += &self.eval(&rest[start + 3..end]);
+            rest = &rest[end + 2..];
+        }
+        out + rest
+    }
+
+    fn eval(&self, expr: &str) -> String {
+        let expr = expr.trim();
+        let expr = expr
+            .strip_prefix("${{")
+            .and_then(|e| e.strip_suffix("}}"))
+            .unwrap_or(expr)
+            .trim();
+        if expr.contains("||") {
+            return expr
+                .split("||")
+                .map(|e| self.eval(e))
+                .find(|v| truthy(v))
+                .unwrap_or_default();
+        }
+        if let Some((a, b)) = expr.split_once("==") {
+            return (self.eval(a) == self.eval(b)).to_string();
+        }
+        if let Some(lit) = expr.strip_prefix('\'').and_then(|e| e.strip_suffix('\'')) {
+            return lit.to_string();
+        }
+        let parts: Vec<&str> = expr.split('.').collect();
+        match parts.as_slice() {
+            ["inputs", name] => self.inputs.get(*name).cloned().expect("a declared input"),
+            ["steps", id, "outputs", name] => self
+                .outputs
+                .get(*id)
+                .and_then(|o| o.get(*name))
+                .cloned()
+                .unwrap_or_default(),
+            ["github", "action_repository"] => "acme/gocacher".into(),
+            ["github", "action_ref"] => "main".into(),
+            ["runner", "os"] => "Linux".into(),
+            ["runner", "arch"] => "X64".into(),
+            _ => panic!("action.yml uses an expression this emulation does not know: {expr}"),
+        }
+    }
+}
+
+fn truthy(v: &str) -> bool {
+    !v.is_empty() && v != "false" && v != "0"
+}
+
+/// A GITHUB_ENV or GITHUB_OUTPUT file: `NAME=value` lines and
+/// `NAME<<DELIMITER` blocks.
+fn read_env_file(path: &Path) -> BTreeMap<String, String> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut map = BTreeMap::new();
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        if let Some((name, delim)) = line.split_once("<<") {
+            let mut value = Vec::new();
+            for l in lines.by_ref() {
+                if l == delim {
+                    break;
+                }
+                value.push(l);
+            }
+            map.insert(name.to_string(), value.join("\n"));
+        } else if let Some((name, value)) = line.split_once('=') {
+            map.insert(name.to_string(), value.to_string());
+        }
+    }
+    map
+}
+
+/// A release directory (`VERSION/ARCHIVE` and `VERSION/SHA256SUMS`) served
+/// over HTTP on 127.0.0.1, as GitHub serves release assets. With
+/// `tamper`, the archive differs from what SHA256SUMS lists.
+struct Release {
+    /// Kept so the served files live as long as the server.
+    _dir: tempfile::TempDir,
+    url: String,
+    binary_sha256: String,
+}
+
+impl Release {
+    fn serve(tamper: bool) -> Release {
+        let dir = tempfile::tempdir().unwrap();
+        let stage = dir.path().join("stage/gocacher");
+        std::fs::create_dir_all(&stage).unwrap();
+        let bin = std::fs::read(env!("CARGO_BIN_EXE_gocacher")).unwrap();
+        std::fs::write(stage.join("gocacher"), &bin).unwrap();
+        let rel = dir.path().join(VERSION);
+        std::fs::create_dir_all(&rel).unwrap();
+        let archive = format!("gocacher-{TARGET}.tar.gz");
+        let st = Command::new("tar")
+            .arg("-czf")
+            .arg(rel.join(&archive))
+            .arg("-C")
+            .arg(dir.path().join("stage"))
+            .arg("gocacher")
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let sum = hex::encode(Sha256::digest(std::fs::read(rel.join(&archive)).unwrap()));
+        std::fs::write(
+            rel.join("SHA256SUMS"),
+            format!(
+                "{sum}  {archive}\n{}  gocacher-aarch64-apple-darwin.tar.gz\n",
+                "0".repeat(64)
+            ),
+        )
+        .unwrap();
+        if tamper {
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(rel.join(&archive))
+                .unwrap();
+            f.write_all(b"tampered").unwrap();
+        }
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let root = dir.path().to_path_buf();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut line = String::new();
+                if reader.read_line(&mut line).is_err() {
+                    continue;
+                }
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                        break;
+                    }
+                }
+                let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+                let file = root.join(path.trim_start_matches('/'));
+                let reply = match std::fs::read(&file) {
+                    Ok(body) if !path.contains("..") => {
+                        let mut r = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                            body.len()
+                        )
+                        .into_bytes();
+                        r.extend(body);
+                        r
+                    }
+                    _ => {
+                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                            .to_vec()
+                    }
+                };
+                let _ = conn.write_all(&reply);
+            }
+        });
+        Release {
+            _dir: dir,
+            url,
+            binary_sha256: hex::encode(Sha256::digest(&bin)),
+        }
+    }
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.com")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.com")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A git repository holding `src`'s files in one commit.
+fn repository_of(src: &Path) -> tempfile::TempDir {
+    let repo = tempfile::tempdir().unwrap();
+    support::copy_dir(src, repo.path());
+    git(repo.path(), &["init", "-q", "-b", "main"]);
+    git(repo.path(), &["add", "."]);
+    git(repo.path(), &["commit", "-q", "-m", "fixture"]);
+    repo
+}
+
+/// A fresh shallow clone (as actions/checkout makes) of `repo` at `path`,
+/// replacing what was there.
+fn checkout(repo: &Path, path: &Path) {
+    let _ = std::fs::remove_dir_all(path);
+    let url = format!("file://{}", repo.display());
+    git(
+        path.parent().unwrap(),
+        &["clone", "-q", "--depth", "1", &url, path.to_str().unwrap()],
+    );
+}
+
+/// The summary's table rows (after the header and rule).
+fn summary_rows(summary: &str) -> Vec<Vec<String>> {
+    let lines: Vec<&str> = summary.lines().collect();
+    let start = lines
+        .iter()
+        .position(|l| *l == gocacher::summary::HEADER)
+        .unwrap_or_else(|| panic!("no gocacher table in the summary:\n{summary}"));
+    lines[start + 2..]
+        .iter()
+        .take_while(|l| l.starts_with('|'))
+        .map(|l| {
+            l.trim_matches('|')
+                .split(" | ")
+                .map(|c| c.trim().to_string())
+                .collect()
+        })
+        .collect()
+}
+
+/// The row says what the stats file says.
+fn assert_row_matches(row: &[String], s: &Stats) {
+    let want = [
+        "go test ./...".to_string(),
+        s.gets.to_string(),
+        s.hits.to_string(),
+        s.misses.to_string(),
+        s.remote_hits.to_string(),
+        s.prefetch_hits.to_string(),
+        s.puts.to_string(),
+        s.uploads.to_string(),
+        s.uploads_dropped.to_string(),
+        format!("{:.1}", s.bytes_downloaded as f64 / 1e6),
+        format!("{:.1}", s.bytes_uploaded as f64 / 1e6),
+        (s.get_errors + s.put_errors + s.remote_errors + s.upload_errors).to_string(),
+    ];
+    assert_eq!(row, want, "summary row against the stats file {s:?}");
+}
+
+/// A push job fills the bucket through the action; a fork's pull request
+/// job on a new runner reads it (its tests come back `(cached)`, thanks to
+/// the fix-mtimes step), writes nothing, and each job's summary holds its
+/// go command's numbers.
+#[test]
+fn push_writes_fork_pull_request_only_reads() {
+    let server = S3Server::start(Kind::Minio);
+    server.create_bucket(BUCKET);
+    let release = Release::serve(false);
+    let repo = repository_of(&Path::new(env!("CARGO_MANIFEST_DIR")).join("integration/fixture"));
+    // Every job checks out to the same path, as on GitHub's runners.
+    let work = tempfile::tempdir().unwrap();
+    let checkout_path = work.path().join("widgets");
+    let aws: Vec<(String, String)> = server
+        .env()
+        .into_iter()
+        .filter(|(k, _)| k != "AWS_ENDPOINT_URL_S3")
+        .collect();
+    let remote = format!("s3://{BUCKET}/ci");
+    let with = [
+        ("remote", remote.as_str()),
+        ("endpoint", server.endpoint.as_str()),
+        ("region", "us-east-1"),
+        ("version", VERSION),
+        ("working-directory", checkout_path.to_str().unwrap()),
+    ];
+    let release_url = [("GOCACHER_RELEASE_URL", release.url.as_str())];
+
+    // The push job.
+    checkout(repo.path(), &checkout_path);
+    let push = Runner::new(
+        "push",
+        serde_json::json!({"ref": "refs/heads/main", "repository": {"full_name": "acme/widgets"}}),
+        "alice",
+    );
+    let run = push.run_action(&with, &release_url);
+    let bin = push
+        .root
+        .path()
+        .join(format!("tool-cache/gocacher/{VERSION}/{TARGET}/gocacher"));
+    assert_eq!(
+        run.env["GOCACHEPROG"],
+        bin.display().to_string(),
+        "{}",
+        run.log
+    );
+    assert_eq!(
+        hex::encode(Sha256::digest(std::fs::read(&bin).unwrap())),
+        release.binary_sha256
+    );
+    assert_eq!(run.env["GOCACHER_READ_ONLY"], "false", "{}", run.log);
+    assert_eq!(run.env["GOCACHER_REMOTE"], remote);
+    assert_eq!(run.env["GOCACHER_S3_ENDPOINT"], server.endpoint);
+    assert_eq!(run.outputs["configure"]["read-only"], "false");
+    assert!(
+        run.log
+            .contains("this job writes the bucket (a push event in acme/widgets)"),
+        "{}",
+        run.log
+    );
+    assert!(run.log.contains("fix-mtimes"), "{}", run.log);
+    assert!(!run.log.contains("::warning"), "{}", run.log);
+    let go = push.go(&run, &checkout_path, &["test", "./..."], &aws);
+    assert!(go.stats.puts > 0 && go.stats.uploads > 0, "{:?}", go.stats);
+    let written = server.keys(BUCKET, "ci/");
+    assert!(!server.entry_keys(BUCKET, "ci/").is_empty());
+    let rows = summary_rows(&push.summary());
+    assert_eq!(rows.len(), 1, "{}", push.summary());
+    assert_row_matches(&rows[0], &go.stats);
+
+    // The fork's pull request, on a new runner (empty disk, empty GOCACHE).
+    checkout(repo.path(), &checkout_path);
+    let fork = Runner::new(
+        "pull_request",
+        serde_json::json!({"pull_request": {
+            "head": {"repo": {"full_name": "mallory/widgets"}},
+            "base": {"repo": {"full_name": "acme/widgets"}}}}),
+        "mallory",
+    );
+    let run = fork.run_action(&with, &release_url);
+    assert_eq!(run.env["GOCACHER_READ_ONLY"], "true", "{}", run.log);
+    assert_eq!(run.outputs["configure"]["read-only"], "true");
+    assert!(
+        run.log
+            .contains("read-only in this job (a pull request from the fork mallory/widgets)"),
+        "{}",
+        run.log
+    );
+    let go = fork.go(&run, &checkout_path, &["test", "./..."], &aws);
+    let s = &go.stats;
+    assert_eq!(s.uploads, 0, "{s:?}");
+    assert!(s.remote_hits + s.prefetch_hits > 0, "{s:?}");
+    assert_eq!(s.hits, s.remote_hits + s.prefetch_hits, "{s:?}");
+    assert_eq!(
+        server.keys(BUCKET, "ci/"),
+        written,
+        "the fork's job wrote to the bucket"
+    );
+    // Test results that read testdata come from the push job's run.
+    assert!(
+        go.stdout
+            .contains("example.com/fixture/internal/textx\t(cached)"),
+        "{}",
+        go.stdout
+    );
+    let rows = summary_rows(&fork.summary());
+    assert_eq!(rows.len(), 1, "{}", fork.summary());
+    assert_row_matches(&rows[0], s);
+}
+
+/// A release archive that does not match its SHA256SUMS is never
+/// installed; without cargo to build the source instead, the job goes on
+/// without gocacher (no GOCACHEPROG) and says why.
+#[test]
+fn tampered_release_is_refused() {
+    let release = Release::serve(true);
+    let runner = Runner::new(
+        "push",
+        serde_json::json!({"ref": "refs/heads/main"}),
+        "alice",
+    );
+    let path = format!(
+        "/usr/bin:/bin:{}",
+        runner.root.path().join("nothing").display()
+    );
+    let run = runner.run_action(
+        &[("version", VERSION), ("remote", "s3://b/p")],
+        &[
+            ("GOCACHER_RELEASE_URL", release.url.as_str()),
+            ("PATH", path.as_str()),
+        ],
+    );
+    assert!(
+        run.log.contains("does not match its SHA256SUMS entry"),
+        "{}",
+        run.log
+    );
+    assert!(run.log.contains("no cargo on this runner"), "{}", run.log);
+    assert!(!run.env.contains_key("GOCACHEPROG"), "{:?}", run.env);
+    assert!(!runner
+        .root
+        .path()
+        .join(format!("tool-cache/gocacher/{VERSION}/{TARGET}/gocacher"))
+        .exists());
+    assert_eq!(run.outputs["configure"]["read-only"], "true");
+}
+
+/// `read-only: auto` for the events a workflow may run on.
+#[test]
+fn read_only_follows_the_event() {
+    let release = Release::serve(false);
+    let pr = |head: &str| {
+        serde_json::json!({"pull_request": {
+            "head": {"repo": {"full_name": head}},
+            "base": {"repo": {"full_name": "acme/widgets"}}}})
+    };
+    for (event, payload, actor, input, want) in [
+        ("push", serde_json::json!({}), "alice", "auto", "false"),
+        ("schedule", serde_json::json!({}), "alice", "auto", "false"),
+        ("pull_request", pr("acme/widgets"), "alice", "auto", "false"),
+        (
+            "pull_request",
+            pr("mallory/widgets"),
+            "mallory",
+            "auto",
+            "true",
+        ),
+        (
+            "pull_request",
+            pr("acme/widgets"),
+            "dependabot[bot]",
+            "auto",
+            "true",
+        ),
+        (
+            "pull_request_target",
+            pr("mallory/widgets"),
+            "mallory",
+            "auto",
+            "true",
+        ),
+        (
+            "workflow_run",
+            serde_json::json!({}),
+            "alice",
+            "auto",
+            "true",
+        ),
+        (
+            "issue_comment",
+            serde_json::json!({}),
+            "mallory",
+            "auto",
+            "true",
+        ),
+        ("push", serde_json::json!({}), "alice", "true", "true"),
+        (
+            "pull_request",
+            pr("mallory/widgets"),
+            "mallory",
+            "false",
+            "false",
+        ),
+    ] {
+        let runner = Runner::new(event, payload, actor);
+        let run = runner.run_action(
+            &[
+                ("version", VERSION),
+                ("read-only", input),
+                ("fix-mtimes", "false"),
+                ("sign-key", &"ab".repeat(32)),
+            ],
+            &[("GOCACHER_RELEASE_URL", release.url.as_str())],
+        );
+        assert_eq!(
+            run.env["GOCACHER_READ_ONLY"], want,
+            "{event} by {actor}, read-only: {input}\n{}",
+            run.log
+        );
+        // The signing key reaches writers only, as a file, never as a
+        // variable of later steps.
+        assert_eq!(
+            run.env.contains_key("GOCACHER_SIGN_KEY_FILE"),
+            want == "false"
+        );
+        assert!(!run.env.values().any(|v| v.contains(&"ab".repeat(32))));
+    }
+}
+
+/// A module whose test reads a testdata file.
+fn testdata_module(dir: &Path) {
+    std::fs::create_dir_all(dir.join("testdata")).unwrap();
+    std::fs::write(dir.join("go.mod"), "module example.com/td\n\ngo 1.24\n").unwrap();
+    std::fs::write(
+        dir.join("td.go"),
+        "package td\n\nimport \"os\"\n\n// Size is the size of a file.\nfunc Size(p string) (int, error) {\n\tb, err := os.ReadFile(p)\n\treturn len(b), err\n}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("td_test.go"),
+        "package td\n\nimport \"testing\"\n\nfunc TestSize(t *testing.T) {\n\tn, err := Size(\"testdata/input.txt\")\n\tif err != nil || n != 6 {\n\t\tt.Fatal(n, err)\n\t}\n}\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("testdata/input.txt"), "hello\n").unwrap();
+}
+
+/// Cloned twice into the same path, a repository's `go test` is
+/// `(cached)` the second time with fix-mtimes and not without it.
+#[test]
+fn fix_mtimes_keeps_test_results_across_clones() {
+    let src = tempfile::tempdir().unwrap();
+    testdata_module(src.path());
+    let repo = repository_of(src.path());
+    let work = tempfile::tempdir().unwrap();
+    let path = work.path().join("td");
+    let pkg = "example.com/td\t(cached)";
+    let fix = |dir: &Path| {
+        let out = Command::new(env!("CARGO_BIN_EXE_gocacher"))
+            .arg("fix-mtimes")
+            .arg(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+
+    // Without: the second clone's files have new mtimes. Each go test runs
+    // over 2 s after the clone, since cmd/go caches no result that read a
+    // file modified within the last 2 s.
+    let env = GoEnv::new(Toolchain::Local);
+    checkout(repo.path(), &path);
+    std::thread::sleep(Duration::from_millis(2100));
+    let first = env.go(&path, &["test", "./..."]);
+    first.assert_ok();
+    assert!(!first.stdout.contains(pkg), "{}", first.stdout);
+    let again = env.go(&path, &["test", "./..."]);
+    assert!(
+        again.stdout.contains(pkg),
+        "the result is cacheable at all: {}",
+        again.stdout
+    );
+    checkout(repo.path(), &path);
+    std::thread::sleep(Duration::from_millis(2100));
+    let reclone = env.go(&path, &["test", "./..."]);
+    reclone.assert_ok();
+    assert!(
+        !reclone.stdout.contains(pkg),
+        "cached without fix-mtimes: {}",
+        reclone.stdout
+    );
+
+    // With: the same contents get the same mtimes.
+    let env = GoEnv::new(Toolchain::Local);
+    checkout(repo.path(), &path);
+    let report = fix(&path);
+    assert!(report.contains("set the mtime of 4 files"), "{report}");
+    let first = env.go(&path, &["test", "./..."]);
+    first.assert_ok();
+    assert!(!first.stdout.contains(pkg), "{}", first.stdout);
+    checkout(repo.path(), &path);
+    fix(&path);
+    let reclone = env.go(&path, &["test", "./..."]);
+    reclone.assert_ok();
+    assert!(
+        reclone.stdout.contains(pkg),
+        "not cached with fix-mtimes: {}",
+        reclone.stdout
+    );
+
+    // A local edit keeps its own mtime, so it never passes for the
+    // committed file; the test runs again.
+    std::fs::write(path.join("testdata/input.txt"), "hullo\n").unwrap();
+    let report = fix(&path);
+    assert!(
+        report.contains("left alone 1 with local changes"),
+        "{report}"
+    );
+    std::thread::sleep(Duration::from_millis(2100));
+    let edited = env.go(&path, &["test", "./..."]);
+    edited.assert_ok();
+    assert!(!edited.stdout.contains(pkg), "{}", edited.stdout);
+}
+
+/// Outside a git work tree, fix-mtimes fails with git's reason.
+#[test]
+fn fix_mtimes_outside_git_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_gocacher"))
+        .arg("fix-mtimes")
+        .arg(dir.path())
+        .env("GIT_CEILING_DIRECTORIES", dir.path().parent().unwrap())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is not a git work tree"), "{err}");
+}
