@@ -10,6 +10,7 @@ use crate::wire::Id;
 /// Space a put must leave free on the cache dir's filesystem, besides its
 /// own bytes, else it goes to the overflow dir: the entry file, the
 /// filesystem's own blocks, other writers.
+#[cfg_attr(not(unix), allow(dead_code))]
 const ROOM_MARGIN: u64 = 1 << 20;
 
 /// Whether the filesystem holding `root` has room for `size` more bytes.

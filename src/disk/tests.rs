@@ -103,6 +103,8 @@ fn walk(root: &Path) -> Vec<PathBuf> {
     out
 }
 
+// Inode numbers are a Unix notion.
+#[cfg(unix)]
 #[test]
 fn existing_output_is_not_rewritten() {
     let (c, _dir) = cache();
