@@ -484,7 +484,7 @@ impl Handler for Cacher {
             .as_ref()
             .filter(|_| snap.gets + snap.puts > 0)
         {
-            let command = crate::summary::describe(crate::scope::parent_go_args().as_deref());
+            let command = crate::summary::describe(crate::scope::parent_go_args());
             if let Err(err) = crate::summary::append(path, &command, &snap) {
                 eprintln!("gocacher: job summary {}: {err}", path.display());
             }

@@ -44,15 +44,19 @@ fn read_only(reason: String) -> Decision {
     }
 }
 
+fn writes(reason: String) -> Decision {
+    Decision {
+        read_only: false,
+        ..read_only(reason)
+    }
+}
+
 /// The decision for an event: its name, its payload (the file
 /// GITHUB_EVENT_PATH names, when readable), the repository running the
 /// workflow and the actor.
 pub fn decide(event_name: &str, event: Option<&Value>, repository: &str, actor: &str) -> Decision {
     if TRUSTED_EVENTS.contains(&event_name) {
-        return Decision {
-            read_only: false,
-            reason: format!("a {event_name} event in {repository}"),
-        };
+        return writes(format!("a {event_name} event in {repository}"));
     }
     if !PULL_REQUEST_EVENTS.contains(&event_name) {
         if event_name.is_empty() {
@@ -84,10 +88,7 @@ pub fn decide(event_name: &str, event: Option<&Value>, repository: &str, actor: 
     if actor == "dependabot[bot]" {
         return read_only("a pull request by Dependabot".into());
     }
-    Decision {
-        read_only: false,
-        reason: format!("a pull request from a branch of {base}"),
-    }
+    writes(format!("a pull request from a branch of {base}"))
 }
 
 /// The decision for this process's GitHub Actions environment.

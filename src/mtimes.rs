@@ -60,8 +60,11 @@ impl std::fmt::Display for Report {
 /// The mtime for a hash (hex digits, at least 16): its first 64 bits, as
 /// nanoseconds into the span.
 pub fn mtime_for(hash_hex: &str) -> Option<SystemTime> {
-    let n = u64::from_str_radix(hash_hex.get(..16)?, 16).ok()?;
-    Some(UNIX_EPOCH + Duration::from_secs(BASE_SECS) + Duration::from_nanos(n % SPAN_NANOS))
+    Some(mtime_at(u64::from_str_radix(hash_hex.get(..16)?, 16).ok()?))
+}
+
+fn mtime_at(n: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(BASE_SECS) + Duration::from_nanos(n % SPAN_NANOS)
 }
 
 /// Sets the mtimes under `dir` (see the module doc).
@@ -132,7 +135,8 @@ pub fn fix(dir: &Path) -> Result<Report> {
             h.update(n);
             h.update([0]);
         }
-        let t = mtime_for(&hex::encode(h.finalize())).expect("64 hex digits");
+        let digest = h.finalize();
+        let t = mtime_at(u64::from_be_bytes(digest[..8].try_into().expect("8 bytes")));
         let full = if d.is_empty() {
             dir.to_path_buf()
         } else {

@@ -119,15 +119,21 @@ pub fn derive(env: impl Fn(&str) -> Option<String>, cwd: &Path, subcommand: Opti
 
 /// The subcommand of the go command that started us (`build`, `test`, ...).
 pub fn parent_go_subcommand() -> Option<String> {
-    go_subcommand(&parent_go_args()?)
+    go_subcommand(parent_go_args()?)
 }
 
 /// The arguments (after the program) of the go command that started us: the
 /// nearest ancestor, within a few levels (wrappers such as `time` or a shell
 /// may sit between), whose program is named `go`. Linux reads `/proc`;
 /// other Unix systems ask `ps`; Windows has no cheap way and gets `None`
-/// (the scope then names no subcommand).
-pub fn parent_go_args() -> Option<Vec<String>> {
+/// (the scope then names no subcommand). Looked up once per process: the
+/// scope at start and the job summary at close both ask.
+pub fn parent_go_args() -> Option<&'static [String]> {
+    static ARGS: std::sync::OnceLock<Option<Vec<String>>> = std::sync::OnceLock::new();
+    ARGS.get_or_init(find_parent_go_args).as_deref()
+}
+
+fn find_parent_go_args() -> Option<Vec<String>> {
     #[cfg(unix)]
     {
         let mut pid = std::os::unix::process::parent_id();
@@ -195,12 +201,17 @@ fn ps_args(pid: u32) -> Option<(Vec<String>, u32)> {
 /// The first word of a go command line that is not a flag (`-C DIR` is the
 /// one flag cmd/go takes before its subcommand).
 fn go_subcommand(args: &[String]) -> Option<String> {
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        if a == "-C" {
-            it.next();
-        } else if !a.starts_with('-') {
-            return Some(a.clone());
+    split_subcommand(args).map(|(sub, _)| sub.to_string())
+}
+
+/// A go command line's subcommand and the arguments after it.
+pub fn split_subcommand(args: &[String]) -> Option<(&str, &[String])> {
+    let mut i = 0;
+    while i < args.len() {
+        match args[i].as_str() {
+            "-C" => i += 2,
+            a if a.starts_with('-') => i += 1,
+            a => return Some((a, &args[i + 1..])),
         }
     }
     None
@@ -209,6 +220,7 @@ fn go_subcommand(args: &[String]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
 
     #[cfg(target_os = "linux")]
     #[test]
@@ -219,7 +231,6 @@ mod tests {
         assert_eq!(ps_ppid, proc_ppid);
         assert_eq!(ps.first(), proc.first());
     }
-    use std::collections::HashMap;
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
         let m: HashMap<String, String> = pairs

@@ -82,25 +82,18 @@ pub fn append(path: &Path, command: &str, s: &Snapshot) -> std::io::Result<()> {
 /// secrets (`-ldflags=-X main.token=...`) and the summary of a public
 /// repository's job is public.
 pub fn describe(go_args: Option<&[String]>) -> String {
-    let Some(args) = go_args else {
+    let Some((sub, rest)) = go_args.and_then(crate::scope::split_subcommand) else {
         return "go".to_string();
     };
-    let mut it = args.iter();
-    let mut words = vec!["go".to_string()];
-    while let Some(a) = it.next() {
-        if a == "-C" {
-            it.next();
-        } else if !a.starts_with('-') {
-            words.push(a.clone());
-            break;
-        }
-    }
-    let patterns: Vec<&String> = it.filter(|a| looks_like_pattern(a)).collect();
-    for p in patterns.iter().take(MAX_PATTERNS) {
-        words.push((*p).clone());
-    }
+    let patterns: Vec<&str> = rest
+        .iter()
+        .map(String::as_str)
+        .filter(|a| looks_like_pattern(a))
+        .collect();
+    let mut words = vec!["go", sub];
+    words.extend(patterns.iter().take(MAX_PATTERNS));
     if patterns.len() > MAX_PATTERNS {
-        words.push("…".to_string());
+        words.push("…");
     }
     words.join(" ")
 }
