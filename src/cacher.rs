@@ -476,16 +476,8 @@ impl Handler for Cacher {
                 eprintln!("gocacher: stats file: {err:#}");
             }
         }
-        // A go command that asked nothing of the cache (go env, go list -m)
-        // would only add an empty row.
-        if let Some(path) = self
-            .close
-            .job_summary
-            .as_ref()
-            .filter(|_| snap.gets + snap.puts > 0)
-        {
-            let command = crate::summary::describe(crate::scope::parent_go_args());
-            if let Err(err) = crate::summary::append(path, &command, &snap) {
+        if let Some(path) = &self.close.job_summary {
+            if let Err(err) = crate::summary::add_row(path, &snap) {
                 eprintln!("gocacher: job summary {}: {err}", path.display());
             }
         }

@@ -47,6 +47,16 @@ pub fn row(command: &str, s: &Snapshot) -> String {
     )
 }
 
+/// Adds the row of the go command that started this process, named from its
+/// command line. A go command that asked nothing of the cache (go env, go
+/// list -m) would only add an empty row, so it adds none.
+pub fn add_row(path: &Path, s: &Snapshot) -> std::io::Result<()> {
+    if s.gets + s.puts == 0 {
+        return Ok(());
+    }
+    append(path, &describe(crate::scope::parent_go_args()), s)
+}
+
 /// Appends this go command's row to the summary file, with the table's
 /// header first when the file does not have it yet.
 pub fn append(path: &Path, command: &str, s: &Snapshot) -> std::io::Result<()> {
