@@ -5,7 +5,7 @@
 
 use std::fs;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Files younger than this are never trimmed (Go's own rule of thumb). Also
@@ -75,48 +75,91 @@ pub fn run(root: &Path, policy: &TrimPolicy) -> io::Result<Option<TrimReport>> {
 
 /// One pass over every shard directory (and `ix/`), whatever the stamp says.
 pub fn trim_now(root: &Path, policy: &TrimPolicy, now: SystemTime) -> io::Result<TrimReport> {
-    trim_roots(&[root.to_path_buf()], policy, now)
+    trim_dirs(&store_dirs(&[root.to_path_buf()], &[])?, policy, now)
 }
 
 /// [`trim_now`] over several cache roots at once, with one size cap for all
 /// of them (`gocacher serve`'s namespaces), least recently used first.
+/// `named` lists directories under each root whose files are trimmed with
+/// the entries ([`last_used`] is their last use): `gocacher serve`'s
+/// manifests and packs.
 pub fn trim_roots(
-    roots: &[std::path::PathBuf],
+    roots: &[PathBuf],
+    named: &[&str],
     policy: &TrimPolicy,
     now: SystemTime,
 ) -> io::Result<TrimReport> {
+    trim_dirs(&store_dirs(roots, named)?, policy, now)
+}
+
+/// A directory of files to trim, and whether a file's last use is
+/// [`last_used`] (else its modification time, as for entries).
+type Dir = (PathBuf, bool);
+
+/// The shard directories (and `ix/`) of every root, then its `named` ones
+/// that exist.
+fn store_dirs(roots: &[PathBuf], named: &[&str]) -> io::Result<Vec<Dir>> {
+    let mut dirs = Vec::new();
+    for root in roots {
+        for shard in fs::read_dir(root)? {
+            let shard = shard?;
+            let name = shard.file_name();
+            // Index files age like entries (see index.rs).
+            let is_shard = name == super::index::INDEX_DIR
+                || name.len() == 2
+                    && name
+                        .to_str()
+                        .is_some_and(|s| s.bytes().all(|b| b.is_ascii_hexdigit()));
+            if is_shard && shard.file_type()?.is_dir() {
+                dirs.push((shard.path(), false));
+            }
+        }
+        for n in named {
+            let dir = root.join(n);
+            if dir.is_dir() {
+                dirs.push((dir, true));
+            }
+        }
+    }
+    Ok(dirs)
+}
+
+/// When a file was last used: the later of its modification time and its
+/// access time. A reader that must not change a file's modification time
+/// (it names the file's version) marks a use in its access time instead.
+pub fn last_used(m: &fs::Metadata) -> SystemTime {
+    let modified = m.modified().unwrap_or(UNIX_EPOCH);
+    match m.accessed() {
+        Ok(a) if a > modified => a,
+        _ => modified,
+    }
+}
+
+fn trim_dirs(dirs: &[Dir], policy: &TrimPolicy, now: SystemTime) -> io::Result<TrimReport> {
     let started = std::time::Instant::now();
     let max_age = policy.max_age.max(policy.min_age);
     let mut report = TrimReport::default();
-    // Survivors, for the size pass: (mtime, size, path).
-    let mut kept: Vec<(SystemTime, u64, std::path::PathBuf)> = Vec::new();
-    let shards = roots
-        .iter()
-        .map(fs::read_dir)
-        .collect::<io::Result<Vec<_>>>()?;
-    for shard in shards.into_iter().flatten() {
-        let shard = shard?;
-        let name = shard.file_name();
-        // Index files age like entries (see index.rs).
-        let is_shard = name == super::index::INDEX_DIR
-            || name.len() == 2
-                && name
-                    .to_str()
-                    .is_some_and(|s| s.bytes().all(|b| b.is_ascii_hexdigit()));
-        if !is_shard || !shard.file_type()?.is_dir() {
-            continue;
-        }
+    // Survivors, for the size pass: (last use, size, path).
+    let mut kept: Vec<(SystemTime, u64, PathBuf)> = Vec::new();
+    for (dir, by_access) in dirs {
         if started.elapsed() > policy.deadline {
             return Ok(report);
         }
-        for file in fs::read_dir(shard.path())? {
+        let Ok(files) = fs::read_dir(dir) else {
+            continue;
+        };
+        for file in files {
             let Ok(file) = file else { continue };
             let Ok(meta) = file.metadata() else { continue };
             if !meta.is_file() {
                 continue;
             }
-            let mtime = meta.modified().unwrap_or(now);
-            let age = now.duration_since(mtime).unwrap_or_default();
+            let used = if *by_access {
+                last_used(&meta)
+            } else {
+                meta.modified().unwrap_or(now)
+            };
+            let age = now.duration_since(used).unwrap_or_default();
             let is_temp = file.file_name().to_string_lossy().starts_with(TEMP_PREFIX);
             let limit = if is_temp { MIN_AGE } else { max_age };
             if age > limit {
@@ -127,19 +170,19 @@ pub fn trim_roots(
             } else {
                 report.kept_files += 1;
                 report.kept_bytes += meta.len();
-                if policy.max_size.is_some() {
-                    kept.push((mtime, meta.len(), file.path()));
+                if policy.max_size.is_some() && !is_temp {
+                    kept.push((used, meta.len(), file.path()));
                 }
             }
         }
     }
     if let Some(cap) = policy.max_size {
-        kept.sort_unstable_by_key(|(mtime, _, _)| *mtime);
-        for (mtime, size, path) in kept {
+        kept.sort_unstable_by_key(|(used, _, _)| *used);
+        for (used, size, path) in kept {
             if report.kept_bytes <= cap {
                 break;
             }
-            if now.duration_since(mtime).unwrap_or_default() <= policy.min_age {
+            if now.duration_since(used).unwrap_or_default() <= policy.min_age {
                 // Everything after this is newer still.
                 break;
             }

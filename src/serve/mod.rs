@@ -9,7 +9,10 @@
 //! to a temp file that is renamed into place only once its bytes hash to
 //! their output ID, so no partial entry is ever visible, whatever happens to
 //! the request or the process. Eviction is the client's trim with no
-//! minimum age: least recently used files first, down to `--max-size`.
+//! minimum age, over entries and named objects alike: least recently used
+//! files first, down to `--max-size`. A named object being sent is read
+//! from its open file, so a trim that unlinks it meanwhile does not cut
+//! the reply short.
 
 mod auth;
 mod handlers;
@@ -561,8 +564,9 @@ async fn shutdown() {
     }
 }
 
-/// Trims the store at start, every [`TRIM_EVERY`], and whenever a twentieth
-/// of `--max-size` has been written since the last trim.
+/// Trims the store (every namespace's entries and named objects) at start,
+/// every [`TRIM_EVERY`], and whenever a twentieth of `--max-size` has been
+/// written since the last trim.
 async fn evict(shared: Arc<Shared>) {
     loop {
         shared.written.store(0, Ordering::Relaxed);
@@ -574,7 +578,12 @@ async fn evict(shared: Arc<Shared>) {
         };
         let roots = store_roots(shared.disk.root());
         let report = tokio::task::spawn_blocking(move || {
-            crate::disk::trim_roots(&roots, &policy, std::time::SystemTime::now())
+            crate::disk::trim_roots(
+                &roots,
+                &named::NAMED_DIRS,
+                &policy,
+                std::time::SystemTime::now(),
+            )
         })
         .await;
         match report {

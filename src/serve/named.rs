@@ -23,6 +23,10 @@ use crate::remote::store::{Body as StoreBody, Fetched, Ranged, Source};
 /// The kinds of named object, each a directory under `<root>/named`.
 pub(crate) const NAMED_KINDS: [&str; 2] = ["manifests", "packs"];
 
+/// Their directories under a store's root, which trim walks with the
+/// entries' shards.
+pub(crate) const NAMED_DIRS: [&str; 2] = ["named/manifests", "named/packs"];
+
 /// Whether `kind` and `name` are those of a named object.
 fn well_formed(kind: &str, name: &str) -> bool {
     NAMED_KINDS.contains(&kind)
@@ -58,9 +62,29 @@ fn parse_range(v: &str) -> Option<(u64, Option<u64>)> {
     (end.is_none_or(|e| e >= start)).then_some((start, end))
 }
 
-/// A named object's ETag, length, and the bytes asked for (`None`: it is no
-/// longer the object `If-Match` named).
-type Named = (String, u64, Option<Vec<u8>>);
+/// What a [`read_local`] found: the object's ETag and length, and what to
+/// send of it.
+struct Named {
+    tag: String,
+    total: u64,
+    send: Send_,
+}
+
+/// The part of a named object a reply carries.
+enum Send_ {
+    /// It is no longer the object `If-Match` named.
+    Changed,
+    /// The range starts past its end.
+    Past,
+    /// A small object's bytes, read whole.
+    Bytes(Vec<u8>),
+    /// `len` bytes of the opened file, from `start`, where it is at.
+    File {
+        file: std::fs::File,
+        start: u64,
+        len: u64,
+    },
+}
 
 pub(crate) async fn get_named(
     State(s): Shared_,
@@ -116,37 +140,65 @@ pub(crate) async fn get_named(
     respond(&s, read, range)
 }
 
-/// Reads a named object's file (the open file is what is read: a
-/// replacement renamed over it meanwhile changes neither these bytes nor
-/// their ETag). `None`: there is none.
+/// Opens a named object's file and says what of it to send. The open file
+/// is what is sent: a replacement renamed over it, or a trim that unlinks
+/// it, meanwhile changes neither the bytes nor their ETag (nothing ever
+/// rewrites a named object in place). `None`: there is none.
 fn read_local(
     path: &Path,
     range: Option<(u64, Option<u64>)>,
     if_match: Option<String>,
 ) -> io::Result<Option<Named>> {
-    {
-        let mut f = match std::fs::File::open(path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let m = f.metadata()?;
-        let tag = etag(&m);
-        let total = m.len();
-        if if_match.as_deref().is_some_and(|want| want != tag) {
-            return Ok(Some((tag, total, None)));
+    let mut file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let m = file.metadata()?;
+    let tag = etag(&m);
+    let total = m.len();
+    mark_used(&file, &m);
+    let named = |send| Ok(Some(Named { tag: tag.clone(), total, send }));
+    if if_match.as_deref().is_some_and(|want| want != tag) {
+        return named(Send_::Changed);
+    }
+    let (start, len) = match range {
+        None => (0, total),
+        Some((start, _)) if start >= total => return named(Send_::Past),
+        Some((start, end)) => (start, end.map_or(total, |e| e.min(total - 1) + 1) - start),
+    };
+    io::Seek::seek(&mut file, io::SeekFrom::Start(start))?;
+    if len <= READ_WHOLE {
+        let mut buf = Vec::with_capacity(len as usize);
+        (&mut file).take(len).read_to_end(&mut buf)?;
+        if buf.len() as u64 != len {
+            return Err(io::Error::other("the object is shorter than it was"));
         }
-        let (start, end) = match range {
-            None => (0, total.saturating_sub(1)),
-            Some((start, _)) if start >= total => return Ok(Some((tag, total, Some(Vec::new())))),
-            Some((start, end)) => (start, end.map_or(total - 1, |e| e.min(total - 1))),
-        };
-        let mut buf = Vec::with_capacity((end + 1 - start) as usize);
-        io::Seek::seek(&mut f, io::SeekFrom::Start(start))?;
-        f.take(end + 1 - start).read_to_end(&mut buf)?;
-        Ok(Some((tag, total, Some(buf))))
+        return named(Send_::Bytes(buf));
+    }
+    named(Send_::File { file, start, len })
+}
+
+/// Records a read of a named object for trim (least recently used first)
+/// in its access time, at most once per [`USE_REFRESH`]: its modification
+/// time is its ETag, which a read must not change.
+fn mark_used(file: &std::fs::File, m: &std::fs::Metadata) {
+    let now = std::time::SystemTime::now();
+    let used = crate::disk::last_used(m);
+    if now.duration_since(used).unwrap_or_default() > USE_REFRESH {
+        let _ = file.set_times(std::fs::FileTimes::new().set_accessed(now));
     }
 }
+
+/// How stale a named object's last use may get before a read refreshes it.
+const USE_REFRESH: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Objects (or ranges) up to this size are read whole on the blocking
+/// thread that opens them; larger ones are streamed in chunks of
+/// [`CHUNK`], so that memory stays flat whatever the object size and the
+/// number of readers.
+const READ_WHOLE: u64 = 64 << 10;
+const CHUNK: usize = 256 << 10;
 
 /// The reply for a [`read_local`].
 fn respond(
@@ -154,39 +206,45 @@ fn respond(
     read: io::Result<io::Result<Option<Named>>>,
     range: Option<(u64, Option<u64>)>,
 ) -> Response {
-    let (tag, total, bytes) = match read.and_then(|r| r) {
+    let Named { tag, total, send } = match read.and_then(|r| r) {
         Ok(Some(r)) => r,
         Ok(None) => return text(StatusCode::NOT_FOUND, "no such object"),
         Err(e) => return internal("reading a named object", e),
     };
-    let Some(bytes) = bytes else {
-        return text(StatusCode::PRECONDITION_FAILED, "the object changed");
-    };
-    s.metrics.bytes_out.inc_by(bytes.len() as u64);
-    let common = [
-        (header::CONTENT_TYPE, "application/octet-stream".to_string()),
-        (header::ETAG, tag),
-    ];
-    match range {
-        None => (StatusCode::OK, common, bytes).into_response(),
-        Some((start, _)) if start >= total => (
-            StatusCode::RANGE_NOT_SATISFIABLE,
-            [(header::CONTENT_RANGE, format!("bytes */{total}"))],
-        )
-            .into_response(),
-        Some((start, _)) => {
-            let end = start + bytes.len() as u64 - 1;
-            (
-                StatusCode::PARTIAL_CONTENT,
-                common,
-                [(
-                    header::CONTENT_RANGE,
-                    format!("bytes {start}-{end}/{total}"),
-                )],
-                bytes,
+    let (start, len, body) = match send {
+        Send_::Changed => return text(StatusCode::PRECONDITION_FAILED, "the object changed"),
+        Send_::Past => {
+            return (
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                [(header::CONTENT_RANGE, format!("bytes */{total}"))],
             )
                 .into_response()
         }
+        Send_::Bytes(b) => (range.map_or(0, |r| r.0), b.len() as u64, Body::from(b)),
+        Send_::File { file, start, len } => {
+            let part = tokio::io::AsyncReadExt::take(tokio::fs::File::from_std(file), len);
+            let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(part, CHUNK));
+            (start, len, body)
+        }
+    };
+    s.metrics.bytes_out.inc_by(len);
+    let common = [
+        (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+        (header::ETAG, tag),
+        (header::CONTENT_LENGTH, len.to_string()),
+    ];
+    match range {
+        None => (StatusCode::OK, common, body).into_response(),
+        Some(_) => (
+            StatusCode::PARTIAL_CONTENT,
+            common,
+            [(
+                header::CONTENT_RANGE,
+                format!("bytes {start}-{}/{total}", start + len - 1),
+            )],
+            body,
+        )
+            .into_response(),
     }
 }
 
