@@ -5,6 +5,9 @@
 
 mod support;
 
+#[path = "serve/named.rs"]
+mod named;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;

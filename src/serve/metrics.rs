@@ -116,7 +116,7 @@ impl Default for Metrics {
         );
         registry.register(
             "store_bytes",
-            "Bytes in the store at the last trim",
+            "Bytes in the store (entries and named objects, every namespace) at the last trim",
             m.store_bytes.clone(),
         );
         registry.register(
