@@ -36,7 +36,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from gcbench import serverload  # noqa: E402
+from gcbench import serverload, servenamed  # noqa: E402
 from gcbench.render import render, summarize  # noqa: E402
 from gcbench.scenarios import (CONTENDERS, DEFAULT_MINIO_GO_VERSION, MINIO_GO_MODULE, WORKLOADS, Bench,  # noqa: E402
                                expand_scenarios, prepare_workload, run_meta, scenario_kind)
@@ -71,7 +71,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--minio-go-version", default=DEFAULT_MINIO_GO_VERSION,
                     help=f"version of {MINIO_GO_MODULE} for the minio-go workload (default {DEFAULT_MINIO_GO_VERSION})")
     ap.add_argument("--json", type=Path, default=None,
-                    help="JSON output (default bench/results/compare.json, or server-load.json)")
+                    help="JSON output (default bench/results/compare.json, or server-load.json, or serve-named.json)")
     ap.add_argument("--md", type=Path, default=None, help="markdown output (default: the --json path with .md)")
     ap.add_argument("--build-timeout", type=float, default=1800, help="seconds one build may take (default 1800)")
     ap.add_argument("--helper-timeout", type=float, default=120,
@@ -91,6 +91,16 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--clients", type=int, default=16, help="concurrent builds for --server-load (default 16)")
     ap.add_argument("--server-tests", default="builds,load-1KiB,load-1MiB",
                     help="comma list of the --server-load tests to run (default all: builds,load-1KiB,load-1MiB)")
+    ap.add_argument("--serve-named", action="store_true",
+                    help="instead of the builds above: manifests and packs on `gocacher serve` (concurrent GETs "
+                         "of one large pack, peak RSS; --max-size holding over packs); writes "
+                         "bench/results/serve-named.json unless --json is given")
+    ap.add_argument("--readers", default="4,8", help="comma list of concurrent GETs for --serve-named (default 4,8)")
+    ap.add_argument("--pack-mb", type=int, default=400, help="the pack's size for --serve-named (default 400)")
+    ap.add_argument("--trim-cap-mb", type=int, default=300,
+                    help="--max-size of --serve-named's trim test, in MB (default 300)")
+    ap.add_argument("--trim-total-mb", type=int, default=800,
+                    help="MB of packs --serve-named's trim test writes (default 800)")
     ap.add_argument("--from-json", type=Path, default=None,
                     help="no builds: print the table again from a previous run's JSON records")
     return ap
@@ -120,7 +130,8 @@ def main() -> int:
         ap.error("--workloads and --contenders need at least one entry")
     if args.clients < 1:
         ap.error("--clients must be at least 1")
-    default_json = "results/server-load.json" if args.server_load else "results/compare.json"
+    default_json = ("results/server-load.json" if args.server_load
+                    else "results/serve-named.json" if args.serve_named else "results/compare.json")
     args.json = (args.json or BENCH_DIR / default_json).resolve()
     args.md = (args.md or args.json.with_suffix(".md")).resolve()
 
@@ -139,6 +150,12 @@ def main() -> int:
     bench: Bench | None = None
     error = None
     try:
+        if args.serve_named:
+            args.gocacher = args.gocacher or default_gocacher()
+            md = servenamed.run(args, root, children)
+            print(md)
+            log(f"# wrote {args.json} and {args.md} ({time.time() - started:.0f} s)")
+            return 0
         if shutil.which("go") is None:
             raise BenchError("`go` is not on PATH")
         if not os.access(TIME_BIN, os.X_OK):

@@ -233,6 +233,57 @@ fn trim_size_cap_spares_the_last_day() {
     assert!(paths[2].exists() && paths[3].exists());
 }
 
+#[test]
+fn trim_roots_takes_named_objects_with_entries_by_last_use() {
+    let (c, _dir) = cache();
+    let root = c.root().to_path_buf();
+    let packs = root.join("named/packs");
+    fs::create_dir_all(&packs).unwrap();
+    let at = |age: Duration| SystemTime::now() - age;
+    // An entry three days old; packs four and two days old; a pack
+    // written five days ago and read one day ago (its access time).
+    let entry = store(&c, Id([3; 32]), &[3; 1000]).unwrap();
+    set_age(&entry, 3 * DAY);
+    set_age(&c.action_path(&Id([3; 32])), 3 * DAY);
+    let pack = |name: &str, modified: Duration, accessed: Duration| {
+        let p = packs.join(name);
+        fs::write(&p, vec![0u8; 1000]).unwrap();
+        let f = File::options().write(true).open(&p).unwrap();
+        f.set_times(
+            fs::FileTimes::new()
+                .set_modified(at(modified))
+                .set_accessed(at(accessed)),
+        )
+        .unwrap();
+        p
+    };
+    let old = pack("old", 4 * DAY, 4 * DAY);
+    let newer = pack("newer", 2 * DAY, 2 * DAY);
+    let read = pack("read", 5 * DAY, DAY);
+    let stale_tmp = pack(".tmp-1-1", 2 * DAY, 2 * DAY);
+    let roots = [root.clone()];
+    let r = trim::trim_roots(
+        &roots,
+        &["named/manifests", "named/packs"],
+        &TrimPolicy {
+            max_age: 30 * DAY,
+            max_size: Some(2100),
+            deadline: Duration::from_secs(60),
+            min_age: Duration::ZERO,
+        },
+        SystemTime::now(),
+    )
+    .unwrap();
+    // The stale temp file goes by age; then the oldest by last use: the
+    // old pack, the entry's two files. The read pack and the newer stay.
+    assert!(!stale_tmp.exists() && !old.exists() && !entry.exists(), "{r:?}");
+    assert!(read.exists() && newer.exists(), "{r:?}");
+    assert_eq!(r.kept_bytes, 2000);
+    // A trim of the client's cache never looks under named/.
+    trim::trim_now(&root, &policy(DAY, Some(1)), SystemTime::now()).unwrap();
+    assert!(read.exists() && newer.exists());
+}
+
 /// Stores `body`'s output only, as a pack entry's is, and indexes `action`.
 fn store_indexed(c: &DiskCache, action: Id, body: &[u8]) -> Indexed {
     c.write_output_bytes(&sum(body), body).unwrap();
