@@ -6,7 +6,7 @@ Two tests, each on a fresh server and store, repeated `--runs` times:
   `--pack-mb` (default 400) random bytes, then N concurrent GETs of all of
   it, each body checked against the pack's SHA-256. Peak RSS is the
   server's VmHWM, reset (clear_refs) after the PUT, so it is the readers'
-  peak; the whole-life peak (PUT included) is recorded too.
+  peak; the peak before it (start and PUT) is recorded too.
 - `trim`: a server with `--max-size` `--trim-cap-mb` (default 300) MB is
   sent `--trim-total-mb` (default 800) MB of packs of 20 MB, every other
   one in a pull request's namespace (static tokens), one after another.
@@ -221,15 +221,15 @@ def trim(binary: Path, root: Path, children: Children, cap_mb: int, total_mb: in
 def spread(vals: list[float]) -> str:
     if not vals:
         return "—"
-    return f"{min(vals):g} / {statistics.median(vals):g} / {max(vals):g}"
+    return f"{min(vals):g} / {round(statistics.median(vals), 1):g} / {max(vals):g}"
 
 
 def render(meta: dict[str, object], records: list[dict[str, object]]) -> str:
     lines = [f"# Manifests and packs on gocacher serve ({meta['date']})", "",
-             f"{meta['machine']} · gocacher {meta['gocacher_commit']} ({meta['gocacher']}) · "
+             f"{meta['machine']} · gocacher {meta.get('label') or meta['gocacher_commit']} ({meta['gocacher']}) · "
              f"{meta['runs']} run(s); cells are min / median / max", "",
              "## Concurrent GETs of one pack", "",
-             "| readers | pack MB | server peak RSS MB (readers) | peak RSS MB (whole life, PUT included) "
+             "| readers | pack MB | server peak RSS MB (the GETs) | peak RSS MB before them (start, PUT) "
              "| wall s | MB/s out | bad replies |",
              "|--:|--:|--:|--:|--:|--:|--:|"]
     for n in sorted({r["readers"] for r in records if r["test"] == "readers"}):  # type: ignore[type-var]

@@ -234,7 +234,11 @@ fn named_objects_stream_whole_and_ranged_in_bounded_memory() {
     let mut r = get(addr, &pack_path("manifests", &m), "");
     assert_eq!(r.status, 200);
     r.check_body(&manifest).unwrap();
-    let mut r = get(addr, &pack_path("manifests", &m), "Range: bytes=100-199\r\n");
+    let mut r = get(
+        addr,
+        &pack_path("manifests", &m),
+        "Range: bytes=100-199\r\n",
+    );
     assert_eq!(r.status, 206);
     assert_eq!(r.header("content-range"), Some("bytes 100-199/10000"));
     r.check_body(&manifest[100..200]).unwrap();
@@ -250,7 +254,10 @@ fn named_objects_stream_whole_and_ranged_in_bounded_memory() {
         &format!("Range: bytes={len}-\r\n"),
     );
     assert_eq!(r.status, 416);
-    assert_eq!(r.header("content-range"), Some(format!("bytes */{len}").as_str()));
+    assert_eq!(
+        r.header("content-range"),
+        Some(format!("bytes */{len}").as_str())
+    );
     assert_eq!(get(addr, &pack_path("packs", &name(3)), "").status, 404);
 
     assert!(
@@ -360,7 +367,12 @@ fn named_objects_are_trimmed_with_entries_under_one_max_size() {
     let (_, text) = request(metrics, &get_head("/metrics", ""), b"");
     let stored: u64 = text
         .lines()
-        .find_map(|l| l.strip_prefix("gocacher_serve_store_bytes")?.trim().parse().ok())
+        .find_map(|l| {
+            l.strip_prefix("gocacher_serve_store_bytes")?
+                .trim()
+                .parse()
+                .ok()
+        })
         .unwrap_or_else(|| panic!("no store_bytes in\n{text}"));
     assert!(
         stored >= 4 * 5 * MB as u64 && stored <= CAP,
@@ -385,7 +397,13 @@ fn a_pack_trimmed_or_replaced_while_read_is_sent_whole() {
     // Newer packs push it out: trim removes it under the reader.
     for i in 0..3u64 {
         assert_eq!(
-            put_named(addr, None, "packs", &name(20 + i), &pattern(20 + i, 10 * MB)),
+            put_named(
+                addr,
+                None,
+                "packs",
+                &name(20 + i),
+                &pattern(20 + i, 10 * MB)
+            ),
             204
         );
         std::thread::sleep(Duration::from_millis(30));
@@ -404,7 +422,10 @@ fn a_pack_trimmed_or_replaced_while_read_is_sent_whole() {
     // The reader still gets every byte of what it started.
     let mut rest = Vec::new();
     reader.body.read_to_end(&mut rest).unwrap();
-    assert!(rest == old[MB..], "the reply of a trimmed pack was corrupted");
+    assert!(
+        rest == old[MB..],
+        "the reply of a trimmed pack was corrupted"
+    );
 
     // A replacement renamed over a pack mid-reply changes neither the
     // reply's bytes nor its ETag; the next reader gets the new one.

@@ -276,7 +276,10 @@ fn trim_roots_takes_named_objects_with_entries_by_last_use() {
     .unwrap();
     // The stale temp file goes by age; then the oldest by last use: the
     // old pack, the entry's two files. The read pack and the newer stay.
-    assert!(!stale_tmp.exists() && !old.exists() && !entry.exists(), "{r:?}");
+    assert!(
+        !stale_tmp.exists() && !old.exists() && !entry.exists(),
+        "{r:?}"
+    );
     assert!(read.exists() && newer.exists(), "{r:?}");
     assert_eq!(r.kept_bytes, 2000);
     // A trim of the client's cache never looks under named/.

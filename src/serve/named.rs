@@ -67,11 +67,11 @@ fn parse_range(v: &str) -> Option<(u64, Option<u64>)> {
 struct Named {
     tag: String,
     total: u64,
-    send: Send_,
+    send: Part,
 }
 
 /// The part of a named object a reply carries.
-enum Send_ {
+enum Part {
     /// It is no longer the object `If-Match` named.
     Changed,
     /// The range starts past its end.
@@ -158,13 +158,19 @@ fn read_local(
     let tag = etag(&m);
     let total = m.len();
     mark_used(&file, &m);
-    let named = |send| Ok(Some(Named { tag: tag.clone(), total, send }));
+    let named = |send| {
+        Ok(Some(Named {
+            tag: tag.clone(),
+            total,
+            send,
+        }))
+    };
     if if_match.as_deref().is_some_and(|want| want != tag) {
-        return named(Send_::Changed);
+        return named(Part::Changed);
     }
     let (start, len) = match range {
         None => (0, total),
-        Some((start, _)) if start >= total => return named(Send_::Past),
+        Some((start, _)) if start >= total => return named(Part::Past),
         Some((start, end)) => (start, end.map_or(total, |e| e.min(total - 1) + 1) - start),
     };
     io::Seek::seek(&mut file, io::SeekFrom::Start(start))?;
@@ -174,9 +180,9 @@ fn read_local(
         if buf.len() as u64 != len {
             return Err(io::Error::other("the object is shorter than it was"));
         }
-        return named(Send_::Bytes(buf));
+        return named(Part::Bytes(buf));
     }
-    named(Send_::File { file, start, len })
+    named(Part::File { file, start, len })
 }
 
 /// Records a read of a named object for trim (least recently used first)
@@ -212,16 +218,16 @@ fn respond(
         Err(e) => return internal("reading a named object", e),
     };
     let (start, len, body) = match send {
-        Send_::Changed => return text(StatusCode::PRECONDITION_FAILED, "the object changed"),
-        Send_::Past => {
+        Part::Changed => return text(StatusCode::PRECONDITION_FAILED, "the object changed"),
+        Part::Past => {
             return (
                 StatusCode::RANGE_NOT_SATISFIABLE,
                 [(header::CONTENT_RANGE, format!("bytes */{total}"))],
             )
                 .into_response()
         }
-        Send_::Bytes(b) => (range.map_or(0, |r| r.0), b.len() as u64, Body::from(b)),
-        Send_::File { file, start, len } => {
+        Part::Bytes(b) => (range.map_or(0, |r| r.0), b.len() as u64, Body::from(b)),
+        Part::File { file, start, len } => {
             let part = tokio::io::AsyncReadExt::take(tokio::fs::File::from_std(file), len);
             let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(part, CHUNK));
             (start, len, body)
