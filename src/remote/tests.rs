@@ -34,6 +34,7 @@ fn opts() -> RemoteOptions {
         breaker_cooldown: COOLDOWN,
         spool: true,
         keys: Default::default(),
+        policy: super::Policy::OneShot,
     }
 }
 

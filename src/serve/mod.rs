@@ -12,6 +12,7 @@
 //! minimum age: least recently used files first, down to `--max-size`.
 
 mod auth;
+mod bucket;
 mod handlers;
 mod metrics;
 mod named;
@@ -33,6 +34,7 @@ use crate::config::{parse_size, RemoteConfig, StoreSettings};
 use crate::disk::{DiskCache, TrimPolicy};
 use crate::remote::s3::S3Store;
 use crate::remote::Remote;
+use bucket::Bucket;
 use crate::stats::Stats;
 
 /// Replies compressed at once; each holds an output of up to 8 MiB and
@@ -314,18 +316,11 @@ pub(crate) struct Shared {
     /// The bucket behind the store (`--remote`): every PUT is in it before
     /// it is acknowledged, a local miss is looked up in it, and manifests and
     /// packs are read from and written to it directly.
-    pub(crate) remote: Option<Bucket>,
+    pub(crate) remote: Option<Arc<Bucket>>,
     /// Sessions and their grants; `None`: no auth, everyone writes global.
     pub(crate) auth: Option<auth::Auth>,
     /// Namespaces' stores, opened on first use: `<root>/ns/<hash>`.
     spaces: std::sync::Mutex<std::collections::HashMap<String, Arc<DiskCache>>>,
-}
-
-pub(crate) struct Bucket {
-    pub(crate) remote: Arc<Remote>,
-    /// Key prefix of named objects: `[PREFIX/]gocacher/v1`.
-    pub(crate) named_prefix: String,
-    pub(crate) stats: Arc<Stats>,
 }
 
 impl Shared {
@@ -411,15 +406,12 @@ async fn serve(cfg: ServeConfig, remote: Option<RemoteConfig>) -> Result<()> {
             };
             let opts = crate::remote::RemoteOptions {
                 spool: false,
+                policy: crate::remote::Policy::Server,
                 ..rc.opts.clone()
             };
             let remote = Remote::new(Box::new(store), disk.clone(), stats.clone(), opts);
             eprintln!("gocacher serve: bucket {}", remote.describe());
-            Some(Bucket {
-                remote,
-                named_prefix,
-                stats,
-            })
+            Some(Arc::new(Bucket::new(remote, named_prefix, stats)))
         }
     };
     let named = disk.root().join("named");
@@ -427,7 +419,11 @@ async fn serve(cfg: ServeConfig, remote: Option<RemoteConfig>) -> Result<()> {
         std::fs::create_dir_all(named.join(kind))
             .with_context(|| format!("creating {}", named.join(kind).display()))?;
     }
-    let metrics = metrics::Metrics::default();
+    let mut metrics = metrics::Metrics::default();
+    if let Some(b) = &bucket {
+        metrics.register_bucket();
+        tokio::spawn(b.clone().watch());
+    }
     let auth = if cfg.auth.enabled() {
         Some(auth::Auth::new(
             cfg.auth.clone(),
