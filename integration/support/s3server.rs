@@ -364,7 +364,14 @@ impl S3Server {
         let file = self.dir.path().join(format!("{name}.json"));
         std::fs::write(&file, policy.to_string()).unwrap();
         let alias = "gocacher";
-        self.mc(&["admin", "policy", "create", alias, &name, file.to_str().unwrap()]);
+        self.mc(&[
+            "admin",
+            "policy",
+            "create",
+            alias,
+            &name,
+            file.to_str().unwrap(),
+        ]);
         // Drop the user's policies first (none for a new user).
         let bin = tool_bin("GOCACHER_MC_BIN", "mc", "install-mc.sh");
         let info = Command::new(bin)

@@ -443,7 +443,11 @@ impl Remote {
             eprintln!(
                 "gocacher serve: {}: answering again; using it for reads{}",
                 self.describe(),
-                if self.is_read_only() { " (writes still denied)" } else { " and writes" }
+                if self.is_read_only() {
+                    " (writes still denied)"
+                } else {
+                    " and writes"
+                }
             );
         }
     }

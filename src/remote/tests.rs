@@ -389,7 +389,10 @@ async fn a_denied_heal_skips_that_object_only() {
     assert_eq!(count(&t.remote.stats.corrupt), 1);
     t.store.deny_deletes.store(true, Ordering::Relaxed);
     assert!(!upload_now(&t.remote, job(&t, 170)).await);
-    assert!(!t.remote.is_read_only(), "one denied heal is not a read-only run");
+    assert!(
+        !t.remote.is_read_only(),
+        "one denied heal is not a read-only run"
+    );
     assert!(upload_now(&t.remote, job(&t, 172)).await);
     assert_eq!(count(&t.remote.stats.uploads), 1);
     assert_eq!(count(&t.remote.stats.healed), 0);

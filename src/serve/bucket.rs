@@ -39,7 +39,9 @@ pub(crate) enum NotWritten {
 impl std::fmt::Display for NotWritten {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            NotWritten::Paused => f.write_str("the bucket is out of use or its writes are denied; retrying it later"),
+            NotWritten::Paused => {
+                f.write_str("the bucket is out of use or its writes are denied; retrying it later")
+            }
             NotWritten::Failed(e) => write!(f, "{e}"),
         }
     }
@@ -116,7 +118,10 @@ impl Bucket {
             }
             Err(e) => {
                 Stats::inc(&self.stats.upload_errors);
-                r.failed(&e, e.kind == crate::remote::store::FailureKind::AccessDenied);
+                r.failed(
+                    &e,
+                    e.kind == crate::remote::store::FailureKind::AccessDenied,
+                );
                 Err(NotWritten::Failed(e))
             }
         }

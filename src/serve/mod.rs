@@ -34,8 +34,8 @@ use crate::config::{parse_size, RemoteConfig, StoreSettings};
 use crate::disk::{DiskCache, TrimPolicy};
 use crate::remote::s3::S3Store;
 use crate::remote::Remote;
-use bucket::Bucket;
 use crate::stats::Stats;
+use bucket::Bucket;
 
 /// Replies compressed at once; each holds an output of up to 8 MiB and
 /// its frame in memory.
