@@ -326,6 +326,69 @@ impl S3Server {
         env_for(&user, &secret, &self.endpoint)
     }
 
+    /// Environment like `env()`'s, for a new MinIO user that may do `actions`
+    /// (e.g. "s3:GetObject") on `bucket`'s objects, and list it; its user
+    /// name is the first of the pair.
+    pub fn user_with(&self, bucket: &str, actions: &[&str]) -> (String, Vec<(String, String)>) {
+        static USERS: AtomicUsize = AtomicUsize::new(0);
+        let n = USERS.fetch_add(1, Ordering::Relaxed);
+        let (user, secret) = (format!("user{n}"), format!("user{n}-secret"));
+        let alias = "gocacher";
+        self.mc(&["alias", "set", alias, &self.endpoint, self.key, self.secret]);
+        self.mc(&["admin", "user", "add", alias, &user, &secret]);
+        self.set_actions(&user, bucket, actions);
+        (user.clone(), env_for(&user, &secret, &self.endpoint))
+    }
+
+    /// Replaces what `user` (of [`S3Server::user_with`]) may do on `bucket`'s
+    /// objects with `actions`.
+    pub fn set_actions(&self, user: &str, bucket: &str, actions: &[&str]) {
+        static POLICIES: AtomicUsize = AtomicUsize::new(0);
+        let n = POLICIES.fetch_add(1, Ordering::Relaxed);
+        let name = format!("{user}-p{n}");
+        let policy = serde_json::json!({
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Action": ["s3:GetBucketLocation", "s3:ListBucket"],
+                    "Resource": [format!("arn:aws:s3:::{bucket}")],
+                },
+                {
+                    "Effect": "Allow",
+                    "Action": actions,
+                    "Resource": [format!("arn:aws:s3:::{bucket}/*")],
+                },
+            ],
+        });
+        let file = self.dir.path().join(format!("{name}.json"));
+        std::fs::write(&file, policy.to_string()).unwrap();
+        let alias = "gocacher";
+        self.mc(&[
+            "admin",
+            "policy",
+            "create",
+            alias,
+            &name,
+            file.to_str().unwrap(),
+        ]);
+        // Drop the user's policies first (none for a new user).
+        let bin = tool_bin("GOCACHER_MC_BIN", "mc", "install-mc.sh");
+        let info = Command::new(bin)
+            .args(["--no-color", "--json", "admin", "user", "info", alias, user])
+            .env("MC_CONFIG_DIR", self.dir.path().join("mc"))
+            .output()
+            .expect("run mc");
+        let info: serde_json::Value =
+            serde_json::from_slice(&info.stdout).unwrap_or(serde_json::Value::Null);
+        if let Some(old) = info["policyName"].as_str().filter(|p| !p.is_empty()) {
+            for p in old.split(',') {
+                self.mc(&["admin", "policy", "detach", alias, p, "--user", user]);
+            }
+        }
+        self.mc(&["admin", "policy", "attach", alias, &name, "--user", user]);
+    }
+
     /// Runs mc with this server's private config dir; panics on failure.
     fn mc(&self, args: &[&str]) {
         let bin = tool_bin("GOCACHER_MC_BIN", "mc", "install-mc.sh");

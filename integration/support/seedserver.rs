@@ -106,6 +106,11 @@ impl SeedServer {
         SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
+    /// The server process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("server running").id()
+    }
+
     pub fn url(&self) -> String {
         format!("http://{}", self.addr())
     }

@@ -39,6 +39,10 @@ pub struct Held {
     pub down: AtomicBool,
     /// Puts are refused as access denied (a read-only credential).
     pub deny_writes: AtomicBool,
+    /// Deletes are refused as access denied (no s3:DeleteObject).
+    pub deny_deletes: AtomicBool,
+    /// Every call fails as refused credentials while this is set.
+    pub refuse_credentials: AtomicBool,
 }
 
 impl Held {
@@ -54,6 +58,9 @@ impl Held {
         }
         if self.down.load(Ordering::Relaxed) {
             return Err(RemoteError::new(FailureKind::Unavailable, "down"));
+        }
+        if self.refuse_credentials.load(Ordering::Relaxed) {
+            return Err(RemoteError::new(FailureKind::Credentials, "ExpiredToken"));
         }
         Ok(())
     }
@@ -114,6 +121,9 @@ impl Store for MemoryStore {
 
     async fn remove(&self, action: &Id) -> Result<(), RemoteError> {
         self.call().await?;
+        if self.deny_deletes.load(Ordering::Relaxed) {
+            return Err(RemoteError::new(FailureKind::AccessDenied, "denied"));
+        }
         self.entries.lock().unwrap().remove(action);
         Ok(())
     }

@@ -20,9 +20,9 @@ mod transfer;
 mod upload;
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::disk::{DiskCache, Entry};
 use crate::stats::Stats;
@@ -32,6 +32,7 @@ use breaker::Breaker;
 use store::{FailureKind, RemoteError, Store};
 
 pub use prefetch::{Prefetch, Usage, WriteBack};
+pub(crate) use upload::upload_timeout;
 pub use upload::{upload_now, UploadJob, Uploader};
 
 /// Entries the index holds: recent hits, uploads and known misses of this
@@ -64,6 +65,45 @@ pub struct RemoteOptions {
     /// Signing of uploads and trust of downloads (`--sign-key`,
     /// `--trust-key`); default: nothing signed, every writer trusted.
     pub keys: Arc<crate::trust::Keys>,
+    /// What a failure that waiting will not fix does.
+    pub policy: Policy,
+}
+
+/// What the tier does when the bucket refuses the credentials, is missing,
+/// or denies reads or writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    /// A go command: it lasts minutes, and such a failure will not pass in
+    /// that time. Reads stop for the rest of the process, or writes do (a
+    /// denied write); each kind gets one line.
+    OneShot,
+    /// `gocacher serve`: it runs for months, and credentials rotate,
+    /// buckets get created, policies get fixed. Every failure backs off for
+    /// the breaker's cooldown, then one request tries again; each change of
+    /// state gets one line.
+    Server,
+}
+
+/// Kinds of failure as counted (see [`Remote::failures`]): a denied read
+/// and a denied write are told apart.
+pub const FAILURE_KINDS: [&str; 6] = [
+    "credentials",
+    "no_bucket",
+    "read_denied",
+    "write_denied",
+    "unavailable",
+    "other",
+];
+
+fn kind_index(kind: FailureKind, writing: bool) -> usize {
+    match kind {
+        FailureKind::Credentials => 0,
+        FailureKind::NoBucket => 1,
+        FailureKind::AccessDenied if writing => 3,
+        FailureKind::AccessDenied => 2,
+        FailureKind::Unavailable => 4,
+        FailureKind::Other => 5,
+    }
 }
 
 /// What the index knows of an action in the bucket.
@@ -86,6 +126,12 @@ pub struct Remote {
     /// Single-flight too: concurrent gets of one key share one download.
     index: moka::future::Cache<Id, Known>,
     read_only: AtomicBool,
+    /// [`Policy::Server`]: after a denied write, until when writes wait;
+    /// past it, the next write tries (std Mutex: never held across an
+    /// await).
+    writes_paused: Mutex<Option<Instant>>,
+    /// Failures counted by kind, as [`FAILURE_KINDS`] names them.
+    failures: [AtomicU64; FAILURE_KINDS.len()],
     /// Downloads decompressing and writing at once. Each holds a zstd window
     /// and buffers; the network requests themselves are not limited by this,
     /// so a prefetch keeps many round trips in flight while memory stays
@@ -115,6 +161,8 @@ impl Remote {
         Arc::new(Remote {
             spool,
             read_only: AtomicBool::new(opts.read_only),
+            writes_paused: Mutex::new(None),
+            failures: Default::default(),
             store,
             disk,
             stats,
@@ -130,8 +178,33 @@ impl Remote {
         self.store.describe()
     }
 
+    /// Whether writes are off: configured so, denied for good (one-shot),
+    /// or denied lately (a server, until its retry).
     pub fn is_read_only(&self) -> bool {
         self.read_only.load(Ordering::Relaxed)
+            || self
+                .writes_paused
+                .lock()
+                .unwrap()
+                .is_some_and(|t| Instant::now() < t)
+    }
+
+    /// Whether the bucket is being used for reads (the breaker is closed).
+    pub fn in_use(&self) -> bool {
+        !self.breaker.is_open()
+    }
+
+    /// Whether writes go to the bucket: it is in use, and writes are
+    /// neither configured off nor denied.
+    pub fn writes_go_through(&self) -> bool {
+        self.in_use()
+            && !self.read_only.load(Ordering::Relaxed)
+            && self.writes_paused.lock().unwrap().is_none()
+    }
+
+    /// Failures so far, by kind ([`FAILURE_KINDS`]).
+    pub fn failures(&self) -> [(&'static str, u64); FAILURE_KINDS.len()] {
+        std::array::from_fn(|i| (FAILURE_KINDS[i], self.failures[i].load(Ordering::Relaxed)))
     }
 
     /// Looks an action up in the bucket; on a hit the output is verified and
@@ -145,7 +218,14 @@ impl Remote {
                 return None;
             }
             Some(Known::Corrupt) => return None,
-            _ => {}
+            // On disk already (downloaded or uploaded here): no bucket call,
+            // so no turn of the breaker's probe.
+            Some(Known::Present(_)) => {
+                if let Ok(Some(e)) = self.disk.get(&action) {
+                    return Some((e, false));
+                }
+            }
+            None => {}
         }
         if !self.breaker.allow() {
             return None;
@@ -209,9 +289,19 @@ impl Remote {
         self.index.insert(action, Known::Present(output)).await;
     }
 
-    /// Counts a failed call and applies the policy for its kind: stop for
-    /// good (credentials, bucket), go read-only (write denied), or back off.
+    /// Counts a failed call (`writing`: an upload or a write of a named
+    /// object) and applies the policy for its kind.
     pub(crate) fn failed(&self, err: &RemoteError, writing: bool) {
+        self.failures[kind_index(err.kind, writing)].fetch_add(1, Ordering::Relaxed);
+        match self.opts.policy {
+            Policy::OneShot => self.failed_once(err, writing),
+            Policy::Server => self.failed_serving(err, writing),
+        }
+    }
+
+    /// [`Policy::OneShot`]: stop for good (credentials, bucket, read
+    /// denied), go read-only (write denied), or back off.
+    fn failed_once(&self, err: &RemoteError, writing: bool) {
         let d = self.describe();
         match err.kind {
             FailureKind::Credentials => {
@@ -262,6 +352,103 @@ impl Remote {
                     ));
                 }
             }
+        }
+    }
+
+    /// [`Policy::Server`]: nothing is given up for good. A denied write
+    /// pauses writes, anything else stops using the bucket (at once, or
+    /// after [`breaker::THRESHOLD`] failures in a row for those that may
+    /// pass by themselves); after the cooldown one request tries again.
+    /// Each change of state is one line.
+    fn failed_serving(&self, err: &RemoteError, writing: bool) {
+        let d = self.describe();
+        let retry = self.breaker.cooldown().as_secs();
+        let what = match err.kind {
+            FailureKind::AccessDenied if writing => {
+                let mut paused = self.writes_paused.lock().unwrap();
+                let was_on = paused.is_none();
+                *paused = Some(Instant::now() + self.breaker.cooldown());
+                drop(paused);
+                if was_on {
+                    eprintln!(
+                        "gocacher serve: {d}: writes denied ({}); still reading it, while PUTs are kept in the local store and answered 503; retrying writes in {retry} s",
+                        err.message
+                    );
+                }
+                return;
+            }
+            FailureKind::Credentials => {
+                if !self.breaker.trip() {
+                    return;
+                }
+                format!(
+                    "credentials refused ({}; {})",
+                    err.message,
+                    self.store.credentials_hint()
+                )
+            }
+            FailureKind::NoBucket => {
+                if !self.breaker.trip() {
+                    return;
+                }
+                format!("the bucket does not exist ({})", err.message)
+            }
+            FailureKind::AccessDenied => {
+                if !self.breaker.trip() {
+                    return;
+                }
+                format!("reads denied ({})", err.message)
+            }
+            FailureKind::Unavailable | FailureKind::Other => {
+                if !self.breaker.failure() {
+                    return;
+                }
+                format!(
+                    "{} failures in a row (last: {})",
+                    breaker::THRESHOLD,
+                    err.message
+                )
+            }
+        };
+        eprintln!(
+            "gocacher serve: {d}: {what}; serving from the local store only (PUTs are kept there and answered 503), retrying the bucket in {retry} s"
+        );
+    }
+
+    /// Records that the bucket answered a read; with [`Policy::Server`], a
+    /// bucket that was out of use gets a line saying it is used again.
+    pub(crate) fn answered(&self) {
+        if self.breaker.success() {
+            self.back_in_use();
+        }
+    }
+
+    /// Records that the bucket took a write: closes a breaker this write
+    /// probed, and ends a pause of writes.
+    pub(crate) fn wrote(&self) {
+        if self.breaker.answered() {
+            self.back_in_use();
+        }
+        let resumed = self.writes_paused.lock().unwrap().take().is_some();
+        if resumed && self.opts.policy == Policy::Server {
+            eprintln!(
+                "gocacher serve: {}: writes go through again; PUTs are written to the bucket",
+                self.describe()
+            );
+        }
+    }
+
+    fn back_in_use(&self) {
+        if self.opts.policy == Policy::Server {
+            eprintln!(
+                "gocacher serve: {}: answering again; using it for reads{}",
+                self.describe(),
+                if self.is_read_only() {
+                    " (writes still denied)"
+                } else {
+                    " and writes"
+                }
+            );
         }
     }
 

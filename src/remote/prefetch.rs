@@ -237,7 +237,7 @@ impl Prefetch {
                 // cmd/go's requests in between on a long manifest.
                 tokio::task::yield_now().await;
             }
-            if !remote.breaker.allow() {
+            if remote.breaker.is_cooling() {
                 break; // the bucket is failing: leave the rest to the gets
             }
             if remote.knows(&action) || matches!(remote.disk.get(&action), Ok(Some(_))) {
@@ -367,7 +367,7 @@ async fn load(remote: &Remote, scope: &str) -> Loaded {
     let Some(read) = bounded(remote, manifest_bound(remote), false, read).await else {
         return Loaded::Failed;
     };
-    remote.breaker.success();
+    remote.answered();
     if let Some(body) = &read {
         Stats::add(&remote.stats.bytes_downloaded, body.len() as u64);
     }

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use super::format::{Encoding, ObjectMeta};
 use super::memory::MemoryStore;
-use super::{Remote, RemoteOptions, UploadJob, Uploader};
+use super::{upload_now, Policy, Remote, RemoteOptions, UploadJob, Uploader};
 use crate::disk::DiskCache;
 use crate::stats::Stats;
 use crate::wire::Id;
@@ -34,6 +34,7 @@ fn opts() -> RemoteOptions {
         breaker_cooldown: COOLDOWN,
         spool: true,
         keys: Default::default(),
+        policy: super::Policy::OneShot,
     }
 }
 
@@ -295,4 +296,110 @@ async fn a_denied_write_switches_to_read_only() {
     // Lookups still work.
     let (action, _, _) = held(&t, 62);
     assert!(t.remote.fetch(action).await.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_the_cooldown_many_lookups_send_one_probe() {
+    let t = tier(opts());
+    for n in 100..140 {
+        held(&t, n);
+    }
+    t.store.down.store(true, Ordering::Relaxed);
+    for n in 100..103 {
+        assert!(t.remote.fetch(entry(n).0).await.is_none());
+    }
+    assert_eq!(count(&t.store.gets), 3);
+    tokio::time::sleep(COOLDOWN + Duration::from_millis(50)).await;
+    // The store answers slowly (within the timeout): while the probe is
+    // out, the other lookups are misses without a call.
+    *t.store.delay.lock().unwrap() = Duration::from_millis(300);
+    let lookups: Vec<_> = (103..133)
+        .map(|n| {
+            let r = t.remote.clone();
+            tokio::spawn(async move { r.fetch(entry(n).0).await.is_some() })
+        })
+        .collect();
+    for l in lookups {
+        assert!(!l.await.unwrap());
+    }
+    assert_eq!(count(&t.store.gets), 4, "one probe, not one per lookup");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_retries_refused_credentials_and_denied_writes() {
+    let t = tier(RemoteOptions {
+        policy: Policy::Server,
+        ..opts()
+    });
+    for n in 140..150 {
+        held(&t, n);
+    }
+    t.store.refuse_credentials.store(true, Ordering::Relaxed);
+    assert!(t.remote.fetch(entry(140).0).await.is_none());
+    assert!(!t.remote.in_use() && !t.remote.writes_go_through());
+    assert!(t.remote.fetch(entry(141).0).await.is_none());
+    assert_eq!(count(&t.store.gets), 1, "out of use: no call");
+    // Still refused at the retry: out of use for another cooldown.
+    tokio::time::sleep(COOLDOWN + Duration::from_millis(50)).await;
+    assert!(t.remote.fetch(entry(142).0).await.is_none());
+    assert_eq!(count(&t.store.gets), 2);
+    t.store.refuse_credentials.store(false, Ordering::Relaxed);
+    tokio::time::sleep(COOLDOWN + Duration::from_millis(50)).await;
+    assert!(t.remote.fetch(entry(143).0).await.is_some());
+    assert!(t.remote.fetch(entry(144).0).await.is_some());
+    assert!(t.remote.in_use() && t.remote.writes_go_through());
+
+    // Denied writes pause writes, not reads, and resume after the cooldown.
+    t.store.deny_writes.store(true, Ordering::Relaxed);
+    assert!(!upload_now(&t.remote, job(&t, 150)).await);
+    assert!(t.remote.is_read_only() && !t.remote.writes_go_through());
+    assert!(t.remote.in_use());
+    assert!(!upload_now(&t.remote, job(&t, 151)).await);
+    assert_eq!(count(&t.remote.stats.upload_errors), 1, "paused: no call");
+    t.store.deny_writes.store(false, Ordering::Relaxed);
+    tokio::time::sleep(COOLDOWN + Duration::from_millis(50)).await;
+    assert!(upload_now(&t.remote, job(&t, 152)).await);
+    assert!(t.remote.writes_go_through());
+    let failures = t.remote.failures();
+    assert_eq!(failures[0], ("credentials", 2));
+    assert_eq!(failures[3], ("write_denied", 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_go_command_gives_refused_credentials_up_for_good() {
+    let t = tier(opts());
+    held(&t, 160);
+    held(&t, 161);
+    t.store.refuse_credentials.store(true, Ordering::Relaxed);
+    assert!(t.remote.fetch(entry(160).0).await.is_none());
+    t.store.refuse_credentials.store(false, Ordering::Relaxed);
+    tokio::time::sleep(COOLDOWN + Duration::from_millis(50)).await;
+    assert!(t.remote.fetch(entry(161).0).await.is_none());
+    assert_eq!(count(&t.store.gets), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_denied_heal_skips_that_object_only() {
+    let t = tier(opts());
+    // A corrupt object: its metadata names another output.
+    let (action, output, data) = entry(170);
+    let (_, other, _) = entry(171);
+    t.store.insert(action, meta(other, &data), data.clone());
+    assert!(t.remote.fetch(action).await.is_none());
+    assert_eq!(count(&t.remote.stats.corrupt), 1);
+    t.store.deny_deletes.store(true, Ordering::Relaxed);
+    assert!(!upload_now(&t.remote, job(&t, 170)).await);
+    assert!(
+        !t.remote.is_read_only(),
+        "one denied heal is not a read-only run"
+    );
+    assert!(upload_now(&t.remote, job(&t, 172)).await);
+    assert_eq!(count(&t.remote.stats.uploads), 1);
+    assert_eq!(count(&t.remote.stats.healed), 0);
+    assert_eq!(
+        t.store.entries.lock().unwrap()[&action].0.output_id,
+        other,
+        "the bad object is left as it was"
+    );
+    let _ = output;
 }

@@ -36,7 +36,7 @@ pub(super) async fn download(r: &Remote, action: Id) -> Result<Known, Failed> {
     };
     let (meta, body, wire_len) = match fetched {
         Fetched::Missing => {
-            r.breaker.success();
+            r.answered();
             return Ok(Known::Missing);
         }
         Fetched::Found {
@@ -45,7 +45,7 @@ pub(super) async fn download(r: &Remote, action: Id) -> Result<Known, Failed> {
             wire_len,
         } => (meta, body, wire_len),
     };
-    r.breaker.success();
+    r.answered();
     let Some(meta) = meta else {
         return Ok(corrupt(r, &action, "object metadata missing or unreadable"));
     };

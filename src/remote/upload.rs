@@ -71,7 +71,7 @@ impl Uploader {
             Stats::inc(&r.stats.uploads_skipped);
             return;
         }
-        if !r.breaker.allow() {
+        if r.breaker.is_cooling() {
             Stats::inc(&r.stats.uploads_dropped);
             return;
         }
@@ -101,7 +101,7 @@ impl Uploader {
                     break format!("after {:.1}s at close", started.elapsed().as_secs_f64())
                 }
                 _ = tokio::time::sleep(BREAKER_POLL) => {
-                    if !self.remote.breaker.allow() {
+                    if self.remote.breaker.is_cooling() {
                         break "at close: the bucket is not answering".to_string();
                     }
                 }
@@ -196,23 +196,29 @@ async fn upload(r: &Remote, job: UploadJob) -> bool {
     let wire_len = payload.len();
     let limit = upload_timeout(r.opts.upload_timeout, wire_len);
     let started = Instant::now();
-    // An object this process found corrupt is replaced: deleted, then
-    // created as usual (so a good copy another machine writes meanwhile
-    // wins as any first writer does). Without this, `If-None-Match` would
-    // keep the bad object forever.
+    // An object this process found corrupt (or untrusted) is replaced:
+    // deleted, then created as usual (so a good copy another machine writes
+    // meanwhile wins as any first writer does). Without this, `If-None-Match`
+    // would keep the bad object forever. A writer that may not delete skips
+    // this one object and keeps writing the others.
     let heal = r.knows_corrupt(&job.action).await;
     let store = async {
         if heal {
-            r.store.remove(&job.action).await?;
+            r.store.remove(&job.action).await.map_err(Step::Heal)?;
         }
-        r.store.put(&job.action, &meta, payload.source()).await
+        r.store
+            .put(&job.action, &meta, payload.source())
+            .await
+            .map_err(Step::Put)
     };
     let stored = match tokio::time::timeout(limit, store).await {
         Ok(Ok(stored)) => {
             // No breaker.success() here: a bucket too slow for lookups may
             // still take uploads, and their successes must not keep
             // resetting the count of lookups that timed out (each of which
-            // cmd/go waits for).
+            // cmd/go waits for). A write that probed an open breaker closes
+            // it, though, and one that follows denied writes resumes them.
+            r.wrote();
             Stats::inc(&r.stats.uploads);
             match stored {
                 Stored::Created => {
@@ -226,7 +232,20 @@ async fn upload(r: &Remote, job: UploadJob) -> bool {
             r.note_present(job.action, job.output).await;
             true
         }
-        Ok(Err(e)) => {
+        Ok(Err(Step::Heal(e))) if e.kind == FailureKind::AccessDenied => {
+            Stats::inc(&r.stats.upload_errors);
+            r.report(
+                "heal-denied",
+                format_args!(
+                    "{}: object {} is corrupt or untrusted, and deleting it to replace it was denied ({}); leaving it, uploading the others (later ones are only counted)",
+                    r.describe(),
+                    r.store.key(&job.action),
+                    e.message
+                ),
+            );
+            false
+        }
+        Ok(Err(Step::Heal(e) | Step::Put(e))) => {
             Stats::inc(&r.stats.upload_errors);
             r.failed(&e, e.kind == FailureKind::AccessDenied);
             false
@@ -239,6 +258,13 @@ async fn upload(r: &Remote, job: UploadJob) -> bool {
     };
     drop(payload);
     stored
+}
+
+/// Which call of an upload failed.
+enum Step {
+    /// The delete of a corrupt or untrusted object before its replacement.
+    Heal(RemoteError),
+    Put(RemoteError),
 }
 
 /// The bytes to send: small and incompressible outputs as they are, others

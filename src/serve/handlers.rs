@@ -36,7 +36,7 @@ use super::auth::{Grant, Refused, Session, SessionStats, GLOBAL};
 use super::named::{get_named, put_named};
 use super::Shared;
 use crate::disk::{now_nanos, PutError};
-use crate::remote::{upload_now, UploadJob};
+use crate::remote::UploadJob;
 use crate::wire::Id;
 
 /// Outputs in this size range are sent lz4-compressed to a client that
@@ -299,7 +299,7 @@ async fn get_action(
     // A local miss is looked up in the bucket, verified and stored here.
     let found = match (local, &s.remote) {
         (Some(e), _) => Some(e),
-        (None, Some(b)) => b.remote.fetch(action).await.map(|(e, _)| e),
+        (None, Some(b)) => b.fetch(action).await,
         (None, None) => None,
     };
     let Some(entry) = found else {
@@ -660,7 +660,7 @@ async fn put_entry(
                     put_time_nanos: now_nanos(),
                     path: target.output_path(&output_id),
                 };
-                if !upload_now(&b.remote, job).await {
+                if !b.put_entry(job).await {
                     return refused(
                         &s,
                         StatusCode::SERVICE_UNAVAILABLE,

@@ -35,6 +35,12 @@ pub struct CodeLabels {
     pub code: u16,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    /// One of [`crate::remote::FAILURE_KINDS`].
+    pub kind: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
@@ -50,6 +56,10 @@ pub struct Metrics {
     pub store_bytes: Gauge,
     pub sessions: Gauge,
     pub auth_failures: Counter,
+    /// With `--remote` (see [`Metrics::register_bucket`]).
+    pub bucket_errors: Family<KindLabels, Counter>,
+    pub bucket_in_use: Gauge,
+    pub bucket_writes: Gauge,
 }
 
 impl Default for Metrics {
@@ -74,6 +84,9 @@ impl Default for Metrics {
             store_bytes: Gauge::default(),
             sessions: Gauge::default(),
             auth_failures: Counter::default(),
+            bucket_errors: Family::default(),
+            bucket_in_use: Gauge::default(),
+            bucket_writes: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -134,6 +147,25 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Adds the bucket's metrics (`--remote`).
+    pub fn register_bucket(&mut self) {
+        self.registry.register(
+            "bucket_errors",
+            "Failed bucket calls, by kind of failure",
+            self.bucket_errors.clone(),
+        );
+        self.registry.register(
+            "bucket_in_use",
+            "1 while the bucket is used for reads; 0 while it is out of use after failures, until a retry succeeds",
+            self.bucket_in_use.clone(),
+        );
+        self.registry.register(
+            "bucket_writes",
+            "1 while PUTs are written to the bucket; 0 while it is out of use or its writes are denied",
+            self.bucket_writes.clone(),
+        );
+    }
+
     /// The text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -184,6 +216,9 @@ pub async fn observe(State(s): State<Arc<Shared>>, req: Request, next: Next) -> 
 pub async fn metrics(State(s): State<Arc<Shared>>) -> Response {
     if let Some(a) = &s.auth {
         s.metrics.sessions.set(a.sessions() as i64);
+    }
+    if let Some(b) = &s.remote {
+        b.export(&s.metrics);
     }
     (
         [(

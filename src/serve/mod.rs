@@ -15,6 +15,7 @@
 //! the reply short.
 
 mod auth;
+mod bucket;
 mod handlers;
 mod metrics;
 mod named;
@@ -37,6 +38,7 @@ use crate::disk::{DiskCache, TrimPolicy};
 use crate::remote::s3::S3Store;
 use crate::remote::Remote;
 use crate::stats::Stats;
+use bucket::Bucket;
 
 /// Replies compressed at once; each holds an output of up to 8 MiB and
 /// its frame in memory.
@@ -317,18 +319,11 @@ pub(crate) struct Shared {
     /// The bucket behind the store (`--remote`): every PUT is in it before
     /// it is acknowledged, a local miss is looked up in it, and manifests and
     /// packs are read from and written to it directly.
-    pub(crate) remote: Option<Bucket>,
+    pub(crate) remote: Option<Arc<Bucket>>,
     /// Sessions and their grants; `None`: no auth, everyone writes global.
     pub(crate) auth: Option<auth::Auth>,
     /// Namespaces' stores, opened on first use: `<root>/ns/<hash>`.
     spaces: std::sync::Mutex<std::collections::HashMap<String, Arc<DiskCache>>>,
-}
-
-pub(crate) struct Bucket {
-    pub(crate) remote: Arc<Remote>,
-    /// Key prefix of named objects: `[PREFIX/]gocacher/v1`.
-    pub(crate) named_prefix: String,
-    pub(crate) stats: Arc<Stats>,
 }
 
 impl Shared {
@@ -414,15 +409,12 @@ async fn serve(cfg: ServeConfig, remote: Option<RemoteConfig>) -> Result<()> {
             };
             let opts = crate::remote::RemoteOptions {
                 spool: false,
+                policy: crate::remote::Policy::Server,
                 ..rc.opts.clone()
             };
             let remote = Remote::new(Box::new(store), disk.clone(), stats.clone(), opts);
             eprintln!("gocacher serve: bucket {}", remote.describe());
-            Some(Bucket {
-                remote,
-                named_prefix,
-                stats,
-            })
+            Some(Arc::new(Bucket::new(remote, named_prefix, stats)))
         }
     };
     let named = disk.root().join("named");
@@ -430,7 +422,11 @@ async fn serve(cfg: ServeConfig, remote: Option<RemoteConfig>) -> Result<()> {
         std::fs::create_dir_all(named.join(kind))
             .with_context(|| format!("creating {}", named.join(kind).display()))?;
     }
-    let metrics = metrics::Metrics::default();
+    let mut metrics = metrics::Metrics::default();
+    if let Some(b) = &bucket {
+        metrics.register_bucket();
+        tokio::spawn(b.clone().watch());
+    }
     let auth = if cfg.auth.enabled() {
         Some(auth::Auth::new(
             cfg.auth.clone(),

@@ -131,8 +131,8 @@ pub(crate) async fn get_named(
             read => return respond(&s, read, range),
         }
     }
-    if let Some(b) = &s.remote {
-        let key = format!("{}/{kind}/{name}", b.named_prefix);
+    if let Some(b) = s.remote.as_ref().filter(|b| b.reads()) {
+        let key = b.named_key(&kind, &name);
         return from_bucket(&s, b, &key, range, if_match.as_deref()).await;
     }
     let path = named_path(s.disk.root(), &kind, &name);
@@ -313,13 +313,8 @@ pub(crate) async fn put_named(
         Ok(Ok(path)) => {
             s.stored(len);
             if let (Some(b), true) = (&s.remote, grant.is_global()) {
-                let key = format!("{}/{kind}/{name}", b.named_prefix);
-                if let Err(e) = b
-                    .remote
-                    .store
-                    .put_named(&key, Source::File(&path, len))
-                    .await
-                {
+                let key = b.named_key(&kind, &name);
+                if let Err(e) = b.put_named(&key, Source::File(&path, len)).await {
                     return refused(
                         &s,
                         StatusCode::SERVICE_UNAVAILABLE,
@@ -342,7 +337,7 @@ pub(crate) async fn put_named(
 /// several servers share it.
 async fn from_bucket(
     s: &Shared,
-    b: &super::Bucket,
+    b: &super::bucket::Bucket,
     key: &str,
     range: Option<(u64, Option<u64>)>,
     if_match: Option<&str>,
@@ -353,7 +348,7 @@ async fn from_bucket(
         text(StatusCode::BAD_GATEWAY, "the bucket did not answer")
     };
     let Some((start, end)) = range else {
-        return match b.remote.store.get_named(key).await {
+        return match b.get_named(key).await {
             Ok(Fetched::Missing) => text(StatusCode::NOT_FOUND, "no such object"),
             Ok(Fetched::Found { body, wire_len, .. }) => {
                 s.metrics.bytes_out.inc_by(wire_len);
@@ -367,7 +362,7 @@ async fn from_bucket(
             Err(e) => bad_gateway(&e),
         };
     };
-    match b.remote.store.get_range(key, start, end, if_match).await {
+    match b.get_range(key, start, end, if_match).await {
         Ok(Ranged::Missing) => text(StatusCode::NOT_FOUND, "no such object"),
         Ok(Ranged::Changed) => text(StatusCode::PRECONDITION_FAILED, "the object changed"),
         Ok(Ranged::Past) => text(StatusCode::RANGE_NOT_SATISFIABLE, "past the end"),

@@ -64,11 +64,11 @@ pub(super) async fn ask_pack(remote: &Remote, scope: &str, whole: bool) -> Asked
         .await
         {
             Some(Some(head)) => {
-                remote.breaker.success();
+                remote.answered();
                 Asked::Head(head)
             }
             Some(None) => {
-                remote.breaker.success();
+                remote.answered();
                 Asked::Missing
             }
             None => Asked::Failed,
@@ -77,11 +77,11 @@ pub(super) async fn ask_pack(remote: &Remote, scope: &str, whole: bool) -> Asked
     let asked = remote.store.get_named(&key);
     match bounded(remote, remote.opts.timeout, false, asked).await {
         Some(Fetched::Missing) => {
-            remote.breaker.success();
+            remote.answered();
             Asked::Missing
         }
         Some(Fetched::Found { body, .. }) => {
-            remote.breaker.success();
+            remote.answered();
             Asked::Whole(body)
         }
         None => Asked::Failed,

@@ -31,7 +31,7 @@ impl WriteBack {
         if used.is_empty()
             || remote.is_read_only()
             || !remote.store.keeps_named()
-            || !remote.breaker.allow()
+            || remote.breaker.is_cooling()
         {
             return;
         }

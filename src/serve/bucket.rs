@@ -1,0 +1,171 @@
+//! The bucket behind `gocacher serve --remote`, as every path of the server
+//! uses it: entry gets and puts, named gets and puts, and the probe that
+//! tries a bucket out of use again. All of them obey one state, the
+//! [`Remote`]'s under [`crate::remote::Policy::Server`]: a failure that
+//! waiting may fix (credentials, a missing bucket, denied reads or writes,
+//! an endpoint down) takes the bucket out of use, or pauses writes, for the
+//! breaker's cooldown; then one request tries again. Nothing is given up for
+//! good. While the bucket is out of use the server answers from its own
+//! store, and a PUT is kept there but answered 503, as when the bucket
+//! refuses it.
+
+use std::sync::{Arc, Mutex};
+
+use crate::disk::Entry;
+use crate::remote::store::{Fetched, Ranged, RemoteError, Source};
+use crate::remote::{upload_now, Remote, UploadJob};
+use crate::stats::Stats;
+use crate::wire::Id;
+
+use super::metrics::{KindLabels, Metrics};
+
+pub(crate) struct Bucket {
+    pub(crate) remote: Arc<Remote>,
+    /// Key prefix of named objects: `[PREFIX/]gocacher/v1`.
+    pub(crate) named_prefix: String,
+    pub(crate) stats: Arc<Stats>,
+    /// Failures by kind already added to the metrics' counters (scrapes
+    /// may run at once).
+    exported: Mutex<[u64; crate::remote::FAILURE_KINDS.len()]>,
+}
+
+/// Why a named object's write did not reach the bucket.
+pub(crate) enum NotWritten {
+    /// The bucket is out of use, or its writes are denied lately.
+    Paused,
+    Failed(RemoteError),
+}
+
+impl std::fmt::Display for NotWritten {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotWritten::Paused => {
+                f.write_str("the bucket is out of use or its writes are denied; retrying it later")
+            }
+            NotWritten::Failed(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl Bucket {
+    pub(crate) fn new(remote: Arc<Remote>, named_prefix: String, stats: Arc<Stats>) -> Bucket {
+        Bucket {
+            remote,
+            named_prefix,
+            stats,
+            exported: Mutex::default(),
+        }
+    }
+
+    /// A named object's key in the bucket.
+    pub(crate) fn named_key(&self, kind: &str, name: &str) -> String {
+        format!("{}/{kind}/{name}", self.named_prefix)
+    }
+
+    /// Looks an action up in the bucket (a local miss); `None` while the
+    /// bucket is out of use, as for a miss.
+    pub(crate) async fn fetch(&self, action: Id) -> Option<Entry> {
+        self.remote.fetch(action).await.map(|(e, _)| e)
+    }
+
+    /// Writes an entry to the bucket; whether it has it now.
+    pub(crate) async fn put_entry(&self, job: UploadJob) -> bool {
+        upload_now(&self.remote, job).await
+    }
+
+    /// Whether a named read may go to the bucket now (takes the probe's
+    /// turn when the bucket is being tried again). False: answer from the
+    /// local store.
+    pub(crate) fn reads(&self) -> bool {
+        self.remote.breaker.allow()
+    }
+
+    /// Reads a named object (after [`Bucket::reads`]), to its headers
+    /// within the lookup timeout.
+    pub(crate) async fn get_named(&self, key: &str) -> Result<Fetched, RemoteError> {
+        let timeout = self.remote.opts.timeout;
+        let got = tokio::time::timeout(timeout, self.remote.store.get_named(key)).await;
+        self.settle(got.unwrap_or(Err(RemoteError::timeout(timeout))), false)
+    }
+
+    /// Reads part of a named object (after [`Bucket::reads`]).
+    pub(crate) async fn get_range(
+        &self,
+        key: &str,
+        start: u64,
+        end: Option<u64>,
+        if_match: Option<&str>,
+    ) -> Result<Ranged, RemoteError> {
+        let timeout = self.remote.opts.timeout;
+        let asked = self.remote.store.get_range(key, start, end, if_match);
+        let got = tokio::time::timeout(timeout, asked).await;
+        self.settle(got.unwrap_or(Err(RemoteError::timeout(timeout))), false)
+    }
+
+    /// Writes a named object, unless the bucket is out of use or its writes
+    /// are paused.
+    pub(crate) async fn put_named(&self, key: &str, body: Source<'_>) -> Result<(), NotWritten> {
+        let r = &self.remote;
+        if r.is_read_only() || !r.breaker.allow() {
+            return Err(NotWritten::Paused);
+        }
+        let limit = crate::remote::upload_timeout(r.opts.upload_timeout, body.len());
+        let put = tokio::time::timeout(limit, r.store.put_named(key, body)).await;
+        match put.unwrap_or(Err(RemoteError::timeout(limit))) {
+            Ok(()) => {
+                r.wrote();
+                Ok(())
+            }
+            Err(e) => {
+                Stats::inc(&self.stats.upload_errors);
+                r.failed(
+                    &e,
+                    e.kind == crate::remote::store::FailureKind::AccessDenied,
+                );
+                Err(NotWritten::Failed(e))
+            }
+        }
+    }
+
+    /// Records a read's outcome in the bucket's state.
+    fn settle<T>(&self, got: Result<T, RemoteError>, writing: bool) -> Result<T, RemoteError> {
+        match &got {
+            Ok(_) => self.remote.answered(),
+            Err(e) => {
+                Stats::inc(&self.stats.remote_errors);
+                self.remote.failed(e, writing);
+            }
+        }
+        got
+    }
+
+    /// Tries a bucket out of use again once its cooldown is over, whether
+    /// or not a request comes: a read of a named object nobody writes (a
+    /// miss is an answer).
+    pub(crate) async fn watch(self: Arc<Self>) {
+        let every = (self.remote.breaker.cooldown() / 4).max(std::time::Duration::from_millis(100));
+        let key = self.named_key("manifests", &"0".repeat(32));
+        loop {
+            tokio::time::sleep(every).await;
+            if self.remote.breaker.is_open() && !self.remote.breaker.is_cooling() && self.reads() {
+                let _ = self.get_named(&key).await;
+            }
+        }
+    }
+
+    /// Brings the metrics up to date with the bucket's state.
+    pub(crate) fn export(&self, m: &Metrics) {
+        m.bucket_in_use.set(self.remote.in_use() as i64);
+        m.bucket_writes.set(self.remote.writes_go_through() as i64);
+        let mut exported = self.exported.lock().unwrap();
+        for (i, (kind, n)) in self.remote.failures().into_iter().enumerate() {
+            let c = m.bucket_errors.get_or_create(&KindLabels {
+                kind: kind.to_string(),
+            });
+            if n > exported[i] {
+                c.inc_by(n - exported[i]);
+                exported[i] = n;
+            }
+        }
+    }
+}
