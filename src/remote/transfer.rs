@@ -44,7 +44,11 @@ pub(super) async fn download(r: &Remote, action: Id) -> Result<Known, Failed> {
             found @ Known::Present(_) => return Ok(found),
         }
     }
-    Ok(if refused { Known::Corrupt } else { Known::Missing })
+    Ok(if refused {
+        Known::Corrupt
+    } else {
+        Known::Missing
+    })
 }
 
 /// Which of the store's locations a download reads.
@@ -86,7 +90,12 @@ async fn download_from(r: &Remote, action: Id, at: At) -> Result<Known, Failed> 
     };
     r.breaker.success();
     let Some(meta) = meta else {
-        return Ok(corrupt(r, &action, at, "object metadata missing or unreadable"));
+        return Ok(corrupt(
+            r,
+            &action,
+            at,
+            "object metadata missing or unreadable",
+        ));
     };
     if let Some(trust) = &r.opts.keys.trust {
         let signed = meta.signature.as_ref();

@@ -225,7 +225,10 @@ fn trust_takes_only_signed_tables() {
     let trust = Trust::parse(&[key.public_hex()]).unwrap();
     let bodies = vec![b"signed body".repeat(20), b"two".to_vec()];
     let (table, signed) = pack_signed(&bodies, &|_, _| Ok(None), Some(&key));
-    assert_eq!(read_table(&mut &signed[..], Some(&trust), SCOPE).unwrap(), table);
+    assert_eq!(
+        read_table(&mut &signed[..], Some(&trust), SCOPE).unwrap(),
+        table
+    );
     let (_, unsigned) = pack_of(&bodies);
     assert!(matches!(
         read_table(&mut &unsigned[..], Some(&trust), SCOPE),
