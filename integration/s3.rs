@@ -453,4 +453,12 @@ mod minio_trust {
     fn either_of_two_trusted_keys() {
         super::either_of_two_trusted_keys(super::Kind::Minio)
     }
+    #[test]
+    fn signed_pack_under_another_scope_is_refused() {
+        super::signed_pack_under_another_scope_is_refused(super::Kind::Minio)
+    }
+    #[test]
+    fn also_read_falls_through_bad_copies() {
+        super::also_read_falls_through_bad_copies(super::Kind::Minio)
+    }
 }

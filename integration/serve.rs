@@ -646,6 +646,66 @@ fn get_as(addr: SocketAddr, token: &str, action: &str) -> u16 {
     .0
 }
 
+/// The algorithm a JWT is checked with is the issuer's key's (its JWK's
+/// `alg`), not the token header's: a token signed with the issuer's RSA key
+/// (JWK alg RS256) under PS256 or RS512 is refused, and counted.
+#[test]
+fn a_jwt_is_checked_with_its_keys_algorithm() {
+    let issuer = support::seedserver::Issuer::start();
+    let metrics = SocketAddr::from(([127, 0, 0, 1], support::s3server::free_port()));
+    let metrics_flag = metrics.to_string();
+    let server = SeedServer::start_with(
+        Seed::Serve,
+        &[
+            "--jwt-issuer",
+            &issuer.url,
+            "--jwt-claim",
+            "repository=test/repo",
+            "--namespace-claim",
+            "ref",
+            "--metrics-listen",
+            &metrics_flag,
+        ],
+    );
+    let addr = server.addr();
+    let failures = || {
+        let (status, text) = request(metrics, &get_head("/metrics", ""), b"");
+        assert_eq!(status, 200, "{text}");
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix("gocacher_serve_auth_failures_total")?
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+            .unwrap_or_else(|| panic!("no auth failures counter in\n{text}"))
+    };
+    let jwt = |alg: &str| {
+        format!(
+            "{{\"jwt\": \"{}\"}}",
+            issuer.mint(&format!(
+                "alg={alg}&repository=test/repo&ref=refs/pull/9/merge"
+            ))
+        )
+    };
+    // The RSA key's own algorithm: a session.
+    let (status, token) = exchange(addr, &jwt("RS256"));
+    assert_eq!(status, 200, "{}", server.log());
+    assert_eq!(get_as(addr, &token.unwrap(), &hex_id(b"x")), 404);
+    let before = failures();
+    // The same key, the same claims, another algorithm in the header.
+    for alg in ["PS256", "RS512"] {
+        let (status, token) = exchange(addr, &jwt(alg));
+        assert_eq!(
+            (status, token.is_some()),
+            (401, false),
+            "a token signed under {alg} with an RS256 key was taken\n{}",
+            server.log()
+        );
+    }
+    assert_eq!(failures(), before + 2, "each refused token is counted");
+}
+
 #[test]
 fn namespaces_keep_pull_requests_apart() {
     let issuer = support::seedserver::Issuer::start();

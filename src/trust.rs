@@ -2,7 +2,8 @@
 //!
 //! A writer with `--sign-key` signs every object it uploads (its action ID,
 //! output ID, size and put time, so a signature cannot be moved to another
-//! key), each manifest and each pack table. A reader with `--trust-key` uses
+//! key), each manifest and each pack table (each with its scope, so neither
+//! can be moved to another scope's key). A reader with `--trust-key` uses
 //! nothing that is not signed by one of its keys. Ed25519 through aws-lc-rs,
 //! which the TLS and JWT code already build on.
 //!
@@ -23,7 +24,9 @@ pub const SIG_LEN: usize = 64;
 /// What each kind of signature covers starts with its own label, so a
 /// signature made for one kind of object is never valid for another.
 const ENTRY_LABEL: &[u8] = b"gocacher entry v1\0";
-const PACK_LABEL: &[u8] = b"gocacher pack table v2\0";
+/// A pack's label names the version of its signed message: `v3` covers the
+/// scope too, so a table signed under `v2` (without its scope) is untrusted.
+const PACK_LABEL: &[u8] = b"gocacher pack table v3\0";
 const MANIFEST_LABEL: &[u8] = b"gocacher manifest v2\0";
 
 /// A writer's private key.
@@ -84,9 +87,10 @@ impl Signer {
         self.sign(ENTRY_LABEL, &entry_body(action, output, size, put_time))
     }
 
-    /// The signature of a pack table, given its sha256.
-    pub fn sign_pack(&self, table_sum: &[u8; 32]) -> [u8; SIG_LEN] {
-        self.sign(PACK_LABEL, table_sum)
+    /// The signature of a pack table, given the scope hash of the scope
+    /// whose pack it is (as manifests record it) and the table's sha256.
+    pub fn sign_pack(&self, scope: &[u8; 16], table_sum: &[u8; 32]) -> [u8; SIG_LEN] {
+        self.sign(PACK_LABEL, &pack_body(scope, table_sum))
     }
 
     /// The signature of a manifest, given the sha256 of its content.
@@ -101,6 +105,13 @@ fn entry_body(action: &Id, output: &Id, size: u64, put_time: i64) -> [u8; 80] {
     b[32..64].copy_from_slice(&output.0);
     b[64..72].copy_from_slice(&size.to_le_bytes());
     b[72..].copy_from_slice(&put_time.to_le_bytes());
+    b
+}
+
+fn pack_body(scope: &[u8; 16], table_sum: &[u8; 32]) -> [u8; 48] {
+    let mut b = [0u8; 48];
+    b[..16].copy_from_slice(scope);
+    b[16..].copy_from_slice(table_sum);
     b
 }
 
@@ -186,8 +197,10 @@ impl Trust {
         })
     }
 
-    pub fn pack(&self, table_sum: &[u8; 32], sig: &[u8; SIG_LEN]) -> bool {
-        self.verify(PACK_LABEL, table_sum, sig)
+    /// Whether a pack table's signature is one of ours for this table as
+    /// the pack of this scope (its scope hash).
+    pub fn pack(&self, scope: &[u8; 16], table_sum: &[u8; 32], sig: &[u8; SIG_LEN]) -> bool {
+        self.verify(PACK_LABEL, &pack_body(scope, table_sum), sig)
     }
 
     pub fn manifest(&self, sum: &[u8; 32], sig: &[u8; SIG_LEN]) -> bool {
@@ -303,10 +316,14 @@ mod tests {
         // Rotation: either of two keys.
         let both = Trust::parse(&[a.public_hex(), b.public_hex()]).unwrap();
         assert!(both.entry(&act, &out, 10, 5, Some(&other)));
-        // A pack table's signature is not a manifest's.
-        let sum = [3u8; 32];
-        assert!(trust.pack(&sum, &a.sign_pack(&sum)));
-        assert!(!trust.manifest(&sum, &a.sign_pack(&sum)));
+        // A pack table's signature is not a manifest's, and names its scope.
+        let (sum, scope) = ([3u8; 32], [4u8; 16]);
+        assert!(trust.pack(&scope, &sum, &a.sign_pack(&scope, &sum)));
+        assert!(!trust.pack(&[5u8; 16], &sum, &a.sign_pack(&scope, &sum)));
+        assert!(!trust.manifest(&sum, &a.sign_pack(&scope, &sum)));
+        // A table signed before packs named their scope is not trusted.
+        let old = a.sign(b"gocacher pack table v2\0", &sum);
+        assert!(!trust.pack(&scope, &sum, &old));
     }
 
     #[test]

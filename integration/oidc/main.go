@@ -11,8 +11,13 @@
 // issuer ("iss") of every token. Endpoints:
 //
 //	GET /.well-known/openid-configuration  {"issuer": base, "jwks_uri": base+"/jwks"}
-//	GET /jwks                              JWKS with the ES256 public key (use=sig, kid)
+//	GET /jwks                              JWKS with the ES256 public key (use=sig, kid
+//	                                       test-key-1) and an RSA one (alg RS256, kid
+//	                                       test-rsa-1)
 //	GET /mint?aud=A&exp=SECS&sub=S&k=v...  a signed JWT as text/plain
+//	GET /mint?alg=ALG&...                  the same signed with the RSA key under
+//	                                       ALG (RS256, RS384, RS512, PS256, PS384,
+//	                                       PS512), whatever its JWK says
 //	GET /actions-token?audience=A[&exp=SECS]
 //	    imitates GitHub Actions' ACTIONS_ID_TOKEN_REQUEST_URL endpoint;
 //	    requires "Authorization: Bearer actions-request-token", answers
@@ -32,6 +37,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -50,6 +56,7 @@ import (
 
 const (
 	keyID              = "test-key-1"
+	rsaKeyID           = "test-rsa-1"
 	defaultAudience    = "gocached"
 	defaultSubject     = "repo:test/repo:ref:refs/heads/main"
 	defaultExpSeconds  = 600
@@ -60,6 +67,7 @@ type issuer struct {
 	base   string
 	jwks   jose.JSONWebKeySet
 	signer jose.Signer
+	rsa    *rsa.PrivateKey
 }
 
 func main() {
@@ -81,6 +89,11 @@ func main() {
 		log.Fatalf("creating signer: %v", err)
 	}
 
+	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		log.Fatalf("generating RSA key: %v", err)
+	}
+
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		log.Fatalf("listen: %v", err)
@@ -90,10 +103,16 @@ func main() {
 	iss := &issuer{
 		base:   base,
 		signer: signer,
+		rsa:    rsaKey,
 		jwks: jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{
 			Key:       &priv.PublicKey,
 			KeyID:     keyID,
 			Algorithm: string(jose.ES256),
+			Use:       "sig",
+		}, {
+			Key:       &rsaKey.PublicKey,
+			KeyID:     rsaKeyID,
+			Algorithm: string(jose.RS256),
 			Use:       "sig",
 		}}},
 	}
@@ -172,8 +191,23 @@ func parseExp(q url.Values) (int64, error) {
 }
 
 // mint signs a token for aud/sub expiring expSecs from now, with extra string
-// claims merged last.
-func (s *issuer) mint(aud, sub string, expSecs int64, extra map[string]any) (string, error) {
+// claims merged last: with the ES256 key if alg is empty, else with the RSA
+// key under alg.
+func (s *issuer) mint(alg, aud, sub string, expSecs int64, extra map[string]any) (string, error) {
+	signer := s.signer
+	if alg != "" {
+		var err error
+		signer, err = jose.NewSigner(
+			jose.SigningKey{
+				Algorithm: jose.SignatureAlgorithm(alg),
+				Key:       jose.JSONWebKey{Key: s.rsa, KeyID: rsaKeyID},
+			},
+			(&jose.SignerOptions{}).WithType("JWT"),
+		)
+		if err != nil {
+			return "", fmt.Errorf("signer for %s: %v", alg, err)
+		}
+	}
 	now := time.Now()
 	exp := now.Add(time.Duration(expSecs) * time.Second)
 	issued := now
@@ -188,7 +222,7 @@ func (s *issuer) mint(aud, sub string, expSecs int64, extra map[string]any) (str
 		NotBefore: jwt.NewNumericDate(issued),
 		Expiry:    jwt.NewNumericDate(exp),
 	}
-	b := jwt.Signed(s.signer).Claims(claims)
+	b := jwt.Signed(signer).Claims(claims)
 	if len(extra) > 0 {
 		b = b.Claims(extra)
 	}
@@ -212,12 +246,12 @@ func (s *issuer) serveMint(w http.ResponseWriter, r *http.Request) {
 	extra := map[string]any{}
 	for k, vs := range q {
 		switch k {
-		case "aud", "sub", "exp":
+		case "aud", "sub", "exp", "alg":
 			continue
 		}
 		extra[k] = vs[len(vs)-1]
 	}
-	tok, err := s.mint(aud, sub, expSecs, extra)
+	tok, err := s.mint(q.Get("alg"), aud, sub, expSecs, extra)
 	if err != nil {
 		log.Printf("mint: %v", err)
 		http.Error(w, err.Error(), http.StatusInternalServerError)
@@ -242,7 +276,7 @@ func (s *issuer) serveActionsToken(w http.ResponseWriter, r *http.Request) {
 	if q.Has("audience") {
 		aud = q.Get("audience")
 	}
-	tok, err := s.mint(aud, defaultSubject, expSecs, nil)
+	tok, err := s.mint("", aud, defaultSubject, expSecs, nil)
 	if err != nil {
 		log.Printf("actions-token: %v", err)
 		http.Error(w, err.Error(), http.StatusInternalServerError)

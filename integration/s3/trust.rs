@@ -343,3 +343,158 @@ pub fn either_of_two_trusted_keys(kind: Kind) {
     run.assert_ok();
     assert!(run.stats.untrusted > 0, "{:?}", run.stats);
 }
+
+/// The pack key of `scope` under `prefix` (as gocacher names it: the first
+/// 16 bytes of sha256(scope) in hex).
+fn pack_key(prefix: &str, scope: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let hash: String = Sha256::digest(scope.as_bytes())[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("{prefix}/gocacher/v1/packs/{hash}")
+}
+
+/// A genuine signed pack copied under another scope's pack key: the trusted
+/// signature names the scope it was written for, so a trusting reader in
+/// the other scope does not use it (it counts it as untrusted) and gets the
+/// entries one by one; its build is right.
+pub fn signed_pack_under_another_scope_is_refused(kind: Kind) {
+    let server = started(kind);
+    let keys = tempfile::tempdir().unwrap();
+    let key = keygen(keys.path(), "k");
+    let module = support::fixture_copy();
+    let dir = module.path();
+    let sign = key.private.to_str().unwrap();
+    let a = machine(&server, "moved", &["--sign-key", sign, "--scope", "a"]);
+    let expected = a.go(dir, &["run", "./cmd/fixture"]);
+    expected.assert_ok();
+    assert_eq!(expected.stats.packs_written, 1, "{:?}", expected.stats);
+    // Scope b's own signed manifest and pack, from another machine.
+    let b = as_machine(&a, "moved", &["--sign-key", sign, "--scope", "b"]);
+    let run = b.go(dir, &["run", "./cmd/fixture"]);
+    run.assert_ok();
+    assert_eq!(run.stats.packs_written, 1, "{:?}", run.stats);
+    let (from, to) = (pack_key("moved", "a"), pack_key("moved", "b"));
+    let mut packs = server.pack_keys(BUCKET, "moved/");
+    packs.sort();
+    let mut want = vec![from.clone(), to.clone()];
+    want.sort();
+    assert_eq!(packs, want);
+    server.put_raw(BUCKET, &to, server.get_raw(BUCKET, &from));
+
+    let reader = as_machine(&a, "moved", &["--trust-key", &key.public, "--scope", "b"]);
+    let run = reader.go(dir, &["run", "./cmd/fixture"]);
+    run.assert_ok();
+    run.assert_warm();
+    assert_eq!(run.stdout, expected.stdout);
+    let s = &run.stats;
+    assert!(s.untrusted > 0, "scope a's pack was trusted as b's: {s:?}");
+    assert_eq!(s.pack_prefetched, 0, "scope a's pack was used: {s:?}");
+    assert!(
+        s.prefetched + s.remote_hits > 0,
+        "the signed entries still come one by one: {s:?}"
+    );
+}
+
+/// Copies every cache entry (body and metadata) under `from` to `to` (both
+/// prefixes without the slash), through `edit`; returns how many.
+fn copy_entries(
+    server: &support::s3server::S3Server,
+    from: &str,
+    to: &str,
+    edit: impl Fn(&mut std::collections::HashMap<String, String>, &mut Vec<u8>),
+) -> usize {
+    let rt = support::s3server::runtime();
+    let client = server.client();
+    let keys = server.entry_keys(BUCKET, &format!("{from}/"));
+    for key in &keys {
+        let out = rt
+            .block_on(client.get_object().bucket(BUCKET).key(key).send())
+            .unwrap_or_else(|e| panic!("get {key}: {e:?}"));
+        let mut meta = out.metadata().cloned().unwrap_or_default();
+        let mut body = rt
+            .block_on(out.body.collect())
+            .unwrap()
+            .into_bytes()
+            .to_vec();
+        edit(&mut meta, &mut body);
+        let dest = format!("{to}/{}", key.strip_prefix(&format!("{from}/")).unwrap());
+        rt.block_on(
+            client
+                .put_object()
+                .bucket(BUCKET)
+                .key(&dest)
+                .set_metadata(Some(meta))
+                .body(body.into())
+                .send(),
+        )
+        .unwrap_or_else(|e| panic!("put {dest}: {e:?}"));
+    }
+    keys.len()
+}
+
+/// `--also-read` past a bad copy: the first location holds a damaged object
+/// for every action (or, for a reader with --trust-key, an unsigned one),
+/// the second the good one. Every get is a hit, from the second location.
+pub fn also_read_falls_through_bad_copies(kind: Kind) {
+    let server = started(kind);
+    let keys = tempfile::tempdir().unwrap();
+    let key = keygen(keys.path(), "k");
+    let module = support::fixture_copy();
+    let dir = module.path();
+    let sign = key.private.to_str().unwrap();
+    let main = machine(&server, "main", &["--sign-key", sign, "--scope", "main"]);
+    let expected = main.go(dir, &["run", "./cmd/fixture"]);
+    expected.assert_ok();
+    let n = copy_entries(&server, "main", "damaged", |_, body| {
+        if let Some(last) = body.last_mut() {
+            *last ^= 0x5A;
+        } else {
+            body.push(0);
+        }
+    });
+    assert!(n > 10, "{n} entries");
+    copy_entries(&server, "main", "unsigned", |meta, _| {
+        assert!(meta.remove("gocacher-signature").is_some(), "{meta:?}");
+    });
+
+    let also = format!("s3://{BUCKET}/main");
+    for (prefix, trust) in [("damaged", None), ("unsigned", Some(key.public.as_str()))] {
+        let mut flags = vec![
+            "--also-read",
+            also.as_str(),
+            "--read-only",
+            "--prefetch-concurrency",
+            "0",
+            "--scope",
+            "pr",
+        ];
+        if let Some(k) = trust {
+            flags.extend(["--trust-key", k]);
+        }
+        // Each reader on its own (a machine of its own record of puts: the
+        // other reader's are not uploaded, being read-only).
+        let run = machine(&server, prefix, &flags).go(dir, &["run", "./cmd/fixture"]);
+        run.assert_ok();
+        run.assert_warm();
+        assert_eq!(run.stdout, expected.stdout, "{prefix}");
+        let s = &run.stats;
+        assert_eq!(
+            s.remote_hits, s.hits,
+            "{prefix}: every hit from the bucket: {s:?}"
+        );
+        let refused = if trust.is_some() {
+            s.untrusted
+        } else {
+            s.corrupt
+        };
+        assert!(refused > 0, "{prefix}: no bad copy met: {s:?}");
+        let lines = gocacher_lines(&run);
+        assert!(
+            lines.len() == 1 && lines[0].contains("the next --also-read location is asked"),
+            "{prefix}: expected one line saying the next location is asked:\n{}",
+            run.stderr
+        );
+    }
+}

@@ -177,7 +177,7 @@ fn pack() {
     .prop_map(Input);
     fuzz("pack", strategy, |Input(bytes)| {
         let mut src = &bytes[..];
-        let table = match pack::read_table(&mut src, None) {
+        let table = match pack::read_table(&mut src, None, "") {
             Ok(table) => table,
             Err(pack::ReadError::Corrupt(e)) if e.contains("header") => return Ok("bad header"),
             Err(pack::ReadError::Corrupt(e)) if e.contains("checksum") => {

@@ -1,7 +1,12 @@
 //! `--also-read`: read-only fallback locations behind the store a go
 //! command writes. A lookup that misses the store tries each location in
-//! order; manifests and packs are read from them too (the same names under
-//! their prefixes); nothing is ever written, replaced or removed there.
+//! order, and so does one whose copy is corrupt or untrusted (the remote tier
+//! verifies each and asks the next, see [`Store::get_in`]). Manifests and
+//! packs are read from them too (the same names under their prefixes), from
+//! the first location that has one: one that is refused is not looked for
+//! further (the prefetch then takes a fallback scope's manifest, or each
+//! entry on its own, and a writer replaces its own at close). Nothing is ever
+//! written, replaced or removed there.
 //!
 //! This is how a pull request writes only its own prefix and still reads
 //! everything the default branch stored.
@@ -91,6 +96,22 @@ impl Store for Layered {
             }
         }
         Ok(Fetched::Missing)
+    }
+
+    fn locations(&self) -> usize {
+        1 + self.also.len()
+    }
+
+    async fn get_in(&self, action: &Id, location: usize) -> Result<Fetched, RemoteError> {
+        self.layer(location).get(action).await
+    }
+
+    fn key_in(&self, action: &Id, location: usize) -> String {
+        if location == 0 {
+            return self.primary.key(action);
+        }
+        let layer = self.layer(location);
+        format!("{} (--also-read, {})", layer.key(action), layer.describe())
     }
 
     async fn put(

@@ -11,16 +11,18 @@
 //!   action [32]  output [32]  size u64 LE  put_time i64 LE (ns)
 //!   stored u64 LE  encoding u8 (0: raw, 1: one zstd frame)
 //! sha256 [32] of count and the table
-//! signature [64]: the writer's ed25519 signature of that sha256 (zeros
-//!   from a writer without --sign-key)
+//! signature [64]: the writer's ed25519 signature of the scope's hash (the
+//!   first 16 bytes of sha256(scope name), as in the key) and that sha256
+//!   (zeros from a writer without --sign-key)
 //! the bodies, in table order, `stored` bytes each
 //! ```
 //!
 //! The table comes first so a reader knows what the pack holds before the
 //! bodies arrive, and is checksummed, so a damaged table is refused whole.
-//! Its signature binds every entry's action, output and size at once: a
-//! reader with `--trust-key` checks it once per pack, then each body
-//! against its output ID as usual.
+//! Its signature binds every entry's action, output and size at once, and
+//! the scope whose pack it is, so a signed pack copied under another scope's
+//! key is untrusted there: a reader with `--trust-key` checks it once per
+//! pack, then each body against its output ID as usual.
 //! Each body is verified like any download: its size and its sha256 against
 //! the output ID, before it becomes visible in the local mirror.
 
@@ -111,10 +113,11 @@ pub fn table_len(head: &[u8]) -> Option<u64> {
 }
 
 /// Reads a pack's header and table; with `trust`, only a table one of its
-/// keys signed.
+/// keys signed as the pack of `scope`.
 pub fn read_table(
     src: &mut impl Read,
     trust: Option<&crate::trust::Trust>,
+    scope: &str,
 ) -> Result<Vec<Stored>, ReadError> {
     let mut magic = [0u8; MAGIC.len()];
     read_exact(src, &mut magic)?;
@@ -143,7 +146,7 @@ pub fn read_table(
     }
     let mut sig = [0u8; SIG_LEN];
     read_exact(src, &mut sig)?;
-    if trust.is_some_and(|t| !t.pack(&actual, &sig)) {
+    if trust.is_some_and(|t| !t.pack(&manifest::scope_hash(scope), &actual, &sig)) {
         return Err(ReadError::Untrusted);
     }
     let mut out = Vec::with_capacity(n);
@@ -246,7 +249,7 @@ impl Decoder {
 pub type StoredBody<'a> = dyn Fn(&Item, &mut dyn Write) -> io::Result<Option<(u64, bool)>> + 'a;
 
 /// Writes a pack of `items` (each with the path of its output file) to
-/// `out`; returns its length. Fails if a file is gone or changed size.
+/// `out`, signed as the pack of `scope`; returns its length. Fails if a file is gone or changed size.
 /// `stored` may write an entry's body already in stored form (see
 /// [`super::spool`]), giving its length and whether it is zstd, or `None`
 /// to have it compressed here.
@@ -255,6 +258,7 @@ pub fn write(
     items: &[(Item, PathBuf)],
     stored: &StoredBody,
     signer: Option<&crate::trust::Signer>,
+    scope: &str,
 ) -> io::Result<u64> {
     let head = MAGIC.len() + 4 + items.len() * RECORD + 32 + SIG_LEN;
     out.seek(SeekFrom::Start(head as u64))?;
@@ -316,7 +320,9 @@ pub fn write(
         .chain_update(&table)
         .finalize()
         .into();
-    let sig = signer.map_or([0u8; SIG_LEN], |s| s.sign_pack(&sum));
+    let sig = signer.map_or([0u8; SIG_LEN], |s| {
+        s.sign_pack(&manifest::scope_hash(scope), &sum)
+    });
     out.seek(SeekFrom::Start(0))?;
     let mut w = BufWriter::new(&mut *out);
     w.write_all(MAGIC)?;

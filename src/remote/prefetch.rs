@@ -219,7 +219,7 @@ impl Prefetch {
             },
             Asked::Missing | Asked::Failed => return self.download_each(&remote, all).await,
         };
-        self.with_pack(&remote, &manifest, head, rest, is_own, index_name)
+        self.with_pack(&remote, &manifest, head, rest, from, is_own, index_name)
             .await
     }
 

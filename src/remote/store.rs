@@ -189,6 +189,25 @@ pub trait Store: Send + Sync + 'static {
     /// Looks an action's entry up.
     async fn get(&self, action: &Id) -> Result<Fetched, RemoteError>;
 
+    /// How many locations hold entries, asked in order (`--also-read`): a
+    /// copy that fails verification in one is looked up in the next.
+    fn locations(&self) -> usize {
+        1
+    }
+
+    /// Looks an action's entry up in location `location` only (0: the
+    /// store itself, the only one unless [`Store::locations`] says more).
+    async fn get_in(&self, action: &Id, location: usize) -> Result<Fetched, RemoteError> {
+        debug_assert_eq!(location, 0);
+        self.get(action).await
+    }
+
+    /// For messages: the name of an action's object in `location`.
+    fn key_in(&self, action: &Id, location: usize) -> String {
+        debug_assert_eq!(location, 0);
+        self.key(action)
+    }
+
     /// Stores an action's entry unless one is there already.
     async fn put(
         &self,

@@ -27,9 +27,52 @@ const CHUNK: usize = 32 * 1024;
 #[derive(Debug)]
 pub struct Failed;
 
+/// Downloads an action's entry from the first of the store's locations
+/// (`--also-read`) that has a good copy: a corrupt or untrusted object in one
+/// is counted and reported, and the next location is asked.
 pub(super) async fn download(r: &Remote, action: Id) -> Result<Known, Failed> {
+    let locations = r.store.locations();
+    let mut refused = false;
+    for index in 0..locations {
+        let at = At {
+            index,
+            last: index + 1 == locations,
+        };
+        match download_from(r, action, at).await? {
+            Known::Missing => {}
+            Known::Corrupt => refused = true,
+            found @ Known::Present(_) => return Ok(found),
+        }
+    }
+    Ok(if refused {
+        Known::Corrupt
+    } else {
+        Known::Missing
+    })
+}
+
+/// Which of the store's locations a download reads.
+#[derive(Clone, Copy)]
+struct At {
+    index: usize,
+    /// No location after this one.
+    last: bool,
+}
+
+impl At {
+    /// What happens after an object here is refused, for the report.
+    fn then(self) -> &'static str {
+        if self.last {
+            ""
+        } else {
+            "; the next --also-read location is asked"
+        }
+    }
+}
+
+async fn download_from(r: &Remote, action: Id, at: At) -> Result<Known, Failed> {
     let timeout = r.opts.timeout;
-    let fetched = match tokio::time::timeout(timeout, r.store.get(&action)).await {
+    let fetched = match tokio::time::timeout(timeout, r.store.get_in(&action, at.index)).await {
         Ok(Ok(f)) => f,
         Ok(Err(e)) => return Err(fail(r, &e)),
         Err(_) => return Err(fail(r, &RemoteError::timeout(timeout))),
@@ -47,7 +90,12 @@ pub(super) async fn download(r: &Remote, action: Id) -> Result<Known, Failed> {
     };
     r.answered();
     let Some(meta) = meta else {
-        return Ok(corrupt(r, &action, "object metadata missing or unreadable"));
+        return Ok(corrupt(
+            r,
+            &action,
+            at,
+            "object metadata missing or unreadable",
+        ));
     };
     if let Some(trust) = &r.opts.keys.trust {
         let signed = meta.signature.as_ref();
@@ -58,11 +106,11 @@ pub(super) async fn download(r: &Remote, action: Id) -> Result<Known, Failed> {
             meta.put_time_nanos,
             signed,
         ) {
-            return Ok(untrusted(r, &action, signed.is_some()));
+            return Ok(untrusted(r, &action, at, signed.is_some()));
         }
     }
     if (1..=INLINE_MAX).contains(&wire_len) && meta.size <= INLINE_OUTPUT_MAX {
-        return small(r, action, meta, body, wire_len).await;
+        return small(r, action, at, meta, body, wire_len).await;
     }
 
     let Ok(_writing) = r.writers.acquire().await else {
@@ -95,8 +143,8 @@ pub(super) async fn download(r: &Remote, action: Id) -> Result<Known, Failed> {
             r.report("disk", format_args!("writing a downloaded object: {err}"));
             Err(Failed)
         }
-        Ok(Err(err)) => Ok(corrupt(r, &action, &err.to_string())),
-        Err(join) => Ok(corrupt(r, &action, &join.to_string())),
+        Ok(Err(err)) => Ok(corrupt(r, &action, at, &err.to_string())),
+        Err(join) => Ok(corrupt(r, &action, at, &join.to_string())),
     }
 }
 
@@ -111,6 +159,7 @@ const INLINE_OUTPUT_MAX: u64 = 256 << 10;
 async fn small(
     r: &Remote,
     action: Id,
+    at: At,
     meta: ObjectMeta,
     mut body: Body,
     wire_len: u64,
@@ -123,7 +172,7 @@ async fn small(
                 Stats::add(&r.stats.bytes_downloaded, chunk.len() as u64);
                 wire.extend_from_slice(&chunk);
                 if wire.len() as u64 > wire_len {
-                    return Ok(corrupt(r, &action, "body longer than announced"));
+                    return Ok(corrupt(r, &action, at, "body longer than announced"));
                 }
             }
             Ok(None) => break,
@@ -145,7 +194,7 @@ async fn small(
     };
     let raw = match decode(&meta, wire) {
         Ok(raw) => raw,
-        Err(e) => return Ok(corrupt(r, &action, &format!("undecodable body: {e}"))),
+        Err(e) => return Ok(corrupt(r, &action, at, &format!("undecodable body: {e}"))),
     };
     let written = r
         .disk
@@ -160,7 +209,7 @@ async fn small(
             r.report("disk", format_args!("writing a downloaded object: {err}"));
             Err(Failed)
         }
-        Err(err) => Ok(corrupt(r, &action, &err.to_string())),
+        Err(err) => Ok(corrupt(r, &action, at, &err.to_string())),
     }
 }
 
@@ -232,14 +281,15 @@ pub(super) fn fail(r: &Remote, e: &RemoteError) -> Failed {
 
 /// Counts and reports a corrupt object; the index remembers it for a while,
 /// so neither a prefetch nor a get downloads it again.
-fn corrupt(r: &Remote, action: &Id, why: &str) -> Known {
+fn corrupt(r: &Remote, action: &Id, at: At, why: &str) -> Known {
     Stats::inc(&r.stats.corrupt);
     r.report(
         "corrupt",
         format_args!(
-            "{}: object {} is corrupt ({why}); not used (further corrupt objects are only counted)",
+            "{}: object {} is corrupt ({why}); not used{} (further corrupt objects are only counted)",
             r.describe(),
-            r.store.key(action)
+            r.store.key_in(action, at.index),
+            at.then()
         ),
     );
     Known::Corrupt
@@ -248,15 +298,16 @@ fn corrupt(r: &Remote, action: &Id, why: &str) -> Known {
 /// Counts and reports an object no trusted key signed for this action; the
 /// index remembers it as it does a corrupt one, so it is not downloaded
 /// again and a trusted writer's upload replaces it.
-fn untrusted(r: &Remote, action: &Id, signed: bool) -> Known {
+fn untrusted(r: &Remote, action: &Id, at: At, signed: bool) -> Known {
     let why = if signed {
         "its signature is not one of --trust-key's for this entry"
     } else {
         "it is not signed"
     };
     r.untrusted(format_args!(
-        "object {} is untrusted ({why})",
-        r.store.key(action)
+        "object {} is untrusted ({why}){}",
+        r.store.key_in(action, at.index),
+        at.then()
     ));
     Known::Corrupt
 }

@@ -15,7 +15,9 @@
 //! `{"jwt": "..."}` checks the token's signature against its issuer's JWKS
 //! (found through OIDC discovery, cached, fetched again for an unknown key
 //! ID at most once a minute), its audience, expiry and `--jwt-claim`s, and
-//! answers a session token.
+//! answers a session token. The algorithm a token is checked with comes from
+//! the issuer's key, never from the token: a token whose header names
+//! another is refused (see [`pinned_algorithm`]).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -25,8 +27,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use base64::Engine;
-use jsonwebtoken::jwk::JwkSet;
-use jsonwebtoken::{DecodingKey, Validation};
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -201,11 +203,17 @@ impl Auth {
         if !self.cfg.issuers.contains(&iss) {
             return Err(refuse(format!("issuer {iss:?} is not trusted")));
         }
-        let key = self
+        let (key, alg) = self
             .key(&iss, header.kid.as_deref())
             .await
             .map_err(|e| refuse(format!("no key for the JWT: {e:#}")))?;
-        let mut v = Validation::new(header.alg);
+        if header.alg != alg {
+            return Err(refuse(format!(
+                "the JWT's header says {:?}, but the issuer's key is for {alg:?}",
+                header.alg
+            )));
+        }
+        let mut v = Validation::new(alg);
         // Clocks disagree a little; an hour-old token is still refused.
         v.leeway = 30;
         v.set_audience(&[&self.cfg.audience]);
@@ -260,8 +268,9 @@ impl Auth {
     }
 
     /// The issuer's key for `kid`, from its JWKS (fetched through
-    /// discovery; again when the key is unknown, at most once a minute).
-    async fn key(&self, iss: &str, kid: Option<&str>) -> Result<DecodingKey> {
+    /// discovery; again when the key is unknown, at most once a minute), and
+    /// the one algorithm a token signed with it may use.
+    async fn key(&self, iss: &str, kid: Option<&str>) -> Result<(DecodingKey, Algorithm)> {
         let mut cache = self.jwks.lock().await;
         let stale = match cache.get(iss) {
             None => true,
@@ -279,7 +288,9 @@ impl Auth {
         }
         let keys = &cache[iss];
         let jwk = find(&keys.set, kid).context("no key with the JWT's key ID")?;
-        DecodingKey::from_jwk(jwk).context("unusable key in the issuer's JWKS")
+        let alg = pinned_algorithm(jwk)?;
+        let key = DecodingKey::from_jwk(jwk).context("unusable key in the issuer's JWKS")?;
+        Ok((key, alg))
     }
 
     async fn fetch_jwks(&self, iss: &str) -> Result<JwkSet> {
@@ -315,6 +326,41 @@ fn find<'a>(set: &'a JwkSet, kid: Option<&str>) -> Option<&'a jsonwebtoken::jwk:
         None if set.keys.len() == 1 => set.keys.first(),
         None => None,
     }
+}
+
+/// The one algorithm tokens signed with `jwk` are checked with: the key's own
+/// `alg` if it names one, else the usual one for its type and curve (RS256
+/// for RSA, as OIDC's default). A token's header cannot choose another (an
+/// RSA key's PS256 or RS512, say): what the issuer signs with is the
+/// issuer's to say. Symmetric (`oct`) keys are refused: a secret published
+/// in a JWKS is no secret.
+fn pinned_algorithm(jwk: &Jwk) -> Result<Algorithm> {
+    let from_type = match &jwk.algorithm {
+        AlgorithmParameters::RSA(_) => Algorithm::RS256,
+        AlgorithmParameters::EllipticCurve(p) => match p.curve {
+            EllipticCurve::P256 => Algorithm::ES256,
+            EllipticCurve::P384 => Algorithm::ES384,
+            ref c => bail!("the issuer's key is on curve {c:?}, which is not supported"),
+        },
+        AlgorithmParameters::OctetKeyPair(p) => match p.curve {
+            EllipticCurve::Ed25519 => Algorithm::EdDSA,
+            ref c => bail!("the issuer's key is on curve {c:?}, which is not supported"),
+        },
+        AlgorithmParameters::OctetKey(_) => {
+            bail!("the issuer's key is symmetric (oct); a JWKS key must be public")
+        }
+    };
+    let Some(named) = jwk.common.key_algorithm else {
+        return Ok(from_type);
+    };
+    let alg: Algorithm = named
+        .to_string()
+        .parse()
+        .map_err(|_| anyhow::anyhow!("the issuer's key is for {named}, not a JWT signature"))?;
+    if alg.family() != from_type.family() {
+        bail!("the issuer's key says {alg:?}, which does not fit its key type");
+    }
+    Ok(alg)
 }
 
 /// The `iss` claim before the signature is checked (to pick the keys).
@@ -424,6 +470,36 @@ mod tests {
         );
         assert!(parse_claim("--jwt-claim", "novalue").is_err());
         assert!(parse_claim("--jwt-claim", "=x").is_err());
+    }
+
+    #[test]
+    fn the_algorithm_comes_from_the_key() {
+        let jwk = |v: Value| -> Jwk { serde_json::from_value(v).unwrap() };
+        let rsa = |alg: Option<&str>| {
+            let mut v = serde_json::json!({"kty": "RSA", "n": "AQAB", "e": "AQAB"});
+            if let Some(a) = alg {
+                v["alg"] = a.into();
+            }
+            jwk(v)
+        };
+        let ec =
+            |crv: &str| jwk(serde_json::json!({"kty": "EC", "crv": crv, "x": "AA", "y": "AA"}));
+        let pinned = |k: &Jwk| pinned_algorithm(k).map_err(|e| e.to_string());
+        assert_eq!(pinned(&rsa(None)), Ok(Algorithm::RS256));
+        assert_eq!(pinned(&rsa(Some("PS384"))), Ok(Algorithm::PS384));
+        assert_eq!(pinned(&ec("P-256")), Ok(Algorithm::ES256));
+        assert_eq!(pinned(&ec("P-384")), Ok(Algorithm::ES384));
+        let ed = jwk(serde_json::json!({"kty": "OKP", "crv": "Ed25519", "x": "AA"}));
+        assert_eq!(pinned(&ed), Ok(Algorithm::EdDSA));
+        // A key whose alg does not fit its type, an encryption key, a
+        // symmetric key, an unsupported curve: no algorithm at all.
+        assert!(pinned(&rsa(Some("HS256")))
+            .unwrap_err()
+            .contains("does not fit"));
+        assert!(pinned(&rsa(Some("RSA-OAEP"))).is_err());
+        let oct = jwk(serde_json::json!({"kty": "oct", "k": "c2VjcmV0"}));
+        assert!(pinned(&oct).unwrap_err().contains("symmetric"));
+        assert!(pinned(&ec("P-521")).is_err());
     }
 
     #[test]

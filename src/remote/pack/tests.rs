@@ -13,6 +13,9 @@ fn item(n: u8, size: u64) -> Item {
     }
 }
 
+/// The scope the test packs are written for.
+const SCOPE: &str = "test scope";
+
 /// Writes files of the given bodies and a pack of them; returns its bytes.
 fn pack_of(bodies: &[Vec<u8>]) -> (Vec<Stored>, Vec<u8>) {
     pack_with(bodies, &|_, _| Ok(None))
@@ -43,10 +46,10 @@ fn pack_signed(
         .create_new(true)
         .open(&path)
         .unwrap();
-    let len = write(&mut f, &items, stored, signer).unwrap();
+    let len = write(&mut f, &items, stored, signer, SCOPE).unwrap();
     let bytes = std::fs::read(&path).unwrap();
     assert_eq!(len, bytes.len() as u64);
-    let table = read_table(&mut &bytes[..], None).unwrap();
+    let table = read_table(&mut &bytes[..], None, SCOPE).unwrap();
     (table, bytes)
 }
 
@@ -73,7 +76,7 @@ fn round_trip_raw_and_compressed() {
     assert_eq!(table.len(), 3);
     assert!(table[0].zstd && table[0].stored < 1000);
     let mut src = &bytes[..];
-    read_table(&mut src, None).unwrap();
+    read_table(&mut src, None, SCOPE).unwrap();
     assert_eq!(next_body(&mut src, &table[0]).unwrap(), bodies[0]);
     skip(&mut src, &table[1]).unwrap();
     assert_eq!(next_body(&mut src, &table[2]).unwrap(), bodies[2]);
@@ -97,7 +100,7 @@ fn bodies_given_in_stored_form_are_copied_as_they_are() {
     assert_eq!(table[0].stored, frame.len() as u64);
     assert!(table[0].zstd && !table[1].zstd && table[2].zstd);
     let mut src = &bytes[..];
-    read_table(&mut src, None).unwrap();
+    read_table(&mut src, None, SCOPE).unwrap();
     for (s, b) in table.iter().zip(&bodies) {
         assert_eq!(&next_body(&mut src, s).unwrap(), b);
     }
@@ -116,8 +119,8 @@ fn table_len_says_where_the_bodies_start() {
     }
     assert!(src.is_empty());
     // The table parses from exactly those bytes, and not from fewer.
-    assert_eq!(read_table(&mut &bytes[..len], None).unwrap(), table);
-    assert!(read_table(&mut &bytes[..len - 1], None).is_err());
+    assert_eq!(read_table(&mut &bytes[..len], None, SCOPE).unwrap(), table);
+    assert!(read_table(&mut &bytes[..len - 1], None, SCOPE).is_err());
     assert_eq!(table_len(&bytes[..19]), None);
     assert_eq!(table_len(b"not a pack at all, no"), None);
 }
@@ -133,7 +136,7 @@ fn large_bodies_stream_and_stay_in_bounds() {
     assert!(table[0].stored < 100_000);
     assert!(table[1].stored <= max_frame(table[1].item.size));
     let mut src = &bytes[..];
-    read_table(&mut src, None).unwrap();
+    read_table(&mut src, None, SCOPE).unwrap();
     for (s, body) in table.iter().zip(&bodies) {
         let mut frame = Vec::new();
         read_body(&mut src, s, &mut frame).unwrap();
@@ -154,16 +157,16 @@ fn damage_is_refused() {
     let mut t = bytes.clone();
     t[MAGIC.len() + 4 + 70] ^= 1;
     assert!(
-        matches!(read_table(&mut &t[..], None), Err(ReadError::Corrupt(w)) if w.contains("checksum"))
+        matches!(read_table(&mut &t[..], None, SCOPE), Err(ReadError::Corrupt(w)) if w.contains("checksum"))
     );
     // Not a pack at all.
     assert!(matches!(
-        read_table(&mut &b"garbage"[..], None),
+        read_table(&mut &b"garbage"[..], None, SCOPE),
         Err(ReadError::Corrupt(_))
     ));
     // A truncated body.
     let mut src = &bytes[..bytes.len() - 3];
-    read_table(&mut src, None).unwrap();
+    read_table(&mut src, None, SCOPE).unwrap();
     next_body(&mut src, &table[0]).unwrap();
     assert_eq!(next_body(&mut src, &table[1]).unwrap_err(), "truncated");
     // A damaged compressed body fails to decode or decodes to other
@@ -172,7 +175,7 @@ fn damage_is_refused() {
     let at = bytes.len() - table[1].stored as usize - 5;
     d[at] ^= 0xff;
     let mut src = &d[..];
-    read_table(&mut src, None).unwrap();
+    read_table(&mut src, None, SCOPE).unwrap();
     assert!(next_body(&mut src, &table[0]).map_or(true, |b| b != bodies[0]));
 }
 
@@ -222,17 +225,25 @@ fn trust_takes_only_signed_tables() {
     let trust = Trust::parse(&[key.public_hex()]).unwrap();
     let bodies = vec![b"signed body".repeat(20), b"two".to_vec()];
     let (table, signed) = pack_signed(&bodies, &|_, _| Ok(None), Some(&key));
-    assert_eq!(read_table(&mut &signed[..], Some(&trust)).unwrap(), table);
+    assert_eq!(
+        read_table(&mut &signed[..], Some(&trust), SCOPE).unwrap(),
+        table
+    );
     let (_, unsigned) = pack_of(&bodies);
     assert!(matches!(
-        read_table(&mut &unsigned[..], Some(&trust)),
+        read_table(&mut &unsigned[..], Some(&trust), SCOPE),
         Err(ReadError::Untrusted)
     ));
     let (_, theirs) = pack_signed(&bodies, &|_, _| Ok(None), Some(&other));
     assert!(matches!(
-        read_table(&mut &theirs[..], Some(&trust)),
+        read_table(&mut &theirs[..], Some(&trust), SCOPE),
+        Err(ReadError::Untrusted)
+    ));
+    // A table signed by a trusted key for another scope is not this one's.
+    assert!(matches!(
+        read_table(&mut &signed[..], Some(&trust), "another scope"),
         Err(ReadError::Untrusted)
     ));
     // Without trust, any well-formed table is read.
-    assert_eq!(read_table(&mut &theirs[..], None).unwrap(), table);
+    assert_eq!(read_table(&mut &theirs[..], None, SCOPE).unwrap(), table);
 }

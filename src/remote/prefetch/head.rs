@@ -59,7 +59,7 @@ pub(super) async fn ask_pack(remote: &Remote, scope: &str, whole: bool) -> Asked
             remote,
             manifest_bound(remote),
             false,
-            read_head(remote, &key),
+            read_head(remote, &key, scope),
         )
         .await
         {
@@ -88,9 +88,9 @@ pub(super) async fn ask_pack(remote: &Remote, scope: &str, whole: bool) -> Asked
     }
 }
 
-/// Reads a pack's head: [`HEAD_BYTES`], and then the rest of its table if
-/// that is longer (from the same object: `If-Match` its ETag).
-async fn read_head(remote: &Remote, key: &str) -> Result<Option<Head>, RemoteError> {
+/// Reads the head of `scope`'s pack: [`HEAD_BYTES`], and then the rest of
+/// its table if that is longer (from the same object: `If-Match` its ETag).
+async fn read_head(remote: &Remote, key: &str, scope: &str) -> Result<Option<Head>, RemoteError> {
     let (mut bytes, etag, total) = match remote
         .store
         .get_range(key, 0, Some(HEAD_BYTES - 1), None)
@@ -119,7 +119,8 @@ async fn read_head(remote: &Remote, key: &str) -> Result<Option<Head>, RemoteErr
             Ranged::Missing | Ranged::Changed | Ranged::Past => return Ok(None),
         }
     }
-    let table = pack::read_table(&mut &bytes[..], remote.opts.keys.trust.as_ref()).map(Arc::new);
+    let trust = remote.opts.keys.trust.as_ref();
+    let table = pack::read_table(&mut &bytes[..], trust, scope).map(Arc::new);
     Ok(Some(Head {
         bytes: Bytes::from(bytes),
         table,

@@ -51,13 +51,16 @@ struct Progress {
 impl Prefetch {
     /// Streams a pack in while downloading the manifest's other entries one
     /// by one; then, one by one, whatever the pack did not deliver. The pack
-    /// is `head` (its first bytes, already read; may be empty) then `rest`.
+    /// is `head` (its first bytes, already read; may be empty) then `rest`,
+    /// the pack of scope `from`.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn with_pack(
         self: &Arc<Self>,
         remote: &Arc<Remote>,
         manifest: &Manifest,
         head: Bytes,
         rest: Option<super::super::store::Body>,
+        from: String,
         is_own: bool,
         index_name: String,
     ) {
@@ -65,7 +68,8 @@ impl Prefetch {
         let (table_tx, table_rx) = oneshot::channel();
         let (me, r) = (self.clone(), remote.clone());
         let reader = tokio::task::spawn_blocking(move || {
-            me.unpack(&r, ChannelReader::new(rx), table_tx, is_own, &index_name)
+            let src = ChannelReader::new(rx);
+            me.unpack(&r, src, table_tx, &from, is_own, &index_name)
         });
         let others = async {
             let packed: HashSet<Id> = match table_rx.await {
@@ -100,16 +104,18 @@ impl Prefetch {
 
     /// The blocking side of a pack stream: reads its table, then writes each
     /// entry not already on disk, and at the end the local index of them all
-    /// (`index_name`). Returns the entries it did not reach.
+    /// (`index_name`). Returns the entries it did not reach. The pack is
+    /// scope `from`'s, and trusted only as that scope's.
     fn unpack(
         &self,
         remote: &Remote,
         mut src: ChannelReader,
         table_tx: oneshot::Sender<Arc<Vec<Stored>>>,
+        from: &str,
         is_own: bool,
         index_name: &str,
     ) -> Vec<(Id, u64)> {
-        let table = match pack::read_table(&mut src, remote.opts.keys.trust.as_ref()) {
+        let table = match pack::read_table(&mut src, remote.opts.keys.trust.as_ref(), from) {
             Ok(t) => Arc::new(t),
             Err(e) => {
                 // A go command that ended before the table arrived learnt
@@ -333,7 +339,7 @@ impl Prefetch {
                 );
             }
             ReadError::Untrusted => remote.untrusted(format_args!(
-                "a pack for scope {:?} is untrusted (not signed by a --trust-key)",
+                "a pack for scope {:?} is untrusted (not signed by a --trust-key as this scope's pack); its entries are downloaded one by one",
                 self.scope.name
             )),
         }

@@ -83,6 +83,7 @@ impl WriteBack {
         let disk = remote.disk.clone();
         let spool = remote.spool.clone();
         let keys = remote.opts.keys.clone();
+        let scope = self.scope.clone();
         let build = tokio::task::spawn_blocking(move || -> io::Result<Option<_>> {
             let mut items = Vec::new();
             let (mut total, mut listed) = (0u64, 0usize);
@@ -124,7 +125,7 @@ impl WriteBack {
                 Some(s) => s.copy_to(&item.output, out),
                 None => Ok(None),
             };
-            let len = pack::write(&mut file, &items, &stored, keys.signer.as_ref())?;
+            let len = pack::write(&mut file, &items, &stored, keys.signer.as_ref(), &scope)?;
             Ok(Some((scratch, len)))
         });
         let key = remote.store.pack_key(&self.scope);
