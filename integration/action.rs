@@ -411,14 +411,14 @@ fn tampered_tool_cache_is_refused() {
     std::fs::write(&bin, planted(&marker)).unwrap();
     runner.next_job("push", serde_json::json!({}), "alice");
     let run = runner.run_action(&with, &url);
+    assert!(!marker.exists(), "the planted binary ran:\n{}", run.log);
+    assert_eq!(sha256_file(&run.env["GOCACHEPROG"]), release.binary_sha256);
     assert!(
         run.log.contains("is not the one in the release's archive")
             && run.log.contains("refusing it"),
         "{}",
         run.log
     );
-    assert_eq!(sha256_file(&run.env["GOCACHEPROG"]), release.binary_sha256);
-    assert!(!marker.exists(), "the planted binary ran");
 
     // The kept archive and the binary replaced.
     let archive = dir.join(format!("gocacher-{TARGET}.tar.gz"));
@@ -510,14 +510,6 @@ fn cargo_stand_in(dir: &Path, count: &Path) {
 /// which such a job could save a build for the default branch's scope.
 #[test]
 fn untrusted_job_plants_no_binary() {
-    let action =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("action.yml")).unwrap();
-    assert!(
-        !action
-            .lines()
-            .any(|l| l.trim_start().starts_with("uses:") || l.trim_start().starts_with("- uses:")),
-        "action.yml runs a nested action"
-    );
     let mut runner = Runner::new(
         "pull_request_target",
         serde_json::json!({"pull_request": {
@@ -543,12 +535,12 @@ fn untrusted_job_plants_no_binary() {
 
     runner.next_job("push", serde_json::json!({}), "alice");
     let run = runner.run_action(&with, &extra);
-    assert_eq!(run.env["GOCACHER_READ_ONLY"], "false", "{}", run.log);
     assert!(
         !marker.exists(),
         "the push job ran the planted binary:\n{}",
         run.log
     );
+    assert_eq!(run.env["GOCACHER_READ_ONLY"], "false", "{}", run.log);
     assert_eq!(
         sha256_file(&run.env["GOCACHEPROG"]),
         sha256_file(env!("CARGO_BIN_EXE_gocacher"))
@@ -557,6 +549,14 @@ fn untrusted_job_plants_no_binary() {
         std::fs::read_to_string(&count).unwrap().lines().count(),
         2,
         "the push job built its own"
+    );
+    let action =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("action.yml")).unwrap();
+    assert!(
+        !action
+            .lines()
+            .any(|l| l.trim_start().starts_with("uses:") || l.trim_start().starts_with("- uses:")),
+        "action.yml runs a nested action"
     );
 }
 
@@ -582,6 +582,30 @@ fn signing_key_only_for_reviewed_code() {
             .collect()
     };
     let temp = |r: &Runner| r.root.path().join("temp");
+
+    // A same-repository pull request with only the main key: it writes,
+    // unsigned, and the key is nowhere it can read.
+    let runner = Runner::new("pull_request", same_repo.clone(), "renovate[bot]");
+    let run = runner.run_action(
+        &[
+            ("version", VERSION),
+            ("fix-mtimes", "false"),
+            ("sign-key", &main_key),
+        ],
+        &url,
+    );
+    assert_eq!(run.env["GOCACHER_READ_ONLY"], "false", "{}", run.log);
+    assert_eq!(key_vars(&run), Vec::<String>::new(), "{}", run.log);
+    assert_eq!(
+        files_holding(&temp(&runner), &main_key),
+        Vec::<std::path::PathBuf>::new()
+    );
+    assert!(
+        run.log.contains("no signing key in a pull_request job")
+            && run.log.contains("what this job writes is unsigned"),
+        "{}",
+        run.log
+    );
 
     for event in [
         "push",
@@ -614,30 +638,6 @@ fn signing_key_only_for_reviewed_code() {
             .log
             .contains("signs what it writes with the sign-key input's key"));
     }
-
-    // A same-repository pull request with only the main key: it writes,
-    // unsigned, and the key is nowhere it can read.
-    let runner = Runner::new("pull_request", same_repo.clone(), "renovate[bot]");
-    let run = runner.run_action(
-        &[
-            ("version", VERSION),
-            ("fix-mtimes", "false"),
-            ("sign-key", &main_key),
-        ],
-        &url,
-    );
-    assert_eq!(run.env["GOCACHER_READ_ONLY"], "false", "{}", run.log);
-    assert_eq!(key_vars(&run), Vec::<String>::new(), "{}", run.log);
-    assert_eq!(
-        files_holding(&temp(&runner), &main_key),
-        Vec::<std::path::PathBuf>::new()
-    );
-    assert!(
-        run.log.contains("no signing key in a pull_request job")
-            && run.log.contains("what this job writes is unsigned"),
-        "{}",
-        run.log
-    );
 
     // With a pull-request key: that key alone.
     let runner = Runner::new("pull_request", same_repo, "alice");
