@@ -7,10 +7,17 @@
 #      RUNNER_TEMP, RUNNER_TOOL_CACHE, GITHUB_ACTION_PATH, GITHUB_OUTPUT;
 #      GOCACHER_RELEASE_URL overrides where releases are downloaded from
 #      (default https://github.com/ACTION_REPOSITORY/releases/download).
-# Out: path=BINARY, or build=true with build-root and source-hash.
+# Out: path=BINARY, or build=true with build-root.
 #
 # Nothing here fails the job: when no binary can be had, the later steps
 # leave GOCACHEPROG unset and say so, and Go builds without the cache.
+#
+# The tool cache (kept between jobs on self-hosted runners) holds the
+# release archive as downloaded. It is writable by every job the runner
+# ran, untrusted ones included, so nothing in it is taken on its word:
+# every job downloads SHA256SUMS again, hashes the kept archive against it
+# and extracts the binary afresh. The release's SHA256SUMS is the record no
+# job can rewrite together with the binary.
 set -euo pipefail
 # shellcheck source=action/lib.sh
 source "$GITHUB_ACTION_PATH/action/lib.sh"
@@ -29,11 +36,12 @@ if [[ -z "$version" ]]; then
   fi
 fi
 
+# A source build lives in this job's RUNNER_TEMP and is never reused by
+# another job: there is no record of its hash that an untrusted job could
+# not rewrite along with it (see SECURITY.md).
 want_build() {
-  local root="${RUNNER_TOOL_CACHE:-$RUNNER_TEMP}/gocacher/source-$target"
   output build true
-  output build-root "$root"
-  output source-hash "$(source_hash)"
+  output build-root "${RUNNER_TEMP:?}/gocacher-source-$target"
   exit 0
 }
 
@@ -51,26 +59,43 @@ if [[ "$RUNNER_OS" == Windows ]]; then
   archive="gocacher-$target.zip"
 fi
 dir="${RUNNER_TOOL_CACHE:-$RUNNER_TEMP}/gocacher/$version/$target"
-if [[ -x "$dir/$exe" && -f "$dir/.verified" ]]; then
-  note "gocacher $version already installed at $dir"
-  output path "$dir/$exe"
-  exit 0
-fi
-
 base="${GOCACHER_RELEASE_URL:-https://github.com/${ACTION_REPOSITORY}/releases/download}"
 tmp="$(mktemp -d "${RUNNER_TEMP:-/tmp}/gocacher-download.XXXXXX")"
 trap 'rm -rf "$tmp"' EXIT
-if ! download "$base/$version/SHA256SUMS" "$tmp/SHA256SUMS" ||
-  ! download "$base/$version/$archive" "$tmp/$archive"; then
-  warn "could not download gocacher $version ($archive) from $base; building the action's source instead"
+
+if ! download "$base/$version/SHA256SUMS" "$tmp/SHA256SUMS"; then
+  warn "could not download gocacher $version's SHA256SUMS from $base, so no gocacher binary can be checked; building the action's source instead"
   want_build
 fi
 want="$(awk -v f="$archive" '$2 == f || $2 == "*" f { print $1 }' "$tmp/SHA256SUMS")"
-got="$(sha256_of "$tmp/$archive")"
-if [[ -z "$want" || "$want" != "$got" ]]; then
-  warn "gocacher $version: $archive does not match its SHA256SUMS entry (got $got, want ${want:-no entry}); not using it, building the action's source instead"
+if [[ -z "$want" ]]; then
+  warn "gocacher $version: SHA256SUMS has no entry for $archive; building the action's source instead"
   want_build
 fi
+
+kept="$dir/$archive"
+if [[ -f "$kept" ]]; then
+  got="$(sha256_of "$kept")"
+  if [[ "$got" == "$want" ]]; then
+    note "gocacher $version: the archive kept in $dir matches SHA256SUMS (sha256 $got)"
+    cp "$kept" "$tmp/$archive"
+  else
+    warn "gocacher $version: the archive kept in $dir does not match its SHA256SUMS entry (got $got, want $want): refusing it, and downloading the release again"
+    rm -f "$kept" "$dir/$exe"
+  fi
+fi
+if [[ ! -f "$tmp/$archive" ]]; then
+  if ! download "$base/$version/$archive" "$tmp/$archive"; then
+    warn "could not download gocacher $version ($archive) from $base; building the action's source instead"
+    want_build
+  fi
+  got="$(sha256_of "$tmp/$archive")"
+  if [[ "$want" != "$got" ]]; then
+    warn "gocacher $version: $archive does not match its SHA256SUMS entry (got $got, want $want); not using it, building the action's source instead"
+    want_build
+  fi
+fi
+
 mkdir -p "$tmp/x"
 if [[ "$archive" == *.zip ]]; then
   unzip -q "$tmp/$archive" -d "$tmp/x"
@@ -83,9 +108,23 @@ if [[ -z "$found" ]]; then
   want_build
 fi
 mkdir -p "$dir"
-cp "$found" "$dir/$exe.tmp"
-chmod 755 "$dir/$exe.tmp"
-mv -f "$dir/$exe.tmp" "$dir/$exe"
-echo "$got" >"$dir/.verified"
-note "installed gocacher $version ($target, sha256 $got)"
+# The binary is always the one just extracted from the checked archive;
+# whatever another job left at its path is replaced, and named if it
+# differed.
+if [[ -e "$dir/$exe" ]] && ! cmp -s "$found" "$dir/$exe"; then
+  warn "gocacher $version: the binary in $dir is not the one in the release's archive (sha256 $(sha256_of "$dir/$exe" 2>/dev/null || echo unreadable)): refusing it, and putting the release's binary in its place"
+fi
+# mktemp makes a new file (never one another job planted), and the rename
+# puts it in place in one step.
+new="$(mktemp "$dir/.$exe.XXXXXX")"
+cp "$found" "$new"
+chmod 755 "$new"
+mv -f "$new" "$dir/$exe"
+if [[ ! -f "$kept" ]]; then
+  new="$(mktemp "$dir/.$archive.XXXXXX")"
+  cp "$tmp/$archive" "$new"
+  mv -f "$new" "$kept"
+  note "installed gocacher $version ($target, archive sha256 $got)"
+fi
+rm -f "$dir/.verified"
 output path "$dir/$exe"

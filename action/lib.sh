@@ -46,13 +46,3 @@ sha256_of() {
 download() {
   curl -fsSL --retry 3 --connect-timeout 10 --max-time 120 -o "$2" "$1"
 }
-
-# A hash of the action's source, naming the cached build of it.
-source_hash() {
-  (
-    cd "$GITHUB_ACTION_PATH" || exit 1
-    find Cargo.toml Cargo.lock src -type f | LC_ALL=C sort | while read -r f; do
-      echo "$(sha256_of "$f")  $f"
-    done
-  ) | sha256_of
-}

@@ -322,13 +322,374 @@ fn read_only_follows_the_event() {
             "{event} by {actor}, read-only: {input}\n{}",
             run.log
         );
-        // The signing key reaches writers only, as a file, never as a
-        // variable of later steps.
+        // The signing key reaches only writers that build reviewed code,
+        // as a file, never as a variable of later steps.
         assert_eq!(
             run.env.contains_key("GOCACHER_SIGN_KEY_FILE"),
-            want == "false"
+            want == "false" && event != "pull_request",
+            "{event} by {actor}, read-only: {input}\n{}",
+            run.log
         );
         assert!(!run.env.values().any(|v| v.contains(&"ab".repeat(32))));
+    }
+}
+
+/// A stand-in executable a job's untrusted code plants where the action
+/// keeps gocacher: if anything runs it, `marker` says so.
+fn planted(marker: &Path) -> String {
+    format!(
+        "#!/bin/sh\necho \"ran $0 $*\" >> '{}'\necho 'gocacher 0.0.0'\n",
+        marker.display()
+    )
+}
+
+/// Replaces every file named `gocacher` under `dir` with the planted
+/// executable; returns how many it replaced.
+fn plant_everywhere(dir: &Path, marker: &Path) -> usize {
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            n += plant_everywhere(&path, marker);
+        } else if path.file_name().unwrap() == "gocacher" {
+            std::fs::write(&path, planted(marker)).unwrap();
+            n += 1;
+        }
+    }
+    n
+}
+
+fn sha256_file(path: &str) -> String {
+    hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+/// Every file under `dir` that holds `needle`.
+fn files_holding(dir: &Path, needle: &str) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            found.extend(files_holding(&path, needle));
+        } else if std::fs::read(&path)
+            .map(|b| String::from_utf8_lossy(&b).contains(needle))
+            .unwrap_or(false)
+        {
+            found.push(path);
+        }
+    }
+    found
+}
+
+/// On a self-hosted runner, a later job never runs a tool-cache binary it
+/// did not check against the release's SHA256SUMS in that job: a binary an
+/// earlier job replaced is refused with a warning and the release's put
+/// back; an archive replaced as well is refused and downloaded again; and
+/// with the release out of reach the job goes on as after a failed
+/// download (no cargo here: without GOCACHEPROG), never running the
+/// planted file.
+#[test]
+fn tampered_tool_cache_is_refused() {
+    let release = Release::serve(false);
+    let mut runner = Runner::new("push", serde_json::json!({}), "alice");
+    let marker = runner.root.path().join("planted-ran");
+    let with = [("version", VERSION), ("fix-mtimes", "false")];
+    let url = [("GOCACHER_RELEASE_URL", release.url.as_str())];
+    let dir = runner
+        .root
+        .path()
+        .join(format!("tool-cache/gocacher/{VERSION}/{TARGET}"));
+    let bin = dir.join("gocacher");
+    let run = runner.run_action(&with, &url);
+    assert_eq!(
+        run.env["GOCACHEPROG"],
+        bin.display().to_string(),
+        "{}",
+        run.log
+    );
+
+    // The binary replaced.
+    std::fs::write(&bin, planted(&marker)).unwrap();
+    runner.next_job("push", serde_json::json!({}), "alice");
+    let run = runner.run_action(&with, &url);
+    assert!(!marker.exists(), "the planted binary ran:\n{}", run.log);
+    assert_eq!(sha256_file(&run.env["GOCACHEPROG"]), release.binary_sha256);
+    assert!(
+        run.log.contains("is not the one in the release's archive")
+            && run.log.contains("refusing it"),
+        "{}",
+        run.log
+    );
+
+    // The kept archive and the binary replaced.
+    let archive = dir.join(format!("gocacher-{TARGET}.tar.gz"));
+    assert!(archive.exists());
+    let stage = runner.root.path().join("stage");
+    std::fs::create_dir_all(&stage).unwrap();
+    std::fs::write(stage.join("gocacher"), planted(&marker)).unwrap();
+    let st = Command::new("tar")
+        .arg("-czf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(&stage)
+        .arg("gocacher")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::fs::write(&bin, planted(&marker)).unwrap();
+    runner.next_job("push", serde_json::json!({}), "alice");
+    let run = runner.run_action(&with, &url);
+    assert!(
+        run.log.contains("the archive kept in")
+            && run.log.contains("does not match its SHA256SUMS entry"),
+        "{}",
+        run.log
+    );
+    assert_eq!(sha256_file(&run.env["GOCACHEPROG"]), release.binary_sha256);
+    assert!(!marker.exists(), "the planted binary ran");
+
+    // Planted again, and the release out of reach: as a failed download.
+    std::fs::write(&bin, planted(&marker)).unwrap();
+    let st = Command::new("tar")
+        .arg("-czf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(&stage)
+        .arg("gocacher")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    runner.next_job("push", serde_json::json!({}), "alice");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let path = format!(
+        "/usr/bin:/bin:{}",
+        runner.root.path().join("nothing").display()
+    );
+    let run = runner.run_action(
+        &with,
+        &[
+            ("GOCACHER_RELEASE_URL", dead.as_str()),
+            ("PATH", path.as_str()),
+        ],
+    );
+    assert!(run.log.contains("::warning"), "{}", run.log);
+    assert!(run.log.contains("no cargo on this runner"), "{}", run.log);
+    assert!(
+        !run.env.contains_key("GOCACHEPROG"),
+        "{:?}\n{}",
+        run.env,
+        run.log
+    );
+    assert_eq!(run.outputs["configure"]["read-only"], "true");
+    assert!(!marker.exists(), "the planted binary ran");
+}
+
+/// A `cargo` for the runner's PATH that stands for `cargo install --root R`
+/// of the action's source: it puts the gocacher this test suite built at
+/// R/bin/gocacher and counts its runs in `count`.
+fn cargo_stand_in(dir: &Path, count: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let script = format!(
+        "#!/bin/sh\nroot=\nwhile [ $# -gt 0 ]; do [ \"$1\" = --root ] && root=$2; shift; done\n\
+         mkdir -p \"$root/bin\" && cp '{}' \"$root/bin/gocacher\" && echo built >> '{}'\n",
+        env!("CARGO_BIN_EXE_gocacher"),
+        count.display()
+    );
+    let cargo = dir.join("cargo");
+    std::fs::write(&cargo, script).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&cargo, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// A `pull_request_target` job (untrusted: its later steps may run a
+/// fork's code) that builds the action's source leaves nothing a later job
+/// runs: its code replaces every gocacher file on the runner's disk, and
+/// the next push job on the same runner builds its own and never runs the
+/// planted one. The action has no nested action (actions/cache) through
+/// which such a job could save a build for the default branch's scope.
+#[test]
+fn untrusted_job_plants_no_binary() {
+    let mut runner = Runner::new(
+        "pull_request_target",
+        serde_json::json!({"pull_request": {
+            "head": {"repo": {"full_name": "mallory/widgets"}},
+            "base": {"repo": {"full_name": "acme/widgets"}}}}),
+        "mallory",
+    );
+    let marker = runner.root.path().join("planted-ran");
+    let count = runner.root.path().join("cargo-runs");
+    let bin_dir = runner.root.path().join("cargo-bin");
+    cargo_stand_in(&bin_dir, &count);
+    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap());
+    let with = [("version", "source"), ("fix-mtimes", "false")];
+    let extra = [("PATH", path.as_str())];
+    let run = runner.run_action(&with, &extra);
+    assert_eq!(run.env["GOCACHER_READ_ONLY"], "true", "{}", run.log);
+    assert!(
+        run.log.contains("built gocacher from source"),
+        "{}",
+        run.log
+    );
+    assert!(plant_everywhere(runner.root.path(), &marker) > 0);
+
+    runner.next_job("push", serde_json::json!({}), "alice");
+    let run = runner.run_action(&with, &extra);
+    assert!(
+        !marker.exists(),
+        "the push job ran the planted binary:\n{}",
+        run.log
+    );
+    assert_eq!(run.env["GOCACHER_READ_ONLY"], "false", "{}", run.log);
+    assert_eq!(
+        sha256_file(&run.env["GOCACHEPROG"]),
+        sha256_file(env!("CARGO_BIN_EXE_gocacher"))
+    );
+    assert_eq!(
+        std::fs::read_to_string(&count).unwrap().lines().count(),
+        2,
+        "the push job built its own"
+    );
+    let action =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("action.yml")).unwrap();
+    assert!(
+        !action
+            .lines()
+            .any(|l| l.trim_start().starts_with("uses:") || l.trim_start().starts_with("- uses:")),
+        "action.yml runs a nested action"
+    );
+}
+
+/// The signing key reaches only jobs that build reviewed code: a push,
+/// schedule, manual, merge-queue or release job gets `sign-key` as a file;
+/// a pull request from a branch of the repository (it writes) gets no file
+/// holding it anywhere under RUNNER_TEMP and no GOCACHER_SIGN_KEY*
+/// variable, and signs only with `pull-request-sign-key` when given one.
+#[test]
+fn signing_key_only_for_reviewed_code() {
+    let release = Release::serve(false);
+    let main_key = "ab".repeat(32);
+    let pr_key = "cd".repeat(32);
+    let same_repo = serde_json::json!({"pull_request": {
+        "head": {"repo": {"full_name": "acme/widgets"}},
+        "base": {"repo": {"full_name": "acme/widgets"}}}});
+    let url = [("GOCACHER_RELEASE_URL", release.url.as_str())];
+    let key_vars = |run: &runner::ActionRun| -> Vec<String> {
+        run.env
+            .keys()
+            .filter(|k| k.starts_with("GOCACHER_SIGN_KEY"))
+            .cloned()
+            .collect()
+    };
+    let temp = |r: &Runner| r.root.path().join("temp");
+
+    // A same-repository pull request with only the main key: it writes,
+    // unsigned, and the key is nowhere it can read.
+    let runner = Runner::new("pull_request", same_repo.clone(), "renovate[bot]");
+    let run = runner.run_action(
+        &[
+            ("version", VERSION),
+            ("fix-mtimes", "false"),
+            ("sign-key", &main_key),
+        ],
+        &url,
+    );
+    assert_eq!(run.env["GOCACHER_READ_ONLY"], "false", "{}", run.log);
+    assert_eq!(key_vars(&run), Vec::<String>::new(), "{}", run.log);
+    assert_eq!(
+        files_holding(&temp(&runner), &main_key),
+        Vec::<std::path::PathBuf>::new()
+    );
+    assert!(
+        run.log.contains("no signing key in a pull_request job")
+            && run.log.contains("what this job writes is unsigned"),
+        "{}",
+        run.log
+    );
+
+    for event in [
+        "push",
+        "schedule",
+        "workflow_dispatch",
+        "merge_group",
+        "release",
+    ] {
+        let runner = Runner::new(event, serde_json::json!({}), "alice");
+        let run = runner.run_action(
+            &[
+                ("version", VERSION),
+                ("fix-mtimes", "false"),
+                ("sign-key", &main_key),
+                ("pull-request-sign-key", &pr_key),
+            ],
+            &url,
+        );
+        let file = &run.env["GOCACHER_SIGN_KEY_FILE"];
+        assert_eq!(
+            std::fs::read_to_string(file).unwrap().trim(),
+            main_key,
+            "{event}"
+        );
+        assert_eq!(
+            files_holding(&temp(&runner), &pr_key),
+            Vec::<std::path::PathBuf>::new()
+        );
+        assert!(run
+            .log
+            .contains("signs what it writes with the sign-key input's key"));
+    }
+
+    // With a pull-request key: that key alone.
+    let runner = Runner::new("pull_request", same_repo, "alice");
+    let run = runner.run_action(
+        &[
+            ("version", VERSION),
+            ("fix-mtimes", "false"),
+            ("sign-key", &main_key),
+            ("pull-request-sign-key", &pr_key),
+            ("trust-key", &"ef".repeat(32)),
+        ],
+        &url,
+    );
+    let file = &run.env["GOCACHER_SIGN_KEY_FILE"];
+    assert_eq!(std::fs::read_to_string(file).unwrap().trim(), pr_key);
+    assert_eq!(
+        files_holding(&temp(&runner), &main_key),
+        Vec::<std::path::PathBuf>::new()
+    );
+    assert_eq!(key_vars(&run), vec!["GOCACHER_SIGN_KEY_FILE".to_string()]);
+
+    // Untrusted events and forks get neither key.
+    for (event, payload) in [
+        ("pull_request_target", serde_json::json!({})),
+        ("workflow_run", serde_json::json!({})),
+        (
+            "pull_request",
+            serde_json::json!({"pull_request": {
+                "head": {"repo": {"full_name": "mallory/widgets"}},
+                "base": {"repo": {"full_name": "acme/widgets"}}}}),
+        ),
+    ] {
+        let runner = Runner::new(event, payload, "mallory");
+        let run = runner.run_action(
+            &[
+                ("version", VERSION),
+                ("fix-mtimes", "false"),
+                ("read-only", "false"),
+                ("sign-key", &main_key),
+                ("pull-request-sign-key", &pr_key),
+            ],
+            &url,
+        );
+        assert_eq!(key_vars(&run), Vec::<String>::new(), "{event}\n{}", run.log);
+        assert_eq!(
+            files_holding(&temp(&runner), &main_key),
+            Vec::<std::path::PathBuf>::new()
+        );
+        assert_eq!(
+            files_holding(&temp(&runner), &pr_key),
+            Vec::<std::path::PathBuf>::new()
+        );
     }
 }
 

@@ -1,7 +1,9 @@
-//! GitHub Actions: whether a job may write the shared cache.
+//! GitHub Actions: whether a job may write the shared cache, and with
+//! which signing key.
 //!
-//! `gocacher github-read-only` (used by the action's `read-only: auto`)
-//! prints `true` or `false`, a tab and the reason. A job writes only when
+//! `gocacher github-read-only` (used by the action's configure step)
+//! prints `true` or `false`, a tab, the key input the job may sign with
+//! ([`Key::input`]), a tab and the reason. A job writes only when
 //! the code it builds was put there by someone with write access to the
 //! repository: pushes, schedules, manual runs, merge queues, releases and
 //! pull requests whose branch lives in the repository itself. Everything
@@ -9,6 +11,19 @@
 //! (treated by GitHub as a fork's), and events that may build code nobody
 //! trusted yet (`pull_request_target`, `workflow_run`, `issue_comment`, ...).
 //! When the event cannot be read, the answer is read-only.
+//!
+//! The same command says which signing key a writing job may hold. Writing
+//! and signing are different trusts: a job that writes feeds readers that
+//! do not check signatures, while a signature makes an entry good for
+//! every reader that trusts the key. The private key is readable by every
+//! later step of a job that holds it (a dependency's `init()` under `go
+//! test` included), so the action's `sign-key` reaches only the events that
+//! build reviewed code ([`SIGNING_EVENTS`]: pushes, schedules, manual runs,
+//! merge queues, releases).
+//! A pull request from a branch of the repository (a Renovate bump, a bot's
+//! branch) runs code nobody has reviewed yet: it may write, and signs only
+//! with a key of its own (`pull-request-sign-key`), which only pull-request
+//! readers trust.
 
 use serde_json::Value;
 
@@ -24,6 +39,15 @@ const TRUSTED_EVENTS: &[&str] = &[
     "create",
 ];
 
+/// The trusted events whose jobs get the `sign-key` input's key.
+const SIGNING_EVENTS: &[&str] = &[
+    "push",
+    "schedule",
+    "workflow_dispatch",
+    "merge_group",
+    "release",
+];
+
 /// Events that carry a pull request whose head is checked out.
 const PULL_REQUEST_EVENTS: &[&str] = &[
     "pull_request",
@@ -31,23 +55,49 @@ const PULL_REQUEST_EVENTS: &[&str] = &[
     "pull_request_review_comment",
 ];
 
+/// Which of the action's key inputs a job may sign with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Key {
+    /// `sign-key`: trusted by every reader.
+    Main,
+    /// `pull-request-sign-key`: trusted by pull-request readers only.
+    PullRequest,
+    /// No key: whatever the job writes is unsigned.
+    None,
+}
+
+impl Key {
+    /// The action input that holds this key, or `none`.
+    pub fn input(self) -> &'static str {
+        match self {
+            Key::Main => "sign-key",
+            Key::PullRequest => "pull-request-sign-key",
+            Key::None => "none",
+        }
+    }
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub struct Decision {
     pub read_only: bool,
+    /// The key the job may sign with when it writes.
+    pub key: Key,
     pub reason: String,
 }
 
 fn read_only(reason: String) -> Decision {
     Decision {
         read_only: true,
+        key: Key::None,
         reason,
     }
 }
 
-fn writes(reason: String) -> Decision {
+fn writes(key: Key, reason: String) -> Decision {
     Decision {
         read_only: false,
-        ..read_only(reason)
+        key,
+        reason,
     }
 }
 
@@ -56,7 +106,12 @@ fn writes(reason: String) -> Decision {
 /// workflow and the actor.
 pub fn decide(event_name: &str, event: Option<&Value>, repository: &str, actor: &str) -> Decision {
     if TRUSTED_EVENTS.contains(&event_name) {
-        return writes(format!("a {event_name} event in {repository}"));
+        let key = if SIGNING_EVENTS.contains(&event_name) {
+            Key::Main
+        } else {
+            Key::None
+        };
+        return writes(key, format!("a {event_name} event in {repository}"));
     }
     if !PULL_REQUEST_EVENTS.contains(&event_name) {
         if event_name.is_empty() {
@@ -88,7 +143,10 @@ pub fn decide(event_name: &str, event: Option<&Value>, repository: &str, actor: 
     if actor == "dependabot[bot]" {
         return read_only("a pull request by Dependabot".into());
     }
-    writes(format!("a pull request from a branch of {base}"))
+    writes(
+        Key::PullRequest,
+        format!("a pull request from a branch of {base}"),
+    )
 }
 
 /// The decision for this process's GitHub Actions environment.
@@ -156,6 +214,33 @@ mod tests {
         assert!(d("workflow_run", None, "alice"));
         assert!(d("issue_comment", None, "alice"));
         assert!(d("", None, "alice"));
+        let key = |name: &str, ev: Option<Value>, actor: &str| {
+            decide(name, ev.as_ref(), "acme/widgets", actor).key
+        };
+        for event in [
+            "push",
+            "schedule",
+            "workflow_dispatch",
+            "merge_group",
+            "release",
+        ] {
+            assert_eq!(key(event, None, "alice"), Key::Main, "{event}");
+        }
+        for event in [
+            "repository_dispatch",
+            "create",
+            "pull_request_target",
+            "workflow_run",
+        ] {
+            assert_eq!(key(event, None, "alice"), Key::None, "{event}");
+        }
+        let same = Some(pr("acme/widgets", "acme/widgets"));
+        assert_eq!(key("pull_request", same.clone(), "alice"), Key::PullRequest);
+        assert_eq!(key("pull_request", same, "dependabot[bot]"), Key::None);
+        assert_eq!(
+            key("pull_request", Some(pr("mallory/w", "acme/widgets")), "m"),
+            Key::None
+        );
         assert_eq!(
             decide(
                 "pull_request",

@@ -78,7 +78,7 @@ fn run(config: Config) -> Result<()> {
     }
     if config.command == Some(Command::GithubReadOnly) {
         let d = gocacher::github::decide_from_env();
-        println!("{}\t{}", d.read_only, d.reason);
+        println!("{}\t{}\t{}", d.read_only, d.key.input(), d.reason);
         return Ok(());
     }
     if let Some(Command::FixMtimes { dir }) = &config.command {

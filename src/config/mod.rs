@@ -281,8 +281,9 @@ pub enum Command {
         dir: PathBuf,
     },
     /// For the GitHub Action: whether this job should only read the bucket
-    /// (a fork's pull request, an untrusted event). Prints true or false, a
-    /// tab and the reason.
+    /// (a fork's pull request, an untrusted event) and which key input it
+    /// may sign with. Prints true or false, a tab, sign-key,
+    /// pull-request-sign-key or none, a tab and the reason.
     #[command(hide = true)]
     GithubReadOnly,
 }
