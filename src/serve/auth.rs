@@ -39,7 +39,6 @@ const SESSION_TTL: Duration = Duration::from_secs(6 * 3600);
 /// A JWKS is fetched again for an unknown key ID at most this often.
 const JWKS_REFETCH: Duration = Duration::from_secs(60);
 
-
 /// What a session may do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant {
