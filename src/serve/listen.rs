@@ -30,6 +30,8 @@ const FULL_LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// Raises the open-file limit as far as allowed and fits `--max-connections`
 /// under it (with a line saying so when it had to be lowered).
+// `rlim_t` is 64 bits on some targets and 32 on others.
+#[allow(clippy::unnecessary_cast)]
 pub(crate) fn fit_connections(max: usize) -> usize {
     #[cfg(unix)]
     {
