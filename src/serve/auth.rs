@@ -22,7 +22,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -40,9 +40,6 @@ const SESSION_TTL: Duration = Duration::from_secs(6 * 3600);
 
 /// A JWKS is fetched again for an unknown key ID at most this often.
 const JWKS_REFETCH: Duration = Duration::from_secs(60);
-
-/// Sessions kept at once; the oldest expire first beyond this.
-const MAX_SESSIONS: usize = 100_000;
 
 /// What a session may do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,7 +86,6 @@ impl SessionStats {
 pub struct Session {
     pub grant: Grant,
     pub stats: Arc<SessionStats>,
-    expires: Option<Instant>,
 }
 
 /// A claim that must have this string value.
@@ -104,6 +100,8 @@ pub struct AuthConfig {
     pub claims: Vec<Claim>,
     pub global_claims: Vec<Claim>,
     pub namespace_claim: String,
+    /// Exchanged sessions kept at once (`--max-sessions`).
+    pub max_sessions: u64,
 }
 
 impl AuthConfig {
@@ -127,8 +125,12 @@ struct Keys {
 
 pub struct Auth {
     cfg: AuthConfig,
-    /// Static tokens, and sessions made by exchanges.
-    sessions: Mutex<HashMap<String, Session>>,
+    /// Static tokens: never expire, never evicted.
+    tokens: HashMap<String, Session>,
+    /// Sessions made by exchanges, for [`SESSION_TTL`] each and at most
+    /// `--max-sessions` of them: when full, the least recently used one is
+    /// dropped, and its client (on a 401) exchanges its identity token again.
+    sessions: moka::sync::Cache<String, Session>,
     jwks: tokio::sync::Mutex<HashMap<String, Keys>>,
     client: reqwest::Client,
     /// Tokens refused (shared with the metrics).
@@ -149,45 +151,51 @@ impl Auth {
         cfg: AuthConfig,
         failures: prometheus_client::metrics::counter::Counter,
     ) -> Result<Auth> {
-        let mut sessions = HashMap::new();
+        let mut tokens = HashMap::new();
         if let Some(path) = &cfg.token_file {
             for (token, grant) in read_token_file(path)? {
-                sessions.insert(
+                tokens.insert(
                     token,
                     Session {
                         grant,
                         stats: Arc::default(),
-                        expires: None,
                     },
                 );
             }
         }
+        // Least recently used out first: a new session is always admitted
+        // (TinyLFU, moka's default, may refuse one seen only once).
+        let sessions = moka::sync::Cache::builder()
+            .max_capacity(cfg.max_sessions)
+            .time_to_live(SESSION_TTL)
+            .eviction_policy(moka::policy::EvictionPolicy::lru())
+            .build();
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()
             .context("HTTP client for OIDC discovery")?;
         Ok(Auth {
             cfg,
-            sessions: Mutex::new(sessions),
+            tokens,
+            sessions,
             jwks: tokio::sync::Mutex::new(HashMap::new()),
             client,
             failures,
         })
     }
 
+    /// Static tokens and live exchanged sessions.
     pub fn sessions(&self) -> usize {
-        self.sessions.lock().unwrap().len()
+        self.sessions.run_pending_tasks();
+        self.tokens.len() + self.sessions.entry_count() as usize
     }
 
     /// The session of a Bearer token, if it is one and has not expired.
     pub fn session(&self, token: &str) -> Option<Session> {
-        let mut sessions = self.sessions.lock().unwrap();
-        let s = sessions.get(token)?;
-        if s.expires.is_some_and(|e| e <= Instant::now()) {
-            sessions.remove(token);
-            return None;
+        match self.tokens.get(token) {
+            Some(s) => Some(s.clone()),
+            None => self.sessions.get(token),
         }
-        Some(s.clone())
     }
 
     /// Checks an identity token and opens a session for it: the session
@@ -251,17 +259,11 @@ impl Auth {
             write: true,
         };
         let token = new_token();
-        let mut sessions = self.sessions.lock().unwrap();
-        if sessions.len() >= MAX_SESSIONS {
-            let now = Instant::now();
-            sessions.retain(|_, s| s.expires.is_none_or(|e| e > now));
-        }
-        sessions.insert(
+        self.sessions.insert(
             token.clone(),
             Session {
                 grant: grant.clone(),
                 stats: Arc::default(),
-                expires: Some(Instant::now() + SESSION_TTL),
             },
         );
         Ok((token, SESSION_TTL, grant))

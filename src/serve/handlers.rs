@@ -673,8 +673,41 @@ async fn put_entry(
             who.count(|c| &c.bytes_in, len);
             StatusCode::NO_CONTENT.into_response()
         }
+        Ok(Err(PutError::Io { source, .. })) if disk_full(&source) => store_full(&s),
         Ok(Err(e @ PutError::Io { .. })) => internal("writing the store", e),
         Ok(Err(e)) => refused(&s, StatusCode::BAD_REQUEST, e.to_string()),
         Err(Cut(code, msg)) => refused(&s, code, msg),
     }
+}
+
+fn disk_full(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::StorageFull || e.kind() == io::ErrorKind::QuotaExceeded
+}
+
+/// When the store's disk was last said to be full (seconds since the epoch).
+static FULL_LOGGED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// 507 for a PUT the store had no room for (its temp file is gone; nothing
+/// was kept); a line at most once a minute while that lasts.
+pub(crate) fn store_full(s: &Shared) -> Response {
+    let now = (now_nanos() / 1_000_000_000) as u64;
+    let last = FULL_LOGGED.load(Ordering::Relaxed);
+    if now >= last + 60
+        && FULL_LOGGED
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        eprintln!(
+            "gocacher serve: the store's disk {} is full: uploads get 507 and are not kept until space frees (reads go on)",
+            s.disk.root().display()
+        );
+    }
+    let mut r = refused(
+        s,
+        StatusCode::INSUFFICIENT_STORAGE,
+        "the server's disk is full: nothing was kept",
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+    r
 }

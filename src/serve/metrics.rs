@@ -19,6 +19,8 @@ use super::Shared;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
+    /// One of a fixed set ([`method_label`]): a client can send any token
+    /// as its method.
     pub method: String,
     /// The route (`/action/{id}`), not the URL: a bounded set.
     pub endpoint: String,
@@ -183,7 +185,7 @@ pub async fn observe(State(s): State<Arc<Shared>>, req: Request, next: Next) -> 
         .get::<MatchedPath>()
         .map_or("other", |m| m.as_str())
         .to_string();
-    let method = req.method().to_string();
+    let method = method_label(req.method()).to_string();
     let path = s.cfg.verbose.then(|| req.uri().path().to_string());
     let started = Instant::now();
     let resp = next.run(req).await;
@@ -210,6 +212,23 @@ pub async fn observe(State(s): State<Arc<Shared>>, req: Request, next: Next) -> 
         );
     }
     resp
+}
+
+/// A request method as the metrics name it: the standard ones by their
+/// names, any other as `other`.
+fn method_label(m: &axum::http::Method) -> &'static str {
+    match m.as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "PUT" => "PUT",
+        "POST" => "POST",
+        "DELETE" => "DELETE",
+        "OPTIONS" => "OPTIONS",
+        "PATCH" => "PATCH",
+        "CONNECT" => "CONNECT",
+        "TRACE" => "TRACE",
+        _ => "other",
+    }
 }
 
 /// `GET /metrics` on the metrics port.

@@ -17,6 +17,7 @@
 mod auth;
 mod bucket;
 mod handlers;
+mod listen;
 mod metrics;
 mod named;
 mod tls;
@@ -171,6 +172,36 @@ pub struct ServeArgs {
     )]
     pub namespace_claim: String,
 
+    /// Sessions made by /auth/exchange-token kept at once; beyond this the
+    /// least recently used is dropped (its client exchanges again).
+    #[arg(
+        long,
+        env = "GOCACHER_MAX_SESSIONS",
+        value_name = "N",
+        default_value_t = 100_000
+    )]
+    pub max_sessions: u64,
+
+    /// Connections open at once; more wait in the listen queue until one
+    /// closes. Capped by the open-file limit.
+    #[arg(
+        long,
+        env = "GOCACHER_MAX_CONNECTIONS",
+        value_name = "N",
+        default_value_t = 4096
+    )]
+    pub max_connections: usize,
+
+    /// A connection that sends no complete request header for this long
+    /// (new, or idle between requests) is closed.
+    #[arg(
+        long,
+        env = "GOCACHER_IDLE_TIMEOUT",
+        value_name = "DURATION",
+        default_value = "30s"
+    )]
+    pub idle_timeout: String,
+
     /// Serve HTTPS with this PEM certificate chain (the server's first);
     /// needs --tls-key. Read at start: restart to rotate it.
     #[arg(
@@ -204,6 +235,8 @@ pub struct ServeConfig {
     pub max_object_size: u64,
     pub max_pending_writes: usize,
     pub body_timeout: Duration,
+    pub max_connections: usize,
+    pub idle_timeout: Duration,
     pub verbose: bool,
     pub auth: AuthConfig,
     pub metrics_listen: Option<SocketAddr>,
@@ -263,7 +296,18 @@ impl ServeArgs {
             claims: claims("--jwt-claim", &self.jwt_claim)?,
             global_claims: claims("--global-jwt-claim", &self.global_jwt_claim)?,
             namespace_claim: self.namespace_claim.clone(),
+            max_sessions: self.max_sessions,
         };
+        if self.max_sessions == 0 {
+            bail!("--max-sessions must be at least 1");
+        }
+        if self.max_connections == 0 {
+            bail!("--max-connections must be at least 1");
+        }
+        let idle_timeout = duration("--idle-timeout", &self.idle_timeout)?;
+        if idle_timeout.is_zero() {
+            bail!("--idle-timeout must be more than 0s");
+        }
         if !auth.issuers.is_empty() && auth.claims.is_empty() {
             bail!("--jwt-issuer needs at least one --jwt-claim (say, repository=ORG/REPO): without one, any token the issuer signs for anyone would do");
         }
@@ -282,6 +326,8 @@ impl ServeArgs {
             max_object_size,
             max_pending_writes: self.max_pending_writes,
             body_timeout: duration("--body-timeout", &self.body_timeout)?,
+            max_connections: self.max_connections,
+            idle_timeout,
             verbose,
             auth,
             metrics_listen: match &self.metrics_listen {
@@ -322,7 +368,7 @@ pub(crate) struct Shared {
     pub(crate) remote: Option<Arc<Bucket>>,
     /// Sessions and their grants; `None`: no auth, everyone writes global.
     pub(crate) auth: Option<auth::Auth>,
-    /// Namespaces' stores, opened on first use: `<root>/ns/<hash>`.
+    /// Namespaces' stores, made by their first write: `<root>/ns/<hash>`.
     spaces: std::sync::Mutex<std::collections::HashMap<String, Arc<DiskCache>>>,
 }
 
@@ -344,12 +390,32 @@ impl Shared {
         Ok(d)
     }
 
-    /// The stores a grant reads, in order: its namespace's, then global.
+    /// A namespace's store if something was ever written to it: reading
+    /// creates no directory, so readers cost no disk and no memory.
+    pub(crate) fn written_space(&self, namespace: &str) -> io::Result<Option<Arc<DiskCache>>> {
+        if namespace == GLOBAL {
+            return Ok(Some(self.disk.clone()));
+        }
+        if let Some(d) = self.spaces.lock().unwrap().get(namespace) {
+            return Ok(Some(d.clone()));
+        }
+        match std::fs::metadata(namespace_root(self.disk.root(), namespace)) {
+            Ok(_) => self.space(namespace).map(Some),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The stores a grant reads, in order: its namespace's (if it has
+    /// one), then global.
     pub(crate) fn reading(&self, grant: &Grant) -> io::Result<Vec<Arc<DiskCache>>> {
         if grant.is_global() {
             return Ok(vec![self.disk.clone()]);
         }
-        Ok(vec![self.space(&grant.namespace)?, self.disk.clone()])
+        let mut stores = Vec::with_capacity(2);
+        stores.extend(self.written_space(&grant.namespace)?);
+        stores.push(self.disk.clone());
+        Ok(stores)
     }
 
     pub(crate) fn stored(&self, n: u64) {
@@ -489,6 +555,10 @@ async fn serve(cfg: ServeConfig, remote: Option<RemoteConfig>) -> Result<()> {
         });
     }
     let app = handlers::router(shared.clone());
+    let (max_conns, idle) = (
+        listen::fit_connections(shared.cfg.max_connections),
+        shared.cfg.idle_timeout,
+    );
     // Headers and body go out in separate writes: with Nagle's algorithm the
     // body would wait for the client's delayed ACK on every response.
     use axum::serve::ListenerExt;
@@ -497,20 +567,15 @@ async fn serve(cfg: ServeConfig, remote: Option<RemoteConfig>) -> Result<()> {
             let listener = listener.tap_io(|tcp| {
                 let _ = tcp.set_nodelay(true);
             });
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown())
-                .await
+            listen::serve(listener, app, max_conns, idle, shutdown()).await
         }
         Some(acceptor) => {
             let listener = tls::listener(acceptor, listener).tap_io(|tls| {
                 let _ = tls.get_ref().0.set_nodelay(true);
             });
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown())
-                .await
+            listen::serve(listener, app, max_conns, idle, shutdown()).await
         }
     }
-    .context("serving")?;
     if shared.cfg.verbose {
         let m = &shared.metrics;
         eprintln!(

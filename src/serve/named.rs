@@ -119,11 +119,11 @@ pub(crate) async fn get_named(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     // The caller's namespace first, then the global one.
-    if !grant.is_global() {
-        let store = match s.space(&grant.namespace) {
-            Ok(d) => d,
-            Err(e) => return internal("opening a namespace", e),
-        };
+    let own = match s.written_space(&grant.namespace) {
+        Ok(d) => d.filter(|_| !grant.is_global()),
+        Err(e) => return internal("opening a namespace", e),
+    };
+    if let Some(store) = own {
         let path = named_path(store.root(), &kind, &name);
         let if_match_c = if_match.clone();
         match blocking(move || read_local(&path, range, if_match_c)).await {

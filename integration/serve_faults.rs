@@ -1,0 +1,880 @@
+//! `gocacher serve`'s own fault suite, beside the client's (faults.rs):
+//! the server's bucket killed and restarted under load, its disk full,
+//! a thousand idle connections and a hundred slow uploads at once, and the
+//! server itself killed with SIGKILL under load. Clients are real `go`
+//! builds (gocacher's `--cache-server`, the seed's `go-cacher`) and raw
+//! HTTP writers whose every acknowledged byte is checked.
+//!
+//! Also here: what bounds the server's memory by its flags rather than by
+//! its clients (request methods in the metrics, exchanged sessions,
+//! namespaces that only read).
+//!
+//! Each fault test prints a row of the table in docs/FAULTS.md (with the
+//! server's peak RSS, VmHWM) and appends it to `serve-faults-table.md` in
+//! cargo's test temp dir.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use support::s3server::{free_port, tool_bin, Kind, S3Server};
+use support::{GoEnv, GoRun, Toolchain};
+
+/// `gocacher serve` on a store of the test's choosing (say, a small tmpfs).
+struct Serve {
+    port: u16,
+    store: PathBuf,
+    logs: tempfile::TempDir,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    child: Option<Child>,
+}
+
+impl Serve {
+    fn start(store: &Path, args: &[&str], env: Vec<(String, String)>) -> Serve {
+        let mut s = Serve {
+            port: free_port(),
+            store: store.to_path_buf(),
+            logs: tempfile::tempdir().unwrap(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            env,
+            child: None,
+        };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.logs.path().join("server.log"))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_gocacher"))
+            .arg("serve")
+            .arg("--dir")
+            .arg(&self.store)
+            .arg("--listen")
+            .arg(self.addr().to_string())
+            .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start gocacher serve");
+        self.child = Some(child);
+        let start = Instant::now();
+        while TcpStream::connect(self.addr()).is_err() {
+            if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("gocacher serve exited ({st}):\n{}", self.log());
+            }
+            assert!(start.elapsed() < Duration::from_secs(60), "{}", self.log());
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr())
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.logs.path().join("server.log")).unwrap_or_default()
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Peak resident memory so far (VmHWM), in MiB.
+    fn peak_rss_mib(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let kb: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc/PID/status");
+        kb / 1024.0
+    }
+
+    /// Open file descriptors.
+    fn fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
+    /// SIGKILL.
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Appends a row to the table (and prints it); the first row of a run
+/// writes the header.
+fn row(fault: &str, asserted: &str, wall: Duration, rss_mib: f64) {
+    static HEADER: std::sync::Once = std::sync::Once::new();
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("serve-faults-table.md");
+    HEADER.call_once(|| {
+        let _ = std::fs::write(
+            &path,
+            "| fault | what is asserted | wall | server peak RSS |\n|---|---|--:|--:|\n",
+        );
+    });
+    let line = format!(
+        "| {fault} | {asserted} | {:.1} s | {rss_mib:.0} MiB |",
+        wall.as_secs_f64()
+    );
+    println!("{line}");
+    if let Ok(mut f) = std::fs::OpenOptions::new().append(true).open(&path) {
+        let _ = writeln!(f, "{line}");
+    }
+}
+
+fn hex_id(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+/// Pseudo-random bytes (no two seeds alike).
+fn bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
+    (0..len)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 33) as u8
+        })
+        .collect()
+}
+
+/// One HTTP/1.1 exchange on a fresh connection: the status and the body.
+fn request(addr: SocketAddr, head: &str, body: &[u8]) -> Option<(u16, Vec<u8>)> {
+    let mut c = TcpStream::connect_timeout(&addr, Duration::from_secs(10)).ok()?;
+    c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    c.write_all(head.as_bytes()).ok()?;
+    c.write_all(body).ok()?;
+    let mut reply = Vec::new();
+    let _ = c.read_to_end(&mut reply);
+    let split = reply.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let status = String::from_utf8_lossy(&reply[..split])
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some((status, reply[split + 4..].to_vec()))
+}
+
+fn put(addr: SocketAddr, path: &str, extra: &str, body: &[u8]) -> Option<u16> {
+    let head = format!(
+        "PUT {path} HTTP/1.1\r\nHost: t\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    request(addr, &head, body).map(|r| r.0)
+}
+
+fn get(addr: SocketAddr, path: &str, extra: &str) -> Option<(u16, Vec<u8>)> {
+    let head = format!("GET {path} HTTP/1.1\r\nHost: t\r\n{extra}Connection: close\r\n\r\n");
+    request(addr, &head, b"")
+}
+
+/// Every output file in the store hashes to its name, every action line is
+/// whole, and no writer left a temp file.
+fn assert_store_whole(store: &Path) {
+    support::assert_no_temp_files(store);
+    assert_entries_whole(store);
+}
+
+/// Every output file in the store hashes to its name and every action line
+/// is whole (temp files aside).
+fn assert_entries_whole(store: &Path) {
+    for shard in std::fs::read_dir(store).unwrap().flatten() {
+        let name = shard.file_name().to_string_lossy().to_string();
+        if name.len() != 2 || !shard.path().is_dir() {
+            continue;
+        }
+        for f in std::fs::read_dir(shard.path()).unwrap().flatten() {
+            let fname = f.file_name().to_string_lossy().to_string();
+            if fname.starts_with(".tmp") {
+                continue;
+            }
+            let data = std::fs::read(f.path()).unwrap();
+            if let Some(id) = fname.strip_suffix("-d") {
+                assert_eq!(hex_id(&data), id, "{fname}: partial or wrong bytes");
+            } else {
+                assert!(fname.ends_with("-a"), "stray file {fname}");
+                assert!(data.ends_with(b"\n"), "{fname}: partial action line");
+            }
+        }
+    }
+}
+
+fn entries_in(store: &Path) -> usize {
+    std::fs::read_dir(store)
+        .unwrap()
+        .flatten()
+        .filter(|d| d.file_name().len() == 2 && d.path().is_dir())
+        .map(|d| std::fs::read_dir(d.path()).unwrap().count())
+        .sum()
+}
+
+/// A gocacher machine of its own, through the server.
+fn through(url: &str) -> GoEnv {
+    GoEnv::new(Toolchain::Local).with_flags(&["--cache-server", url])
+}
+
+/// The seed's `go-cacher` on a machine of its own, through the server.
+fn seed_through(url: &str) -> GoEnv {
+    let env = GoEnv::new(Toolchain::Local);
+    let bin = tool_bin("GOCACHER_GO_CACHER_BIN", "go-cacher", "install-seed.sh");
+    let prog = format!(
+        "{} --cache-server {url} --cache-dir {}",
+        bin.display(),
+        env.cache_dir().display()
+    );
+    env.with_program(&prog)
+}
+
+fn build(env: GoEnv, module: &Path) -> thread::JoinHandle<GoRun> {
+    let dir = module.to_path_buf();
+    thread::spawn(move || env.go(&dir, &["build", "./..."]))
+}
+
+fn metrics_text(addr: SocketAddr) -> String {
+    let (status, body) = get(addr, "/metrics", "").expect("the metrics port answers");
+    assert_eq!(status, 200);
+    String::from_utf8(body).unwrap()
+}
+
+/// Unmounts a test's tmpfs when the test ends, however it ends.
+struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+// ---- memory bounded by flags, not by clients (issue 28, item 4) ----
+
+#[test]
+fn odd_request_methods_leave_the_metrics_bounded() {
+    let store = tempfile::tempdir().unwrap();
+    let maddr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let server = Serve::start(
+        &store.path().join("store"),
+        &["--metrics-listen", &maddr.to_string()],
+        vec![],
+    );
+    let action = hex_id(b"any action");
+    for i in 0..300 {
+        let head =
+            format!("XM{i}Q /action/{action} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        let reply = request(server.addr(), &head, b"");
+        assert!(reply.is_some(), "no reply to method XM{i}Q");
+    }
+    assert_eq!(
+        get(server.addr(), &format!("/action/{action}"), "")
+            .unwrap()
+            .0,
+        404
+    );
+    let text = metrics_text(maddr);
+    let series = text
+        .lines()
+        .filter(|l| l.starts_with("gocacher_serve_requests_total{"))
+        .count();
+    assert!(
+        !text.contains("XM"),
+        "a client's method became a label:\n{text}"
+    );
+    assert!(series <= 10, "{series} request series:\n{text}");
+    assert!(text.contains("method=\"other\""), "{text}");
+}
+
+#[test]
+fn exchanged_sessions_are_bounded_by_max_sessions() {
+    let issuer = support::seedserver::Issuer::start();
+    let store = tempfile::tempdir().unwrap();
+    let maddr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let server = Serve::start(
+        &store.path().join("store"),
+        &[
+            "--jwt-issuer",
+            &issuer.url,
+            "--jwt-claim",
+            "repository=test/repo",
+            "--namespace-claim",
+            "ref",
+            "--max-sessions",
+            "50",
+            "--metrics-listen",
+            &maddr.to_string(),
+        ],
+        vec![],
+    );
+    let jwt = issuer.mint("repository=test/repo&ref=refs/pull/1/merge");
+    let body = format!("{{\"jwt\": \"{jwt}\"}}");
+    let head = format!(
+        "POST /auth/exchange-token HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let mut tokens = Vec::new();
+    let started = Instant::now();
+    for _ in 0..300 {
+        let (status, reply) = request(server.addr(), &head, body.as_bytes()).unwrap();
+        assert_eq!(status, 200, "{}", server.log());
+        let v: serde_json::Value = serde_json::from_slice(&reply).unwrap();
+        tokens.push(v["access_token"].as_str().unwrap().to_string());
+    }
+    let took = started.elapsed();
+    let text = metrics_text(maddr);
+    let sessions: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("gocacher_serve_sessions "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no sessions gauge:\n{text}"));
+    println!("300 exchanges in {took:?}; {sessions} sessions kept");
+    assert!(
+        (1..=50).contains(&sessions),
+        "{sessions} sessions for --max-sessions 50"
+    );
+    let stats = |t: &str| {
+        get(
+            server.addr(),
+            "/session/stats",
+            &format!("Authorization: Bearer {t}\r\n"),
+        )
+        .unwrap()
+        .0
+    };
+    // The newest session works; the oldest was dropped (its client would
+    // exchange again on this 401).
+    assert_eq!(stats(tokens.last().unwrap()), 200);
+    assert_eq!(stats(&tokens[0]), 401);
+}
+
+#[test]
+fn a_namespace_that_only_reads_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::write(
+        &tokens,
+        "ro-token-0123456789 pr/9 read\nrw-token-0123456789 pr/10 write\n",
+    )
+    .unwrap();
+    let store = dir.path().join("store");
+    let server = Serve::start(&store, &["--token-file", tokens.to_str().unwrap()], vec![]);
+    let addr = server.addr();
+    let auth = |t: &str| format!("Authorization: Bearer {t}\r\n");
+    let data = b"built in pull request 10";
+    let (action, output) = (hex_id(b"pr 10 action"), hex_id(data));
+    for t in ["ro-token-0123456789", "rw-token-0123456789"] {
+        for path in [
+            format!("/action/{action}"),
+            format!("/output/{output}"),
+            "/gocacher/v1/manifests/0123456789abcdef0123456789abcdef".to_string(),
+            "/gocacher/v1/packs/0123456789abcdef0123456789abcdef".to_string(),
+        ] {
+            assert_eq!(get(addr, &path, &auth(t)).unwrap().0, 404, "{path}");
+        }
+    }
+    assert!(
+        !store.join("ns").exists(),
+        "reads made namespace stores: {:?}",
+        std::fs::read_dir(store.join("ns")).map(|d| d.count())
+    );
+    // The first write makes the namespace's store, and its reads find it.
+    let put_path = format!("/{action}/{output}");
+    assert_eq!(
+        put(addr, &put_path, &auth("rw-token-0123456789"), data),
+        Some(204)
+    );
+    assert!(store.join("ns").is_dir());
+    let (status, body) = get(
+        addr,
+        &format!("/action/{action}"),
+        &format!("{}Want-Object: 1\r\n", auth("rw-token-0123456789")),
+    )
+    .unwrap();
+    assert_eq!((status, body.as_slice()), (200, &data[..]));
+    assert_eq!(
+        get(
+            addr,
+            &format!("/action/{action}"),
+            &auth("ro-token-0123456789")
+        )
+        .unwrap()
+        .0,
+        404
+    );
+}
+
+// ---- serve's fault suite ----
+
+const BUCKET: &str = "serve-faults";
+
+#[test]
+fn minio_killed_and_restarted_under_load() {
+    let started = Instant::now();
+    let mut minio = S3Server::start(Kind::Minio);
+    minio.create_bucket(BUCKET);
+    let store = tempfile::tempdir().unwrap();
+    let server = Serve::start(
+        &store.path().join("store"),
+        &["--remote", &format!("s3://{BUCKET}/s")],
+        minio.env(),
+    );
+    let module = support::fixture_copy();
+    let url = server.url();
+    // Three machines build at once, two with gocacher, one with the seed's
+    // go-cacher; MinIO dies 2 s in and is back 3 s later.
+    let builds = vec![
+        build(through(&url), module.path()),
+        build(through(&url), module.path()),
+        build(seed_through(&url), module.path()),
+    ];
+    thread::sleep(Duration::from_secs(2));
+    minio.kill();
+    thread::sleep(Duration::from_secs(3));
+    minio.restart();
+    let back = Instant::now();
+    // The server takes writes to the bucket again, without a restart: a
+    // PUT a second from now on, until one is acknowledged.
+    let prober = {
+        let addr = server.addr();
+        let log = server.logs.path().join("server.log");
+        thread::spawn(move || {
+            let mut n = 0u64;
+            loop {
+                n += 1;
+                let data = bytes(n, 4096);
+                let action = hex_id(format!("after the restart {n}").as_bytes());
+                let status = put(addr, &format!("/{action}/{}", hex_id(&data)), "", &data);
+                if status == Some(204) {
+                    return (action, data, back.elapsed());
+                }
+                assert!(
+                    back.elapsed() < Duration::from_secs(90),
+                    "no PUT reached the bucket 90 s after MinIO came back (last {status:?}):\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+                thread::sleep(Duration::from_secs(1));
+            }
+        })
+    };
+    for b in builds {
+        b.join().unwrap().assert_ok();
+    }
+    let (action, data, recovered) = prober.join().unwrap();
+    let key = format!("s/gocacher/v1/{action}");
+    assert!(
+        minio.keys(BUCKET, "s/").contains(&key),
+        "acknowledged but not in the bucket: {key}"
+    );
+    // A second server with an empty store serves it: from the bucket.
+    let other_store = tempfile::tempdir().unwrap();
+    let other = Serve::start(
+        &other_store.path().join("store"),
+        &["--remote", &format!("s3://{BUCKET}/s")],
+        minio.env(),
+    );
+    let (status, body) = get(
+        other.addr(),
+        &format!("/action/{action}"),
+        "Want-Object: 1\r\n",
+    )
+    .unwrap();
+    assert_eq!((status, body == data), (200, true), "{}", other.log());
+    // And builds through the first server go on.
+    through(&url)
+        .go(module.path(), &["build", "./..."])
+        .assert_ok();
+    println!("writes reached the bucket {recovered:?} after MinIO came back");
+    row(
+        "MinIO killed 2 s into 3 concurrent builds (2 gocacher, 1 go-cacher), restarted 3 s later",
+        &format!(
+            "0 failed builds; a PUT through the server acknowledged and in the bucket {:.0} s after MinIO came back, read back through a second server; no server restart",
+            recovered.as_secs_f64()
+        ),
+        started.elapsed(),
+        server.peak_rss_mib(),
+    );
+}
+
+#[test]
+fn the_servers_disk_full() {
+    let started = Instant::now();
+    let root = tempfile::tempdir().unwrap();
+    let mnt = root.path().join("small");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64m", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(
+        mounted.success(),
+        "mounting a tmpfs (the suite runs as root)"
+    );
+    let _guard = Mounted(mnt.clone());
+    let store = mnt.join("store");
+    let server = Serve::start(&store, &[], vec![]);
+    // Fill the disk to 3 MB from the top.
+    let filler = mnt.join("filler");
+    {
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![7u8; 1 << 20];
+        while f.write_all(&chunk).is_ok() {}
+        let len = f.metadata().unwrap().len();
+        f.set_len(len.saturating_sub(3 << 20)).unwrap();
+    }
+    let module = support::fixture_copy();
+    let url = server.url();
+    let runs: Vec<GoRun> = vec![
+        build(through(&url), module.path()),
+        build(seed_through(&url), module.path()),
+    ]
+    .into_iter()
+    .map(|b| b.join().unwrap())
+    .collect();
+    for r in &runs {
+        r.assert_ok();
+    }
+    let s = &runs[0].stats;
+    assert!(
+        s.upload_errors + s.uploads_dropped > 0,
+        "the disk never filled: {s:?}\n{}",
+        server.log()
+    );
+    let log = server.log();
+    assert!(log.contains("is full"), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+    assert_store_whole(&store);
+    let before = entries_in(&store);
+    // Space frees: the next machine's puts are kept.
+    std::fs::remove_file(&filler).unwrap();
+    let run = through(&url).go(module.path(), &["build", "./..."]);
+    run.assert_ok();
+    assert!(
+        run.stats.uploads > 0 && run.stats.upload_errors == 0,
+        "{:?}\n{}",
+        run.stats,
+        server.log()
+    );
+    assert!(entries_in(&store) > before);
+    assert_store_whole(&store);
+    row(
+        "the server's --dir a 64 MB tmpfs filled to 3 MB free, 2 concurrent builds (gocacher, go-cacher); then space freed",
+        "0 failed builds; PUTs refused 507 (a log line a minute at most), no partial entry or temp file; after freeing, the next build's uploads all kept",
+        started.elapsed(),
+        server.peak_rss_mib(),
+    );
+}
+
+#[test]
+fn idle_connections_and_slow_uploads() {
+    let started = Instant::now();
+    let store = tempfile::tempdir().unwrap();
+    let maddr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let server = Serve::start(
+        &store.path().join("store"),
+        &[
+            "--idle-timeout",
+            "6s",
+            "--max-connections",
+            "1500",
+            "--body-timeout",
+            "3s",
+            "--max-pending-writes",
+            "200",
+            "--metrics-listen",
+            &maddr.to_string(),
+        ],
+        vec![],
+    );
+    let answered = |text: &str| -> u64 {
+        text.lines()
+            .filter(|l| {
+                l.starts_with("gocacher_serve_hits_total ")
+                    || l.starts_with("gocacher_serve_misses_total ")
+            })
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum()
+    };
+    let addr = server.addr();
+    let base_fds = server.fds();
+    let idle: Vec<TcpStream> = (0..1000)
+        .map(|_| TcpStream::connect(addr).expect("connect"))
+        .collect();
+    let opened = Instant::now();
+    // 100 uploads of 1 MiB that send a byte every 300 ms.
+    let slow: Vec<TcpStream> = (0..100)
+        .map(|i| {
+            let data = bytes(1000 + i, 16);
+            let mut c = TcpStream::connect(addr).unwrap();
+            let head = format!(
+                "PUT /{}/{} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                hex_id(format!("slow {i}").as_bytes()),
+                hex_id(&data),
+                1 << 20
+            );
+            c.write_all(head.as_bytes()).unwrap();
+            c
+        })
+        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let trickle = {
+        let socks: Vec<TcpStream> = slow.iter().map(|s| s.try_clone().unwrap()).collect();
+        let stop = stop.clone();
+        thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                for mut s in &socks {
+                    let _ = s.write(b"x");
+                }
+                thread::sleep(Duration::from_millis(300));
+            }
+        })
+    };
+    // The server's fds, sampled while a real build goes through it.
+    let peak_fds = Arc::new(Mutex::new(0usize));
+    let sampling = Arc::new(AtomicBool::new(true));
+    let sampler = {
+        let (pid, peak, on) = (server.pid(), peak_fds.clone(), sampling.clone());
+        thread::spawn(move || {
+            while on.load(Ordering::Relaxed) {
+                let n = std::fs::read_dir(format!("/proc/{pid}/fd"))
+                    .map(|d| d.count())
+                    .unwrap_or(0);
+                let mut p = peak.lock().unwrap();
+                *p = (*p).max(n);
+                drop(p);
+                thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    thread::sleep(Duration::from_millis(500));
+    let held = server.fds();
+    let module = support::fixture_copy();
+    let machine = through(&server.url());
+    let build_start = Instant::now();
+    let run = machine.go(module.path(), &["build", "./..."]);
+    let build_took = build_start.elapsed();
+    run.assert_ok();
+    let lookups = answered(&metrics_text(maddr));
+    // Every slow upload was cut (408 once its body deadline passed), none
+    // hangs: the server closed each one.
+    stop.store(true, Ordering::Relaxed);
+    trickle.join().unwrap();
+    for mut s in slow {
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut reply = Vec::new();
+        let r = s.read_to_end(&mut reply);
+        assert!(
+            r.is_ok()
+                || r.as_ref()
+                    .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+            "a slow upload still open: {r:?}"
+        );
+    }
+    let text = metrics_text(maddr);
+    let cut: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("gocacher_serve_refused_total{code=\"408\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    assert_eq!(cut, 100, "slow uploads cut with 408:\n{text}");
+    // The idle connections are closed by --idle-timeout.
+    for mut c in idle {
+        c.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        let mut b = [0u8; 64];
+        let n = c.read(&mut b);
+        assert!(
+            matches!(n, Ok(0))
+                || n.as_ref()
+                    .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+            "an idle connection {:?} after it opened: {n:?}",
+            opened.elapsed()
+        );
+    }
+    let closed_after = opened.elapsed();
+    thread::sleep(Duration::from_millis(500));
+    let after = server.fds();
+    assert!(
+        after < base_fds + 50,
+        "{after} fds after the idle connections were closed (started with {base_fds})"
+    );
+    // A second machine is served what the first one put (the writes the
+    // slow uploads held went through once they were cut).
+    let warm = machine.new_machine().go(module.path(), &["build", "./..."]);
+    warm.assert_ok();
+    assert!(
+        run.stats.uploads > 0 && run.stats.upload_errors == 0,
+        "the build's uploads during the attack: {:?}",
+        run.stats
+    );
+    assert!(lookups > 50, "{lookups} lookups answered during the build");
+    assert!(
+        warm.stats.remote_hits + warm.stats.prefetch_hits > 0,
+        "{:?}",
+        warm.stats
+    );
+    // Beyond --max-connections, connections wait in the listen queue; the
+    // server holds no more than its cap.
+    let flood: Vec<TcpStream> = (0..1700)
+        .filter_map(|_| TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok())
+        .collect();
+    thread::sleep(Duration::from_secs(1));
+    let capped = server.fds();
+    drop(flood);
+    sampling.store(false, Ordering::Relaxed);
+    sampler.join().unwrap();
+    let peak = (*peak_fds.lock().unwrap()).max(capped);
+    assert!(peak <= 1500 + 64, "{peak} fds for --max-connections 1500");
+    assert!(
+        server.log().contains("--max-connections"),
+        "{}",
+        server.log()
+    );
+    let rss = server.peak_rss_mib();
+    assert!(rss < 256.0, "peak RSS {rss:.0} MiB");
+    println!(
+        "fds: {base_fds} at start, {held} with 1,100 held, peak {peak}, {capped} with 1,700 more offered, {after} after the idle timeout; build {build_took:?} ({:?}); idle closed by {closed_after:?}; peak RSS {rss:.0} MiB; warm {:?}",
+        run.stats, warm.stats
+    );
+    row(
+        "1,000 idle connections and 100 uploads trickling a byte per 300 ms, then 1,700 more connections (--idle-timeout 6s, --body-timeout 3s, --max-connections 1500)",
+        &format!(
+            "a real build through the server meanwhile ok ({:.0} s, every upload kept), a second machine served them; all 100 slow uploads cut with 408; idle ones closed; fds peak {peak} ≤ cap + 64, back to {after}",
+            build_took.as_secs_f64()
+        ),
+        started.elapsed(),
+        rss,
+    );
+}
+
+#[test]
+fn kill_9_under_load_then_restart() {
+    let started = Instant::now();
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = store_dir.path().join("store");
+    let mut server = Serve::start(&store, &[], vec![]);
+    let addr = server.addr();
+    let module = support::fixture_copy();
+    // A real build through the server, killed under it.
+    let go = build(through(&server.url()).without_stats(), module.path());
+    // Writers of entries (10 KB to 600 KB) and packs (1 to 3 MB); each
+    // remembers what was acknowledged, and what was only attempted.
+    type Acked = Vec<(String, String, String)>; // (path, sha256, what)
+    let attempted = Arc::new(Mutex::new(
+        std::collections::HashMap::<String, String>::new(),
+    ));
+    let writers: Vec<thread::JoinHandle<Acked>> = (0..6u64)
+        .map(|w| {
+            let attempted = attempted.clone();
+            thread::spawn(move || {
+                let mut acked = Vec::new();
+                for i in 0..10_000u64 {
+                    let seed = w * 1_000_000 + i;
+                    let (path, data) = if i % 3 == 2 {
+                        let data = bytes(seed, (1 << 20) + (seed as usize * 7919) % (2 << 20));
+                        let name = &hex_id(format!("pack {seed}").as_bytes())[..32];
+                        (format!("/gocacher/v1/packs/{name}"), data)
+                    } else {
+                        let data = bytes(seed, 10_000 + (seed as usize * 7919) % 600_000);
+                        let action = hex_id(format!("kill action {seed}").as_bytes());
+                        (format!("/{action}/{}", hex_id(&data)), data)
+                    };
+                    let sum = hex_id(&data);
+                    attempted.lock().unwrap().insert(path.clone(), sum.clone());
+                    match put(addr, &path, "", &data) {
+                        Some(204) | Some(200) | Some(201) => acked.push((path, sum, String::new())),
+                        _ => break,
+                    }
+                }
+                acked
+            })
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(2500));
+    let rss = server.peak_rss_mib();
+    server.kill();
+    let acked: Acked = writers
+        .into_iter()
+        .flat_map(|w| w.join().unwrap())
+        .collect();
+    let run = go.join().unwrap();
+    run.assert_ok();
+    let packs = acked.iter().filter(|a| a.0.contains("/packs/")).count();
+    assert!(
+        acked.len() > 20 && packs > 0,
+        "{} acknowledged",
+        acked.len()
+    );
+    // Nothing partial where it could be served: whole entries, and every
+    // pack file holds exactly the bytes some writer sent under its name.
+    // (Writes cut by the kill leave temp files, which are never served and
+    // which trim removes.)
+    assert_entries_whole(&store);
+    let attempted = attempted.lock().unwrap();
+    if let Ok(dir) = std::fs::read_dir(store.join("named/packs")) {
+        for f in dir.flatten() {
+            let name = f.file_name().to_string_lossy().to_string();
+            if name.starts_with('.') {
+                continue;
+            }
+            let want = attempted.get(&format!("/gocacher/v1/packs/{name}"));
+            let have = hex_id(&std::fs::read(f.path()).unwrap());
+            assert_eq!(Some(&have), want, "named/packs/{name}: partial or stray");
+        }
+    }
+    server.restart();
+    for (path, sum, _) in &acked {
+        let url = match path.strip_prefix("/gocacher/v1/") {
+            Some(_) => path.clone(),
+            None => format!("/action/{}", &path[1..65]),
+        };
+        let (status, body) = get(addr, &url, "Want-Object: 1\r\n").unwrap();
+        assert_eq!(status, 200, "acknowledged {path} lost after kill -9");
+        assert_eq!(&hex_id(&body), sum, "{path}: wrong bytes after kill -9");
+    }
+    println!(
+        "{} acknowledged ({packs} packs) before kill -9, all served whole after the restart",
+        acked.len()
+    );
+    row(
+        "kill -9 of the server 2.5 s into 6 writers (entries, packs) and a build; restart",
+        &format!(
+            "the build ok; every acknowledged PUT ({}, {packs} packs) served after the restart with its bytes; no partial entry or pack on disk (a cut write's temp file is never served)",
+            acked.len()
+        ),
+        started.elapsed(),
+        rss,
+    );
+}
