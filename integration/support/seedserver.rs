@@ -120,11 +120,6 @@ impl SeedServer {
         self.dir.path().join("store")
     }
 
-    /// The running server's process ID.
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().expect("server running").id()
-    }
-
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
     }
