@@ -86,7 +86,7 @@ impl Prefetch {
                 return None; // the reader gave up; it says why
             }
             match rest {
-                Some(body) => transfer::pump(remote, body, tx).await,
+                Some(body) => transfer::pump(remote, body, tx, None).await,
                 None => None,
             }
         };
