@@ -125,6 +125,8 @@ mod tests {
     use std::fs;
     use std::os::unix::fs::{symlink, PermissionsExt};
 
+    use sha2::Digest;
+
     use super::*;
 
     /// A symlink planted at the name the overflow dir once had
@@ -145,8 +147,10 @@ mod tests {
         let root = cache.root().to_path_buf();
         let mode = fs::metadata(&root).unwrap().permissions().mode() & 0o777;
         let shown = o.describe();
+        let body = b"an output";
+        let output = Id(sha2::Sha256::digest(body).into());
         cache
-            .write_output_bytes(&Id([9; 32]), b"an output")
+            .write_output_bytes(&output, body)
             .unwrap_or_else(|e| panic!("{e}"));
         symlink(victim.path(), root.join("planted")).unwrap();
         o.remove();
