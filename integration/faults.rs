@@ -419,11 +419,16 @@ fn a_trickling_body_ends_as_a_miss_at_its_deadline() {
                     return;
                 }
             }
-            kill_gocacher(&cache_dir);
+            let pattern = format!("--cache-dir {}", cache_dir.display());
+            let _ = Command::new("pkill")
+                .args(["-9", "-f", "--", &pattern])
+                .status();
         }
     });
     let start = Instant::now();
-    let run = reader.without_stats().go(module.path(), &["build", "./..."]);
+    let run = reader
+        .without_stats()
+        .go(module.path(), &["build", "./..."]);
     let took = start.elapsed();
     done.store(true, std::sync::atomic::Ordering::Relaxed);
     watchdog.join().unwrap();

@@ -41,7 +41,9 @@ pub async fn run(config: &RemoteConfig) -> Result<()> {
     let read = step("read", limit, async {
         match store.get_object(&key).await? {
             Fetched::Missing => Ok::<_, crate::remote::s3::RemoteError>(None),
-            Fetched::Found { body, .. } => Ok(body.collect(&key, body_len).await.ok().map(Bytes::from)),
+            Fetched::Found { body, .. } => {
+                Ok(body.collect(&key, body_len).await.ok().map(Bytes::from))
+            }
         }
     })
     .await;

@@ -99,9 +99,7 @@ impl Overflow {
         if let Some(c) = self.cache.get() {
             return Ok(c);
         }
-        let root = self
-            .made()
-            .map_err(|e| io_err(&std::env::temp_dir(), e))?;
+        let root = self.made().map_err(|e| io_err(&std::env::temp_dir(), e))?;
         let made = DiskCache::open(root).map_err(|e| io_err(root, e))?;
         Ok(self.cache.get_or_init(|| made))
     }
@@ -161,7 +159,10 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(left, ["precious"], "the victim dir was written or emptied");
-        assert_eq!(fs::read(victim.path().join("precious")).unwrap(), b"keep me");
+        assert_eq!(
+            fs::read(victim.path().join("precious")).unwrap(),
+            b"keep me"
+        );
         assert_eq!(mode, 0o700, "the overflow dir is {mode:o}");
         assert!(!root.exists(), "the overflow dir is left behind");
         assert!(shown.contains("gocacher-overflow-"), "{shown}");

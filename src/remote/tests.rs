@@ -302,13 +302,8 @@ async fn a_denied_write_switches_to_read_only() {
 #[tokio::test]
 async fn a_collected_body_stops_at_its_limit() {
     use super::store::Body;
-    let chunks = |n: usize| {
-        Body::Chunks(
-            (0..n)
-                .map(|_| Ok(Bytes::from(vec![7u8; 1000])))
-                .collect(),
-        )
-    };
+    let chunks =
+        |n: usize| Body::Chunks((0..n).map(|_| Ok(Bytes::from(vec![7u8; 1000]))).collect());
     assert_eq!(chunks(4).collect("k", 4000).await.unwrap().len(), 4000);
     let e = chunks(1000).collect("k", 4000).await.unwrap_err();
     assert!(e.message.contains("longer than the 4000 bytes"), "{e}");
