@@ -389,7 +389,7 @@ impl Handler for Cacher {
             self.disk_failed.store(true, Ordering::Relaxed);
             self.warn_disk(format_args!(
                 "the filesystem is full; puts are served from {} for this go command",
-                self.overflow.root().display()
+                self.overflow.describe()
             ));
         }
         let stored = tokio::task::spawn_blocking(move || {
@@ -406,7 +406,7 @@ impl Handler for Cacher {
                     self.disk_failed.store(true, Ordering::Relaxed);
                     self.warn_disk(format_args!(
                         "{err}; puts are served from {} for this go command",
-                        self.overflow.root().display()
+                        self.overflow.describe()
                     ));
                 }
                 if !kept {

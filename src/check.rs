@@ -37,10 +37,13 @@ pub async fn run(config: &RemoteConfig) -> Result<()> {
         store.put_object(&key, None, ByteStream::from(body.clone().into_bytes())),
     )
     .await?;
+    let body_len = body.len();
     let read = step("read", limit, async {
         match store.get_object(&key).await? {
             Fetched::Missing => Ok::<_, crate::remote::s3::RemoteError>(None),
-            Fetched::Found { body, .. } => Ok(body.collect(&key).await.ok().map(Bytes::from)),
+            Fetched::Found { body, .. } => {
+                Ok(body.collect(&key, body_len).await.ok().map(Bytes::from))
+            }
         }
     })
     .await;

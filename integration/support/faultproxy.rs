@@ -48,6 +48,13 @@ pub enum Fault {
     Bandwidth { bytes_per_sec: u64 },
     /// Wait this long, then forward it.
     Latency(Duration),
+    /// Forward it, send the response head at once, then the body at this
+    /// rate (a body that trickles after prompt headers).
+    TrickleBody { bytes_per_sec: u64 },
+    /// Answer it without forwarding with a `200 OK` and a body of this many
+    /// zero bytes, whatever the request asked for (a server that ignores
+    /// `Range`); stops when the client hangs up. See `Counts::huge_sent`.
+    HugeBody { bytes: u64 },
 }
 
 impl Fault {
@@ -61,6 +68,8 @@ impl Fault {
             Fault::CutBody => "cut_body",
             Fault::Bandwidth { .. } => "bandwidth",
             Fault::Latency(_) => "latency",
+            Fault::TrickleBody { .. } => "trickle_body",
+            Fault::HugeBody { .. } => "huge_body",
         }
     }
 }
@@ -132,6 +141,11 @@ pub struct Counts {
     pub by_fault: BTreeMap<&'static str, u64>,
     /// Those by method.
     pub injected_by_method: BTreeMap<String, u64>,
+    /// Body bytes `Fault::HugeBody` answers wrote to their clients.
+    pub huge_sent: u64,
+    /// `Fault::HugeBody` answers that ended (sent whole, or the client hung
+    /// up).
+    pub huge_ended: u64,
 }
 
 impl Counts {
@@ -680,7 +694,11 @@ fn serve_one(client: &mut Conn, shared: &Shared) -> io::Result<Next> {
         Fault::Reset => return Ok(Next::Reset),
         Fault::Stall => return Ok(Next::Stall),
         Fault::Latency(d) => nap(d, shared)?,
-        Fault::Pass | Fault::CutBody | Fault::Bandwidth { .. } => {}
+        Fault::HugeBody { bytes } => {
+            huge_body(client, shared, bytes, is_head);
+            return Ok(Next::Close);
+        }
+        Fault::Pass | Fault::CutBody | Fault::Bandwidth { .. } | Fault::TrickleBody { .. } => {}
     }
 
     // Forward on a fresh upstream connection that closes after the response.
@@ -714,8 +732,32 @@ fn serve_one(client: &mut Conn, shared: &Shared) -> io::Result<Next> {
         return Ok(Next::Close);
     }
     client.write(&out_head, pace.as_mut())?;
+    if let Fault::TrickleBody { bytes_per_sec } = fault {
+        pace = Some(Pace::new(bytes_per_sec));
+    }
     client.write(&resp_body, pace.as_mut())?;
     Ok(if keep { Next::KeepAlive } else { Next::Close })
+}
+
+/// `Fault::HugeBody`: a 200 with `bytes` zero bytes, written until they are
+/// all out, the client hangs up or the proxy stops; counted as it goes.
+fn huge_body(client: &mut Conn, shared: &Shared, bytes: u64, is_head: bool) {
+    let head = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {bytes}\r\nETag: \"faultproxy\"\r\nConnection: close\r\n\r\n"
+    );
+    let block = vec![0u8; 64 * 1024];
+    let mut left = if is_head { 0 } else { bytes };
+    if client.write(head.as_bytes(), None).is_ok() {
+        while left > 0 && !shared.stop.load(Ordering::SeqCst) {
+            let n = left.min(block.len() as u64) as usize;
+            if client.write(&block[..n], None).is_err() {
+                break;
+            }
+            left -= n as u64;
+            shared.counts.lock().unwrap().huge_sent += n as u64;
+        }
+    }
+    shared.counts.lock().unwrap().huge_ended += 1;
 }
 
 /// Sends the request upstream and reads the whole response. None when the

@@ -144,6 +144,12 @@ fn load(dir: &Path) -> Index {
             continue;
         };
         let n = index.files.len() as u32;
+        // Files come newest first, so an action already entered came from a
+        // newer file and stays: two packs that disagree about an action (a
+        // scope's pack rewritten after a changed build) are settled by the
+        // one written last. Within one file the last line wins, as it would
+        // were the lines puts.
+        let mut mine = HashMap::new();
         for line in text.lines() {
             if let Some((action, output_id, size, put_time_nanos)) = parse_entry(line) {
                 let e = Indexed {
@@ -151,8 +157,11 @@ fn load(dir: &Path) -> Index {
                     size,
                     put_time_nanos,
                 };
-                entries.insert(action, (e, Some(n)));
+                mine.insert(action, e);
             }
+        }
+        for (action, e) in mine {
+            entries.entry(action).or_insert((e, Some(n)));
         }
         let is_stale = stale(&meta, now);
         index.files.push(IndexFile {

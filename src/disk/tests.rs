@@ -408,3 +408,25 @@ fn reputting_an_existing_output_refreshes_its_mtime() {
         .unwrap_or_default();
     assert!(age < Duration::from_secs(60), "re-put left it {age:?} old");
 }
+
+#[test]
+fn the_newest_index_file_wins_when_two_disagree() {
+    let (c, dir) = cache();
+    let action = Id([6; 32]);
+    let old = store_indexed(&c, action, b"an output of an older build");
+    let new = store_indexed(&c, action, b"an output of a newer build");
+    let ix = dir.path().join("ix");
+    // Written in either order, the file with the later mtime answers.
+    for (first, second) in [("aa", "bb"), ("bb", "aa")] {
+        c.write_index(first, [(action, new)].into_iter()).unwrap();
+        c.write_index(second, [(action, old)].into_iter()).unwrap();
+        set_age(&ix.join(second), DAY);
+        set_age(&ix.join(first), Duration::from_secs(60));
+        let reopened = DiskCache::open(dir.path()).unwrap();
+        let hit = reopened.get(&action).unwrap().unwrap();
+        assert_eq!(
+            hit.output_id, new.output_id,
+            "the older index file ({second}) answered"
+        );
+    }
+}

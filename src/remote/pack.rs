@@ -101,14 +101,18 @@ fn read_exact(src: &mut impl Read, buf: &mut [u8]) -> Result<(), ReadError> {
 }
 
 /// How many bytes a pack's header and table take, from its first bytes
-/// (`None`: fewer than the header's 20, or not a pack). A reader that fetches
-/// a pack in ranges learns here how much to ask for before the bodies.
+/// (`None`: fewer than the header's 20, not a pack, or a count over
+/// [`manifest::MAX_ENTRIES`]). A reader that fetches a pack in ranges learns
+/// here how much to ask for before the bodies.
 pub fn table_len(head: &[u8]) -> Option<u64> {
     let count = head.get(MAGIC.len()..MAGIC.len() + 4)?;
     if &head[..MAGIC.len()] != MAGIC {
         return None;
     }
     let n = u32::from_le_bytes(count.try_into().ok()?) as u64;
+    if n > manifest::MAX_ENTRIES as u64 {
+        return None;
+    }
     Some(MAGIC.len() as u64 + 4 + n * RECORD as u64 + 32 + SIG_LEN as u64)
 }
 

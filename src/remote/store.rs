@@ -84,11 +84,19 @@ impl Body {
         }
     }
 
-    /// Reads the whole body of object `key` into memory.
-    pub async fn collect(mut self, key: &str) -> Result<Vec<u8>, RemoteError> {
+    /// Reads the whole body of object `key` into memory, up to `limit`
+    /// bytes: a longer body is dropped unread past that (a server may send
+    /// more than it announced, or ignore a `Range`), and is an error.
+    pub async fn collect(mut self, key: &str, limit: usize) -> Result<Vec<u8>, RemoteError> {
         let mut out = Vec::new();
         while let Some(chunk) = self.next().await {
             match chunk {
+                Ok(c) if c.len() > limit - out.len() => {
+                    return Err(RemoteError::new(
+                        FailureKind::Other,
+                        format!("reading {key}: longer than the {limit} bytes asked for; dropped"),
+                    ))
+                }
                 Ok(c) => out.extend_from_slice(&c),
                 Err(e) => {
                     return Err(RemoteError::new(
@@ -259,6 +267,6 @@ pub async fn read_small(
             FailureKind::Other,
             format!("{key}: {wire_len} bytes, over the {limit}-byte limit"),
         )),
-        Fetched::Found { body, .. } => body.collect(key).await.map(Some),
+        Fetched::Found { body, .. } => body.collect(key, limit).await.map(Some),
     }
 }

@@ -403,3 +403,15 @@ async fn a_denied_heal_skips_that_object_only() {
     );
     let _ = output;
 }
+
+/// A body longer than asked for (a server that ignores `Range`) is an
+/// error at the limit, not a buffer of whatever the server sends.
+#[tokio::test]
+async fn a_collected_body_stops_at_its_limit() {
+    use super::store::Body;
+    let chunks =
+        |n: usize| Body::Chunks((0..n).map(|_| Ok(Bytes::from(vec![7u8; 1000]))).collect());
+    assert_eq!(chunks(4).collect("k", 4000).await.unwrap().len(), 4000);
+    let e = chunks(1000).collect("k", 4000).await.unwrap_err();
+    assert!(e.message.contains("longer than the 4000 bytes"), "{e}");
+}

@@ -6,9 +6,11 @@
 //! is ever visible at a DiskPath.
 
 use std::io::{self, Read};
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use super::format::{Encoding, ObjectMeta};
 use super::store::{Body, FailureKind, Fetched, RemoteError};
@@ -109,8 +111,9 @@ async fn download_from(r: &Remote, action: Id, at: At) -> Result<Known, Failed> 
             return Ok(untrusted(r, &action, at, signed.is_some()));
         }
     }
+    let deadline = Deadline::for_body(timeout, if wire_len > 0 { wire_len } else { meta.size });
     if (1..=INLINE_MAX).contains(&wire_len) && meta.size <= INLINE_OUTPUT_MAX {
-        return small(r, action, at, meta, body, wire_len).await;
+        return small(r, action, at, meta, body, wire_len, deadline).await;
     }
 
     let Ok(_writing) = r.writers.acquire().await else {
@@ -131,7 +134,7 @@ async fn download_from(r: &Remote, action: Id, at: At) -> Result<Known, Failed> 
         disk.write_action(&action, &meta.output_id, meta.size, meta.put_time_nanos)
     });
 
-    let network_error = pump(r, body, tx).await;
+    let network_error = pump(r, body, tx, Some(deadline)).await;
     let written = writer.await;
     if let Some(e) = network_error {
         return Err(fail(r, &e));
@@ -163,11 +166,12 @@ async fn small(
     meta: ObjectMeta,
     mut body: Body,
     wire_len: u64,
+    deadline: Deadline,
 ) -> Result<Known, Failed> {
     let timeout = r.opts.timeout;
     let mut wire = Vec::with_capacity(wire_len as usize);
     loop {
-        match tokio::time::timeout(timeout, body.next()).await {
+        match next_chunk(&mut body, timeout, Some(deadline)).await {
             Ok(Some(Ok(chunk))) => {
                 Stats::add(&r.stats.bytes_downloaded, chunk.len() as u64);
                 wire.extend_from_slice(&chunk);
@@ -185,7 +189,7 @@ async fn small(
                     ),
                 ))
             }
-            Err(_) => return Err(fail(r, &RemoteError::timeout(timeout))),
+            Err(e) => return Err(fail(r, &e)),
         }
     }
     // Decoded outputs are bounded in number as the streamed ones are.
@@ -235,18 +239,73 @@ fn decode(meta: &ObjectMeta, wire: Vec<u8>) -> io::Result<Vec<u8>> {
     Ok(out)
 }
 
+/// The slowest average rate a get's body may come at (bytes a second),
+/// beyond one `--remote-timeout` it always has: cmd/go waits for every get,
+/// so a body that trickles must end as a miss, not hold the build.
+const MIN_BODY_RATE: u64 = 1 << 20;
+
+/// When a get's body must have arrived by, and the bound that set it.
+#[derive(Clone, Copy)]
+pub(super) struct Deadline {
+    at: Instant,
+    bound: Duration,
+}
+
+impl Deadline {
+    /// A body of `wire_len` bytes on the wire, starting now: `timeout` plus
+    /// a second per [`MIN_BODY_RATE`] bytes.
+    pub(super) fn for_body(timeout: Duration, wire_len: u64) -> Deadline {
+        let bound = body_bound(timeout, wire_len);
+        Deadline {
+            at: Instant::now() + bound,
+            bound,
+        }
+    }
+}
+
+/// How long a body of `wire_len` bytes may take (see [`Deadline`]).
+pub(super) fn body_bound(timeout: Duration, wire_len: u64) -> Duration {
+    timeout + Duration::from_secs_f64(wire_len as f64 / MIN_BODY_RATE as f64)
+}
+
+/// The next chunk of a body: within `timeout` of the last one, and (when
+/// given) before the deadline. `Err` is the timeout or deadline passing.
+async fn next_chunk(
+    body: &mut Body,
+    timeout: Duration,
+    deadline: Option<Deadline>,
+) -> Result<Option<Result<Bytes, String>>, RemoteError> {
+    let stall = Instant::now() + timeout;
+    let until = deadline.map_or(stall, |d| d.at.min(stall));
+    match tokio::time::timeout_at(until, body.next()).await {
+        Ok(next) => Ok(next),
+        Err(_) => match deadline {
+            Some(d) if d.at <= stall => Err(RemoteError::new(
+                FailureKind::Unavailable,
+                format!(
+                    "the body did not arrive within {:?}; the download is dropped",
+                    d.bound
+                ),
+            )),
+            _ => Err(RemoteError::timeout(timeout)),
+        },
+    }
+}
+
 /// Feeds an object's body to a blocking reader; a stall longer than the
-/// timeout between chunks ends it. A network error is sent down the channel
-/// too (so the reader stops on an error, not at a seeming end) and returned.
+/// timeout between chunks ends it, and so does the `deadline` of a get. A
+/// network error is sent down the channel too (so the reader stops on an
+/// error, not at a seeming end) and returned.
 pub(super) async fn pump(
     r: &Remote,
     mut body: Body,
     tx: mpsc::Sender<io::Result<Bytes>>,
+    deadline: Option<Deadline>,
 ) -> Option<RemoteError> {
     let timeout = r.opts.timeout;
     let mut network_error: Option<RemoteError> = None;
     loop {
-        match tokio::time::timeout(timeout, body.next()).await {
+        match next_chunk(&mut body, timeout, deadline).await {
             Ok(Some(Ok(chunk))) => {
                 Stats::add(&r.stats.bytes_downloaded, chunk.len() as u64);
                 if tx.send(Ok(chunk)).await.is_err() {
@@ -261,8 +320,8 @@ pub(super) async fn pump(
                 });
                 break;
             }
-            Err(_) => {
-                network_error = Some(RemoteError::timeout(timeout));
+            Err(e) => {
+                network_error = Some(e);
                 break;
             }
         }

@@ -351,13 +351,7 @@ async fn json<T: serde::de::DeserializeOwned>(
             format!("{what}: reply too long"),
         ));
     }
-    let body = Body::Http(resp).collect(what).await?;
-    if body.len() > JSON_LIMIT {
-        return Err(RemoteError::new(
-            FailureKind::Other,
-            format!("{what}: reply too long"),
-        ));
-    }
+    let body = Body::Http(resp).collect(what, JSON_LIMIT).await?;
     serde_json::from_slice(&body)
         .map_err(|e| RemoteError::new(FailureKind::Other, format!("{what}: unreadable reply: {e}")))
 }

@@ -247,3 +247,23 @@ fn trust_takes_only_signed_tables() {
     // Without trust, any well-formed table is read.
     assert_eq!(read_table(&mut &theirs[..], None, SCOPE).unwrap(), table);
 }
+
+/// A head claiming 2^32 - 1 entries is refused from its 20 bytes: neither
+/// the ranged reader (`table_len`) nor the table reader asks for or
+/// allocates the ~380 GB such a table would take.
+#[test]
+fn a_table_claiming_billions_of_entries_is_refused_unread() {
+    let mut head = MAGIC.to_vec();
+    head.extend_from_slice(&u32::MAX.to_le_bytes());
+    assert_eq!(table_len(&head), None);
+    assert!(matches!(
+        read_table(&mut &head[..], None, SCOPE),
+        Err(ReadError::Corrupt(w)) if w.contains("entries announced")
+    ));
+    // The largest count allowed still has a length.
+    let mut head = MAGIC.to_vec();
+    head.extend_from_slice(&(manifest::MAX_ENTRIES as u32).to_le_bytes());
+    assert!(table_len(&head).is_some());
+    head[MAGIC.len()..].copy_from_slice(&(manifest::MAX_ENTRIES as u32 + 1).to_le_bytes());
+    assert_eq!(table_len(&head), None);
+}

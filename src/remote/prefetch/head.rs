@@ -97,7 +97,7 @@ async fn read_head(remote: &Remote, key: &str, scope: &str) -> Result<Option<Hea
         .await?
     {
         Ranged::Found { body, etag, total } => {
-            let bytes = collect(remote, key, body).await?;
+            let bytes = collect(remote, key, body, HEAD_BYTES).await?;
             let total = total.unwrap_or(bytes.len() as u64);
             (bytes, etag, total)
         }
@@ -113,7 +113,10 @@ async fn read_head(remote: &Remote, key: &str, scope: &str) -> Result<Option<Hea
             .get_range(key, bytes.len() as u64, end, etag.as_deref())
             .await?
         {
-            Ranged::Found { body, .. } => bytes.extend(collect(remote, key, body).await?),
+            Ranged::Found { body, .. } => {
+                let rest = wanted - bytes.len() as u64;
+                bytes.extend(collect(remote, key, body, rest).await?)
+            }
             // Replaced between the two requests: as if there were none; the
             // rewrite at close does not touch a pack it did not read.
             Ranged::Missing | Ranged::Changed | Ranged::Past => return Ok(None),
@@ -129,9 +132,16 @@ async fn read_head(remote: &Remote, key: &str, scope: &str) -> Result<Option<Hea
     }))
 }
 
-/// A ranged body, read whole and counted as downloaded.
-async fn collect(remote: &Remote, key: &str, body: Body) -> Result<Vec<u8>, RemoteError> {
-    let bytes = body.collect(key).await?;
+/// A ranged body of at most `asked` bytes, read whole and counted as
+/// downloaded. A longer one (a server that ignores `Range` sends the whole
+/// pack) is cut off there, not buffered.
+async fn collect(
+    remote: &Remote,
+    key: &str,
+    body: Body,
+    asked: u64,
+) -> Result<Vec<u8>, RemoteError> {
+    let bytes = body.collect(key, asked as usize).await?;
     Stats::add(&remote.stats.bytes_downloaded, bytes.len() as u64);
     Ok(bytes)
 }

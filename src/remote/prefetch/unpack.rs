@@ -90,7 +90,7 @@ impl Prefetch {
                 return None; // the reader gave up; it says why
             }
             match rest {
-                Some(body) => transfer::pump(remote, body, tx).await,
+                Some(body) => transfer::pump(remote, body, tx, None).await,
                 None => None,
             }
         };
