@@ -141,6 +141,10 @@ fn trim_dirs(dirs: &[Dir], policy: &TrimPolicy, now: SystemTime) -> io::Result<T
     let mut report = TrimReport::default();
     // Survivors, for the size pass: (last use, size, path).
     let mut kept: Vec<(SystemTime, u64, PathBuf)> = Vec::new();
+    // Bytes of writes still in progress: never removed by the size pass, so
+    // they must not count against the cap either, or every finished file
+    // would go while uploads are under way.
+    let mut temp_bytes = 0u64;
     for (dir, by_access) in dirs {
         if started.elapsed() > policy.deadline {
             return Ok(report);
@@ -170,7 +174,9 @@ fn trim_dirs(dirs: &[Dir], policy: &TrimPolicy, now: SystemTime) -> io::Result<T
             } else {
                 report.kept_files += 1;
                 report.kept_bytes += meta.len();
-                if policy.max_size.is_some() && !is_temp {
+                if is_temp {
+                    temp_bytes += meta.len();
+                } else if policy.max_size.is_some() {
                     kept.push((used, meta.len(), file.path()));
                 }
             }
@@ -179,7 +185,7 @@ fn trim_dirs(dirs: &[Dir], policy: &TrimPolicy, now: SystemTime) -> io::Result<T
     if let Some(cap) = policy.max_size {
         kept.sort_unstable_by_key(|(used, _, _)| *used);
         for (used, size, path) in kept {
-            if report.kept_bytes <= cap {
+            if report.kept_bytes.saturating_sub(temp_bytes) <= cap {
                 break;
             }
             if now.duration_since(used).unwrap_or_default() <= policy.min_age {
