@@ -15,9 +15,10 @@
 # The tool cache (kept between jobs on self-hosted runners) holds the
 # release archive as downloaded. It is writable by every job the runner
 # ran, untrusted ones included, so nothing in it is taken on its word:
-# every job downloads SHA256SUMS again, hashes the kept archive against it
-# and extracts the binary afresh. The release's SHA256SUMS is the record no
-# job can rewrite together with the binary.
+# every job downloads SHA256SUMS again, copies the kept archive out, hashes
+# the copy against it and extracts the binary into this job's RUNNER_TEMP.
+# The release's SHA256SUMS is the record no job can rewrite together with
+# the archive, and the binary GOCACHEPROG names lives only in this job.
 set -euo pipefail
 # shellcheck source=action/lib.sh
 source "$GITHUB_ACTION_PATH/action/lib.sh"
@@ -75,13 +76,14 @@ fi
 
 kept="$dir/$archive"
 if [[ -f "$kept" ]]; then
-  got="$(sha256_of "$kept")"
+  # Hash the copy, not the kept file: what is checked is what is unpacked.
+  cp "$kept" "$tmp/$archive"
+  got="$(sha256_of "$tmp/$archive")"
   if [[ "$got" == "$want" ]]; then
     note "gocacher $version: the archive kept in $dir matches SHA256SUMS (sha256 $got)"
-    cp "$kept" "$tmp/$archive"
   else
     warn "gocacher $version: the archive kept in $dir does not match its SHA256SUMS entry (got $got, want $want): refusing it, and downloading the release again"
-    rm -f "$kept" "$dir/$exe"
+    rm -f "$kept" "$tmp/$archive"
   fi
 fi
 if [[ ! -f "$tmp/$archive" ]]; then
@@ -94,6 +96,13 @@ if [[ ! -f "$tmp/$archive" ]]; then
     warn "gocacher $version: $archive does not match its SHA256SUMS entry (got $got, want $want); not using it, building the action's source instead"
     want_build
   fi
+  mkdir -p "$dir"
+  # mktemp makes a new file (never one another job planted), and the
+  # rename puts it in place in one step.
+  new="$(mktemp "$dir/.$archive.XXXXXX")"
+  cp "$tmp/$archive" "$new"
+  mv -f "$new" "$kept"
+  note "installed gocacher $version ($target, archive sha256 $got)"
 fi
 
 mkdir -p "$tmp/x"
@@ -107,24 +116,10 @@ if [[ -z "$found" ]]; then
   warn "gocacher $version: $archive holds no $exe; building the action's source instead"
   want_build
 fi
-mkdir -p "$dir"
-# The binary is always the one just extracted from the checked archive;
-# whatever another job left at its path is replaced, and named if it
-# differed.
-if [[ -e "$dir/$exe" ]] && ! cmp -s "$found" "$dir/$exe"; then
-  warn "gocacher $version: the binary in $dir is not the one in the release's archive (sha256 $(sha256_of "$dir/$exe" 2>/dev/null || echo unreadable)): refusing it, and putting the release's binary in its place"
-fi
-# mktemp makes a new file (never one another job planted), and the rename
-# puts it in place in one step.
-new="$(mktemp "$dir/.$exe.XXXXXX")"
-cp "$found" "$new"
-chmod 755 "$new"
-mv -f "$new" "$dir/$exe"
-if [[ ! -f "$kept" ]]; then
-  new="$(mktemp "$dir/.$archive.XXXXXX")"
-  cp "$tmp/$archive" "$new"
-  mv -f "$new" "$kept"
-  note "installed gocacher $version ($target, archive sha256 $got)"
-fi
-rm -f "$dir/.verified"
-output path "$dir/$exe"
+# The binary of this job, in a directory only this job made.
+bin_dir="$(mktemp -d "${RUNNER_TEMP:?}/gocacher-bin.XXXXXX")"
+cp "$found" "$bin_dir/$exe"
+chmod 755 "$bin_dir/$exe"
+# A binary an earlier version of the action kept beside the archive.
+rm -f "$dir/$exe"
+output path "$bin_dir/$exe"

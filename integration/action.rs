@@ -1,31 +1,34 @@
-//! The GitHub Action (`action.yml`), run step by step as a runner would:
-//! its `run:` steps in bash with `GITHUB_ENV`, `GITHUB_OUTPUT`,
-//! `GITHUB_STEP_SUMMARY` and `GITHUB_EVENT_PATH` files and the `GITHUB_*` and
-//! `RUNNER_*` variables, its `${{ }}` expressions evaluated, then the job's
-//! next step (a real `go test`) with the environment the action exported,
-//! against a real MinIO. The release binary comes from a release directory
-//! served on 127.0.0.1, checked against its SHA256SUMS as on GitHub.
+//! The GitHub Action (`action.yml`) on a real runner: workflows run under
+//! nektos/act (see `action/act.rs`) on this machine, against a real MinIO,
+//! with the release served on 127.0.0.1 and checked against its
+//! SHA256SUMS as on GitHub. The workflows are the README's and
+//! docs/CI.md's own, read from those files; a test that changes one (an
+//! input, the events it runs on) says so.
 //!
-//! Also `gocacher fix-mtimes`: a repository cloned twice into one path gets
-//! its test results from the cache the second time only with it.
+//! Also `gocacher fix-mtimes` on its own: a repository cloned twice into
+//! one path gets its test results from the cache the second time only with
+//! it.
 
-#[path = "action/runner.rs"]
-mod runner;
+#[path = "action/act.rs"]
+mod act;
+#[path = "action/release.rs"]
+mod release;
 mod support;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use runner::{Release, Runner, TARGET, VERSION};
+use act::{with_input, Job, JobRun, Machine, TARGET, VERSION};
+use release::Release;
 use support::s3server::{Kind, S3Server};
-use support::{GoEnv, Stats, Toolchain};
+use support::{GoEnv, Toolchain};
 
 const BUCKET: &str = "gocacher-action";
 
-fn git(dir: &Path, args: &[&str]) {
+pub fn git(dir: &Path, args: &[&str]) {
     let out = Command::new("git")
         .args(args)
         .current_dir(dir)
@@ -54,6 +57,27 @@ fn repository_of(src: &Path) -> tempfile::TempDir {
     repo
 }
 
+/// The fixture module (integration/fixture) as the repository the
+/// workflows run in.
+fn widgets() -> tempfile::TempDir {
+    repository_of(&Path::new(env!("CARGO_MANIFEST_DIR")).join("integration/fixture"))
+}
+
+/// The `n`th workflow (a ```yaml block with `jobs:`) in `doc`.
+fn doc_workflow(doc: &str, n: usize) -> String {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(doc)).unwrap();
+    let blocks: Vec<&str> = text
+        .split("```yaml\n")
+        .skip(1)
+        .map(|b| &b[..b.find("```").unwrap()])
+        .filter(|b| b.contains("\njobs:"))
+        .collect();
+    blocks
+        .get(n)
+        .unwrap_or_else(|| panic!("{doc} has {} workflows, not {}", blocks.len(), n + 1))
+        .to_string()
+}
+
 /// A fresh shallow clone (as actions/checkout makes) of `repo` at `path`,
 /// replacing what was there.
 fn checkout(repo: &Path, path: &Path) {
@@ -65,309 +89,237 @@ fn checkout(repo: &Path, path: &Path) {
     );
 }
 
-/// The summary's table rows (after the header and rule).
-fn summary_rows(summary: &str) -> Vec<Vec<String>> {
+/// One summary row: the go command and its numbers by column.
+struct Row {
+    command: String,
+    gets: u64,
+    hits: u64,
+    remote_hits: u64,
+    prefetch_hits: u64,
+    uploads: u64,
+    errors: u64,
+}
+
+/// The rows of the gocacher tables in a job's step summaries (act prints
+/// each step's summary in its log, as GitHub shows it on the run's page).
+fn summary_rows(summary: &str) -> Vec<Row> {
     let lines: Vec<&str> = summary.lines().collect();
-    let start = lines
-        .iter()
-        .position(|l| *l == gocacher::summary::HEADER)
-        .unwrap_or_else(|| panic!("no gocacher table in the summary:\n{summary}"));
-    lines[start + 2..]
-        .iter()
-        .take_while(|l| l.starts_with('|'))
-        .map(|l| {
-            l.trim_matches('|')
+    let mut rows = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        if lines[i] != gocacher::summary::HEADER {
+            i += 1;
+            continue;
+        }
+        i += 2;
+        while i < lines.len() && lines[i].starts_with('|') {
+            let c: Vec<String> = lines[i]
+                .trim_matches('|')
                 .split(" | ")
                 .map(|c| c.trim().to_string())
-                .collect()
-        })
-        .collect()
+                .collect();
+            let n = |k: usize| c[k].parse::<u64>().unwrap();
+            rows.push(Row {
+                command: c[0].clone(),
+                gets: n(1),
+                hits: n(2),
+                remote_hits: n(4),
+                prefetch_hits: n(5),
+                uploads: n(7),
+                errors: n(11),
+            });
+            i += 1;
+        }
+    }
+    rows
 }
 
-/// The row says what the stats file says.
-fn assert_row_matches(row: &[String], s: &Stats) {
-    let want = [
-        "go test ./...".to_string(),
-        s.gets.to_string(),
-        s.hits.to_string(),
-        s.misses.to_string(),
-        s.remote_hits.to_string(),
-        s.prefetch_hits.to_string(),
-        s.puts.to_string(),
-        s.uploads.to_string(),
-        s.uploads_dropped.to_string(),
-        format!("{:.1}", s.bytes_downloaded as f64 / 1e6),
-        format!("{:.1}", s.bytes_uploaded as f64 / 1e6),
-        (s.get_errors + s.put_errors + s.remote_errors + s.upload_errors).to_string(),
-    ];
-    assert_eq!(row, want, "summary row against the stats file {s:?}");
+/// A MinIO user for the workflows, with the docs' MinIO policy (get, put
+/// and delete on the bucket's objects). Not the root user, whose name act
+/// would mask wherever it appears in the log.
+fn ci_user(server: &S3Server) -> Vec<(String, String)> {
+    server
+        .user_with(BUCKET, &["s3:GetObject", "s3:PutObject", "s3:DeleteObject"])
+        .1
 }
 
-/// A push job fills the bucket through the action; a fork's pull request
-/// job on a new runner reads it (its tests come back `(cached)`, thanks to
-/// the fix-mtimes step), writes nothing, and each job's summary holds its
-/// go command's numbers.
+/// `creds` (of [`ci_user`]) and the bucket as the workflows' secrets and
+/// variables.
+fn bucket_job(job: Job, server: &S3Server, creds: &[(String, String)]) -> Job {
+    let env = creds;
+    let get = |k: &str| env.iter().find(|(n, _)| n == k).unwrap().1.clone();
+    job.secret("GOCACHE_ACCESS_KEY_ID", &get("AWS_ACCESS_KEY_ID"))
+        .secret("GOCACHE_SECRET_ACCESS_KEY", &get("AWS_SECRET_ACCESS_KEY"))
+        .var("GOCACHE_BUCKET", BUCKET)
+        .var("GOCACHE_ENDPOINT", &server.endpoint)
+        .var("GOCACHE_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+}
+
+fn released(job: Job, release: &Release) -> Job {
+    job.env("GOCACHER_RELEASE_URL", &release.url)
+}
+
+fn assert_ok(run: &JobRun) {
+    assert!(run.ok, "the job failed:\n{}", run.log);
+}
+
+fn fork_payload(event_number: u64) -> serde_json::Value {
+    serde_json::json!({"number": event_number, "pull_request": {
+        "number": event_number,
+        "head": {"ref": "feature", "repo": {"full_name": "mallory/widgets"}},
+        "base": {"ref": "main", "repo": {"full_name": "acme/widgets"}}}})
+}
+
+fn branch_payload(event_number: u64) -> serde_json::Value {
+    serde_json::json!({"number": event_number, "pull_request": {
+        "number": event_number,
+        "head": {"ref": "feature", "repo": {"full_name": "acme/widgets"}},
+        "base": {"ref": "main", "repo": {"full_name": "acme/widgets"}}}})
+}
+
+/// The README's workflow on a push fills the bucket (the release checked,
+/// every go step through the bucket, one summary row per go command); the
+/// same push on a new runner gets at least 99% of its gets from the bucket,
+/// and the test that reads testdata is `(cached)` thanks to fix-mtimes,
+/// which it is not with `fix-mtimes: false`; a fork's pull request (no
+/// secrets) only reads, writes nothing and says why.
 #[test]
-fn push_writes_fork_pull_request_only_reads() {
+fn readme_workflow_push_new_runner_and_fork() {
     let server = S3Server::start(Kind::Minio);
     server.create_bucket(BUCKET);
     let release = Release::serve(false);
-    let repo = repository_of(&Path::new(env!("CARGO_MANIFEST_DIR")).join("integration/fixture"));
-    // Every job checks out to the same path, as on GitHub's runners.
-    let work = tempfile::tempdir().unwrap();
-    let checkout_path = work.path().join("widgets");
-    let aws: Vec<(String, String)> = server
-        .env()
-        .into_iter()
-        .filter(|(k, _)| k != "AWS_ENDPOINT_URL_S3")
-        .collect();
-    let remote = format!("s3://{BUCKET}/ci");
-    let with = [
-        ("remote", remote.as_str()),
-        ("endpoint", server.endpoint.as_str()),
-        ("region", "us-east-1"),
-        ("version", VERSION),
-        ("working-directory", checkout_path.to_str().unwrap()),
-    ];
-    let release_url = [("GOCACHER_RELEASE_URL", release.url.as_str())];
+    let repo = widgets();
+    let workflow = doc_workflow("README.md", 0);
+    let creds = ci_user(&server);
+    let push = || {
+        released(
+            bucket_job(Job::new(&workflow, "push"), &server, &creds),
+            &release,
+        )
+    };
 
     // The push job.
-    checkout(repo.path(), &checkout_path);
-    let push = Runner::new(
-        "push",
-        serde_json::json!({"ref": "refs/heads/main", "repository": {"full_name": "acme/widgets"}}),
-        "alice",
-    );
-    let run = push.run_action(&with, &release_url);
-    let bin = push
-        .root
-        .path()
-        .join(format!("tool-cache/gocacher/{VERSION}/{TARGET}/gocacher"));
-    assert_eq!(
-        run.env["GOCACHEPROG"],
-        bin.display().to_string(),
+    let machine = Machine::new();
+    let run = machine.run(repo.path(), &push());
+    assert_ok(&run);
+    assert!(
+        run.log.contains(&format!(
+            "installed gocacher {VERSION} ({TARGET}, archive sha256"
+        )),
         "{}",
         run.log
     );
-    assert_eq!(
-        hex::encode(Sha256::digest(std::fs::read(&bin).unwrap())),
-        release.binary_sha256
-    );
-    assert_eq!(run.env["GOCACHER_READ_ONLY"], "false", "{}", run.log);
-    assert_eq!(run.env["GOCACHER_REMOTE"], remote);
-    assert_eq!(run.env["GOCACHER_S3_ENDPOINT"], server.endpoint);
-    assert_eq!(run.outputs["configure"]["read-only"], "false");
+    // The binary this job runs is its own, in its RUNNER_TEMP.
+    let bin = run.kept(&run.env["GOCACHEPROG"]);
+    assert_eq!(sha256_file(&bin), release.binary_sha256);
+    assert_eq!(run.env["GOCACHER_READ_ONLY"], "false");
     assert!(
         run.log
             .contains("this job writes the bucket (a push event in acme/widgets)"),
         "{}",
         run.log
     );
-    assert!(run.log.contains("fix-mtimes"), "{}", run.log);
     assert!(!run.log.contains("::warning"), "{}", run.log);
-    let go = push.go(&run, &checkout_path, &["test", "./..."], &aws);
-    assert!(go.stats.puts > 0 && go.stats.uploads > 0, "{:?}", go.stats);
-    let written = server.keys(BUCKET, "ci/");
-    assert!(!server.entry_keys(BUCKET, "ci/").is_empty());
-    let rows = summary_rows(&push.summary());
-    assert_eq!(rows.len(), 1, "{}", push.summary());
-    assert_row_matches(&rows[0], &go.stats);
-
-    // The fork's pull request, on a new runner (empty disk, empty GOCACHE).
-    checkout(repo.path(), &checkout_path);
-    let fork = Runner::new(
-        "pull_request",
-        serde_json::json!({"pull_request": {
-            "head": {"repo": {"full_name": "mallory/widgets"}},
-            "base": {"repo": {"full_name": "acme/widgets"}}}}),
-        "mallory",
+    let rows = summary_rows(&run.log);
+    let commands: Vec<&str> = rows.iter().map(|r| r.command.as_str()).collect();
+    assert_eq!(
+        commands,
+        ["go build ./...", "go vet ./...", "go test ./..."],
+        "{}",
+        run.log
     );
-    let run = fork.run_action(&with, &release_url);
-    assert_eq!(run.env["GOCACHER_READ_ONLY"], "true", "{}", run.log);
-    assert_eq!(run.outputs["configure"]["read-only"], "true");
+    assert!(rows.iter().all(|r| r.errors == 0), "{}", run.log);
+    assert!(
+        rows.iter().map(|r| r.uploads).sum::<u64>() > 0,
+        "{}",
+        run.log
+    );
+    assert!(!server.entry_keys(BUCKET, "main/").is_empty());
+
+    // The same push on a new runner: from the bucket, tests cached.
+    let run = Machine::new().run(repo.path(), &push());
+    assert_ok(&run);
+    let rows = summary_rows(&run.log);
+    assert_eq!(rows.len(), 3, "{}", run.log);
+    let gets: u64 = rows.iter().map(|r| r.gets).sum();
+    let hits: u64 = rows.iter().map(|r| r.hits).sum();
+    let from_bucket: u64 = rows.iter().map(|r| r.remote_hits + r.prefetch_hits).sum();
+    eprintln!("second run: {hits} of {gets} gets hit, {from_bucket} from the bucket or the pack");
+    // A new runner starts with an empty disk: every hit is an object the
+    // job fetched from the bucket, on its first get or ahead of it.
+    assert!(
+        hits * 100 >= gets * 99 && from_bucket > 0,
+        "{hits} hits, {from_bucket} from the bucket, of {gets} gets:\n{}",
+        run.log
+    );
+    assert!(run.log.contains("set the mtime of"), "{}", run.log);
+
+    // fix-mtimes: false leaves the checkout's mtimes alone. (Whether a test
+    // that reads testdata is then `(cached)` cannot be shown under act: it
+    // gives every job a new random workspace path, and Go keys such a
+    // result on the absolute paths of the files the test opened. GitHub's
+    // runners check out to the same path in every job;
+    // `fix_mtimes_keeps_test_results_across_clones` below shows the
+    // difference there.)
+    let job = released(
+        bucket_job(
+            Job::new(&with_input(&workflow, "fix-mtimes", "false"), "push"),
+            &server,
+            &creds,
+        ),
+        &release,
+    );
+    let run = Machine::new().run(repo.path(), &job);
+    assert_ok(&run);
+    assert!(!run.log.contains("set the mtime of"), "{}", run.log);
+
+    // A fork's pull request: no secrets reach it, as on GitHub.
+    let written = server.keys(BUCKET, "");
+    let job = released(
+        Job::new(&workflow, "pull_request")
+            .payload(fork_payload(7))
+            .actor("mallory")
+            .var("GOCACHE_BUCKET", BUCKET)
+            .var("GOCACHE_ENDPOINT", &server.endpoint)
+            .var("GOCACHE_REGION", "us-east-1")
+            .env("AWS_EC2_METADATA_DISABLED", "true"),
+        &release,
+    );
+    let run = Machine::new().run(repo.path(), &job);
+    assert_ok(&run);
+    assert_eq!(run.env["GOCACHER_READ_ONLY"], "true");
     assert!(
         run.log
             .contains("read-only in this job (a pull request from the fork mallory/widgets)"),
         "{}",
         run.log
     );
-    let go = fork.go(&run, &checkout_path, &["test", "./..."], &aws);
-    let s = &go.stats;
-    assert_eq!(s.uploads, 0, "{s:?}");
-    assert!(s.remote_hits + s.prefetch_hits > 0, "{s:?}");
-    assert_eq!(s.hits, s.remote_hits + s.prefetch_hits, "{s:?}");
-    assert_eq!(
-        server.keys(BUCKET, "ci/"),
-        written,
-        "the fork's job wrote to the bucket"
-    );
-    // Test results that read testdata come from the push job's run.
+    assert_eq!(summary_rows(&run.log).len(), 3, "{}", run.log);
+    let now = server.keys(BUCKET, "");
+    let new: Vec<&String> = now.iter().filter(|k| !written.contains(k)).collect();
     assert!(
-        go.stdout
-            .contains("example.com/fixture/internal/textx\t(cached)"),
-        "{}",
-        go.stdout
-    );
-    let rows = summary_rows(&fork.summary());
-    assert_eq!(rows.len(), 1, "{}", fork.summary());
-    assert_row_matches(&rows[0], s);
-}
-
-/// A release archive that does not match its SHA256SUMS is never
-/// installed; without cargo to build the source instead, the job goes on
-/// without gocacher (no GOCACHEPROG) and says why.
-#[test]
-fn tampered_release_is_refused() {
-    let release = Release::serve(true);
-    let runner = Runner::new(
-        "push",
-        serde_json::json!({"ref": "refs/heads/main"}),
-        "alice",
-    );
-    let path = format!(
-        "/usr/bin:/bin:{}",
-        runner.root.path().join("nothing").display()
-    );
-    let run = runner.run_action(
-        &[("version", VERSION), ("remote", "s3://b/p")],
-        &[
-            ("GOCACHER_RELEASE_URL", release.url.as_str()),
-            ("PATH", path.as_str()),
-        ],
+        new.is_empty(),
+        "the fork's job wrote to the bucket: {new:?}"
     );
     assert!(
-        run.log.contains("does not match its SHA256SUMS entry"),
-        "{}",
-        run.log
+        !run.env.contains_key("GOCACHER_SIGN_KEY_FILE"),
+        "{:?}",
+        run.env
     );
-    assert!(run.log.contains("no cargo on this runner"), "{}", run.log);
-    assert!(!run.env.contains_key("GOCACHEPROG"), "{:?}", run.env);
-    assert!(!runner
-        .root
-        .path()
-        .join(format!("tool-cache/gocacher/{VERSION}/{TARGET}/gocacher"))
-        .exists());
-    assert_eq!(run.outputs["configure"]["read-only"], "true");
-}
-
-/// `read-only: auto` for the events a workflow may run on.
-#[test]
-fn read_only_follows_the_event() {
-    let release = Release::serve(false);
-    let pr = |head: &str| {
-        serde_json::json!({"pull_request": {
-            "head": {"repo": {"full_name": head}},
-            "base": {"repo": {"full_name": "acme/widgets"}}}})
-    };
-    for (event, payload, actor, input, want) in [
-        ("push", serde_json::json!({}), "alice", "auto", "false"),
-        ("schedule", serde_json::json!({}), "alice", "auto", "false"),
-        ("pull_request", pr("acme/widgets"), "alice", "auto", "false"),
-        (
-            "pull_request",
-            pr("mallory/widgets"),
-            "mallory",
-            "auto",
-            "true",
-        ),
-        (
-            "pull_request",
-            pr("acme/widgets"),
-            "dependabot[bot]",
-            "auto",
-            "true",
-        ),
-        (
-            "pull_request_target",
-            pr("mallory/widgets"),
-            "mallory",
-            "auto",
-            "true",
-        ),
-        (
-            "workflow_run",
-            serde_json::json!({}),
-            "alice",
-            "auto",
-            "true",
-        ),
-        (
-            "issue_comment",
-            serde_json::json!({}),
-            "mallory",
-            "auto",
-            "true",
-        ),
-        ("push", serde_json::json!({}), "alice", "true", "true"),
-        (
-            "pull_request",
-            pr("mallory/widgets"),
-            "mallory",
-            "false",
-            "false",
-        ),
-    ] {
-        let runner = Runner::new(event, payload, actor);
-        let run = runner.run_action(
-            &[
-                ("version", VERSION),
-                ("read-only", input),
-                ("fix-mtimes", "false"),
-                ("sign-key", &"ab".repeat(32)),
-            ],
-            &[("GOCACHER_RELEASE_URL", release.url.as_str())],
-        );
-        assert_eq!(
-            run.env["GOCACHER_READ_ONLY"], want,
-            "{event} by {actor}, read-only: {input}\n{}",
-            run.log
-        );
-        // The signing key reaches only writers that build reviewed code,
-        // as a file, never as a variable of later steps.
-        assert_eq!(
-            run.env.contains_key("GOCACHER_SIGN_KEY_FILE"),
-            want == "false" && event != "pull_request",
-            "{event} by {actor}, read-only: {input}\n{}",
-            run.log
-        );
-        assert!(!run.env.values().any(|v| v.contains(&"ab".repeat(32))));
-    }
-}
-
-/// A stand-in executable a job's untrusted code plants where the action
-/// keeps gocacher: if anything runs it, `marker` says so.
-fn planted(marker: &Path) -> String {
-    format!(
-        "#!/bin/sh\necho \"ran $0 $*\" >> '{}'\necho 'gocacher 0.0.0'\n",
-        marker.display()
-    )
-}
-
-/// Replaces every file named `gocacher` under `dir` with the planted
-/// executable; returns how many it replaced.
-fn plant_everywhere(dir: &Path, marker: &Path) -> usize {
-    let mut n = 0;
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            n += plant_everywhere(&path, marker);
-        } else if path.file_name().unwrap() == "gocacher" {
-            std::fs::write(&path, planted(marker)).unwrap();
-            n += 1;
-        }
-    }
-    n
-}
-
-fn sha256_file(path: &str) -> String {
-    hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
 }
 
 /// Every file under `dir` that holds `needle`.
-fn files_holding(dir: &Path, needle: &str) -> Vec<std::path::PathBuf> {
+fn files_holding(dir: &Path, needle: &str) -> Vec<PathBuf> {
     let mut found = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for entry in entries {
         let path = entry.unwrap().path();
+        if path.is_symlink() {
+            continue;
+        }
         if path.is_dir() {
             found.extend(files_holding(&path, needle));
         } else if std::fs::read(&path)
@@ -380,317 +332,487 @@ fn files_holding(dir: &Path, needle: &str) -> Vec<std::path::PathBuf> {
     found
 }
 
-/// On a self-hosted runner, a later job never runs a tool-cache binary it
-/// did not check against the release's SHA256SUMS in that job: a binary an
-/// earlier job replaced is refused with a warning and the release's put
-/// back; an archive replaced as well is refused and downloaded again; and
-/// with the release out of reach the job goes on as after a failed
-/// download (no cargo here: without GOCACHEPROG), never running the
-/// planted file.
+/// docs/CI.md's fleet workflow: a push to main signs with `sign-key`; a
+/// pull request from a branch of the repository, with both keys set, runs
+/// in its own prefix, reads main's through `also-read`, signs with the
+/// pull-request key alone, and the main key reaches neither the disk nor
+/// any step's environment.
+#[test]
+fn fleet_workflow_keeps_the_signing_key_from_pull_requests() {
+    let server = S3Server::start(Kind::Minio);
+    server.create_bucket(BUCKET);
+    let release = Release::serve(false);
+    let repo = widgets();
+    let creds = ci_user(&server);
+    let workflow = doc_workflow("docs/CI.md", 0);
+    let keys = tempfile::tempdir().unwrap();
+    let keygen = |name: &str| -> (String, String) {
+        let path = keys.path().join(name);
+        let out = Command::new(env!("CARGO_BIN_EXE_gocacher"))
+            .arg("keygen")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let private = std::fs::read_to_string(&path).unwrap().trim().to_string();
+        let public = std::fs::read_to_string(path.with_extension("pub"))
+            .unwrap()
+            .trim()
+            .to_string();
+        (private, public)
+    };
+    let (main_key, main_pub) = keygen("main-key");
+    let (pr_key, pr_pub) = keygen("pr-key");
+    let job = |event: &str| {
+        released(
+            bucket_job(Job::new(&workflow, event), &server, &creds),
+            &release,
+        )
+        .secret("GOCACHER_SIGN_KEY", &main_key)
+        .secret("GOCACHER_PR_SIGN_KEY", &pr_key)
+        .var("GOCACHER_PUBLIC_KEY", &main_pub)
+        .var("GOCACHER_PR_PUBLIC_KEY", &pr_pub)
+    };
+
+    let push = Machine::new();
+    let run = push.run(repo.path(), &job("push"));
+    assert_ok(&run);
+    assert!(
+        run.log
+            .contains("this job signs what it writes with the sign-key input's key"),
+        "{}",
+        run.log
+    );
+    let rows = summary_rows(&run.log);
+    assert!(
+        rows.iter().map(|r| r.uploads).sum::<u64>() > 0,
+        "{}",
+        run.log
+    );
+    assert!(!server.entry_keys(BUCKET, "main/").is_empty());
+
+    let pr = Machine::new();
+    let run = pr.run(
+        repo.path(),
+        &job("pull_request").payload(branch_payload(7)).actor("bob"),
+    );
+    assert_ok(&run);
+    assert_eq!(run.env["GOCACHER_READ_ONLY"], "false");
+    assert_eq!(run.env["GOCACHER_REMOTE"], format!("s3://{BUCKET}/pr/7"));
+    assert!(
+        run.log
+            .contains("this job signs what it writes with the pull-request-sign-key input's key"),
+        "{}",
+        run.log
+    );
+    let rows = summary_rows(&run.log);
+    let from_main: u64 = rows.iter().map(|r| r.remote_hits + r.prefetch_hits).sum();
+    assert!(from_main > 0, "{}", run.log);
+    let key_file = PathBuf::from(&run.env["GOCACHER_SIGN_KEY_FILE"]);
+    let temp = &run.runner_temp;
+    let copied = temp.join(key_file.file_name().unwrap());
+    assert_eq!(std::fs::read_to_string(copied).unwrap().trim(), pr_key);
+    for (what, found) in [
+        ("RUNNER_TEMP", files_holding(temp, &main_key)),
+        (
+            "the runner's disk",
+            files_holding(pr.home.path(), &main_key),
+        ),
+    ] {
+        assert!(found.is_empty(), "the main key is in {what}: {found:?}");
+    }
+    assert!(
+        !run.env
+            .values()
+            .any(|v| v.contains(&main_key) || v.contains(&pr_key)),
+        "a signing key is in the steps' environment"
+    );
+    assert!(!run.log.contains(&main_key), "the log shows the main key");
+    assert!(!server.entry_keys(BUCKET, "pr/7/").is_empty());
+}
+
+/// A release archive that does not match its SHA256SUMS is never used;
+/// with no cargo to build the source instead, the job goes on without the
+/// cache, with a warning, and its go commands pass.
+#[test]
+fn tampered_release_without_cargo_goes_on_without_the_cache() {
+    let release = Release::serve(true);
+    let repo = widgets();
+    let job = released(
+        Job::new(&doc_workflow("README.md", 0), "push")
+            .var("GOCACHE_BUCKET", BUCKET)
+            .var("GOCACHE_ENDPOINT", "http://127.0.0.1:9")
+            .var("GOCACHE_REGION", "us-east-1"),
+        &release,
+    );
+    let machine = Machine::new();
+    let run = machine.run(repo.path(), &job);
+    assert_ok(&run);
+    assert!(
+        run.log.contains("does not match its SHA256SUMS entry"),
+        "{}",
+        run.log
+    );
+    assert!(run.log.contains("no cargo on this runner"), "{}", run.log);
+    assert!(!run.env.contains_key("GOCACHEPROG"), "{:?}", run.env);
+    assert!(summary_rows(&run.log).is_empty(), "{}", run.log);
+    assert!(
+        run.log.contains("ok  \texample.com/fixture/internal/textx"),
+        "{}",
+        run.log
+    );
+    assert!(files_holding(&machine.tool_cache(), "gocacher").is_empty());
+}
+
+/// The target dir for the action's source builds under act: beside this
+/// suite's own, kept between runs, at opt-level 0 (a test needs a working
+/// binary, not a fast one).
+fn source_build_env(job: Job) -> Job {
+    let exe = Path::new(env!("CARGO_BIN_EXE_gocacher"));
+    let target = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("action-source");
+    job.with_cargo()
+        .env("CARGO_TARGET_DIR", target.to_str().unwrap())
+        .env("CARGO_PROFILE_RELEASE_OPT_LEVEL", "0")
+        .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "16")
+}
+
+/// A stand-in executable a job's untrusted code plants where a gocacher
+/// was: if anything runs it, `marker` says so.
+fn planted(marker: &Path) -> String {
+    format!(
+        "#!/bin/sh\necho \"ran $0 $*\" >> '{}'\necho 'gocacher 0.0.0'\n",
+        marker.display()
+    )
+}
+
+/// Replaces every file named `gocacher` under `dir` with the planted
+/// executable; returns how many it replaced.
+fn plant_everywhere(dir: &Path, marker: &Path) -> usize {
+    let mut n = 0;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    for entry in entries {
+        let path = entry.unwrap().path();
+        if path.is_symlink() {
+            continue;
+        }
+        if path.is_dir() {
+            n += plant_everywhere(&path, marker);
+        } else if path.file_name().unwrap() == "gocacher" {
+            std::fs::write(&path, planted(marker)).unwrap();
+            n += 1;
+        }
+    }
+    n
+}
+
+/// `version: source` with cargo on the runner: an untrusted
+/// `pull_request_target` job builds the action's source with the real
+/// cargo and plants a binary wherever gocacher lies on the runner's disk;
+/// the next push job on the same runner builds its own, never runs the
+/// planted one, and its go commands use it.
+#[test]
+fn source_build_is_per_job() {
+    let server = S3Server::start(Kind::Minio);
+    server.create_bucket(BUCKET);
+    let repo = widgets();
+    let creds = ci_user(&server);
+    let workflow = with_input(&doc_workflow("README.md", 0), "version", "source");
+    let untrusted = format!(
+        "{}\n",
+        workflow.replace("  pull_request:\n", "  pull_request_target:\n")
+    );
+    let machine = Machine::new();
+    let marker = machine.home.path().join("planted-ran");
+
+    let run = machine.run(
+        repo.path(),
+        &source_build_env(bucket_job(
+            Job::new(&untrusted, "pull_request_target")
+                .payload(fork_payload(9))
+                .actor("mallory"),
+            &server,
+            &creds,
+        )),
+    );
+    assert_ok(&run);
+    assert!(
+        run.log.contains("built gocacher from source"),
+        "{}",
+        run.log
+    );
+    assert_eq!(run.env["GOCACHER_READ_ONLY"], "true");
+    // What the job's code could reach: the runner's disk, after the job.
+    let planted_files = plant_everywhere(machine.home.path(), &marker);
+
+    let run = machine.run(
+        repo.path(),
+        &source_build_env(bucket_job(Job::new(&workflow, "push"), &server, &creds)),
+    );
+    assert_ok(&run);
+    assert!(
+        !marker.exists(),
+        "the push job ran a planted binary:\n{}",
+        run.log
+    );
+    assert!(
+        run.log.contains("built gocacher from source"),
+        "{}",
+        run.log
+    );
+    assert_eq!(run.env["GOCACHER_READ_ONLY"], "false");
+    assert!(
+        run.env["GOCACHEPROG"].starts_with(&run.env["RUNNER_TEMP"]),
+        "{:?}",
+        run.env
+    );
+    let rows = summary_rows(&run.log);
+    assert_eq!(rows.len(), 3, "{}", run.log);
+    assert!(
+        rows.iter().map(|r| r.uploads).sum::<u64>() > 0,
+        "{}",
+        run.log
+    );
+    eprintln!("planted {planted_files} files after the untrusted job");
+}
+
+/// A workflow of the action alone, on `events`, for the cases that need
+/// no go command.
+fn action_only(events: &[&str], with: &[(&str, &str)]) -> String {
+    let mut w = format!(
+        "name: CI\non: [{}]\njobs:\n  test:\n    runs-on: ubuntu-latest\n    steps:\n      - uses: actions/checkout@v4\n      - uses: {}\n        with:\n          fix-mtimes: false\n",
+        events.join(", "),
+        act::ACTION
+    );
+    for (k, v) in with {
+        w.push_str(&format!("          {k}: {v}\n"));
+    }
+    w
+}
+
+/// `read-only: auto` for the events a workflow may run on, and where the
+/// signing key goes: a file in RUNNER_TEMP for the jobs that write
+/// reviewed code, nothing anywhere for the rest.
+#[test]
+fn read_only_and_signing_follow_the_event() {
+    let release = Release::serve(false);
+    let repo = widgets();
+    let key = "ab".repeat(32);
+    let pr = |head: &str| {
+        serde_json::json!({"number": 3, "pull_request": {"number": 3,
+            "head": {"ref": "feature", "repo": {"full_name": head}},
+            "base": {"ref": "main", "repo": {"full_name": "acme/widgets"}}}})
+    };
+    let cases = [
+        (
+            "push",
+            serde_json::json!({}),
+            "alice",
+            "auto",
+            "false",
+            true,
+        ),
+        (
+            "schedule",
+            serde_json::json!({}),
+            "alice",
+            "auto",
+            "false",
+            true,
+        ),
+        (
+            "workflow_dispatch",
+            serde_json::json!({}),
+            "alice",
+            "auto",
+            "false",
+            true,
+        ),
+        (
+            "pull_request",
+            pr("acme/widgets"),
+            "alice",
+            "auto",
+            "false",
+            false,
+        ),
+        (
+            "pull_request",
+            pr("mallory/widgets"),
+            "mallory",
+            "auto",
+            "true",
+            false,
+        ),
+        (
+            "pull_request",
+            pr("acme/widgets"),
+            "dependabot[bot]",
+            "auto",
+            "true",
+            false,
+        ),
+        (
+            "pull_request_target",
+            pr("mallory/widgets"),
+            "mallory",
+            "auto",
+            "true",
+            false,
+        ),
+        (
+            "workflow_run",
+            serde_json::json!({}),
+            "alice",
+            "auto",
+            "true",
+            false,
+        ),
+        (
+            "issue_comment",
+            serde_json::json!({}),
+            "mallory",
+            "auto",
+            "true",
+            false,
+        ),
+        (
+            "push",
+            serde_json::json!({}),
+            "alice",
+            "true",
+            "true",
+            false,
+        ),
+        (
+            "pull_request",
+            pr("mallory/widgets"),
+            "mallory",
+            "false",
+            "false",
+            false,
+        ),
+    ];
+    let events: Vec<&str> = {
+        let mut e: Vec<&str> = cases.iter().map(|c| c.0).collect();
+        e.sort();
+        e.dedup();
+        e
+    };
+    for (event, payload, actor, input, want, signs) in cases {
+        let workflow = action_only(
+            &events,
+            &[
+                ("read-only", input),
+                ("sign-key", "${{ secrets.GOCACHER_SIGN_KEY }}"),
+            ],
+        );
+        let job = released(Job::new(&workflow, event), &release)
+            .payload(payload)
+            .actor(actor)
+            .secret("GOCACHER_SIGN_KEY", &key);
+        let machine = Machine::new();
+        let run = machine.run(repo.path(), &job);
+        let what = format!("{event} by {actor}, read-only: {input}");
+        assert_ok(&run);
+        assert_eq!(run.env["GOCACHER_READ_ONLY"], want, "{what}\n{}", run.log);
+        assert_eq!(
+            run.env.contains_key("GOCACHER_SIGN_KEY_FILE"),
+            signs,
+            "{what}\n{}",
+            run.log
+        );
+        let found = files_holding(&run.runner_temp, &key);
+        assert_eq!(found.len(), usize::from(signs), "{what}: {found:?}");
+        assert!(
+            files_holding(machine.home.path(), &key).is_empty(),
+            "{what}"
+        );
+        assert!(!run.env.values().any(|v| v.contains(&key)), "{what}");
+    }
+}
+
+/// On a self-hosted runner (one machine, its tool cache kept), a later job
+/// never runs what an earlier one left: an archive replaced in the tool
+/// cache is refused with a warning and downloaded again; with the release
+/// out of reach as well, the job goes on without the cache.
 #[test]
 fn tampered_tool_cache_is_refused() {
     let release = Release::serve(false);
-    let mut runner = Runner::new("push", serde_json::json!({}), "alice");
-    let marker = runner.root.path().join("planted-ran");
-    let with = [("version", VERSION), ("fix-mtimes", "false")];
-    let url = [("GOCACHER_RELEASE_URL", release.url.as_str())];
-    let dir = runner
-        .root
-        .path()
-        .join(format!("tool-cache/gocacher/{VERSION}/{TARGET}"));
-    let bin = dir.join("gocacher");
-    let run = runner.run_action(&with, &url);
-    assert_eq!(
-        run.env["GOCACHEPROG"],
-        bin.display().to_string(),
-        "{}",
-        run.log
-    );
-
-    // The binary replaced.
-    std::fs::write(&bin, planted(&marker)).unwrap();
-    runner.next_job("push", serde_json::json!({}), "alice");
-    let run = runner.run_action(&with, &url);
-    assert!(!marker.exists(), "the planted binary ran:\n{}", run.log);
-    assert_eq!(sha256_file(&run.env["GOCACHEPROG"]), release.binary_sha256);
-    assert!(
-        run.log.contains("is not the one in the release's archive")
-            && run.log.contains("refusing it"),
-        "{}",
-        run.log
-    );
-
-    // The kept archive and the binary replaced.
+    let repo = widgets();
+    let workflow = action_only(&["push"], &[]);
+    let machine = Machine::new();
+    let marker = machine.home.path().join("planted-ran");
+    let job = released(Job::new(&workflow, "push"), &release);
+    let run = machine.run(repo.path(), &job);
+    assert_ok(&run);
+    let dir = machine
+        .tool_cache()
+        .join(format!("gocacher/{VERSION}/{TARGET}"));
     let archive = dir.join(format!("gocacher-{TARGET}.tar.gz"));
-    assert!(archive.exists());
-    let stage = runner.root.path().join("stage");
+    assert!(archive.exists(), "{}", run.log);
+    assert_eq!(
+        sha256_file(&run.kept(&run.env["GOCACHEPROG"])),
+        release.binary_sha256
+    );
+
+    // The kept archive replaced by one holding a planted gocacher.
+    let stage = machine.home.path().join("stage");
     std::fs::create_dir_all(&stage).unwrap();
     std::fs::write(stage.join("gocacher"), planted(&marker)).unwrap();
-    let st = Command::new("tar")
-        .arg("-czf")
-        .arg(&archive)
-        .arg("-C")
-        .arg(&stage)
-        .arg("gocacher")
-        .status()
-        .unwrap();
-    assert!(st.success());
-    std::fs::write(&bin, planted(&marker)).unwrap();
-    runner.next_job("push", serde_json::json!({}), "alice");
-    let run = runner.run_action(&with, &url);
+    let tar = |archive: &Path| {
+        let st = Command::new("tar")
+            .arg("-czf")
+            .arg(archive)
+            .arg("-C")
+            .arg(&stage)
+            .arg("gocacher")
+            .status()
+            .unwrap();
+        assert!(st.success());
+    };
+    tar(&archive);
+    let run = machine.run(repo.path(), &job);
+    assert_ok(&run);
     assert!(
         run.log.contains("the archive kept in")
             && run.log.contains("does not match its SHA256SUMS entry"),
         "{}",
         run.log
     );
-    assert_eq!(sha256_file(&run.env["GOCACHEPROG"]), release.binary_sha256);
+    assert_eq!(
+        sha256_file(&run.kept(&run.env["GOCACHEPROG"])),
+        release.binary_sha256
+    );
     assert!(!marker.exists(), "the planted binary ran");
 
     // Planted again, and the release out of reach: as a failed download.
-    std::fs::write(&bin, planted(&marker)).unwrap();
-    let st = Command::new("tar")
-        .arg("-czf")
-        .arg(&archive)
-        .arg("-C")
-        .arg(&stage)
-        .arg("gocacher")
-        .status()
-        .unwrap();
-    assert!(st.success());
-    runner.next_job("push", serde_json::json!({}), "alice");
+    tar(&archive);
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead = format!("http://{}", closed.local_addr().unwrap());
     drop(closed);
-    let path = format!(
-        "/usr/bin:/bin:{}",
-        runner.root.path().join("nothing").display()
+    let run = machine.run(
+        repo.path(),
+        &Job::new(&workflow, "push").env("GOCACHER_RELEASE_URL", &dead),
     );
-    let run = runner.run_action(
-        &with,
-        &[
-            ("GOCACHER_RELEASE_URL", dead.as_str()),
-            ("PATH", path.as_str()),
-        ],
-    );
-    assert!(run.log.contains("::warning"), "{}", run.log);
+    assert_ok(&run);
     assert!(run.log.contains("no cargo on this runner"), "{}", run.log);
-    assert!(
-        !run.env.contains_key("GOCACHEPROG"),
-        "{:?}\n{}",
-        run.env,
-        run.log
-    );
-    assert_eq!(run.outputs["configure"]["read-only"], "true");
+    assert!(!run.env.contains_key("GOCACHEPROG"), "{}", run.log);
     assert!(!marker.exists(), "the planted binary ran");
 }
 
-/// A `cargo` for the runner's PATH that stands for `cargo install --root R`
-/// of the action's source: it puts the gocacher this test suite built at
-/// R/bin/gocacher and counts its runs in `count`.
-fn cargo_stand_in(dir: &Path, count: &Path) {
-    std::fs::create_dir_all(dir).unwrap();
-    let script = format!(
-        "#!/bin/sh\nroot=\nwhile [ $# -gt 0 ]; do [ \"$1\" = --root ] && root=$2; shift; done\n\
-         mkdir -p \"$root/bin\" && cp '{}' \"$root/bin/gocacher\" && echo built >> '{}'\n",
-        env!("CARGO_BIN_EXE_gocacher"),
-        count.display()
-    );
-    let cargo = dir.join("cargo");
-    std::fs::write(&cargo, script).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&cargo, std::fs::Permissions::from_mode(0o755)).unwrap();
-}
-
-/// A `pull_request_target` job (untrusted: its later steps may run a
-/// fork's code) that builds the action's source leaves nothing a later job
-/// runs: its code replaces every gocacher file on the runner's disk, and
-/// the next push job on the same runner builds its own and never runs the
-/// planted one. The action has no nested action (actions/cache) through
-/// which such a job could save a build for the default branch's scope.
-#[test]
-fn untrusted_job_plants_no_binary() {
-    let mut runner = Runner::new(
-        "pull_request_target",
-        serde_json::json!({"pull_request": {
-            "head": {"repo": {"full_name": "mallory/widgets"}},
-            "base": {"repo": {"full_name": "acme/widgets"}}}}),
-        "mallory",
-    );
-    let marker = runner.root.path().join("planted-ran");
-    let count = runner.root.path().join("cargo-runs");
-    let bin_dir = runner.root.path().join("cargo-bin");
-    cargo_stand_in(&bin_dir, &count);
-    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap());
-    let with = [("version", "source"), ("fix-mtimes", "false")];
-    let extra = [("PATH", path.as_str())];
-    let run = runner.run_action(&with, &extra);
-    assert_eq!(run.env["GOCACHER_READ_ONLY"], "true", "{}", run.log);
-    assert!(
-        run.log.contains("built gocacher from source"),
-        "{}",
-        run.log
-    );
-    assert!(plant_everywhere(runner.root.path(), &marker) > 0);
-
-    runner.next_job("push", serde_json::json!({}), "alice");
-    let run = runner.run_action(&with, &extra);
-    assert!(
-        !marker.exists(),
-        "the push job ran the planted binary:\n{}",
-        run.log
-    );
-    assert_eq!(run.env["GOCACHER_READ_ONLY"], "false", "{}", run.log);
-    assert_eq!(
-        sha256_file(&run.env["GOCACHEPROG"]),
-        sha256_file(env!("CARGO_BIN_EXE_gocacher"))
-    );
-    assert_eq!(
-        std::fs::read_to_string(&count).unwrap().lines().count(),
-        2,
-        "the push job built its own"
-    );
-    let action =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("action.yml")).unwrap();
-    assert!(
-        !action
-            .lines()
-            .any(|l| l.trim_start().starts_with("uses:") || l.trim_start().starts_with("- uses:")),
-        "action.yml runs a nested action"
-    );
-}
-
-/// The signing key reaches only jobs that build reviewed code: a push,
-/// schedule, manual, merge-queue or release job gets `sign-key` as a file;
-/// a pull request from a branch of the repository (it writes) gets no file
-/// holding it anywhere under RUNNER_TEMP and no GOCACHER_SIGN_KEY*
-/// variable, and signs only with `pull-request-sign-key` when given one.
-#[test]
-fn signing_key_only_for_reviewed_code() {
-    let release = Release::serve(false);
-    let main_key = "ab".repeat(32);
-    let pr_key = "cd".repeat(32);
-    let same_repo = serde_json::json!({"pull_request": {
-        "head": {"repo": {"full_name": "acme/widgets"}},
-        "base": {"repo": {"full_name": "acme/widgets"}}}});
-    let url = [("GOCACHER_RELEASE_URL", release.url.as_str())];
-    let key_vars = |run: &runner::ActionRun| -> Vec<String> {
-        run.env
-            .keys()
-            .filter(|k| k.starts_with("GOCACHER_SIGN_KEY"))
-            .cloned()
-            .collect()
-    };
-    let temp = |r: &Runner| r.root.path().join("temp");
-
-    // A same-repository pull request with only the main key: it writes,
-    // unsigned, and the key is nowhere it can read.
-    let runner = Runner::new("pull_request", same_repo.clone(), "renovate[bot]");
-    let run = runner.run_action(
-        &[
-            ("version", VERSION),
-            ("fix-mtimes", "false"),
-            ("sign-key", &main_key),
-        ],
-        &url,
-    );
-    assert_eq!(run.env["GOCACHER_READ_ONLY"], "false", "{}", run.log);
-    assert_eq!(key_vars(&run), Vec::<String>::new(), "{}", run.log);
-    assert_eq!(
-        files_holding(&temp(&runner), &main_key),
-        Vec::<std::path::PathBuf>::new()
-    );
-    assert!(
-        run.log.contains("no signing key in a pull_request job")
-            && run.log.contains("what this job writes is unsigned"),
-        "{}",
-        run.log
-    );
-
-    for event in [
-        "push",
-        "schedule",
-        "workflow_dispatch",
-        "merge_group",
-        "release",
-    ] {
-        let runner = Runner::new(event, serde_json::json!({}), "alice");
-        let run = runner.run_action(
-            &[
-                ("version", VERSION),
-                ("fix-mtimes", "false"),
-                ("sign-key", &main_key),
-                ("pull-request-sign-key", &pr_key),
-            ],
-            &url,
-        );
-        let file = &run.env["GOCACHER_SIGN_KEY_FILE"];
-        assert_eq!(
-            std::fs::read_to_string(file).unwrap().trim(),
-            main_key,
-            "{event}"
-        );
-        assert_eq!(
-            files_holding(&temp(&runner), &pr_key),
-            Vec::<std::path::PathBuf>::new()
-        );
-        assert!(run
-            .log
-            .contains("signs what it writes with the sign-key input's key"));
-    }
-
-    // With a pull-request key: that key alone.
-    let runner = Runner::new("pull_request", same_repo, "alice");
-    let run = runner.run_action(
-        &[
-            ("version", VERSION),
-            ("fix-mtimes", "false"),
-            ("sign-key", &main_key),
-            ("pull-request-sign-key", &pr_key),
-            ("trust-key", &"ef".repeat(32)),
-        ],
-        &url,
-    );
-    let file = &run.env["GOCACHER_SIGN_KEY_FILE"];
-    assert_eq!(std::fs::read_to_string(file).unwrap().trim(), pr_key);
-    assert_eq!(
-        files_holding(&temp(&runner), &main_key),
-        Vec::<std::path::PathBuf>::new()
-    );
-    assert_eq!(key_vars(&run), vec!["GOCACHER_SIGN_KEY_FILE".to_string()]);
-
-    // Untrusted events and forks get neither key.
-    for (event, payload) in [
-        ("pull_request_target", serde_json::json!({})),
-        ("workflow_run", serde_json::json!({})),
-        (
-            "pull_request",
-            serde_json::json!({"pull_request": {
-                "head": {"repo": {"full_name": "mallory/widgets"}},
-                "base": {"repo": {"full_name": "acme/widgets"}}}}),
-        ),
-    ] {
-        let runner = Runner::new(event, payload, "mallory");
-        let run = runner.run_action(
-            &[
-                ("version", VERSION),
-                ("fix-mtimes", "false"),
-                ("read-only", "false"),
-                ("sign-key", &main_key),
-                ("pull-request-sign-key", &pr_key),
-            ],
-            &url,
-        );
-        assert_eq!(key_vars(&run), Vec::<String>::new(), "{event}\n{}", run.log);
-        assert_eq!(
-            files_holding(&temp(&runner), &main_key),
-            Vec::<std::path::PathBuf>::new()
-        );
-        assert_eq!(
-            files_holding(&temp(&runner), &pr_key),
-            Vec::<std::path::PathBuf>::new()
-        );
-    }
+fn sha256_file(path: &Path) -> String {
+    hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
 }
 
 /// A module whose test reads a testdata file.

@@ -78,6 +78,16 @@ fn fixture_cold_then_warm_on_go_1_24_0() {
 }
 
 #[test]
+fn fixture_cold_then_warm_on_go_1_25_0() {
+    cold_then_warm(Toolchain::Go1_25_0);
+}
+
+#[test]
+fn fixture_cold_then_warm_on_go_1_27_3() {
+    cold_then_warm(Toolchain::Go1_27_3);
+}
+
+#[test]
 fn two_go_commands_at_once_share_one_cache_dir() {
     let env = GoEnv::new(Toolchain::Local);
     let module = support::fixture_copy();

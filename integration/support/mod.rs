@@ -26,8 +26,10 @@ const GO_TIMEOUT: Duration = Duration::from_secs(600);
 pub enum Toolchain {
     /// The go on PATH.
     Local,
-    /// Downloaded through the module proxy on first use.
+    /// Downloaded through the module proxy on first use (as are the next).
     Go1_24_0,
+    Go1_25_0,
+    Go1_27_3,
 }
 
 impl Toolchain {
@@ -35,6 +37,8 @@ impl Toolchain {
         match self {
             Toolchain::Local => "local",
             Toolchain::Go1_24_0 => "go1.24.0",
+            Toolchain::Go1_25_0 => "go1.25.0",
+            Toolchain::Go1_27_3 => "go1.27.3",
         }
     }
 }
