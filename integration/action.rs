@@ -927,3 +927,50 @@ fn fix_mtimes_outside_git_says_why() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("is not a git work tree"), "{err}");
 }
+
+/// Every input the README's and docs/CI.md's YAML blocks give the action
+/// (workflows and fragments alike) is one action.yml declares, so a
+/// renamed input cannot leave a snippet behind.
+#[test]
+fn doc_snippets_use_declared_inputs() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let action: serde_norway::Value =
+        serde_norway::from_str(&std::fs::read_to_string(root.join("action.yml")).unwrap()).unwrap();
+    let declared: Vec<String> = action["inputs"]
+        .as_mapping()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str().unwrap().to_string())
+        .collect();
+    let mut checked = 0;
+    for doc in ["README.md", "docs/CI.md"] {
+        let text = std::fs::read_to_string(root.join(doc)).unwrap();
+        for block in text.split("```yaml\n").skip(1) {
+            let block = &block[..block.find("```").unwrap()];
+            let lines: Vec<&str> = block.lines().collect();
+            for (i, line) in lines.iter().enumerate() {
+                if line.trim() != "with:" {
+                    continue;
+                }
+                // The gocacher step's `with:`, or a fragment that is one.
+                let uses = lines[..i].iter().rev().find(|l| l.contains("uses:"));
+                if uses.is_some_and(|u| !u.contains(act::ACTION)) {
+                    continue;
+                }
+                let indent = lines[i + 1].len() - lines[i + 1].trim_start().len();
+                for l in &lines[i + 1..] {
+                    if l.len() - l.trim_start().len() != indent || l.trim().is_empty() {
+                        break;
+                    }
+                    let key = l.trim().split(':').next().unwrap();
+                    assert!(
+                        declared.iter().any(|d| d == key),
+                        "{doc}: input {key} is not in action.yml"
+                    );
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert!(checked >= 12, "only {checked} inputs found in the docs");
+}
