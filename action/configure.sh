@@ -74,9 +74,9 @@ if [[ "$read_only" == false && -n "$sign_key" ]]; then
   note "this job signs what it writes with the $key_input input's key"
 elif [[ "$read_only" == false && -n "${INPUT_SIGN_KEY:-}${INPUT_PULL_REQUEST_SIGN_KEY:-}" ]]; then
   if [[ -n "${INPUT_TRUST_KEY:-}" ]]; then
-    note "no signing key in a ${GITHUB_EVENT_NAME:-} job (sign-key reaches only push, schedule, workflow_dispatch, merge_group and release jobs; pull-request-sign-key only pull requests that write): with trust-key set, this job uploads nothing"
+    note "no signing key in a ${GITHUB_EVENT_NAME:-} job (sign-key reaches only push and workflow_dispatch jobs on the default branch and schedule, merge_group and release jobs; pull-request-sign-key only pull requests that write; this job: $reason): with trust-key set, this job uploads nothing"
   else
-    note "no signing key in a ${GITHUB_EVENT_NAME:-} job (sign-key reaches only push, schedule, workflow_dispatch, merge_group and release jobs; pull-request-sign-key only pull requests that write): what this job writes is unsigned"
+    note "no signing key in a ${GITHUB_EVENT_NAME:-} job (sign-key reaches only push and workflow_dispatch jobs on the default branch and schedule, merge_group and release jobs; pull-request-sign-key only pull requests that write; this job: $reason): what this job writes is unsigned"
   fi
 fi
 output gocacher "$bin"

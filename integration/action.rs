@@ -613,95 +613,27 @@ fn read_only_and_signing_follow_the_event() {
             "head": {"ref": "feature", "repo": {"full_name": head}},
             "base": {"ref": "main", "repo": {"full_name": "acme/widgets"}}}})
     };
+    let none = serde_json::json!({});
+    let feature = serde_json::json!({"ref": "refs/heads/feature",
+        "repository": {"default_branch": "main"}});
+    let (fork, branch) = (pr("mallory/widgets"), pr("acme/widgets"));
+    // (event, payload, actor, read-only input, GOCACHER_READ_ONLY, signs)
+    #[rustfmt::skip]
     let cases = [
-        (
-            "push",
-            serde_json::json!({}),
-            "alice",
-            "auto",
-            "false",
-            true,
-        ),
-        (
-            "schedule",
-            serde_json::json!({}),
-            "alice",
-            "auto",
-            "false",
-            true,
-        ),
-        (
-            "workflow_dispatch",
-            serde_json::json!({}),
-            "alice",
-            "auto",
-            "false",
-            true,
-        ),
-        (
-            "pull_request",
-            pr("acme/widgets"),
-            "alice",
-            "auto",
-            "false",
-            false,
-        ),
-        (
-            "pull_request",
-            pr("mallory/widgets"),
-            "mallory",
-            "auto",
-            "true",
-            false,
-        ),
-        (
-            "pull_request",
-            pr("acme/widgets"),
-            "dependabot[bot]",
-            "auto",
-            "true",
-            false,
-        ),
-        (
-            "pull_request_target",
-            pr("mallory/widgets"),
-            "mallory",
-            "auto",
-            "true",
-            false,
-        ),
-        (
-            "workflow_run",
-            serde_json::json!({}),
-            "alice",
-            "auto",
-            "true",
-            false,
-        ),
-        (
-            "issue_comment",
-            serde_json::json!({}),
-            "mallory",
-            "auto",
-            "true",
-            false,
-        ),
-        (
-            "push",
-            serde_json::json!({}),
-            "alice",
-            "true",
-            "true",
-            false,
-        ),
-        (
-            "pull_request",
-            pr("mallory/widgets"),
-            "mallory",
-            "false",
-            "false",
-            false,
-        ),
+        ("push", &none, "alice", "auto", "false", true),
+        ("schedule", &none, "alice", "auto", "false", true),
+        ("workflow_dispatch", &none, "alice", "auto", "false", true),
+        // A push or manual run on another branch writes, unsigned.
+        ("push", &feature, "alice", "auto", "false", false),
+        ("workflow_dispatch", &feature, "alice", "auto", "false", false),
+        ("pull_request", &branch, "alice", "auto", "false", false),
+        ("pull_request", &fork, "mallory", "auto", "true", false),
+        ("pull_request", &branch, "dependabot[bot]", "auto", "true", false),
+        ("pull_request_target", &fork, "mallory", "auto", "true", false),
+        ("workflow_run", &none, "alice", "auto", "true", false),
+        ("issue_comment", &none, "mallory", "auto", "true", false),
+        ("push", &none, "alice", "true", "true", false),
+        ("pull_request", &fork, "mallory", "false", "false", false),
     ];
     let events: Vec<&str> = {
         let mut e: Vec<&str> = cases.iter().map(|c| c.0).collect();
@@ -718,7 +650,7 @@ fn read_only_and_signing_follow_the_event() {
             ],
         );
         let job = released(Job::new(&workflow, event), &release)
-            .payload(payload)
+            .payload(payload.clone())
             .actor(actor)
             .secret("GOCACHER_SIGN_KEY", &key);
         let machine = Machine::new();

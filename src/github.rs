@@ -18,8 +18,8 @@
 //! every reader that trusts the key. The private key is readable by every
 //! later step of a job that holds it (a dependency's `init()` under `go
 //! test` included), so the action's `sign-key` reaches only the events that
-//! build reviewed code ([`SIGNING_EVENTS`]: pushes, schedules, manual runs,
-//! merge queues, releases).
+//! build reviewed code ([`SIGNING_EVENTS`]: pushes and manual runs on the
+//! default branch, schedules, merge queues, releases).
 //! A pull request from a branch of the repository (a Renovate bump, a bot's
 //! branch) runs code nobody has reviewed yet: it may write, and signs only
 //! with a key of its own (`pull-request-sign-key`), which only pull-request
@@ -39,7 +39,8 @@ const TRUSTED_EVENTS: &[&str] = &[
     "create",
 ];
 
-/// The trusted events whose jobs get the `sign-key` input's key.
+/// The trusted events whose jobs get the `sign-key` input's key (pushes
+/// and manual runs only on the default branch: see [`BRANCH_EVENTS`]).
 const SIGNING_EVENTS: &[&str] = &[
     "push",
     "schedule",
@@ -47,6 +48,11 @@ const SIGNING_EVENTS: &[&str] = &[
     "merge_group",
     "release",
 ];
+
+/// Signing events that anyone with write access can start on any branch
+/// (a push of an unreviewed branch, a manual run of one): they get
+/// `sign-key` only when their ref is the repository's default branch.
+const BRANCH_EVENTS: &[&str] = &["push", "workflow_dispatch"];
 
 /// Events that carry a pull request whose head is checked out.
 const PULL_REQUEST_EVENTS: &[&str] = &[
@@ -103,15 +109,38 @@ fn writes(key: Key, reason: String) -> Decision {
 
 /// The decision for an event: its name, its payload (the file
 /// GITHUB_EVENT_PATH names, when readable), the repository running the
-/// workflow and the actor.
-pub fn decide(event_name: &str, event: Option<&Value>, repository: &str, actor: &str) -> Decision {
+/// workflow, the actor and the ref the job runs on (GITHUB_REF).
+pub fn decide(
+    event_name: &str,
+    event: Option<&Value>,
+    repository: &str,
+    actor: &str,
+    git_ref: &str,
+) -> Decision {
     if TRUSTED_EVENTS.contains(&event_name) {
-        let key = if SIGNING_EVENTS.contains(&event_name) {
-            Key::Main
-        } else {
-            Key::None
-        };
-        return writes(key, format!("a {event_name} event in {repository}"));
+        let reason = format!("a {event_name} event in {repository}");
+        if !SIGNING_EVENTS.contains(&event_name) {
+            return writes(Key::None, reason);
+        }
+        if BRANCH_EVENTS.contains(&event_name) {
+            let default = event
+                .and_then(|e| e.pointer("/repository/default_branch"))
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            if default.is_empty() {
+                return writes(
+                    Key::None,
+                    format!("{reason}, whose payload names no default branch"),
+                );
+            }
+            if git_ref != format!("refs/heads/{default}") {
+                return writes(
+                    Key::None,
+                    format!("{reason} on {git_ref}, not the default branch {default}"),
+                );
+            }
+        }
+        return writes(Key::Main, reason);
     }
     if !PULL_REQUEST_EVENTS.contains(&event_name) {
         if event_name.is_empty() {
@@ -160,6 +189,7 @@ pub fn decide_from_env() -> Decision {
         event.as_ref(),
         &var("GITHUB_REPOSITORY"),
         &var("GITHUB_ACTOR"),
+        &var("GITHUB_REF"),
     )
 }
 
@@ -168,6 +198,12 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    const MAIN: &str = "refs/heads/main";
+
+    fn repo(default_branch: &str) -> Value {
+        json!({"repository": {"default_branch": default_branch}})
+    }
+
     fn pr(head: &str, base: &str) -> Value {
         json!({"pull_request": {"head": {"repo": {"full_name": head}}, "base": {"repo": {"full_name": base}}}})
     }
@@ -175,7 +211,7 @@ mod tests {
     #[test]
     fn decisions() {
         let d = |name: &str, ev: Option<Value>, actor: &str| {
-            decide(name, ev.as_ref(), "acme/widgets", actor).read_only
+            decide(name, ev.as_ref(), "acme/widgets", actor, MAIN).read_only
         };
         assert!(!d("push", None, "alice"));
         assert!(!d("schedule", None, "alice"));
@@ -215,7 +251,7 @@ mod tests {
         assert!(d("issue_comment", None, "alice"));
         assert!(d("", None, "alice"));
         let key = |name: &str, ev: Option<Value>, actor: &str| {
-            decide(name, ev.as_ref(), "acme/widgets", actor).key
+            decide(name, ev.as_ref(), "acme/widgets", actor, MAIN).key
         };
         for event in [
             "push",
@@ -224,7 +260,25 @@ mod tests {
             "merge_group",
             "release",
         ] {
-            assert_eq!(key(event, None, "alice"), Key::Main, "{event}");
+            assert_eq!(
+                key(event, Some(repo("main")), "alice"),
+                Key::Main,
+                "{event}"
+            );
+        }
+        // Pushes and manual runs sign only on the default branch.
+        for event in ["push", "workflow_dispatch"] {
+            let on =
+                |r: &str, ev: Option<Value>| decide(event, ev.as_ref(), "acme/widgets", "a", r);
+            assert_eq!(on("refs/heads/feature", Some(repo("main"))).key, Key::None);
+            assert_eq!(on(MAIN, Some(repo("trunk"))).key, Key::None);
+            assert_eq!(on(MAIN, None).key, Key::None);
+            assert_eq!(on("refs/tags/main", Some(repo("main"))).key, Key::None);
+            assert!(!on("refs/heads/feature", Some(repo("main"))).read_only);
+            assert_eq!(
+                on("refs/heads/feature", Some(repo("main"))).reason,
+                format!("a {event} event in acme/widgets on refs/heads/feature, not the default branch main")
+            );
         }
         for event in [
             "repository_dispatch",
@@ -246,7 +300,8 @@ mod tests {
                 "pull_request",
                 Some(&pr("mallory/w", "acme/widgets")),
                 "acme/widgets",
-                "m"
+                "m",
+                MAIN
             )
             .reason,
             "a pull request from the fork mallory/w"

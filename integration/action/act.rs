@@ -79,7 +79,8 @@ pub struct Job {
     /// The workflow file's text.
     pub workflow: String,
     pub event: String,
-    /// The event payload (`-e`); act fills in what it lacks.
+    /// The event payload (`-e`): `repository` (and `ref` for a push or
+    /// manual run, the default branch) are added when it lacks them.
     pub payload: serde_json::Value,
     pub secrets: Vec<(String, String)>,
     pub vars: Vec<(String, String)>,
@@ -243,8 +244,17 @@ impl Machine {
         std::fs::write(&wf, append_step(&job.workflow, PROBE_STEP)).unwrap();
         crate::git(&clone, &["add", "."]);
         crate::git(&clone, &["commit", "-q", "-m", "workflow"]);
+        // What every GitHub payload of these events holds, unless the
+        // test says otherwise.
+        let mut payload = job.payload.clone();
+        let p = payload.as_object_mut().expect("the payload is an object");
+        p.entry("repository").or_insert(serde_json::json!({
+            "full_name": REPOSITORY, "default_branch": "main"}));
+        if ["push", "workflow_dispatch"].contains(&job.event.as_str()) {
+            p.entry("ref").or_insert("refs/heads/main".into());
+        }
         let event = work.path().join("event.json");
-        std::fs::write(&event, job.payload.to_string()).unwrap();
+        std::fs::write(&event, payload.to_string()).unwrap();
 
         let mut path: Vec<String> = vec![];
         let host_path = std::env::var("PATH").unwrap();
@@ -267,6 +277,7 @@ impl Machine {
             .arg("-e")
             .arg(&event)
             .args(["--actor", &job.actor])
+            .args(["--defaultbranch", "main"])
             .args([
                 "--env",
                 &format!("ACT_PROBE_DIR={}", probe.path().display()),
