@@ -18,7 +18,7 @@ from .util import TIME_BIN, BenchError
 if TYPE_CHECKING:
     import argparse
 
-    from .scenarios import Workload
+    from .workloads import Workload
 
 
 def children_cpu() -> float:

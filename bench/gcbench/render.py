@@ -6,12 +6,9 @@ from __future__ import annotations
 
 import json
 import statistics
-from typing import TYPE_CHECKING
+from pathlib import Path
 
-from .scenarios import NOT_RUN, SETTLE, ratio_base
-
-if TYPE_CHECKING:
-    from .scenarios import Bench
+from .plan import NOT_RUN, SETTLE, ratio_base
 
 
 def med(values: list[float]) -> float | None:
@@ -215,19 +212,20 @@ def render(meta: dict[str, object], workloads: dict[str, object], rows: list[dic
     return "\n".join(out)
 
 
-def write_outputs(bench: Bench, partial: bool = False, error: str | None = None) -> str:
+def write_outputs(json_path: Path, md_path: Path, meta: dict[str, object], workloads: dict[str, object],
+                  records: list[dict[str, object]], problems: list[str], partial: bool = False,
+                  error: str | None = None) -> str:
     """Writes the JSON (header, summary, markdown, every raw record) and the
     markdown; returns the markdown."""
-    args = bench.args
-    summary = summarize(bench.records)
-    md = render(bench.meta, bench.workload_infos, summary, bench.problems, error, partial)
-    out = {"meta": bench.meta, "workloads": bench.workload_infos, "not_run": NOT_RUN, "summary": summary,
-           "table_markdown": md, "problems": bench.problems, "error": error, "partial": partial,
-           "records": bench.records}
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.json.with_suffix(".json.tmp")
+    summary = summarize(records)
+    md = render(meta, workloads, summary, problems, error, partial)
+    out = {"meta": meta, "workloads": workloads, "not_run": NOT_RUN, "summary": summary,
+           "table_markdown": md, "problems": problems, "error": error, "partial": partial,
+           "records": records}
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = json_path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(out, indent=1, default=str) + "\n")
-    tmp.replace(args.json)
-    args.md.parent.mkdir(parents=True, exist_ok=True)
-    args.md.write_text(md + "\n")
+    tmp.replace(json_path)
+    md_path.parent.mkdir(parents=True, exist_ok=True)
+    md_path.write_text(md + "\n")
     return md

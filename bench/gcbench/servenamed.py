@@ -1,4 +1,4 @@
-"""`compare.py --serve-named`: manifests and packs on `gocacher serve`.
+"""The serve-named scenario: manifests and packs on `gocacher serve`.
 
 Two tests, each on a fresh server and store, repeated `--runs` times:
 
@@ -19,6 +19,7 @@ Python standard library only.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import http.client
 import json
@@ -29,7 +30,8 @@ import threading
 import time
 from pathlib import Path
 
-from .util import REPO_ROOT, BenchError, Children, free_port, http_get, log, machine_info, run_text, tail
+from .util import (BenchError, Children, Smoke, default_gocacher, free_port, git_commit, http_get, log, machine_info,
+                   tail)
 
 MB = 1_000_000
 TRIM_PACK_MB = 20
@@ -266,10 +268,11 @@ def run(args, root: Path, children: Children) -> str:
     binary = Path(args.gocacher).resolve()
     if not os.access(binary, os.X_OK):
         raise BenchError(f"gocacher binary not found at {binary}: pass --gocacher")
-    commit = run_text(["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"])
+    commit = git_commit()
     m = machine_info()
     meta = {"date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "gocacher_commit": commit, "gocacher": str(binary),
-            "machine": f"{m['cpu_model']} ({m['cores']} cores, {m['ram_gb']} GB RAM)", "runs": args.runs}
+            "machine": f"{m['cpu_model']} ({m['cores']} cores, {m['ram_gb']} GB RAM)", "runs": args.runs,
+            "argv": args.argv}
     counts = [int(n) for n in args.readers.split(",") if n.strip()]
     pack = root / "pack"
     log(f"# writing a {args.pack_mb} MB pack")
@@ -295,3 +298,45 @@ def run(args, root: Path, children: Children) -> str:
     md = render(meta, records)
     args.md.write_text(md)
     return md
+
+
+def add_args(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--runs", type=int, default=3, help="runs of each test (default 3)")
+    ap.add_argument("--gocacher", type=Path, default=None,
+                    help="gocacher binary (default $CARGO_TARGET_DIR/dist/gocacher, else target/dist/gocacher)")
+    ap.add_argument("--readers", default="4,8", help="comma list of concurrent GETs of the pack (default 4,8)")
+    ap.add_argument("--pack-mb", type=int, default=400, help="the pack's size (default 400)")
+    ap.add_argument("--trim-cap-mb", type=int, default=300, help="--max-size of the trim test, in MB (default 300)")
+    ap.add_argument("--trim-total-mb", type=int, default=800, help="MB of packs the trim test writes (default 800)")
+
+
+def check_args(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    try:
+        readers = [int(n) for n in args.readers.split(",") if n.strip()]
+    except ValueError:
+        ap.error(f"--readers: not a comma list of numbers: {args.readers!r}")
+    if args.runs < 1 or not readers or min(readers) < 1 or args.pack_mb < 1:
+        ap.error("--runs, --readers and --pack-mb must be at least 1")
+    if args.trim_total_mb < TRIM_PACK_MB or args.trim_cap_mb < 1:
+        ap.error(f"--trim-total-mb must be at least {TRIM_PACK_MB} and --trim-cap-mb at least 1")
+
+
+def smoke(args: argparse.Namespace) -> bool:
+    s = Smoke()
+    s.tool("gocacher", Path(args.gocacher or default_gocacher()).resolve(),
+           "build it (cargo build --profile dist) or pass --gocacher")
+    print(f"  writes a {args.pack_mb} MB random pack to the temp dir; {args.runs} run(s) of: "
+          + ", ".join(f"readers-{n}" for n in args.readers.split(",")) + ", trim")
+    s.cmd("gocacher serve --dir <tmp>/store --listen 127.0.0.1:<port>   (readers; then N GETs of the pack at once)")
+    s.cmd(f"gocacher serve --dir <tmp>/store --listen 127.0.0.1:<port> --max-size {args.trim_cap_mb}MB "
+          f"--token-file <tmp>/tokens   (trim: {args.trim_total_mb} MB of {TRIM_PACK_MB} MB packs)")
+    return not s.failed
+
+
+def scenario(args: argparse.Namespace, root: Path, children: Children) -> int:
+    args.gocacher = args.gocacher or default_gocacher()
+    started = time.time()
+    md = run(args, root, children)
+    print(md)
+    log(f"# wrote {args.json} and {args.md} ({time.time() - started:.0f} s)")
+    return 0

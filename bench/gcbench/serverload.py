@@ -1,4 +1,4 @@
-"""`compare.py --server-load`: cache servers under load, side by side.
+"""The server-load scenario: cache servers under load, side by side.
 
 Each server (the seed's gocached, `gocacher serve`) is started fresh, on
 the same machine and store filesystem, for each test of each run:
@@ -18,6 +18,7 @@ starts, so a cold fill does not count; server CPU is from /proc.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
@@ -26,8 +27,9 @@ import time
 from pathlib import Path
 
 from .measure import parse_seed_stats, proc_cpu
-from .util import (REPO_ROOT, BenchError, Children, ensure_tool, free_port, http_get, log, machine_info,
-                   run_checked, run_text, tail)
+from .util import (REPO_ROOT, BenchError, Children, Smoke, base_env, check_go, default_gocacher, ensure_tool,
+                   free_port, git_commit, http_get, log, machine_info, parse_list, run_checked, run_text, tail,
+                   tools_dir)
 
 SERVERS = ("gocached", "gocacher-serve")
 TESTS = ("builds", "load-1KiB", "load-1MiB")
@@ -222,10 +224,11 @@ def run(args, root: Path, env: dict[str, str], children: Children, tools: Path) 
     run_checked(["go", "build", "-o", str(bins["load"]), "."], "building bench/load", cwd=REPO_ROOT / "bench/load",
                 env=env)
     stamp = tools / "bin" / ".seed.version"
-    commit = run_text(["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"])
+    commit = git_commit()
     meta = {"date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": machine_info(),
             "go_version": run_text(["go", "version"], env=env), "gocacher_commit": commit,
-            "seed": stamp.read_text().strip() if stamp.exists() else "?", "runs": args.runs}
+            "seed": stamp.read_text().strip() if stamp.exists() else "?", "runs": args.runs,
+            "argv": args.argv}
     m = meta["machine"]
     meta["machine"] = f"{m['cpu_model']} ({m['cores']} cores, {m['ram_gb']} GB RAM)"  # type: ignore[index]
     records: list[dict[str, object]] = []
@@ -256,3 +259,58 @@ def run(args, root: Path, env: dict[str, str], children: Children, tools: Path) 
     md = render(meta, records)
     args.md.write_text(md)
     return md
+
+
+def add_args(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--runs", type=int, default=3, help="runs of each test (default 3)")
+    ap.add_argument("--gocacher", type=Path, default=None,
+                    help="gocacher binary (default $CARGO_TARGET_DIR/dist/gocacher, else target/dist/gocacher)")
+    ap.add_argument("--clients", type=int, default=16, help="concurrent builds in the builds test (default 16)")
+    ap.add_argument("--server-tests", default=",".join(TESTS),
+                    help=f"comma list of the tests to run (default all: {','.join(TESTS)})")
+    ap.add_argument("--build-timeout", type=float, default=1800, help="seconds one build may take (default 1800)")
+
+
+def check_args(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.runs < 1 or args.clients < 1:
+        ap.error("--runs and --clients must be at least 1")
+    try:
+        args.server_tests = ",".join(parse_list(args.server_tests, TESTS, "server test"))
+    except argparse.ArgumentTypeError as err:
+        ap.error(str(err))
+
+
+def smoke(args: argparse.Namespace) -> bool:
+    s = Smoke()
+    s.tool("go", "go", "install Go")
+    s.go_env(base_env())
+    tools = tools_dir()
+    for b in ("gocached", "go-cacher"):
+        s.tool(b, tools / "bin" / b, "", ["bash", "integration/tools/install-seed.sh"])
+    s.tool("gocacher", Path(args.gocacher or default_gocacher()).resolve(),
+           "build it (cargo build --profile dist) or pass --gocacher")
+    s.cmd("cd bench/load && go build -o <tmp>/load .")
+    for run_i in range(args.runs):
+        for test in args.server_tests.split(","):
+            print(f"  run {run_i + 1}, {test}: against " + " and ".join(SERVERS) + ", each started fresh")
+    s.cmd("gocached --cache-dir <tmp>/data --listen 127.0.0.1:<port>")
+    s.cmd("gocacher serve --dir <tmp>/data --listen 127.0.0.1:<port>")
+    if "builds" in args.server_tests:
+        s.cmd(f"go build std  x{args.clients} at once, GOCACHEPROG='go-cacher --cache-server <url> --cache-dir <dir> --verbose'")
+    for t in ("load-1KiB", "load-1MiB"):
+        if t in args.server_tests:
+            size, n = LOADS[t]
+            s.cmd(f"<tmp>/load -url <url> -size {size} -n {n} -c 16")
+    return not s.failed
+
+
+def scenario(args: argparse.Namespace, root: Path, children: Children) -> int:
+    args.gocacher = args.gocacher or default_gocacher()
+    env = base_env()
+    check_go(env)
+    env["GOMODCACHE"] = run_text(["go", "env", "GOMODCACHE"], env=env)
+    started = time.time()
+    md = run(args, root, env, children, tools_dir())
+    print(md)
+    log(f"# wrote {args.json} and {args.md} ({time.time() - started:.0f} s)")
+    return 0

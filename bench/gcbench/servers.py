@@ -1,7 +1,7 @@
 """The servers the contenders talk to, and what the benchmark does with
 them: a small S3 client signed with SigV4, bucket snapshots and restores,
 MinIO (with its request metrics), the seed's go-cacher-server (with its
-request log), and the delay proxy (bench/delayproxy.py) that adds latency."""
+request log), and the delay proxy (delayproxy.py) that adds latency."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from .measure import proc_cpu
-from .util import BENCH_DIR, BenchError, Children, free_port, http_get, tail
+from .util import BenchError, Children, free_port, http_get, tail
 
 S3_KEY = "benchadmin"
 S3_SECRET = "bench-secret-key-0001"
@@ -331,7 +331,7 @@ class SeedServer:
 
 
 # --------------------------------------------------------------------------
-# The delay proxy (bench/delayproxy.py), one per build
+# The delay proxy (delayproxy.py beside this file), one per build
 # --------------------------------------------------------------------------
 
 class DelayProxy:
@@ -339,7 +339,7 @@ class DelayProxy:
         self.children = children
         self.rtt_ms = rtt_ms
         self.proc = children.start(
-            [sys.executable, str(BENCH_DIR / "delayproxy.py"), "--target", f"127.0.0.1:{target_port}",
+            [sys.executable, str(Path(__file__).with_name("delayproxy.py")), "--target", f"127.0.0.1:{target_port}",
              "--rtt-ms", str(rtt_ms)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         line = self.proc.stdout.readline()  # "port N", or EOF if it died

@@ -162,6 +162,17 @@ def base_env() -> dict[str, str]:
     return env
 
 
+def check_go(env: dict[str, str]) -> None:
+    """go on PATH, and no GOCACHEPROG from the go env file (or native would
+    not be native, and the seed's clients would run under another helper)."""
+    if shutil.which("go") is None:
+        raise BenchError("`go` is not on PATH")
+    prog = run_text(["go", "env", "GOCACHEPROG"], env=env)
+    if prog not in ("", "?"):
+        raise BenchError(f"`go env GOCACHEPROG` is {prog!r} (from the go env file): unset it with "
+                         f"`go env -u GOCACHEPROG`")
+
+
 def machine_info() -> dict[str, object]:
     cpu_model = "?"
     try:
@@ -188,3 +199,61 @@ def ensure_tool(path: Path, installer: list[str], what: str) -> None:
     run_checked(installer, f"installing {what}", cwd=REPO_ROOT)
     if not os.access(path, os.X_OK):
         raise BenchError(f"{what}: {' '.join(installer)} ran but {path} is still missing")
+
+
+def git_commit() -> str:
+    """The short commit of the work tree, with +dirty when tracked files differ."""
+    commit = run_text(["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"])
+    if run_text(["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"]) not in ("", "?"):
+        commit += "+dirty"
+    return commit
+
+
+# --------------------------------------------------------------------------
+# --smoke: what a scenario would need and run, without running it
+# --------------------------------------------------------------------------
+
+class Smoke:
+    """Collects a scenario's preflight: each tool found or missing, and the
+    commands the scenario would run. A missing tool that the scenario
+    installs itself is a note; one it cannot get (a binary to build, `go`)
+    fails the smoke check."""
+
+    def __init__(self) -> None:
+        self.failed = False
+
+    def ok(self, what: str, detail: str = "") -> None:
+        print(f"  ok       {what}" + (f": {detail}" if detail else ""))
+
+    def note(self, what: str, detail: str) -> None:
+        print(f"  note     {what}: {detail}")
+
+    def missing(self, what: str, fix: str) -> None:
+        self.failed = True
+        print(f"  MISSING  {what}: {fix}")
+
+    def tool(self, what: str, path: Path | str, fix: str, installs: list[str] | None = None) -> bool:
+        """An executable by path or on PATH; `installs`: the installer the
+        scenario runs when it is missing (a note, not a failure)."""
+        if os.path.sep in str(path):
+            found = str(path) if os.access(path, os.X_OK) else None
+        else:
+            found = shutil.which(str(path))
+        if found:
+            self.ok(what, found)
+            return True
+        if installs:
+            self.note(what, f"not at {path}; the scenario installs it first: {' '.join(installs)}")
+        else:
+            self.missing(what, f"not found at {path}; {fix}")
+        return False
+
+    def go_env(self, env: dict[str, str]) -> None:
+        prog = run_text(["go", "env", "GOCACHEPROG"], env=env)
+        if prog in ("", "?"):
+            self.ok("go env GOCACHEPROG", "unset")
+        else:
+            self.missing("go env GOCACHEPROG", f"is {prog!r}: unset it with `go env -u GOCACHEPROG`")
+
+    def cmd(self, argv: list[str] | str) -> None:
+        print("  would run  " + (argv if isinstance(argv, str) else " ".join(argv)))

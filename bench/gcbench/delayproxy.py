@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A TCP proxy on 127.0.0.1 that adds network latency, not a bandwidth cap.
 
-    python3 bench/delayproxy.py --target 127.0.0.1:9000 --rtt-ms 50 [--port 0]
+    python3 bench/gcbench/delayproxy.py --target 127.0.0.1:9000 --rtt-ms 50 [--port 0]
 
 Every chunk read from one side is forwarded to the other side RTT/2 after it
 arrived, in order. Chunks are not held back by earlier ones beyond that: a

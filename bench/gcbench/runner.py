@@ -1,6 +1,6 @@
-"""What is built and how: the workloads, the scenario names and their kinds,
-which contender takes part in which scenario, and the Bench class that runs
-every build of a workload in order and keeps the records."""
+"""The Bench class, which runs every build of a workload in order (the
+contenders' binaries and servers, each build, settle, store snapshots and
+restores, sanity checks) and keeps the records; and the run's header."""
 
 from __future__ import annotations
 
@@ -17,218 +17,13 @@ import time
 from pathlib import Path
 
 from .measure import parse_seed_stats, time_wrapper, timed_build
+from .plan import (BENCH_SIGN_KEY, LOCAL_WARM_REMOTE, ON_MINIO, REMOTE_HELPERS, SEED_MODULE, SEED_SERVED, SETTLE,
+                   STORE_KINDS, WARM_KINDS, FLOOR_SOURCE, native_scenario, scenario_kind, scenario_rtt, takes_part)
+from .render import write_outputs
 from .servers import S3_KEY, S3_PREFIX, S3_REGION, S3_SECRET, BucketSnapshot, DelayProxy, Minio, SeedServer, s3_delta
-from .util import (BENCH_DIR, REPO_ROOT, BenchError, Children, default_gocacher, ensure_tool, go_quote, log,
-                   machine_info, parse_list, remove_tree, run_checked, run_text)
-
-WORKLOADS = ("std", "minio-go", "fixture")
-CONTENDERS = ("native", "gocacher", "floor", "seed", "gocacher-http", "gocacher-signed")
-# Contenders with a remote tier (a bucket or a server): they get settle
-# builds, store snapshots and restores. native and floor are local only.
-# gocacher-http is gocacher with --cache-server, on a seed server of its own
-# of the same kind as the seed's (--seed-server).
-REMOTE_HELPERS = ("gocacher", "seed", "gocacher-http", "gocacher-signed")
-# gocacher on MinIO: gocacher-signed is gocacher with a signing key (which it
-# also trusts, so its remote builds check every signature), under its own
-# prefix of the same bucket.
-ON_MINIO = ("gocacher", "gocacher-signed")
-# A fixed test key for gocacher-signed (64 hex digits: an ed25519 seed).
-BENCH_SIGN_KEY = "5e" * 32
-# The contenders that talk to a seed server, each its own per run.
-SEED_SERVED = ("seed", "gocacher-http")
-MINIO_GO_MODULE = "github.com/minio/minio-go/v7"
-DEFAULT_MINIO_GO_VERSION = "v7.4.1"
-SEED_MODULE = "github.com/bradfitz/go-tool-cache"
-FLOOR_SOURCE = "bench/floor/proto/main.go"  # relative to the repo root
-NOT_RUN = {
-    "tailscale/go-cache-plugin": "not run: not served by the module proxy on this machine "
-                                 "(it answers 403 \"not available\" for every version)",
-}
-
-
-# --------------------------------------------------------------------------
-# Workloads
-# --------------------------------------------------------------------------
-
-class Workload:
-    def __init__(self, name: str, argv: list[str], cwd: Path, module_dir: Path | None, info: dict[str, object]):
-        self.name = name
-        self.argv = argv
-        self.cwd = cwd
-        self.module_dir = module_dir
-        self.info = info
-        self.main_packages = 0
-        self.edit_file: Path | None = None
-        self.edit_original: bytes | None = None
-
-    def apply_edit(self, n: int) -> None:
-        assert self.edit_file is not None and self.edit_original is not None
-        text = (f"\n// Added by bench/compare.py for the one-file-change scenario (edit {n}).\n"
-                f"func BenchmarkEdit{n}() int {{ return {n} }}\n")
-        self.edit_file.write_bytes(self.edit_original + text.encode())
-
-    def revert_edit(self) -> None:
-        if self.edit_file is not None and self.edit_original is not None:
-            self.edit_file.write_bytes(self.edit_original)
-
-
-def go_list_packages(cwd: Path, env: dict[str, str], pattern: str) -> list[dict[str, object]]:
-    fmt = "{{.ImportPath}}\t{{.Name}}\t{{join .Imports \",\"}}\t{{join .GoFiles \",\"}}\t{{.Dir}}"
-    out = run_checked(["go", "list", "-f", fmt, pattern], f"go list {pattern} in {cwd}", cwd=cwd, env=env)
-    pkgs = []
-    for line in out.splitlines():
-        path, name, imports, gofiles, pdir = line.split("\t")
-        pkgs.append({"path": path, "name": name, "imports": [i for i in imports.split(",") if i],
-                     "gofiles": [g for g in gofiles.split(",") if g], "dir": pdir})
-    return pkgs
-
-
-def choose_edit_target(pkgs: list[dict[str, object]]) -> tuple[dict[str, object], str, int]:
-    """The package that most other packages of the module import (ties: the
-    one with the fewest imports of its own, then by path), and its first
-    plain Go file. Returns (package, file name, importer count)."""
-    in_module = {p["path"] for p in pkgs}
-    importers = {p["path"]: 0 for p in pkgs}
-    for p in pkgs:
-        for imp in p["imports"]:
-            if imp in importers and imp != p["path"]:
-                importers[imp] += 1
-    candidates = [p for p in pkgs if p["name"] != "main" and p["gofiles"] and importers[p["path"]] > 0]
-    if not candidates:
-        raise BenchError("one-file-change: no package in the module is imported by another one")
-    candidates.sort(key=lambda p: (-importers[p["path"]], len([i for i in p["imports"] if i in in_module]),
-                                   len(p["imports"]), p["path"]))
-    pkg = candidates[0]
-    files = sorted(f for f in pkg["gofiles"] if not f.endswith("_test.go"))
-    return pkg, files[0], importers[pkg["path"]]
-
-
-def prepare_workload(name: str, src_root: Path, env: dict[str, str], args: argparse.Namespace) -> Workload:
-    if name == "std":
-        cwd = src_root / "std"
-        cwd.mkdir(parents=True)
-        wl = Workload(name, ["go", "build", "std"], cwd, None, {"command": "go build std"})
-        pkgs = go_list_packages(cwd, env, "std")
-    else:
-        if name == "minio-go":
-            spec = f"{MINIO_GO_MODULE}@{args.minio_go_version}"
-            log(f"# {name}: go mod download -json {spec}")
-            meta = json.loads(run_checked(["go", "mod", "download", "-json", spec],
-                                          f"fetching {spec} through the module proxy", env=env))
-            if meta.get("Error"):
-                raise BenchError(f"go mod download {spec}: {meta['Error']}")
-            source = Path(meta["Dir"])
-            info = {"module": MINIO_GO_MODULE, "version": meta.get("Version"), "sum": meta.get("Sum"),
-                    "command": "go build ./...",
-                    "note": "build only: its tests need network access (a live S3 endpoint)"}
-        else:
-            source = REPO_ROOT / "integration" / "fixture"
-            info = {"module": "example.com/fixture (integration/fixture)", "command": "go build ./..."}
-        mod_dir = src_root / name
-        shutil.copytree(source, mod_dir, symlinks=True)
-        for dirpath, dirnames, filenames in os.walk(mod_dir):
-            for n in dirnames + filenames:
-                p = os.path.join(dirpath, n)
-                if not os.path.islink(p):
-                    os.chmod(p, os.stat(p).st_mode | 0o200)
-        os.chmod(mod_dir, 0o755)
-        # Untimed: every dependency into the shared module cache.
-        run_checked(["go", "mod", "download"], f"go mod download in {mod_dir}", cwd=mod_dir, env=env)
-        wl = Workload(name, ["go", "build", "./..."], mod_dir, mod_dir, info)
-        pkgs = go_list_packages(mod_dir, env, "./...")
-        pkg, fname, n_importers = choose_edit_target(pkgs)
-        wl.edit_file = Path(pkg["dir"]) / fname
-        wl.edit_original = wl.edit_file.read_bytes()
-        wl.info["edit"] = {"file": str(wl.edit_file.relative_to(mod_dir)), "package": pkg["path"],
-                           "importers_in_module": n_importers,
-                           "change": "appends `func BenchmarkEdit<N>() int { return N }` (N unique per build)"}
-    wl.main_packages = sum(1 for p in pkgs if p["name"] == "main")
-    wl.info["packages"] = len(pkgs)
-    wl.info["main_packages"] = wl.main_packages
-    return wl
-
-
-# --------------------------------------------------------------------------
-# Scenarios: names, kinds, who takes part
-# --------------------------------------------------------------------------
-
-SETTLE = "settle"
-LOCAL_WARM_REMOTE = "local-warm-remote"
-# Kinds whose builds read the bucket / server (and so are restored after).
-STORE_KINDS = ("remote-warm", LOCAL_WARM_REMOTE, "one-file-change")
-# Kinds after which a build should have missed only the link steps.
-WARM_KINDS = ("local-warm", LOCAL_WARM_REMOTE, "remote-warm", SETTLE)
-
-
-def scenario_rtt(scenario: str) -> float:
-    m = re.search(r"-(\d+(?:\.\d+)?)ms$", scenario)
-    return float(m.group(1)) if m else 0.0
-
-
-def scenario_kind(scenario: str) -> str:
-    """cold | local-warm | local-warm-remote | remote-warm | one-file-change |
-    settle (the untimed remote-warm build after a cold one; never in the
-    tables)"""
-    if scenario in (SETTLE, LOCAL_WARM_REMOTE):
-        return scenario
-    for kind in ("one-file-change", "remote-warm", "local-warm", "cold"):
-        if scenario.startswith(kind):
-            return kind
-    raise ValueError(scenario)
-
-
-def native_scenario(scenario: str) -> str:
-    """The native build that stands for a scenario: native has no remote, so
-    remote-warm* and local-warm-remote map to its local-warm, and
-    one-file-change* to one one-file-change build on its warm GOCACHE."""
-    kind = scenario_kind(scenario)
-    return {"remote-warm": "local-warm", LOCAL_WARM_REMOTE: "local-warm"}.get(kind, kind)
-
-
-def ratio_base(scenario: str) -> str:
-    kind = scenario_kind(scenario)
-    return {"cold": "cold", "one-file-change": "one-file-change"}.get(kind, "local-warm")
-
-
-def takes_part(contender: str, scenario: str) -> bool:
-    """Whether a contender builds in a scenario. native always does (through
-    native_scenario); floor has no remote tier, so only cold and local-warm;
-    local-warm-remote is gocacher's alone (native's local-warm is its base)."""
-    kind = scenario_kind(scenario)
-    if contender == "floor":
-        return kind in ("cold", "local-warm")
-    if kind == LOCAL_WARM_REMOTE:
-        return contender in ("native",) + ON_MINIO
-    return True
-
-
-def expand_scenarios(spec: str | None, rtts: list[str], edit_rtts: list[str]) -> list[str]:
-    def name(base: str, rtt: str) -> str:
-        return base if float(rtt) == 0 else f"{base}-{rtt}ms"
-    default = (["cold", "local-warm", LOCAL_WARM_REMOTE, "remote-warm"]
-               + [name("remote-warm", r) for r in rtts if float(r)]
-               + [name("one-file-change", r) for r in edit_rtts])
-    if not spec:
-        return default
-    out = []
-    for s in parse_list(spec, None, "scenario"):
-        if s == "remote-warm-rtt":
-            out += [name("remote-warm", r) for r in rtts if float(r)]
-        elif s in ("cold", "local-warm", LOCAL_WARM_REMOTE) or \
-                re.fullmatch(r"(remote-warm|one-file-change)(-\d+(\.\d+)?ms)?", s):
-            out.append(s)
-        else:
-            raise argparse.ArgumentTypeError(
-                f"unknown scenario {s!r}: use cold, local-warm, local-warm-remote, remote-warm, remote-warm-<N>ms, "
-                f"remote-warm-rtt (every --rtts), one-file-change, one-file-change-<N>ms")
-    # cold always runs first: every other scenario starts from its state.
-    out = ["cold"] + [s for s in out if s != "cold"]
-    return list(dict.fromkeys(out))
-
-
-# --------------------------------------------------------------------------
-# The run's header for the JSON and the tables
-# --------------------------------------------------------------------------
+from .util import (REPO_ROOT, BenchError, Children, default_gocacher, ensure_tool, go_quote, log, machine_info,
+                   remove_tree, run_checked, run_text)
+from .workloads import Workload
 
 def run_meta(args: argparse.Namespace, scenarios: list[str], rtts: list[str], edit_rtts: list[str], root: Path,
              env: dict[str, str]) -> dict[str, object]:
@@ -716,6 +511,5 @@ class Bench:
 
     # -- outputs --------------------------------------------------------
     def write_outputs(self, partial: bool = False, error: str | None = None) -> str:
-        # Imported here: render imports this module's scenario names.
-        from .render import write_outputs
-        return write_outputs(self, partial, error)
+        return write_outputs(self.args.json, self.args.md, self.meta, self.workload_infos, self.records,
+                             self.problems, partial, error)
