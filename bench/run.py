@@ -75,7 +75,8 @@ def main(argv: list[str]) -> int:
 
     if args.smoke:
         print(f"{name}: {sc.what}")
-        print(f"  flags: {' '.join(a for a in sc.preset + rest if a != "--smoke") or "(preset none)"}")
+        flags = " ".join(a for a in sc.preset + rest if a != "--smoke")
+        print(f"  flags: {flags or '(none)'}")
         with tempfile.TemporaryDirectory(prefix="gocacher-bench-smoke-") as tmp:
             args.smoke_dir = tmp
             ok = sc.runner.smoke(args)

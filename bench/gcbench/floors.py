@@ -83,7 +83,7 @@ def smoke(args: argparse.Namespace) -> bool:
         print(f"  one untimed cold build per helper, then {args.warm_runs} interleaved local-warm "
               f"`go build std` each of: {', '.join(HELPERS)}")
         for h in HELPERS[1:]:
-            s.cmd(f"GOCACHEPROG='{' '.join(time_wrapper(Path('<f>')))} {' '.join(helper_argv(h, Path('<tmp>/' + h), Path('<dir>')))}' go build std")
+            s.cmd(f"GOCACHEPROG='{' '.join(time_wrapper(Path('<f>')))} {' '.join(helper_argv(h, Path('gocacher' if h == 'gocacher' else '<tmp>/' + h), Path('<dir>')))}' go build std")
     return not s.failed
 
 
