@@ -6,7 +6,8 @@
 // decompression, and the build never waits for a file: a real helper can
 // only be slower.
 //
-//	go run ./bench/floor -cache "$(go env GOCACHE)" -runs 5
+//	python3 bench/run.py floors   (builds it and runs it on a warm GOCACHE of its own)
+//	go run bench/floor/main.go -cache "$(go env GOCACHE)" -runs 5
 package main
 
 import (
