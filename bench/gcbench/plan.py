@@ -36,7 +36,7 @@ NOT_RUN = {
 
 
 # --------------------------------------------------------------------------
-# Scenarios: names, kinds, who takes part
+# Build cases: names, kinds, who takes part
 # --------------------------------------------------------------------------
 
 SETTLE = "settle"

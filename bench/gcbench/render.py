@@ -1,6 +1,6 @@
 """Summaries and markdown: one summary row per workload x scenario x
 contender (medians, quartiles, ratios against native), the tables, and
-writing the JSON and markdown outputs."""
+writing the JSON and markdown outputs; and the progress line of one build."""
 
 from __future__ import annotations
 
@@ -210,6 +210,37 @@ def render(meta: dict[str, object], workloads: dict[str, object], rows: list[dic
         if len(problems) > 50:
             out.append(f"- ... and {len(problems) - 50} more (see the JSON)")
     return "\n".join(out)
+
+
+def progress_line(rec: dict[str, object], runs: int) -> str:
+    """One build's progress line: wall, CPU, the helper's counters, requests, bytes."""
+    line = (f"# {rec['workload']} run {rec['run']}/{runs} {rec['scenario']:<20} {rec['contender']:<8} "
+            f"{rec['wall_s']:7.2f} s wall, {rec['build_cpu_s']:6.1f} s CPU")
+    if "helper_cpu_s" in rec:
+        line += f", helper {rec['helper_cpu_s']:.2f} s CPU {rec['helper_rss_mb']:.1f} MB"
+    st = rec.get("stats")
+    if isinstance(st, dict):
+        line += f", gets {st.get('gets')} hits {st.get('hits')} puts {st.get('puts')}"
+        if "remote_hits" in st:
+            line += f" remote_hits {st.get('remote_hits')} uploads {st.get('uploads')}"
+        if "prefetch_hits" in st:
+            line += f" prefetch_hits {st.get('prefetch_hits')}"
+        if "pack_prefetched" in st:
+            line += f" pack_prefetched {st.get('pack_prefetched')} packs_written {st.get('packs_written')}"
+    if isinstance(rec.get("s3"), dict):
+        s = rec["s3"]
+        line += f", S3 GET {s['get']} PUT {s['put']} HEAD {s['head']} LIST {s['list']}"
+    if isinstance(rec.get("seed_requests"), dict):
+        s = rec["seed_requests"]
+        line += f", server GET {s['get_action']}+{s['get_output']} PUT {s['put']}"
+    if "wire_bytes" in rec:
+        line += f", wire {rec['wire_bytes'] / 1e6:.1f} MB"
+    if isinstance(rec.get("store_restore"), dict):
+        sr = rec["store_restore"]
+        line += f", store restored (-{sr['deleted']} new, {sr.get('rewritten_count', 0)} rewritten)"
+    if rec.get("problems"):
+        line += "  <-- " + "; ".join(rec["problems"])
+    return line
 
 
 def write_outputs(json_path: Path, md_path: Path, meta: dict[str, object], workloads: dict[str, object],

@@ -19,7 +19,7 @@ from pathlib import Path
 from .measure import parse_seed_stats, time_wrapper, timed_build
 from .plan import (BENCH_SIGN_KEY, LOCAL_WARM_REMOTE, ON_MINIO, REMOTE_HELPERS, SEED_MODULE, SEED_SERVED, SETTLE,
                    STORE_KINDS, WARM_KINDS, FLOOR_SOURCE, native_scenario, scenario_kind, scenario_rtt, takes_part)
-from .render import write_outputs
+from .render import progress_line, write_outputs
 from .servers import S3_KEY, S3_PREFIX, S3_REGION, S3_SECRET, BucketSnapshot, DelayProxy, Minio, SeedServer, s3_delta
 from .util import (REPO_ROOT, BenchError, Children, default_gocacher, ensure_tool, go_quote, log, machine_info,
                    remove_tree, run_checked, run_text)
@@ -481,33 +481,7 @@ class Bench:
                                  f"go-cacher-server; build output:\n{rec.get('output', '')[-2000:]}")
 
     def progress(self, rec: dict[str, object]) -> None:
-        line = (f"# {rec['workload']} run {rec['run']}/{self.args.runs} {rec['scenario']:<20} {rec['contender']:<8} "
-                f"{rec['wall_s']:7.2f} s wall, {rec['build_cpu_s']:6.1f} s CPU")
-        if "helper_cpu_s" in rec:
-            line += f", helper {rec['helper_cpu_s']:.2f} s CPU {rec['helper_rss_mb']:.1f} MB"
-        st = rec.get("stats")
-        if isinstance(st, dict):
-            line += f", gets {st.get('gets')} hits {st.get('hits')} puts {st.get('puts')}"
-            if "remote_hits" in st:
-                line += f" remote_hits {st.get('remote_hits')} uploads {st.get('uploads')}"
-            if "prefetch_hits" in st:
-                line += f" prefetch_hits {st.get('prefetch_hits')}"
-            if "pack_prefetched" in st:
-                line += f" pack_prefetched {st.get('pack_prefetched')} packs_written {st.get('packs_written')}"
-        if isinstance(rec.get("s3"), dict):
-            s = rec["s3"]
-            line += f", S3 GET {s['get']} PUT {s['put']} HEAD {s['head']} LIST {s['list']}"
-        if isinstance(rec.get("seed_requests"), dict):
-            s = rec["seed_requests"]
-            line += f", server GET {s['get_action']}+{s['get_output']} PUT {s['put']}"
-        if "wire_bytes" in rec:
-            line += f", wire {rec['wire_bytes'] / 1e6:.1f} MB"
-        if isinstance(rec.get("store_restore"), dict):
-            sr = rec["store_restore"]
-            line += f", store restored (-{sr['deleted']} new, {sr.get('rewritten_count', 0)} rewritten)"
-        if rec.get("problems"):
-            line += "  <-- " + "; ".join(rec["problems"])
-        log(line)
+        log(progress_line(rec, self.args.runs))
 
     # -- outputs --------------------------------------------------------
     def write_outputs(self, partial: bool = False, error: str | None = None) -> str:
