@@ -70,6 +70,7 @@ def main(argv: list[str]) -> int:
     args = ap.parse_args(sc.preset + rest)
     sc.runner.check_args(ap, args)
     args.argv = ["bench/run.py", name] + rest
+    args.preset = sc.preset
     args.json = (args.json or args.out / f"{name}.json").resolve()
     args.md = (args.md or args.json.with_suffix(".md")).resolve()
 

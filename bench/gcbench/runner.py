@@ -53,7 +53,8 @@ def run_meta(args: argparse.Namespace, scenarios: list[str], rtts: list[str], ed
             "--no-settle: remote rows start from the store as the cold build left it (the cold build's "
             "manifest): first warm build after a cold one"),
         "loadavg_start": list(os.getloadavg()),
-        "argv": sys.argv,
+        "argv": getattr(args, "argv", sys.argv),
+        "preset": getattr(args, "preset", []),
         "temp_root": str(root),
         "seed_version": "not run", "minio_version": "not run",
     }
