@@ -43,9 +43,11 @@ def builds(root: Path) -> list[tuple[str, list[str]]]:
 
 
 def add_args(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("--runs", type=int, default=5, help="runs of the copy floor (default 5)")
+    ap.add_argument("--runs", type=int, default=5, help="runs of the copy floor (default 5; 0 skips it)")
     ap.add_argument("--warm-runs", type=int, default=11,
                     help="interleaved local-warm builds per helper (default 11; 0 skips them)")
+    ap.add_argument("--packages", default="std",
+                    help="what the local-warm builds build (default std; the copy floor always builds std)")
     ap.add_argument("--workers", type=int, default=2, help="the copy floor's copying goroutines (default 2)")
     ap.add_argument("--gocacher", type=Path, default=None,
                     help="gocacher binary (default $CARGO_TARGET_DIR/dist/gocacher, else target/dist/gocacher)")
@@ -55,8 +57,10 @@ def add_args(ap: argparse.ArgumentParser) -> None:
 
 
 def check_args(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    if args.runs < 1 or args.warm_runs < 0 or args.workers < 1:
-        ap.error("--runs and --workers must be at least 1, --warm-runs at least 0")
+    if args.runs < 0 or args.warm_runs < 0 or args.workers < 1:
+        ap.error("--workers must be at least 1, --runs and --warm-runs at least 0")
+    if not args.packages.split():
+        ap.error("--packages needs at least one package")
 
 
 def smoke(args: argparse.Namespace) -> bool:
@@ -77,13 +81,15 @@ def smoke(args: argparse.Namespace) -> bool:
             s.ok(f"built the {name} floor", " ".join(argv))
         except BenchError as err:
             s.missing(f"the {name} floor", str(err))
-    s.cmd("GOCACHE=<tmp>/native go build std   (untimed: the warm cache)")
-    s.cmd(f"<tmp>/copy -cache <tmp>/native -runs {args.runs} -workers {args.workers}")
+    s.cmd(f"GOCACHE=<tmp>/native go build {args.packages}   (untimed: the warm cache)")
+    if args.runs:
+        s.cmd(f"<tmp>/copy -cache <tmp>/native -runs {args.runs} -workers {args.workers}")
     if args.warm_runs:
         print(f"  one untimed cold build per helper, then {args.warm_runs} interleaved local-warm "
-              f"`go build std` each of: {', '.join(HELPERS)}")
+              f"`go build {args.packages}` each of: {', '.join(HELPERS)}")
         for h in HELPERS[1:]:
-            s.cmd(f"GOCACHEPROG='{' '.join(time_wrapper(Path('<f>')))} {' '.join(helper_argv(h, Path('gocacher' if h == 'gocacher' else '<tmp>/' + h), Path('<dir>')))}' go build std")
+            s.cmd(f"GOCACHEPROG='{' '.join(time_wrapper(Path('<f>')))} {' '.join(helper_argv(h, Path('gocacher' if h == 'gocacher' else '<tmp>/' + h), Path('<dir>')))}' "
+                  f"go build {args.packages}")
     return not s.failed
 
 
@@ -115,20 +121,24 @@ def scenario(args: argparse.Namespace, root: Path, children: Children) -> int:
             "loadavg_start": list(os.getloadavg()), "argv": args.argv}
     cwd = root / "std"
     cwd.mkdir()
-    wl = Workload("std", ["go", "build", "std"], cwd, None, {"command": "go build std"})
+    argv = ["go", "build"] + args.packages.split()
+    wl = Workload("std", argv, cwd, None, {"command": " ".join(argv)})
+    meta["packages"] = args.packages
     native = root / "native"
-    log("# the warm cache: GOCACHE=<tmp>/native go build std (untimed)")
+    log(f"# the warm cache: GOCACHE=<tmp>/native {' '.join(argv)} (untimed)")
     timed_build(wl, dict(env, GOCACHE=str(native)), None, args, "native cold")
 
-    log(f"# the copy floor: {bins['copy']} -cache {native} -runs {args.runs}")
-    out = run_checked([str(bins["copy"]), "-cache", str(native), "-runs", str(args.runs), "-workers",
-                       str(args.workers)], "the copy floor", env=env)
-    mcopy = COPY_LINE.search(out)
-    if not mcopy:
-        raise BenchError(f"the copy floor printed no result line: {out[-500:]}")
-    copy = dict(zip(("files", "runs", "build_s", "copy_s", "both_s", "ratio"),
-                    (float(x) for x in mcopy.groups())))
-    log(f"#   {out.strip()}")
+    copy: dict[str, float] | None = None
+    if args.runs:
+        log(f"# the copy floor: {bins['copy']} -cache {native} -runs {args.runs}")
+        out = run_checked([str(bins["copy"]), "-cache", str(native), "-runs", str(args.runs), "-workers",
+                           str(args.workers)], "the copy floor", env=env)
+        mcopy = COPY_LINE.search(out)
+        if not mcopy:
+            raise BenchError(f"the copy floor printed no result line: {out[-500:]}")
+        copy = dict(zip(("files", "runs", "build_s", "copy_s", "both_s", "ratio"),
+                        (float(x) for x in mcopy.groups())))
+        log(f"#   {out.strip()}")
 
     records: list[dict[str, object]] = []
     if args.warm_runs:
@@ -164,19 +174,21 @@ def scenario(args: argparse.Namespace, root: Path, children: Children) -> int:
     return 0
 
 
-def render(meta: dict[str, object], copy: dict[str, float], records: list[dict[str, object]]) -> str:
+def render(meta: dict[str, object], copy: dict[str, float] | None, records: list[dict[str, object]]) -> str:
     lines = [f"# Floors: the least a GOCACHEPROG can cost ({meta['date']})", "",
              f"{meta['machine']} · {meta['go_version']} · gocacher {meta['gocacher_commit']} · "
-             f"load avg at start {meta['loadavg_start'][0]:.2f}", "",
-             "## Copy floor (`bench/floor/main.go`): writing a warm `go build std`'s cache beside the build", "",
-             "| files | warm build alone s | copy + verify alone s | both at once s | both / build |",
-             "|--:|--:|--:|--:|--:|",
-             f"| {copy['files']:.0f} | {copy['build_s']:.3f} | {copy['copy_s']:.3f} | {copy['both_s']:.3f} "
-             f"| {copy['ratio']:.2f}× |", "",
-             f"Medians of {copy['runs']:.0f} runs: the least a remote-warm / native-warm ratio can be here.", ""]
+             f"load avg at start {meta['loadavg_start'][0]:.2f}", ""]
+    if copy:
+        lines += ["## Copy floor (`bench/floor/main.go`): writing a warm `go build std`'s cache beside the build", "",
+                  "| files | warm build alone s | copy + verify alone s | both at once s | both / build |",
+                  "|--:|--:|--:|--:|--:|",
+                  f"| {copy['files']:.0f} | {copy['build_s']:.3f} | {copy['copy_s']:.3f} | {copy['both_s']:.3f} "
+                  f"| {copy['ratio']:.2f}× |", "",
+                  f"Medians of {copy['runs']:.0f} runs: the least a remote-warm / native-warm ratio can be here.",
+                  ""]
     if records:
         native = {r["run"]: float(r["wall_s"]) for r in records if r["helper"] == "native"}
-        lines += ["## Protocol floors: local-warm `go build std`", "",
+        lines += [f"## Protocol floors: local-warm `go build {meta['packages']}`", "",
                   "| helper | n | median wall s | min–max s | vs native | helper CPU s | peak RSS MB |",
                   "|---|--:|--:|--:|--:|--:|--:|"]
         for h in HELPERS:
