@@ -165,10 +165,7 @@ fn anchors(text: &str) -> Vec<String> {
             .filter(|c| c.is_alphanumeric() || *c == ' ' || *c == '-' || *c == '_')
             .map(|c| if c == ' ' { '-' } else { c })
             .collect();
-        let repeats = seen
-            .iter()
-            .filter(|(base, _)| *base == slug)
-            .count();
+        let repeats = seen.iter().filter(|(base, _)| *base == slug).count();
         let unique = match repeats {
             0 => slug.clone(),
             n => format!("{slug}-{n}"),
@@ -207,7 +204,11 @@ fn broken_links(root: &Path, files: &[PathBuf]) -> Vec<String> {
     let mut broken = Vec::new();
     for file in files {
         let text = std::fs::read_to_string(file).unwrap();
-        let name = file.strip_prefix(root).unwrap_or(file).display().to_string();
+        let name = file
+            .strip_prefix(root)
+            .unwrap_or(file)
+            .display()
+            .to_string();
         for target in link_targets(&text) {
             if target.is_empty()
                 || target.contains("://")
@@ -231,7 +232,9 @@ fn broken_links(root: &Path, files: &[PathBuf]) -> Vec<String> {
             }
             let Some(anchor) = anchor else { continue };
             if dest.extension().is_none_or(|e| e != "md") {
-                broken.push(format!("{name}: {target} (an anchor into a non-markdown file)"));
+                broken.push(format!(
+                    "{name}: {target} (an anchor into a non-markdown file)"
+                ));
                 continue;
             }
             let headings = anchors(&std::fs::read_to_string(&dest).unwrap());
