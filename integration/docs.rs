@@ -20,13 +20,15 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// `gocacher ARGS --help` as a user sees it on a 100-column terminal, with
-/// no `GOCACHER_*` variable set (clap would show their values).
+/// `gocacher ARGS --help` as a user sees it on a 100-column terminal without
+/// colours, with no `GOCACHER_*` variable set (clap would show their values).
 fn help(args: &[&str]) -> String {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_gocacher"));
     cmd.args(args)
         .arg("--help")
         .env("COLUMNS", COLUMNS)
+        .env("NO_COLOR", "1")
+        .env_remove("CLICOLOR_FORCE")
         .stdin(Stdio::null());
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("GOCACHER_") {
@@ -66,7 +68,14 @@ fn subcommands(top: &str) -> Vec<String> {
 fn reference() -> String {
     let top = help(&[]);
     let mut out = format!("{BEGIN}\n\n### `gocacher`\n\n```text\n{top}\n```\n");
-    for sub in subcommands(&top) {
+    let subs = subcommands(&top);
+    assert!(
+        ["check", "trim", "serve", "keygen", "fix-mtimes"]
+            .iter()
+            .all(|s| subs.iter().any(|t| t == s)),
+        "subcommands read from --help: {subs:?}"
+    );
+    for sub in subs {
         let text = help(&[&sub]);
         out.push_str(&format!("\n### `gocacher {sub}`\n\n```text\n{text}\n```\n"));
     }
