@@ -450,6 +450,88 @@ fn a_trickling_body_ends_as_a_miss_at_its_deadline() {
     assert!(lines.len() <= 3, "{lines:#?}");
 }
 
+/// A pack that trickles in (its head in time, the rest at 64 KiB/s) is
+/// not waited for: one get waits as long as downloading the bytes before
+/// its entry may take, then every get downloads its entry on its own, and
+/// the build finishes instead of following the pack.
+#[test]
+fn a_trickling_pack_is_not_waited_for() {
+    let server = S3Server::start(Kind::Minio);
+    server.create_bucket(BUCKET);
+    let proxy = FaultProxy::start(server.addr());
+    let module = support::fixture_copy();
+    let remote = format!("s3://{BUCKET}/slow-pack");
+    let flags = [
+        "--remote",
+        &remote,
+        "--scope",
+        "w",
+        "--remote-timeout",
+        "10s",
+    ];
+    let writer = GoEnv::new(Toolchain::Local)
+        .with_flags(&flags)
+        .with_env(server.env_with_endpoint(&proxy.url()));
+    writer.go(module.path(), &["build", "./..."]).assert_ok();
+    let pack = server.pack_keys(BUCKET, "slow-pack/");
+    assert_eq!(pack.len(), 1, "{pack:?}");
+    let pack_len = server.get_raw(BUCKET, &pack[0]).len();
+    // The same scope on a new machine: the manifest, then the pack.
+    let reader = writer.new_machine();
+    proxy.set(vec![Rule::new(Fault::TrickleBody {
+        bytes_per_sec: 64 << 10,
+    })
+    .method("GET")
+    .path("/packs/")]);
+    let cache_dir = reader.cache_dir().to_path_buf();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watchdog = thread::spawn({
+        let done = done.clone();
+        move || {
+            let until = Instant::now() + secs(150);
+            while Instant::now() < until {
+                thread::sleep(Duration::from_millis(200));
+                if done.load(std::sync::atomic::Ordering::Relaxed) {
+                    return;
+                }
+            }
+            let pattern = format!("--cache-dir {}", cache_dir.display());
+            let _ = Command::new("pkill")
+                .args(["-9", "-f", "--", &pattern])
+                .status();
+        }
+    });
+    let start = Instant::now();
+    let run = reader
+        .without_stats()
+        .go(module.path(), &["build", "./..."]);
+    let took = start.elapsed();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    watchdog.join().unwrap();
+    proxy.clear();
+    table(format!(
+        "| a {:.1} MB pack at 64 KiB/s | ok | {:.1} s | | remote_hits {}, prefetch_hits {} |",
+        pack_len as f64 / 1e6,
+        took.as_secs_f64(),
+        run.stats.remote_hits,
+        run.stats.prefetch_hits
+    ));
+    run.assert_ok();
+    assert!(proxy.counts().fault("trickle_body") >= 1, "never asked for");
+    assert!(
+        took < secs(90),
+        "the build took {took:?} with a trickling pack"
+    );
+    let lines = gocacher_lines(&run);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("arrives slower than a get may wait")),
+        "{lines:#?}"
+    );
+    assert!(run.stats.remote_hits > 0, "{:?}", run.stats);
+}
+
 /// A pack asked for in ranges (its head, by a machine that has entries)
 /// whose server answers with `200 OK` and a huge body: gocacher reads no
 /// more than it asked for, and its memory stays bounded.

@@ -333,7 +333,7 @@ impl Handler for Cacher {
                 Some(tier) => {
                     // An entry the prefetch's pack is about to write is
                     // waited for, not downloaded a second time.
-                    let packed = if tier.prefetch.await_pack(&action_id).await {
+                    let packed = if tier.prefetch.await_pack(&tier.remote, &action_id).await {
                         self.disk.get(&action_id).ok().flatten()
                     } else {
                         None

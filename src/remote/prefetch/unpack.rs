@@ -37,6 +37,11 @@ pub(super) struct Streaming {
     settled: Box<[AtomicBool]>,
     /// Entries read off the network so far.
     read: AtomicUsize,
+    /// Where each entry ends in the pack's body (stored bytes, cumulative).
+    ends: Box<[u64]>,
+    /// A get gave up waiting: the stream is slower than a get may wait, so
+    /// the gets after it download their entries on their own.
+    too_slow: AtomicBool,
     /// Changes at each settled entry and at the end.
     progress: watch::Receiver<Progress>,
 }
@@ -140,6 +145,14 @@ impl Prefetch {
             at: at.collect(),
             settled: table.iter().map(|_| AtomicBool::new(false)).collect(),
             read: AtomicUsize::new(0),
+            ends: table
+                .iter()
+                .scan(0u64, |end, s| {
+                    *end += s.stored;
+                    Some(*end)
+                })
+                .collect(),
+            too_slow: AtomicBool::new(false),
             progress: watching,
         };
         if self.streaming.set(stream).is_err() {
@@ -359,25 +372,52 @@ impl Prefetch {
     /// Called for a get of an entry not on disk: when the pack being
     /// streamed holds it, waits until the stream has settled it (true).
     /// False, at once, for an entry the pack does not hold or will not
-    /// reach soon, and when the stream ended first.
-    pub async fn await_pack(&self, action: &Id) -> bool {
+    /// reach soon, when the stream ended first, and once a wait ran out.
+    ///
+    /// A wait is bounded as a download of the bytes between the stream's
+    /// position and the entry's end would be (`--remote-timeout` plus a
+    /// second per MiB): a pack that trickles in makes one get give up, and
+    /// from then on every get downloads its entry on its own.
+    pub async fn await_pack(&self, remote: &Remote, action: &Id) -> bool {
         let Some(s) = self.streaming.get() else {
             return false;
         };
         let Some(&at) = s.at.get(action) else {
             return false;
         };
-        if at >= s.read.load(Ordering::Relaxed) + LOOKAHEAD {
+        let read = s.read.load(Ordering::Relaxed);
+        if at >= read + LOOKAHEAD || s.too_slow.load(Ordering::Relaxed) {
             return false;
         }
+        let from = read.checked_sub(1).map_or(0, |i| s.ends[i]);
+        let bound = transfer::body_bound(remote.opts.timeout, s.ends[at].saturating_sub(from));
         let mut progress = s.progress.clone();
-        loop {
-            let ended = progress.borrow_and_update().ended;
-            if s.settled[at].load(Ordering::Acquire) {
-                return true;
+        let wait = async {
+            loop {
+                let ended = progress.borrow_and_update().ended;
+                if s.settled[at].load(Ordering::Acquire) {
+                    return true;
+                }
+                if ended || progress.changed().await.is_err() {
+                    return false;
+                }
             }
-            if ended || progress.changed().await.is_err() {
-                return false;
+        };
+        match tokio::time::timeout(bound, wait).await {
+            Ok(settled) => settled,
+            Err(_) => {
+                if !s.too_slow.swap(true, Ordering::Relaxed) {
+                    remote.report(
+                        "slow-pack",
+                        format_args!(
+                            "{}: the pack of scope {:?} arrives slower than a get may wait ({:.0?} for an entry); gets download their entries one by one while it goes on",
+                            remote.describe(),
+                            self.scope.name,
+                            bound
+                        ),
+                    );
+                }
+                false
             }
         }
     }
