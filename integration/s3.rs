@@ -414,21 +414,41 @@ macro_rules! on_both_servers {
     };
 }
 
+// The scenarios whose S3 calls differ between servers (listing, ranges,
+// conditional puts, errors and their codes) run on both.
 on_both_servers!(
     cold_fills_bucket_then_fresh_machine_hits,
     corrupt_objects_are_never_served,
-    server_killed_mid_build,
     misconfigured_bucket_is_one_clear_line,
     read_only_uploads_nothing,
-    two_machines_write_at_once,
     check_command_reports_each_step,
     second_build_in_scope_is_prefetched,
-    broken_manifests_leave_builds_correct,
-    bucket_outage_during_prefetch,
     packs_serve_prefetch_and_damage_is_survived,
     warm_disks_read_only_the_table,
     no_credentials_and_endpoint_secrets,
 );
+
+// A server killed or cut off, writers racing and manifests damaged test
+// what gocacher does when the server fails, with the same calls as the
+// scenarios above: on MinIO.
+mod minio_faults {
+    #[test]
+    fn server_killed_mid_build() {
+        super::server_killed_mid_build(super::Kind::Minio)
+    }
+    #[test]
+    fn two_machines_write_at_once() {
+        super::two_machines_write_at_once(super::Kind::Minio)
+    }
+    #[test]
+    fn broken_manifests_leave_builds_correct() {
+        super::broken_manifests_leave_builds_correct(super::Kind::Minio)
+    }
+    #[test]
+    fn bucket_outage_during_prefetch() {
+        super::bucket_outage_during_prefetch(super::Kind::Minio)
+    }
+}
 
 // Signing and --also-read: on MinIO (the S3 metadata and prefixes they use
 // are the same calls the scenarios above run on both servers).
