@@ -111,14 +111,18 @@ async fn download_from(r: &Remote, action: Id, at: At) -> Result<Known, Failed> 
             return Ok(untrusted(r, &action, at, signed.is_some()));
         }
     }
-    let deadline = Deadline::for_body(timeout, if wire_len > 0 { wire_len } else { meta.size });
+    let body_len = if wire_len > 0 { wire_len } else { meta.size };
     if (1..=INLINE_MAX).contains(&wire_len) && meta.size <= INLINE_OUTPUT_MAX {
+        let deadline = Deadline::for_body(timeout, body_len);
         return small(r, action, at, meta, body, wire_len, deadline).await;
     }
 
     let Ok(_writing) = r.writers.acquire().await else {
         return Err(Failed);
     };
+    // The body's time starts once a writer is free: the wait for one is
+    // bounded by the downloads holding them, each by its own deadline.
+    let deadline = Deadline::for_body(timeout, body_len);
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(2);
     let disk = r.disk.clone();
     let writer = tokio::task::spawn_blocking(move || -> Result<(), PutError> {
