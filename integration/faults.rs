@@ -372,6 +372,37 @@ fn a_short_go_command_does_not_rewrite_a_pack_it_never_read() {
     );
 }
 
+/// `go build ./...` in `dir` with `env`, and how long it took. Should it
+/// take 150 s, a watchdog kills its gocacher (found by its cache dir), so a
+/// gocacher that waits for good fails the test's bound instead of hanging
+/// the suite.
+fn build_watched(env: &GoEnv, dir: &std::path::Path) -> (GoRun, Duration) {
+    let cache_dir = env.cache_dir().to_path_buf();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watchdog = thread::spawn({
+        let done = done.clone();
+        move || {
+            let until = Instant::now() + secs(150);
+            while Instant::now() < until {
+                thread::sleep(Duration::from_millis(200));
+                if done.load(std::sync::atomic::Ordering::Relaxed) {
+                    return;
+                }
+            }
+            let pattern = format!("--cache-dir {}", cache_dir.display());
+            let _ = Command::new("pkill")
+                .args(["-9", "-f", "--", &pattern])
+                .status();
+        }
+    });
+    let start = Instant::now();
+    let run = env.without_stats().go(dir, &["build", "./..."]);
+    let took = start.elapsed();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    watchdog.join().unwrap();
+    (run, took)
+}
+
 /// A get whose body trickles (prompt headers, then 1 byte a second) ends as
 /// a miss at its deadline (`--remote-timeout` plus a second per MiB of
 /// body), counted in `remote_errors`; the build compiles that package
@@ -405,33 +436,9 @@ fn a_trickling_body_ends_as_a_miss_at_its_deadline() {
     proxy.set(vec![Rule::new(Fault::TrickleBody { bytes_per_sec: 1 })
         .method("GET")
         .path(&key)]);
-    // Should the get wait for the whole body, this ends gocacher (and the
-    // build fails the bound below) rather than the test hanging.
-    let cache_dir = reader.cache_dir().to_path_buf();
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let watchdog = thread::spawn({
-        let done = done.clone();
-        move || {
-            let until = Instant::now() + secs(150);
-            while Instant::now() < until {
-                thread::sleep(Duration::from_millis(200));
-                if done.load(std::sync::atomic::Ordering::Relaxed) {
-                    return;
-                }
-            }
-            let pattern = format!("--cache-dir {}", cache_dir.display());
-            let _ = Command::new("pkill")
-                .args(["-9", "-f", "--", &pattern])
-                .status();
-        }
-    });
-    let start = Instant::now();
-    let run = reader
-        .without_stats()
-        .go(module.path(), &["build", "./..."]);
-    let took = start.elapsed();
-    done.store(true, std::sync::atomic::Ordering::Relaxed);
-    watchdog.join().unwrap();
+    // Should the get wait for the whole body, the watchdog ends gocacher
+    // (and the build fails the bound below) rather than the test hanging.
+    let (run, took) = build_watched(&reader, module.path());
     proxy.clear();
     let lines = gocacher_lines(&run);
     table(format!(
@@ -483,31 +490,7 @@ fn a_trickling_pack_is_not_waited_for() {
     })
     .method("GET")
     .path("/packs/")]);
-    let cache_dir = reader.cache_dir().to_path_buf();
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let watchdog = thread::spawn({
-        let done = done.clone();
-        move || {
-            let until = Instant::now() + secs(150);
-            while Instant::now() < until {
-                thread::sleep(Duration::from_millis(200));
-                if done.load(std::sync::atomic::Ordering::Relaxed) {
-                    return;
-                }
-            }
-            let pattern = format!("--cache-dir {}", cache_dir.display());
-            let _ = Command::new("pkill")
-                .args(["-9", "-f", "--", &pattern])
-                .status();
-        }
-    });
-    let start = Instant::now();
-    let run = reader
-        .without_stats()
-        .go(module.path(), &["build", "./..."]);
-    let took = start.elapsed();
-    done.store(true, std::sync::atomic::Ordering::Relaxed);
-    watchdog.join().unwrap();
+    let (run, took) = build_watched(&reader, module.path());
     proxy.clear();
     table(format!(
         "| a {:.1} MB pack at 64 KiB/s | ok | {:.1} s | | remote_hits {}, prefetch_hits {} |",
