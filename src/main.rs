@@ -229,17 +229,14 @@ fn trim_policy(config: &Config) -> TrimPolicy {
     }
 }
 
+/// Points fd 1 at /dev/null: nothing in this process writes to stdout
+/// after `serve` returned (the writer task has finished).
 #[cfg(unix)]
 fn close_stdout() {
-    use std::os::fd::AsRawFd;
     let Ok(null) = std::fs::File::options().write(true).open("/dev/null") else {
         return;
     };
-    // SAFETY: dup2 onto fd 1, which is ours; nothing in this process writes
-    // to stdout after `serve` returned (the writer task has finished).
-    unsafe {
-        libc::dup2(null.as_raw_fd(), 1);
-    }
+    let _ = rustix::stdio::dup2_stdout(&null);
 }
 
 #[cfg(not(unix))]
