@@ -106,3 +106,22 @@ pub(crate) async fn serve<L>(
     drop(listener);
     graceful.shutdown().await;
 }
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::{fit_connections, FD_RESERVE};
+    use rustix::process::{getrlimit, Resource};
+
+    /// A cap under the open-file limit is kept; one over any limit the
+    /// process may raise to is lowered to what the raised limit leaves.
+    #[test]
+    fn connections_fit_under_the_open_file_limit() {
+        assert_eq!(fit_connections(8), 8);
+        let hard = getrlimit(Resource::Nofile).maximum.unwrap_or(u64::MAX);
+        let fitted = fit_connections(usize::MAX / 2) as u64;
+        let soft = getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX);
+        assert!(soft <= hard, "{soft} > {hard}");
+        assert_eq!(fitted, soft.saturating_sub(FD_RESERVE).max(1));
+        assert!(fitted < (usize::MAX / 2) as u64);
+    }
+}
