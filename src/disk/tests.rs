@@ -64,7 +64,11 @@ fn entries_have_a_plain_creates_mode() {
     fs::File::create(&plain).unwrap();
     let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&out), mode(&plain), "output");
-    assert_eq!(mode(&c.action_path(&Id([0xCD; 32]))), mode(&plain), "action");
+    assert_eq!(
+        mode(&c.action_path(&Id([0xCD; 32]))),
+        mode(&plain),
+        "action"
+    );
 }
 
 #[test]
