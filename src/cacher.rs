@@ -25,8 +25,8 @@ use crate::wire::Id;
 use tokio::sync::OnceCell;
 
 /// How long close waits for a stopped pack stream to finish the entries in
-/// hand and write its local index (usually a few milliseconds: a warm build's
-/// stream has ended before close).
+/// hand and write its local index (a warm build's stream has usually ended
+/// before close).
 const STREAM_END_WAIT: Duration = Duration::from_secs(1);
 
 /// Bound on setting up the S3 client: the AWS configuration chain may look at
@@ -311,8 +311,8 @@ impl Handler for Cacher {
     async fn get(&self, action_id: Id) -> Option<Hit> {
         Stats::inc(&self.stats.gets);
         // The lookup runs right here, not on the blocking pool: it is an
-        // open, a read of ~160 bytes, an fstat and a stat, all served from the
-        // page cache in microseconds, while a hop to the pool and back costs
+        // open, a read of one short line, an fstat and a stat, all served from
+        // the page cache, while a hop to the pool and back costs
         // two thread wake-ups. cmd/go sends most gets one at a time and waits
         // for each, so the round trip is the whole cost (with the one-thread
         // runtime and epoll-driven pipes, the main gain on local-warm builds).

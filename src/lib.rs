@@ -1,29 +1,68 @@
 //! gocacher: a `GOCACHEPROG` helper for Go's build cache.
 //!
 //! cmd/go starts gocacher as a child process and talks to it over stdin and
-//! stdout (see `../shared/PROTOCOL.md` in the project tree). Modules:
+//! stdout (see `../shared/PROTOCOL.md` in the project tree): `get` asks
+//! whether an action's output is cached and where it is on disk, `put`
+//! hands one over to keep, `close` ends the session. The same binary also
+//! runs `gocacher serve`, a cache server other machines share.
+//!
+//! # Where a get goes
+//!
+//! 1. [`protocol`] reads the request line off stdin (the binary's `stdio`
+//!    module wires up the pipes) and calls [`protocol::Handler::get`].
+//! 2. [`cacher::Cacher`], the handler, asks [`disk`] first: a local hit is
+//!    answered at once with the file's path.
+//! 3. On a local miss it asks [`remote`], the remote tier (an S3 bucket or
+//!    an HTTP cache server). The remote tier fetches the entry from its
+//!    store, checks every byte (hash, size, and signature under
+//!    `--trust-key`, see [`trust`]), writes it into the disk tier and
+//!    returns the disk path. Anything that goes wrong there is a miss for
+//!    cmd/go, counted in [`stats`].
+//! 4. [`protocol`] writes the reply; a put takes the same path down, and
+//!    its upload to the remote tier runs in the background.
+//!
+//! # Modules
 //!
 //! - [`wire`]: the protocol's JSON types, exactly as cmd/go encodes them.
 //! - [`protocol`]: the request loop. [`protocol::serve`] takes a reader, a
-//!   writer and a [`protocol::Handler`], answers out of order, and streams put
-//!   bodies. It knows nothing about storage.
-//! - [`disk`]: the local disk tier, laid out like Go's own cache; atomic
-//!   writes, mtime refresh on hits, daily trimming.
-//! - [`remote`]: the S3 tier: object format, client, lazy verified
-//!   downloads, the upload queue, the moka index, the circuit breaker, and
-//!   build manifests with the prefetch they feed.
-//! - [`cacher`]: the handler that joins the tiers and counts everything.
+//!   writer and a [`protocol::Handler`], answers out of order, and streams
+//!   put bodies. It knows nothing about storage.
+//! - [`cacher`]: the handler that joins the tiers and counts everything;
+//!   it also builds the remote tier's store from the flags
+//!   (`Cacher::tier`).
+//! - [`disk`]: the local disk tier, laid out like Go's own cache: atomic
+//!   writes, mtime refresh on hits, index files for whole packs, the
+//!   overflow dir for a full or read-only cache dir, and daily trimming.
+//! - [`remote`]: the remote tier. [`remote::store::Store`] is what every
+//!   store provides: [`remote::s3`] (S3-compatible buckets),
+//!   [`remote::http`] (gocached, go-cacher-server and `gocacher serve`),
+//!   [`remote::layered`] (`--also-read` fallbacks). Around the store: the
+//!   object format, verified downloads, the upload queue, the in-memory
+//!   index of what the store holds, the circuit breaker, and the build
+//!   manifests and packs with the prefetch they feed.
+//! - [`trust`]: signed entries, `--sign-key` and `--trust-key`, and
+//!   `gocacher keygen`.
+//! - [`scope`]: which build manifest a go command reads and writes.
 //! - [`stats`]: atomic counters, the `--stats-file` JSON and the close line.
+//! - [`config`]: flags, their `GOCACHER_*` mirrors, and validation.
 //! - [`github`]: whether a GitHub Actions job may write the bucket.
 //! - [`summary`]: the GitHub Actions job summary row.
-//! - [`mtimes`]: `gocacher fix-mtimes`, stable mtimes for tracked files.
-//! - [`config`]: flags, their `GOCACHER_*` mirrors, and validation.
 //! - [`check`]: `gocacher check`, the bucket diagnostics.
-//! - [`scope`]: which build manifest a go command reads and writes.
-//! - [`serve`]: `gocacher serve`, the cache server.
+//! - [`mtimes`]: `gocacher fix-mtimes`, stable mtimes for tracked files.
+//! - [`serve`]: `gocacher serve`, the cache server: its HTTP API, auth,
+//!   metrics and TLS, on the same disk layout as [`disk`], optionally
+//!   backed by a bucket.
 //!
 //! The binary (`src/main.rs`) parses flags, opens the cache, runs
 //! [`protocol::serve`] on stdin/stdout, and trims after the close reply.
+//!
+//! # Adding a store
+//!
+//! Implement [`remote::store::Store`] in a new file under `src/remote/`
+//! (`s3.rs` and `http/` are the models), add its flags and a
+//! [`config::StoreSettings`] variant in `src/config/mod.rs`, and build it
+//! in `Cacher::tier` in `src/cacher.rs`. The remote tier above the store
+//! (verification, uploads, prefetch) needs no change.
 
 pub mod cacher;
 pub mod check;

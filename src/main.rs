@@ -42,12 +42,12 @@ fn main() -> ExitCode {
 
 /// glibc gives each thread that allocates its own malloc arena; with the
 /// blocking pool's threads each holding freed buffers in its own arena, the
-/// process keeps several times the memory it uses. Two arenas are plenty for
-/// a process whose threads mostly wait on I/O. A fixed mmap threshold (glibc
+/// process keeps far more memory than it uses. Two arenas are plenty for a
+/// process whose threads mostly wait on I/O. A fixed mmap threshold (glibc
 /// otherwise raises it each time a mapped block is freed) keeps large
 /// short-lived buffers, such as zstd windows and HTTP bodies, out of the heap,
-/// where they fragment it and peak RSS grows by half (bench/README.md,
-/// History, has the measurement).
+/// where they would fragment it and raise peak RSS (bench/README.md has the
+/// numbers).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn limit_malloc_arenas() {
     // SAFETY: mallopt only sets an allocator parameter; called before any
@@ -229,17 +229,14 @@ fn trim_policy(config: &Config) -> TrimPolicy {
     }
 }
 
+/// Points fd 1 at /dev/null: nothing in this process writes to stdout
+/// after `serve` returned (the writer task has finished).
 #[cfg(unix)]
 fn close_stdout() {
-    use std::os::fd::AsRawFd;
     let Ok(null) = std::fs::File::options().write(true).open("/dev/null") else {
         return;
     };
-    // SAFETY: dup2 onto fd 1, which is ours; nothing in this process writes
-    // to stdout after `serve` returned (the writer task has finished).
-    unsafe {
-        libc::dup2(null.as_raw_fd(), 1);
-    }
+    let _ = rustix::stdio::dup2_stdout(&null);
 }
 
 #[cfg(not(unix))]

@@ -579,30 +579,14 @@ fn normalize_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Vec<std
         .collect()
 }
 
-/// Parses "123", "10k", "500MB", "10GiB" (decimal and binary units).
+/// Parses "123", "10k", "500MB", "10GiB": decimal (k, MB, GB, TB) and
+/// binary (KiB, MiB, GiB, TiB) units in any case, a space allowed before
+/// the unit.
 pub fn parse_size(s: &str) -> Result<u64> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let num: f64 = num.parse().context("no number")?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" => 1_000,
-        "m" | "mb" => 1_000_000,
-        "g" | "gb" => 1_000_000_000,
-        "t" | "tb" => 1_000_000_000_000,
-        "kib" => 1 << 10,
-        "mib" => 1 << 20,
-        "gib" => 1 << 30,
-        "tib" => 1 << 40,
-        other => bail!("unknown unit {other:?}"),
-    };
-    if !num.is_finite() || num < 0.0 {
-        bail!("not a positive number");
-    }
-    Ok((num * mult as f64) as u64)
+    s.trim()
+        .parse::<bytesize::ByteSize>()
+        .map(|b| b.as_u64())
+        .map_err(anyhow::Error::msg)
 }
 
 #[cfg(test)]

@@ -15,6 +15,14 @@ fn sizes() {
     assert_eq!(parse_size("10k").unwrap(), 10_000);
     assert_eq!(parse_size("2GiB").unwrap(), 2 << 30);
     assert_eq!(parse_size("1.5 GB").unwrap(), 1_500_000_000);
+    // The forms the docs show.
+    assert_eq!(parse_size("50GiB").unwrap(), 50 << 30);
+    assert_eq!(parse_size("300MB").unwrap(), 300_000_000);
+    assert_eq!(parse_size("1GiB").unwrap(), 1 << 30);
+    assert_eq!(parse_size(" 4096 ").unwrap(), 4096);
+    assert_eq!(parse_size("64kib").unwrap(), 64 << 10);
+    assert!(parse_size("").is_err());
+    assert!(parse_size("-5MB").is_err());
     assert!(parse_size("ten").is_err());
     assert!(parse_size("5 parsecs").is_err());
 }

@@ -39,8 +39,8 @@ pub(super) const INDEX_DIR: &str = "ix";
 /// Most index files read at start, newest first.
 const MAX_FILES: usize = 256;
 
-/// Reading stops after the file that brings the entries to this many
-/// (~10 MB of memory; a `go build std` pack holds ~1,100).
+/// Reading stops after the file that brings the entries to this many: a
+/// bound on the index's memory, far above one module's build.
 const MAX_ENTRIES: usize = 100_000;
 
 /// An action entry held by an index.

@@ -19,7 +19,6 @@ mod trim;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -70,10 +69,6 @@ impl PutError {
     }
 }
 
-/// Makes temp file names unique within this process (across every
-/// `DiskCache` in it); the pid makes them unique across processes.
-static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
-
 pub struct DiskCache {
     root: PathBuf,
     /// Action entries from index files (see [`index`]).
@@ -95,11 +90,11 @@ impl DiskCache {
         fs::create_dir_all(root)?;
         let root = fs::canonicalize(root)?;
         let was_empty = !holds_entries(&root);
-        let probe = root.join(format!("{}probe-{}", trim::TEMP_PREFIX, std::process::id()));
-        let unwritable = File::create(&probe)
+        // A probe file, removed when it drops.
+        let unwritable = temp_builder()
+            .tempfile_in(&root)
             .and_then(|mut f| f.write_all(b"probe"))
             .err();
-        let _ = fs::remove_file(&probe);
         let index = index::Lazy::start(&root);
         Ok(DiskCache {
             root,
@@ -240,8 +235,7 @@ impl DiskCache {
         let mut temp = if exists(&dpath) {
             None
         } else {
-            let (tmp, file) = self.temp_file(&dpath)?;
-            Some((Scratch(Some(tmp)), file))
+            Some(self.temp_file(&dpath)?)
         };
         let mut hasher = Sha256::new();
         let mut written = 0u64;
@@ -308,42 +302,34 @@ impl DiskCache {
     /// Writes `bytes` as the file `path` through a temp file beside it, so a
     /// reader sees the old file or the new one, whole.
     fn write_whole(&self, path: &Path, bytes: &[u8]) -> Result<(), PutError> {
-        let (tmp, mut file) = self.temp_file(path)?;
-        let mut guard = Scratch(Some(tmp));
+        let (mut guard, mut file) = self.temp_file(path)?;
         file.write_all(bytes).map_err(|e| io_err(guard.path(), e))?;
         drop(file);
         guard.commit(path)
     }
 
     /// A new temp file beside `target`, creating the shard directory if needed.
-    /// Names are `<prefix><pid>-<seq>`; a name taken by a crashed process with
-    /// a recycled pid is skipped.
-    fn temp_file(&self, target: &Path) -> Result<(PathBuf, File), PutError> {
+    fn temp_file(&self, target: &Path) -> Result<(Scratch, File), PutError> {
         let dir = target.parent().expect("cache paths have a shard dir");
-        let mut tries = 0;
-        loop {
-            let seq = TEMP_SEQ.fetch_add(1, Ordering::Relaxed);
-            let tmp = dir.join(format!("{}{}-{seq}", trim::TEMP_PREFIX, std::process::id()));
-            match File::options().write(true).create_new(true).open(&tmp) {
-                Ok(file) => return Ok((tmp, file)),
-                Err(e) if e.kind() == io::ErrorKind::NotFound && tries == 0 => {
-                    fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
-                }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && tries < 100 => {}
-                Err(e) => return Err(io_err(&tmp, e)),
+        let tmp = match temp_builder().tempfile_in(dir) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+                temp_builder().tempfile_in(dir)
             }
-            tries += 1;
+            made => made,
         }
+        .map_err(|e| io_err(dir, e))?;
+        let (file, path) = tmp.into_parts();
+        Ok((Scratch(Some(path)), file))
     }
 
     /// A scratch file in the same directory as `path` (e.g. a compressed copy
     /// for upload), removed when the returned guard drops.
     pub fn scratch_beside(&self, path: &Path) -> io::Result<(Scratch, File)> {
-        let (tmp, file) = self.temp_file(path).map_err(|e| match e {
+        self.temp_file(path).map_err(|e| match e {
             PutError::Io { source, .. } => source,
             other => io::Error::other(other.to_string()),
-        })?;
-        Ok((Scratch(Some(tmp)), file))
+        })
     }
 
     /// Temp files present in the shard directories: none once every writer
@@ -385,32 +371,40 @@ fn io_err(path: &Path, source: io::Error) -> PutError {
     }
 }
 
+/// Temp files in the cache dir: a random name after [`trim::TEMP_PREFIX`]
+/// (which trim and the index skip), created exclusively, so concurrent
+/// writers, threads or processes, never share one. Their mode is a plain
+/// create's (0666 less the umask), not tempfile's 0600: an entry renamed
+/// into place is as readable as Go's own cache files.
+fn temp_builder() -> tempfile::Builder<'static, 'static> {
+    let mut b = tempfile::Builder::new();
+    b.prefix(trim::TEMP_PREFIX);
+    #[cfg(unix)]
+    b.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+    b
+}
+
 /// A temp file in the cache dir, removed when dropped unless committed.
-pub struct Scratch(Option<PathBuf>);
+pub struct Scratch(Option<tempfile::TempPath>);
 
 impl Scratch {
     pub fn path(&self) -> &Path {
         self.0.as_deref().expect("temp file not yet committed")
     }
 
-    /// Renames the temp file onto `target`, atomically replacing it.
+    /// Renames the temp file onto `target`, atomically replacing it. On
+    /// failure it stays, to be removed on drop.
     pub fn commit_to(&mut self, target: &Path) -> io::Result<()> {
-        fs::rename(self.path(), target)?;
-        self.0 = None;
-        Ok(())
+        let tmp = self.0.take().expect("temp file not yet committed");
+        tmp.persist(target).map_err(|e| {
+            self.0 = Some(e.path);
+            e.error
+        })
     }
 
     /// [`Scratch::commit_to`], for the writers in this module.
     fn commit(&mut self, target: &Path) -> Result<(), PutError> {
         self.commit_to(target).map_err(|e| io_err(target, e))
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        if let Some(p) = self.0.take() {
-            let _ = fs::remove_file(p);
-        }
     }
 }
 

@@ -17,20 +17,13 @@ use crate::wire::Id;
 const ROOM_MARGIN: u64 = 1 << 20;
 
 /// Whether the filesystem holding `root` has room for `size` more bytes.
-/// One `statvfs` (about a microsecond); true when it cannot be asked.
+/// One `statvfs`; true when it cannot be asked.
 #[cfg(unix)]
 pub fn has_room(root: &Path, size: u64) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(c) = std::ffi::CString::new(root.as_os_str().as_bytes()) else {
+    let Ok(st) = rustix::fs::statvfs(root) else {
         return true;
     };
-    // SAFETY: statvfs writes into the zeroed struct we own; `c` is a valid
-    // NUL-terminated path.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return true;
-    }
-    let free = (st.f_bavail as u64).saturating_mul(st.f_frsize as u64);
+    let free = st.f_bavail.saturating_mul(st.f_frsize);
     free >= size.saturating_add(ROOM_MARGIN)
 }
 

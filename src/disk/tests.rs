@@ -51,6 +51,26 @@ fn layout_is_sharded_like_gos() {
     );
 }
 
+/// Entries get a plain create's mode (0666 less the umask), as Go's own
+/// cache files do: tempfile's default, 0600, would hide them from other
+/// readers of a shared cache dir.
+#[cfg(unix)]
+#[test]
+fn entries_have_a_plain_creates_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let (c, _dir) = cache();
+    let out = store(&c, Id([0xCD; 32]), b"mode").unwrap();
+    let plain = c.root().join("plain");
+    fs::File::create(&plain).unwrap();
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&out), mode(&plain), "output");
+    assert_eq!(
+        mode(&c.action_path(&Id([0xCD; 32]))),
+        mode(&plain),
+        "action"
+    );
+}
+
 #[test]
 fn damaged_entries_are_misses() {
     let (c, _dir) = cache();

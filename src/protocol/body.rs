@@ -90,7 +90,7 @@ pub(super) async fn read<R: AsyncBufRead + Unpin>(
             sink.fail("input ended inside the body").await;
             return Ok(());
         }
-        let (take, end) = match buf.iter().position(|&b| b == b'"' || b == b'\n') {
+        let (take, end) = match memchr::memchr2(b'"', b'\n', buf) {
             Some(i) => (i, Some(buf[i])),
             None => (buf.len(), None),
         };
@@ -154,7 +154,7 @@ async fn skip_line<R: AsyncBufRead + Unpin>(r: &mut R) -> io::Result<()> {
         if buf.is_empty() {
             return Ok(());
         }
-        if let Some(i) = buf.iter().position(|&b| b == b'\n') {
+        if let Some(i) = memchr::memchr(b'\n', buf) {
             r.consume(i + 1);
             return Ok(());
         }

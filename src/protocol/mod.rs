@@ -266,7 +266,7 @@ async fn read_request_line<R: AsyncBufRead + Unpin>(
                 LineRead::Line
             });
         }
-        let (used, done) = match memchr(b'\n', chunk) {
+        let (used, done) = match memchr::memchr(b'\n', chunk) {
             Some(i) => (i + 1, true),
             None => (chunk.len(), false),
         };
@@ -287,10 +287,6 @@ async fn read_request_line<R: AsyncBufRead + Unpin>(
             });
         }
     }
-}
-
-fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
-    hay.iter().position(|&b| b == needle)
 }
 
 /// Reports a line that is not a valid request. If the line still shows an ID,

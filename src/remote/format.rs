@@ -30,11 +30,10 @@ pub const COMPRESS_MIN: u64 = 512;
 /// raw bytes are stored (already-compressed data, random test data).
 pub const COMPRESS_MAX_RATIO: f64 = 0.9;
 
-/// zstd level. Level 1 compresses Go build outputs much faster than zstd's
-/// default (3) for a few percent more bytes, and a cold build uploads
-/// everything it compiles while cmd/go compiles: the helper's CPU counts
-/// more there than the last bytes of ratio (bench/README.md has the
-/// measurements).
+/// zstd level: its fastest, not its default (3). A cold build uploads
+/// everything it compiles while cmd/go compiles, so the helper's CPU counts
+/// for more there than the last bytes of ratio (bench/README.md has the
+/// numbers).
 pub const ZSTD_LEVEL: i32 = 1;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -33,8 +33,8 @@ const SIG_LEN: usize = crate::trust::SIG_LEN;
 const RECORD: usize = 32 + 32 + 8 + 8 + 8 + 1;
 const FLAG_GOTTEN: u8 = 1;
 
-/// Most entries a manifest keeps (~8.8 MB before compression). `go build std`
-/// uses ~1,100, a large monorepo's `go test ./...` some tens of thousands.
+/// Most entries a manifest keeps: room for a large monorepo's
+/// `go test ./...`, and a bound on what one manifest costs to read.
 pub const MAX_ENTRIES: usize = 100_000;
 
 /// An entry not used by this many of the scope's latest go commands is dropped.

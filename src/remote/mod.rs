@@ -36,15 +36,15 @@ pub(crate) use upload::upload_timeout;
 pub use upload::{upload_now, UploadJob, Uploader};
 
 /// Entries the index holds: recent hits, uploads and known misses of this
-/// process. 64k entries are ~8 MB at most; a `go build std` uses ~1,100.
+/// process. A bound on its memory, well above what one go command uses.
 const INDEX_CAPACITY: u64 = 65_536;
 
 /// How long a known miss stays known. Another machine may upload the entry
 /// meanwhile; a few minutes keeps repeated lookups in one go command cheap.
 const MISS_TTL: Duration = Duration::from_secs(300);
 
-/// Downloads writing to disk at once (see [`Remote::writers`]): on 2 cores,
-/// more only adds memory.
+/// Downloads writing to disk at once (see [`Remote::writers`]): a few keep
+/// the disk and the cores busy; more only add memory.
 const DOWNLOAD_WRITERS: usize = 4;
 
 /// Tuning for the bucket tier (validated flags).

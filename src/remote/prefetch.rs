@@ -350,9 +350,9 @@ async fn bounded<T>(
     }
 }
 
-/// Bound on reading or writing one manifest. A manifest is ~90 bytes an
-/// entry (~100 KB for `go build std`, up to 9 MB at the cap): the lookup
-/// bound, plus some seconds for the body.
+/// Bound on reading or writing one manifest, whose size is capped by
+/// `manifest::MAX_ENTRIES`: the lookup bound, plus some seconds for the
+/// body.
 fn manifest_bound(remote: &Remote) -> Duration {
     remote.opts.timeout + Duration::from_secs(8)
 }

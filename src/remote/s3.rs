@@ -246,6 +246,16 @@ impl S3Store {
     }
 }
 
+/// The whole object's length a `Content-Range` names (`bytes 0-99/1234`,
+/// or `bytes */1234` when the range missed); `None` when it names none.
+fn content_range_len(v: &str) -> Option<u64> {
+    use headers::Header;
+    let v = headers::HeaderValue::from_str(v).ok()?;
+    headers::ContentRange::decode(&mut std::iter::once(&v))
+        .ok()?
+        .bytes_len()
+}
+
 async fn byte_stream(body: Source<'_>) -> Result<ByteStream, RemoteError> {
     match body {
         Source::Memory(b) => Ok(ByteStream::from(b.clone())),
@@ -335,8 +345,7 @@ impl Store for S3Store {
                 etag: out.e_tag().map(str::to_owned),
                 total: out
                     .content_range()
-                    .and_then(|r| r.rsplit('/').next())
-                    .and_then(|t| t.parse().ok())
+                    .and_then(content_range_len)
                     .or_else(|| out.content_length().map(|l| l.max(0) as u64)),
                 body: Body::S3(out.body),
             }),
@@ -468,7 +477,16 @@ where
 
 #[cfg(test)]
 mod tests {
-    use super::redact_url;
+    use super::{content_range_len, redact_url};
+
+    #[test]
+    fn content_range_gives_the_whole_length() {
+        assert_eq!(content_range_len("bytes 0-99/1234"), Some(1234));
+        assert_eq!(content_range_len("bytes */1234"), Some(1234));
+        assert_eq!(content_range_len("bytes 0-99/*"), None);
+        assert_eq!(content_range_len("bytes 9-0/1234"), None);
+        assert_eq!(content_range_len("items 0-9/10"), None);
+    }
 
     #[test]
     fn endpoint_passwords_are_not_shown() {

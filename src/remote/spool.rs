@@ -2,7 +2,7 @@
 //!
 //! A cold machine uploads every output it builds, each compressed, and at
 //! close writes its scope's pack of the same outputs: compressing them all a
-//! second time was the largest part of the helper's CPU on a cold build.
+//! second time would double the helper's compression work on a cold build.
 //! Instead each upload appends its body, as sent, to one scratch file, and
 //! the pack copies those bytes. Only a machine that started with an empty
 //! cache dir keeps one (any other rarely writes a pack), and only up to the

@@ -60,7 +60,8 @@ pub(crate) const WHOLE_BUDGET: u64 = 16 << 20;
 pub(crate) const WHOLE_UNIT: u64 = 64 << 10;
 
 /// Outputs up to this size are lz4-compressed on the request's thread
-/// (tens of microseconds); larger ones on the blocking pool.
+/// (quicker than a hop to the blocking pool and back); larger ones on the
+/// blocking pool.
 const INLINE_LZ4: u64 = 64 << 10;
 
 /// A body may take `--body-timeout` plus one second per this many bytes.

@@ -30,35 +30,25 @@ const FULL_LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// Raises the open-file limit as far as allowed and fits `--max-connections`
 /// under it (with a line saying so when it had to be lowered).
-// `rlim_t` is 64 bits on some targets and 32 on others.
-#[allow(clippy::unnecessary_cast)]
 pub(crate) fn fit_connections(max: usize) -> usize {
     #[cfg(unix)]
     {
-        let mut lim = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: getrlimit and setrlimit on a local struct.
-        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-            return max;
-        }
+        use rustix::process::{getrlimit, setrlimit, Resource};
+        // No limit (RLIM_INFINITY) is `None`.
+        let mut lim = getrlimit(Resource::Nofile);
+        let hard = lim.maximum.unwrap_or(u64::MAX);
+        let mut soft = lim.current.unwrap_or(u64::MAX);
         let want = (max as u64).saturating_add(FD_RESERVE);
-        if (lim.rlim_cur as u64) < want {
-            let raised = libc::rlimit {
-                rlim_cur: want.min(lim.rlim_max as u64) as libc::rlim_t,
-                rlim_max: lim.rlim_max,
-            };
-            // SAFETY: as above.
-            if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
-                lim.rlim_cur = raised.rlim_cur;
+        if soft < want {
+            lim.current = Some(want.min(hard));
+            if setrlimit(Resource::Nofile, lim).is_ok() {
+                soft = want.min(hard);
             }
         }
-        let room = (lim.rlim_cur as u64).saturating_sub(FD_RESERVE).max(1);
+        let room = soft.saturating_sub(FD_RESERVE).max(1);
         if (max as u64) > room {
             eprintln!(
-                "gocacher serve: --max-connections {max} is over the open-file limit {} less {FD_RESERVE} kept for the store; serving at most {room} connections at once",
-                lim.rlim_cur
+                "gocacher serve: --max-connections {max} is over the open-file limit {soft} less {FD_RESERVE} kept for the store; serving at most {room} connections at once"
             );
             return room as usize;
         }
@@ -115,4 +105,23 @@ pub(crate) async fn serve<L>(
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::{fit_connections, FD_RESERVE};
+    use rustix::process::{getrlimit, Resource};
+
+    /// A cap under the open-file limit is kept; one over any limit the
+    /// process may raise to is lowered to what the raised limit leaves.
+    #[test]
+    fn connections_fit_under_the_open_file_limit() {
+        assert_eq!(fit_connections(8), 8);
+        let hard = getrlimit(Resource::Nofile).maximum.unwrap_or(u64::MAX);
+        let fitted = fit_connections(usize::MAX / 2) as u64;
+        let soft = getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX);
+        assert!(soft <= hard, "{soft} > {hard}");
+        assert_eq!(fitted, soft.saturating_sub(FD_RESERVE).max(1));
+        assert!(fitted < (usize::MAX / 2) as u64);
+    }
 }

@@ -5,6 +5,7 @@
 
 use std::sync::atomic::Ordering;
 
+use headers::{ContentRange, HeaderMapExt};
 use reqwest::StatusCode;
 use serde::Deserialize;
 
@@ -87,10 +88,8 @@ impl HttpStore {
                 let total = match resp.status() {
                     StatusCode::PARTIAL_CONTENT => resp
                         .headers()
-                        .get("Content-Range")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|r| r.rsplit('/').next())
-                        .and_then(|t| t.parse().ok()),
+                        .typed_get::<ContentRange>()
+                        .and_then(|r| r.bytes_len()),
                     _ => resp.content_length(),
                 };
                 Ok(Ranged::Found {
