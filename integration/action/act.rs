@@ -170,7 +170,7 @@ pub fn append_step(workflow: &str, step: &str) -> String {
     let indent = workflow
         .lines()
         .rev()
-        .find(|l| l.trim_start().starts_with("- ") && !l.trim_start().starts_with("- '"))
+        .find(|l| l.trim_start().starts_with("- "))
         .map(|l| l.len() - l.trim_start().len())
         .expect("the workflow has steps");
     let mut out = workflow.trim_end().to_string();
@@ -198,6 +198,9 @@ pub fn with_input(workflow: &str, input: &str, value: &str) -> String {
     out.insert(with + 1, format!("{}{input}: {value}", " ".repeat(indent)));
     out.join("\n") + "\n"
 }
+
+/// How long one act run may take (`timeout`'s syntax).
+const ACT_BOUND: &str = "600";
 
 /// One runner machine (act's HOME).
 pub struct Machine {
@@ -264,8 +267,12 @@ impl Machine {
                 path.push(dir.to_string());
             }
         }
-        let mut cmd = Command::new(act_bin());
-        cmd.current_dir(&clone)
+        // A job that hangs fails its test after ACT_BOUND instead of holding
+        // the suite.
+        let mut cmd = Command::new("timeout");
+        cmd.args(["-k", "10", ACT_BOUND])
+            .arg(act_bin())
+            .current_dir(&clone)
             .env_clear()
             .env("PATH", path.join(":"))
             .env("HOME", self.home.path())
