@@ -238,7 +238,7 @@ impl Cacher {
 }
 
 /// Where a put's bytes went.
-struct Stored {
+struct Written {
     path: PathBuf,
     /// In the cache dir (false: in the overflow dir, for this go command).
     kept: bool,
@@ -263,7 +263,7 @@ fn store(
     put_time_nanos: i64,
     mut body: Body,
     skip_disk: bool,
-) -> Result<Stored, PutError> {
+) -> Result<Written, PutError> {
     let write = |d: &DiskCache, next: &mut dyn FnMut() -> Option<crate::protocol::Chunk>| {
         let path = d.write_output(&put.output_id, put.size, next)?;
         d.write_action(&put.action_id, &put.output_id, put.size, put_time_nanos)?;
@@ -271,7 +271,7 @@ fn store(
     };
     if skip_disk {
         let path = write(overflow.get()?, &mut || body.blocking_next())?;
-        return Ok(Stored {
+        return Ok(Written {
             path,
             kept: false,
             disk_error: None,
@@ -286,7 +286,7 @@ fn store(
         chunk
     });
     match first {
-        Ok(path) => Ok(Stored {
+        Ok(path) => Ok(Written {
             path,
             kept: true,
             disk_error: None,
@@ -297,7 +297,7 @@ fn store(
             let path = write(overflow.get()?, &mut || {
                 again.next().or_else(|| body.blocking_next())
             })?;
-            Ok(Stored {
+            Ok(Written {
                 path,
                 kept: false,
                 disk_error: Some(err),
@@ -397,7 +397,7 @@ impl Handler for Cacher {
         })
         .await;
         match stored {
-            Ok(Ok(Stored {
+            Ok(Ok(Written {
                 path,
                 kept,
                 disk_error,

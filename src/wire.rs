@@ -145,6 +145,13 @@ impl Response {
     }
 }
 
+/// Nanoseconds since the Unix epoch, for put times.
+pub fn now_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}
+
 /// Formats nanoseconds since the Unix epoch as RFC 3339 in UTC, the form Go's
 /// `time.Time` decodes from JSON.
 pub fn rfc3339(unix_nanos: i64) -> String {

@@ -19,7 +19,7 @@ mod trim;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
@@ -456,13 +456,7 @@ fn holds_entries(root: &Path) -> bool {
     })
 }
 
-/// Nanoseconds since the Unix epoch, for put times.
-pub fn now_nanos() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
-}
+pub use crate::wire::now_nanos;
 
 #[cfg(test)]
 mod tests;

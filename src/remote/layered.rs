@@ -18,7 +18,7 @@ use async_trait::async_trait;
 
 use super::format::ObjectMeta;
 use super::s3::S3Store;
-use super::store::{Fetched, Ranged, RemoteError, Source, Store, Stored};
+use super::store::{Fetched, PutOutcome, Ranged, RemoteError, Source, Store};
 use crate::wire::Id;
 
 pub struct Layered {
@@ -119,7 +119,7 @@ impl Store for Layered {
         action: &Id,
         meta: &ObjectMeta,
         body: Source<'_>,
-    ) -> Result<Stored, RemoteError> {
+    ) -> Result<PutOutcome, RemoteError> {
         self.primary.put(action, meta, body).await
     }
 

@@ -54,7 +54,7 @@ pub const MAX_OBJECT_BYTES: usize = 32 << 20;
 const MAX_SIZE: u64 = 1 << 40;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Entry {
+pub struct Record {
     pub action: Id,
     pub output: Id,
     pub size: u64,
@@ -72,7 +72,7 @@ pub struct Manifest {
     pub generation: u64,
     /// [`scope_hash`] of the scope's name.
     pub scope: [u8; 16],
-    pub entries: Vec<Entry>,
+    pub entries: Vec<Record>,
 }
 
 /// Why a manifest was not taken.
@@ -140,12 +140,12 @@ impl Manifest {
         let generation = previous.map_or(1, |p| p.generation + 1);
         let mut seen = HashSet::with_capacity(used.len());
         let mut entries = Vec::with_capacity(used.len());
-        let before: std::collections::HashMap<Id, &Entry> = previous
+        let before: std::collections::HashMap<Id, &Record> = previous
             .map(|p| p.entries.iter().map(|e| (e.action, e)).collect())
             .unwrap_or_default();
         for u in used {
             if seen.insert(u.action) {
-                entries.push(Entry {
+                entries.push(Record {
                     action: u.action,
                     output: u.output,
                     size: u.size,
@@ -270,7 +270,7 @@ impl Manifest {
             if size > MAX_SIZE {
                 return Err(format!("an entry claims {size} bytes").into());
             }
-            entries.push(Entry {
+            entries.push(Record {
                 action,
                 output,
                 size,

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::format::ObjectMeta;
-use super::store::{Body, FailureKind, Fetched, Ranged, RemoteError, Source, Store, Stored};
+use super::store::{Body, FailureKind, Fetched, PutOutcome, Ranged, RemoteError, Source, Store};
 use crate::wire::Id;
 
 /// Clones share one store: a test keeps one to turn the knobs of the one
@@ -102,7 +102,7 @@ impl Store for MemoryStore {
         action: &Id,
         meta: &ObjectMeta,
         body: Source<'_>,
-    ) -> Result<Stored, RemoteError> {
+    ) -> Result<PutOutcome, RemoteError> {
         self.call().await?;
         if self.deny_writes.load(Ordering::Relaxed) {
             return Err(RemoteError::new(FailureKind::AccessDenied, "denied"));
@@ -113,10 +113,10 @@ impl Store for MemoryStore {
             .map_err(|e| RemoteError::new(FailureKind::Other, e.to_string()))?;
         let mut entries = self.entries.lock().unwrap();
         if entries.contains_key(action) {
-            return Ok(Stored::AlreadyThere);
+            return Ok(PutOutcome::AlreadyThere);
         }
         entries.insert(*action, (*meta, data));
-        Ok(Stored::Created)
+        Ok(PutOutcome::Created)
     }
 
     async fn remove(&self, action: &Id) -> Result<(), RemoteError> {

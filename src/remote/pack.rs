@@ -61,7 +61,7 @@ pub struct Item {
 
 /// A table record: the entry and how its body is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Stored {
+pub struct Packed {
     pub item: Item,
     pub stored: u64,
     pub zstd: bool,
@@ -122,7 +122,7 @@ pub fn read_table(
     src: &mut impl Read,
     trust: Option<&crate::trust::Trust>,
     scope: &str,
-) -> Result<Vec<Stored>, ReadError> {
+) -> Result<Vec<Packed>, ReadError> {
     let mut magic = [0u8; MAGIC.len()];
     read_exact(src, &mut magic)?;
     if magic != MAGIC {
@@ -181,7 +181,7 @@ pub fn read_table(
                 item.size
             )));
         }
-        out.push(Stored { item, stored, zstd });
+        out.push(Packed { item, stored, zstd });
     }
     Ok(out)
 }
@@ -193,7 +193,7 @@ fn max_frame(size: u64) -> u64 {
 }
 
 /// Passes over the next body.
-pub fn skip(src: &mut impl Read, s: &Stored) -> Result<(), ReadError> {
+pub fn skip(src: &mut impl Read, s: &Packed) -> Result<(), ReadError> {
     let n =
         io::copy(&mut src.by_ref().take(s.stored), &mut io::sink()).map_err(ReadError::Source)?;
     if n != s.stored {
@@ -203,7 +203,7 @@ pub fn skip(src: &mut impl Read, s: &Stored) -> Result<(), ReadError> {
 }
 
 /// Reads the next body, as stored, into `frame`.
-pub fn read_body(src: &mut impl Read, s: &Stored, frame: &mut Vec<u8>) -> Result<(), ReadError> {
+pub fn read_body(src: &mut impl Read, s: &Packed, frame: &mut Vec<u8>) -> Result<(), ReadError> {
     frame.resize(s.stored as usize, 0);
     read_exact(src, frame)
 }
@@ -228,7 +228,7 @@ impl Decoder {
 
     /// A body's bytes, from its stored form. Their sha256 is the caller's
     /// to check (the disk tier does, as it writes).
-    pub fn decode<'a>(&'a mut self, s: &Stored, frame: &'a [u8]) -> Result<&'a [u8], String> {
+    pub fn decode<'a>(&'a mut self, s: &Packed, frame: &'a [u8]) -> Result<&'a [u8], String> {
         if !s.zstd {
             return Ok(frame);
         }
@@ -366,7 +366,7 @@ impl<W: Write> Write for Counting<W> {
 /// longer wanted, counting entries and bytes each (an entry costs a request
 /// when it is lacking and two file creations when it is dead weight, so
 /// small entries count as much as large ones).
-pub fn stale(current: Option<&[Stored]>, wanted: &[Item]) -> bool {
+pub fn stale(current: Option<&[Packed]>, wanted: &[Item]) -> bool {
     if wanted.is_empty() {
         return false;
     }

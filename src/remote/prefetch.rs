@@ -31,7 +31,7 @@ use tokio::sync::{OnceCell, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 
 use super::manifest::{self, Manifest, Used};
-use super::pack::Stored;
+use super::pack::Packed;
 use super::s3::RemoteError;
 use super::Remote;
 use crate::scope::Scope;
@@ -58,7 +58,7 @@ enum PackSeen {
     NotRead,
     /// None there, or one not worth reading: write one.
     Missing,
-    Found(Arc<Vec<Stored>>),
+    Found(Arc<Vec<Packed>>),
     /// The bucket did not answer: no rewrite.
     Failed,
 }

@@ -45,7 +45,7 @@ impl S3Settings {
 }
 
 use super::store::{Body, Source, Store};
-pub use super::store::{FailureKind, Fetched, Ranged, RemoteError, Stored};
+pub use super::store::{FailureKind, Fetched, PutOutcome, Ranged, RemoteError};
 
 pub struct S3Store {
     /// For writes (puts, deletes).
@@ -181,7 +181,7 @@ impl S3Store {
         key: &str,
         meta: Option<&ObjectMeta>,
         body: ByteStream,
-    ) -> Result<Stored, RemoteError> {
+    ) -> Result<PutOutcome, RemoteError> {
         let resp = self
             .client
             .put_object()
@@ -193,12 +193,12 @@ impl S3Store {
             .send()
             .await;
         match resp {
-            Ok(_) => Ok(Stored::Created),
+            Ok(_) => Ok(PutOutcome::Created),
             Err(SdkError::ServiceError(e))
                 if e.raw().status().as_u16() == 412
                     || e.err().code() == Some("PreconditionFailed") =>
             {
-                Ok(Stored::AlreadyThere)
+                Ok(PutOutcome::AlreadyThere)
             }
             Err(e) => Err(classify(e)),
         }
@@ -295,7 +295,7 @@ impl Store for S3Store {
         action: &Id,
         meta: &ObjectMeta,
         body: Source<'_>,
-    ) -> Result<Stored, RemoteError> {
+    ) -> Result<PutOutcome, RemoteError> {
         let body = byte_stream(body).await?;
         self.put_object(&self.key(action), Some(meta), body).await
     }

@@ -142,7 +142,7 @@ pub enum Ranged {
 }
 
 #[derive(Debug, PartialEq, Eq)]
-pub enum Stored {
+pub enum PutOutcome {
     Created,
     /// An object was there already: same key, and so the same output
     /// (cmd/go's action IDs determine their outputs).
@@ -222,7 +222,7 @@ pub trait Store: Send + Sync + 'static {
         action: &Id,
         meta: &ObjectMeta,
         body: Source<'_>,
-    ) -> Result<Stored, RemoteError>;
+    ) -> Result<PutOutcome, RemoteError>;
 
     /// Removes an action's entry, so that a corrupt one can be replaced.
     async fn remove(&self, action: &Id) -> Result<(), RemoteError>;

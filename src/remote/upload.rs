@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 
 use super::format::{Encoding, ObjectMeta, COMPRESS_MAX_RATIO, COMPRESS_MIN, ZSTD_LEVEL};
 use super::spool::Spool;
-use super::store::{FailureKind, RemoteError, Source, Stored};
+use super::store::{FailureKind, PutOutcome, RemoteError, Source};
 use super::Remote;
 use crate::disk::Scratch;
 use crate::stats::Stats;
@@ -221,13 +221,13 @@ async fn upload(r: &Remote, job: UploadJob) -> bool {
             r.wrote();
             Stats::inc(&r.stats.uploads);
             match stored {
-                Stored::Created => {
+                PutOutcome::Created => {
                     Stats::add(&r.stats.bytes_uploaded, wire_len);
                     if heal {
                         Stats::inc(&r.stats.healed);
                     }
                 }
-                Stored::AlreadyThere => Stats::inc(&r.stats.uploads_existing),
+                PutOutcome::AlreadyThere => Stats::inc(&r.stats.uploads_existing),
             }
             r.note_present(job.action, job.output).await;
             true

@@ -17,7 +17,7 @@
 mod named;
 
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use reqwest::{Client, RequestBuilder, Response, StatusCode};
@@ -26,7 +26,7 @@ use serde::Deserialize;
 use crate::remote::format::{Encoding, ObjectMeta};
 use crate::remote::s3::redact_url;
 use crate::remote::store::{
-    Body, FailureKind, Fetched, Ranged, RemoteError, Source, Store, Stored,
+    Body, FailureKind, Fetched, PutOutcome, Ranged, RemoteError, Source, Store,
 };
 use crate::wire::Id;
 
@@ -294,12 +294,6 @@ fn is_lz4(resp: &Response) -> bool {
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"lz4"))
 }
 
-fn now_nanos() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64)
-}
-
 /// A transport failure (refused, reset, timed out, TLS).
 fn network(what: &str, e: &reqwest::Error) -> RemoteError {
     let mut msg = e.to_string();
@@ -418,7 +412,7 @@ impl Store for HttpStore {
                 .get_output(ObjectMeta {
                     output_id,
                     size: av.size,
-                    put_time_nanos: now_nanos(),
+                    put_time_nanos: crate::wire::now_nanos(),
                     encoding: Encoding::Identity,
                     signature: None,
                 })
@@ -434,7 +428,7 @@ impl Store for HttpStore {
                 Some(ObjectMeta {
                     output_id,
                     size,
-                    put_time_nanos: now_nanos(),
+                    put_time_nanos: crate::wire::now_nanos(),
                     encoding,
                     signature: None,
                 })
@@ -453,7 +447,7 @@ impl Store for HttpStore {
         action: &Id,
         meta: &ObjectMeta,
         body: Source<'_>,
-    ) -> Result<Stored, RemoteError> {
+    ) -> Result<PutOutcome, RemoteError> {
         let url = format!(
             "{}/{}/{}",
             self.base,
@@ -462,7 +456,7 @@ impl Store for HttpStore {
         );
         let resp = self.send("PUT", |c| with_body(c.put(&url), body)).await?;
         match resp.status() {
-            s if s.is_success() => Ok(Stored::Created),
+            s if s.is_success() => Ok(PutOutcome::Created),
             s => Err(status_error("PUT", s)),
         }
     }

@@ -17,11 +17,11 @@ fn item(n: u8, size: u64) -> Item {
 const SCOPE: &str = "test scope";
 
 /// Writes files of the given bodies and a pack of them; returns its bytes.
-fn pack_of(bodies: &[Vec<u8>]) -> (Vec<Stored>, Vec<u8>) {
+fn pack_of(bodies: &[Vec<u8>]) -> (Vec<Packed>, Vec<u8>) {
     pack_with(bodies, &|_, _| Ok(None))
 }
 
-fn pack_with(bodies: &[Vec<u8>], stored: &StoredBody) -> (Vec<Stored>, Vec<u8>) {
+fn pack_with(bodies: &[Vec<u8>], stored: &StoredBody) -> (Vec<Packed>, Vec<u8>) {
     pack_signed(bodies, stored, None)
 }
 
@@ -29,7 +29,7 @@ fn pack_signed(
     bodies: &[Vec<u8>],
     stored: &StoredBody,
     signer: Option<&crate::trust::Signer>,
-) -> (Vec<Stored>, Vec<u8>) {
+) -> (Vec<Packed>, Vec<u8>) {
     let dir = tempfile::tempdir().unwrap();
     let mut items = Vec::new();
     for (i, b) in bodies.iter().enumerate() {
@@ -54,7 +54,7 @@ fn pack_signed(
 }
 
 /// Reads the next body and decodes it.
-fn next_body(src: &mut &[u8], s: &Stored) -> Result<Vec<u8>, String> {
+fn next_body(src: &mut &[u8], s: &Packed) -> Result<Vec<u8>, String> {
     let mut frame = Vec::new();
     read_body(src, s, &mut frame).map_err(|e| e.to_string())?;
     Decoder::new()
@@ -181,10 +181,10 @@ fn damage_is_refused() {
 
 #[test]
 fn staleness() {
-    let stored = |items: &[Item]| -> Vec<Stored> {
+    let stored = |items: &[Item]| -> Vec<Packed> {
         items
             .iter()
-            .map(|&item| Stored {
+            .map(|&item| Packed {
                 item,
                 stored: item.size,
                 zstd: false,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::super::pack::{self, ReadError, Stored};
+use super::super::pack::{self, Packed, ReadError};
 use super::super::store::{Body, Fetched, Ranged, RemoteError};
 use super::super::Remote;
 use super::{bounded, manifest_bound, PackSeen, Prefetch};
@@ -27,7 +27,7 @@ pub(super) enum Asked {
 pub(super) struct Head {
     bytes: Bytes,
     /// The table, or why it is unreadable or untrusted.
-    table: Result<Arc<Vec<Stored>>, ReadError>,
+    table: Result<Arc<Vec<Packed>>, ReadError>,
     etag: Option<String>,
     /// The whole pack's length.
     total: u64,

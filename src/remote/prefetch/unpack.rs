@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::super::manifest::Manifest;
-use super::super::pack::{self, Decoder, Item, ReadError, Stored};
+use super::super::pack::{self, Decoder, Item, Packed, ReadError};
 use super::super::transfer::{self, ChannelReader};
 use super::super::Remote;
 use super::{PackSeen, Prefetch, Slot};
@@ -78,7 +78,7 @@ impl Prefetch {
         });
         let others = async {
             let packed: HashSet<Id> = match table_rx.await {
-                Ok(table) => table.iter().map(|s: &Stored| s.item.action).collect(),
+                Ok(table) => table.iter().map(|s: &Packed| s.item.action).collect(),
                 Err(_) => HashSet::new(), // no table: all one by one
             };
             let others = manifest
@@ -115,7 +115,7 @@ impl Prefetch {
         &self,
         remote: &Remote,
         mut src: ChannelReader,
-        table_tx: oneshot::Sender<Arc<Vec<Stored>>>,
+        table_tx: oneshot::Sender<Arc<Vec<Packed>>>,
         from: &str,
         is_own: bool,
         index_name: &str,
