@@ -20,7 +20,7 @@ pub mod serve;
 pub use args::{Args, Command};
 use parse::normalize_args;
 pub use parse::parse_size;
-pub use serve::{AuthConfig, ServeArgs, ServeConfig};
+pub use serve::ServeConfig;
 
 /// More prefetch downloads at once buy nothing and cost memory.
 const MAX_PREFETCH_CONCURRENCY: usize = 256;
