@@ -44,14 +44,26 @@
 //!   `gocacher keygen`.
 //! - [`scope`]: which build manifest a go command reads and writes.
 //! - [`stats`]: atomic counters, the `--stats-file` JSON and the close line.
-//! - [`config`]: flags, their `GOCACHER_*` mirrors, and validation.
+//! - [`config`]: flags, their `GOCACHER_*` mirrors, and validation into
+//!   one [`config::Config`]: `args.rs` holds the flags as clap parses them,
+//!   `serve.rs` those of `gocacher serve`, `parse.rs` the syntax of sizes
+//!   and of go-cacher's single-dash flags. It depends on no other module
+//!   of the server; [`serve`] takes its settings from here.
 //! - [`github`]: whether a GitHub Actions job may write the bucket.
 //! - [`summary`]: the GitHub Actions job summary row.
 //! - [`check`]: `gocacher check`, the bucket diagnostics.
 //! - [`mtimes`]: `gocacher fix-mtimes`, stable mtimes for tracked files.
 //! - [`serve`]: `gocacher serve`, the cache server: its HTTP API, auth,
 //!   metrics and TLS, on the same disk layout as [`disk`], optionally
-//!   backed by a bucket.
+//!   backed by a bucket. `mod.rs` starts and stops it; `shared.rs` is the
+//!   state every request shares (settings, stores, namespaces);
+//!   `handlers.rs` the endpoints, `named.rs` those of manifests and packs,
+//!   `reply.rs` how an output is sent (whole or streamed, lz4), `http.rs`
+//!   the plumbing they all use (plain replies, the caller, request bodies,
+//!   the request log); `auth.rs` sessions, token files and the JWT
+//!   exchange, `jwks.rs` an issuer's keys and the algorithm they pin;
+//!   `bucket.rs` the bucket behind the store, `evict.rs` trimming,
+//!   `metrics.rs`, `listen.rs` (connection limits) and `tls.rs`.
 //!
 //! The binary (`src/main.rs`) parses flags, opens the cache, runs
 //! [`protocol::serve`] on stdin/stdout, and trims after the close reply.
@@ -59,8 +71,9 @@
 //! # Adding a store
 //!
 //! Implement [`remote::store::Store`] in a new file under `src/remote/`
-//! (`s3.rs` and `http/` are the models), add its flags and a
-//! [`config::StoreSettings`] variant in `src/config/mod.rs`, and build it
+//! (`s3.rs` and `http/` are the models), add its flags in
+//! `src/config/args.rs` and a [`config::StoreSettings`] variant in
+//! `src/config/mod.rs`, and build it
 //! in `Cacher::tier` in `src/cacher.rs`. The remote tier above the store
 //! (verification, uploads, prefetch) needs no change.
 

@@ -17,7 +17,7 @@
 //! ID at most once a minute), its audience, expiry and `--jwt-claim`s, and
 //! answers a session token. The algorithm a token is checked with comes from
 //! the issuer's key, never from the token: a token whose header names
-//! another is refused (see [`pinned_algorithm`]).
+//! another is refused (see [`super::jwks::pinned_algorithm`]).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -26,11 +26,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use base64::Engine;
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet};
+use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use serde::Deserialize;
 use serde_json::Value;
+
+use super::jwks::{find, pinned_algorithm, unverified_issuer, Discovery, Keys};
+use crate::config::serve::{AuthConfig, Claim};
 
 /// The namespace every session reads.
 pub const GLOBAL: &str = "global";
@@ -88,41 +89,6 @@ pub struct Session {
     pub stats: Arc<SessionStats>,
 }
 
-/// A claim that must have this string value.
-pub type Claim = (String, String);
-
-/// Auth settings (validated flags).
-#[derive(Debug, Clone, Default)]
-pub struct AuthConfig {
-    pub token_file: Option<std::path::PathBuf>,
-    pub issuers: Vec<String>,
-    pub audience: String,
-    pub claims: Vec<Claim>,
-    pub global_claims: Vec<Claim>,
-    pub namespace_claim: String,
-    /// Exchanged sessions kept at once (`--max-sessions`).
-    pub max_sessions: u64,
-}
-
-impl AuthConfig {
-    pub fn enabled(&self) -> bool {
-        self.token_file.is_some() || !self.issuers.is_empty()
-    }
-}
-
-/// `k=v`, for `--jwt-claim` and `--global-jwt-claim`.
-pub fn parse_claim(flag: &str, s: &str) -> Result<Claim> {
-    match s.split_once('=') {
-        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
-        _ => bail!("{flag} {s:?}: expected CLAIM=VALUE"),
-    }
-}
-
-struct Keys {
-    set: JwkSet,
-    fetched: Instant,
-}
-
 pub struct Auth {
     cfg: AuthConfig,
     /// Static tokens: never expire, never evicted.
@@ -140,11 +106,6 @@ pub struct Auth {
 /// Why an exchange was refused (the reply's body says it).
 #[derive(Debug)]
 pub struct Refused(pub String);
-
-#[derive(Deserialize)]
-struct Discovery {
-    jwks_uri: String,
-}
 
 impl Auth {
     pub fn new(
@@ -322,59 +283,6 @@ impl Auth {
     }
 }
 
-fn find<'a>(set: &'a JwkSet, kid: Option<&str>) -> Option<&'a jsonwebtoken::jwk::Jwk> {
-    match kid {
-        Some(k) => set.find(k),
-        None if set.keys.len() == 1 => set.keys.first(),
-        None => None,
-    }
-}
-
-/// The one algorithm tokens signed with `jwk` are checked with: the key's own
-/// `alg` if it names one, else the usual one for its type and curve (RS256
-/// for RSA, as OIDC's default). A token's header cannot choose another (an
-/// RSA key's PS256 or RS512, say): what the issuer signs with is the
-/// issuer's to say. Symmetric (`oct`) keys are refused: a secret published
-/// in a JWKS is no secret.
-fn pinned_algorithm(jwk: &Jwk) -> Result<Algorithm> {
-    let from_type = match &jwk.algorithm {
-        AlgorithmParameters::RSA(_) => Algorithm::RS256,
-        AlgorithmParameters::EllipticCurve(p) => match p.curve {
-            EllipticCurve::P256 => Algorithm::ES256,
-            EllipticCurve::P384 => Algorithm::ES384,
-            ref c => bail!("the issuer's key is on curve {c:?}, which is not supported"),
-        },
-        AlgorithmParameters::OctetKeyPair(p) => match p.curve {
-            EllipticCurve::Ed25519 => Algorithm::EdDSA,
-            ref c => bail!("the issuer's key is on curve {c:?}, which is not supported"),
-        },
-        AlgorithmParameters::OctetKey(_) => {
-            bail!("the issuer's key is symmetric (oct); a JWKS key must be public")
-        }
-    };
-    let Some(named) = jwk.common.key_algorithm else {
-        return Ok(from_type);
-    };
-    let alg: Algorithm = named
-        .to_string()
-        .parse()
-        .map_err(|_| anyhow::anyhow!("the issuer's key is for {named}, not a JWT signature"))?;
-    if alg.family() != from_type.family() {
-        bail!("the issuer's key says {alg:?}, which does not fit its key type");
-    }
-    Ok(alg)
-}
-
-/// The `iss` claim before the signature is checked (to pick the keys).
-fn unverified_issuer(jwt: &str) -> Option<String> {
-    let payload = jwt.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload.trim_end_matches('='))
-        .ok()?;
-    let v: Value = serde_json::from_slice(&bytes).ok()?;
-    v.get("iss")?.as_str().map(str::to_owned)
-}
-
 /// A session token: 32 random bytes in hex.
 fn new_token() -> String {
     let mut b = [0u8; 32];
@@ -462,57 +370,5 @@ mod tests {
             .contains("read or write"));
         std::fs::write(&p, "# nothing\n").unwrap();
         assert!(read_token_file(&p).is_err());
-    }
-
-    #[test]
-    fn claims_parse() {
-        assert_eq!(
-            parse_claim("--jwt-claim", "ref=refs/heads/main").unwrap(),
-            ("ref".into(), "refs/heads/main".into())
-        );
-        assert!(parse_claim("--jwt-claim", "novalue").is_err());
-        assert!(parse_claim("--jwt-claim", "=x").is_err());
-    }
-
-    #[test]
-    fn the_algorithm_comes_from_the_key() {
-        let jwk = |v: Value| -> Jwk { serde_json::from_value(v).unwrap() };
-        let rsa = |alg: Option<&str>| {
-            let mut v = serde_json::json!({"kty": "RSA", "n": "AQAB", "e": "AQAB"});
-            if let Some(a) = alg {
-                v["alg"] = a.into();
-            }
-            jwk(v)
-        };
-        let ec =
-            |crv: &str| jwk(serde_json::json!({"kty": "EC", "crv": crv, "x": "AA", "y": "AA"}));
-        let pinned = |k: &Jwk| pinned_algorithm(k).map_err(|e| e.to_string());
-        assert_eq!(pinned(&rsa(None)), Ok(Algorithm::RS256));
-        assert_eq!(pinned(&rsa(Some("PS384"))), Ok(Algorithm::PS384));
-        assert_eq!(pinned(&ec("P-256")), Ok(Algorithm::ES256));
-        assert_eq!(pinned(&ec("P-384")), Ok(Algorithm::ES384));
-        let ed = jwk(serde_json::json!({"kty": "OKP", "crv": "Ed25519", "x": "AA"}));
-        assert_eq!(pinned(&ed), Ok(Algorithm::EdDSA));
-        // A key whose alg does not fit its type, an encryption key, a
-        // symmetric key, an unsupported curve: no algorithm at all.
-        assert!(pinned(&rsa(Some("HS256")))
-            .unwrap_err()
-            .contains("does not fit"));
-        assert!(pinned(&rsa(Some("RSA-OAEP"))).is_err());
-        let oct = jwk(serde_json::json!({"kty": "oct", "k": "c2VjcmV0"}));
-        assert!(pinned(&oct).unwrap_err().contains("symmetric"));
-        assert!(pinned(&ec("P-521")).is_err());
-    }
-
-    #[test]
-    fn the_issuer_is_read_before_verification() {
-        let b = |v: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
-        let jwt = format!(
-            "{}.{}.sig",
-            b("{\"alg\":\"ES256\"}"),
-            b("{\"iss\":\"https://i\"}")
-        );
-        assert_eq!(unverified_issuer(&jwt).as_deref(), Some("https://i"));
-        assert_eq!(unverified_issuer("garbage"), None);
     }
 }

@@ -2,20 +2,12 @@
 //! `--metrics-listen` (never on the build-facing port), and its request log
 //! with `--verbose`.
 
-use std::sync::Arc;
-use std::time::Instant;
-
-use axum::extract::{MatchedPath, Request, State};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-
-use super::Shared;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -175,76 +167,4 @@ impl Metrics {
             .expect("writing to a String");
         out
     }
-}
-
-/// Counts and times every request; logs it with `--verbose` as
-/// `STATUS METHOD PATH MILLISECONDS`.
-pub async fn observe(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Response {
-    let endpoint = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("other", |m| m.as_str())
-        .to_string();
-    let method = method_label(req.method()).to_string();
-    let path = s.cfg.verbose.then(|| req.uri().path().to_string());
-    let started = Instant::now();
-    let resp = next.run(req).await;
-    let took = started.elapsed();
-    let code = resp.status().as_u16();
-    s.metrics
-        .latency
-        .get_or_create(&EndpointLabels {
-            endpoint: endpoint.clone(),
-        })
-        .observe(took.as_secs_f64());
-    s.metrics
-        .requests
-        .get_or_create(&RequestLabels {
-            method: method.clone(),
-            endpoint,
-            code,
-        })
-        .inc();
-    if let Some(path) = path {
-        eprintln!(
-            "gocacher serve: {code} {method} {path} {:.1}ms",
-            took.as_secs_f64() * 1000.0
-        );
-    }
-    resp
-}
-
-/// A request method as the metrics name it: the standard ones by their
-/// names, any other as `other`.
-fn method_label(m: &axum::http::Method) -> &'static str {
-    match m.as_str() {
-        "GET" => "GET",
-        "HEAD" => "HEAD",
-        "PUT" => "PUT",
-        "POST" => "POST",
-        "DELETE" => "DELETE",
-        "OPTIONS" => "OPTIONS",
-        "PATCH" => "PATCH",
-        "CONNECT" => "CONNECT",
-        "TRACE" => "TRACE",
-        _ => "other",
-    }
-}
-
-/// `GET /metrics` on the metrics port.
-pub async fn metrics(State(s): State<Arc<Shared>>) -> Response {
-    if let Some(a) = &s.auth {
-        s.metrics.sessions.set(a.sessions() as i64);
-    }
-    if let Some(b) = &s.remote {
-        b.export(&s.metrics);
-    }
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        s.metrics.render(),
-    )
-        .into_response()
 }

@@ -14,10 +14,11 @@ use axum::extract::{Path as UrlPath, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::handlers::{
+use super::bucket::Bucket;
+use super::http::{
     blocking, body_length, busy, internal, pump_body, refused, text, Caller, Cut, Shared_,
 };
-use super::Shared;
+use super::shared::Shared;
 use crate::remote::store::{Body as StoreBody, Fetched, Ranged, Source};
 
 /// The kinds of named object, each a directory under `<root>/named`.
@@ -337,7 +338,7 @@ pub(crate) async fn put_named(
 /// several servers share it.
 async fn from_bucket(
     s: &Shared,
-    b: &super::bucket::Bucket,
+    b: &Bucket,
     key: &str,
     range: Option<(u64, Option<u64>)>,
     if_match: Option<&str>,

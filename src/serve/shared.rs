@@ -1,0 +1,135 @@
+//! What every request handler shares: the settings, the global store and
+//! each namespace's, the write and read budgets, the frame cache, the
+//! metrics, the bucket and the sessions.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::{Notify, Semaphore};
+
+use super::auth::{self, Grant, GLOBAL};
+use super::bucket::Bucket;
+use super::metrics;
+use crate::config::ServeConfig;
+use crate::disk::DiskCache;
+
+/// What every request handler shares.
+pub(crate) struct Shared {
+    pub(crate) cfg: ServeConfig,
+    pub(crate) disk: Arc<DiskCache>,
+    pub(crate) writes: Arc<Semaphore>,
+    /// Outputs being lz4-compressed for a reply ([`super::COMPRESSING`]).
+    pub(crate) compressing: Semaphore,
+    /// Bytes of outputs being read whole for a reply, in 64 KiB units
+    /// ([`super::reply::WHOLE_BUDGET`]).
+    pub(crate) whole_reads: Semaphore,
+    /// Recent replies' compression ([`super::FRAME_CACHE_BYTES`]), by output path.
+    pub(crate) frames: moka::future::Cache<std::path::PathBuf, Frame>,
+    /// Bytes stored since the last trim; a twentieth of `--max-size` wakes
+    /// it, so the store never grows more than that past the cap.
+    pub(crate) written: AtomicU64,
+    pub(crate) trim_due: Notify,
+    pub(crate) metrics: metrics::Metrics,
+    /// The bucket behind the store (`--remote`): every PUT is in it before
+    /// it is acknowledged, a local miss is looked up in it, and manifests and
+    /// packs are read from and written to it directly.
+    pub(crate) remote: Option<Arc<Bucket>>,
+    /// Sessions and their grants; `None`: no auth, everyone writes global.
+    pub(crate) auth: Option<auth::Auth>,
+    /// Namespaces' stores, made by their first write: `<root>/ns/<hash>`.
+    pub(crate) spaces: std::sync::Mutex<std::collections::HashMap<String, Arc<DiskCache>>>,
+}
+
+impl Shared {
+    /// A namespace's store (the global one is `disk`).
+    pub(crate) fn space(&self, namespace: &str) -> io::Result<Arc<DiskCache>> {
+        if namespace == GLOBAL {
+            return Ok(self.disk.clone());
+        }
+        let mut spaces = self.spaces.lock().unwrap();
+        if let Some(d) = spaces.get(namespace) {
+            return Ok(d.clone());
+        }
+        let d = Arc::new(DiskCache::open(&namespace_root(
+            self.disk.root(),
+            namespace,
+        ))?);
+        spaces.insert(namespace.to_string(), d.clone());
+        Ok(d)
+    }
+
+    /// A namespace's store if something was ever written to it: reading
+    /// creates no directory, so readers cost no disk and no memory.
+    pub(crate) fn written_space(&self, namespace: &str) -> io::Result<Option<Arc<DiskCache>>> {
+        if namespace == GLOBAL {
+            return Ok(Some(self.disk.clone()));
+        }
+        if let Some(d) = self.spaces.lock().unwrap().get(namespace) {
+            return Ok(Some(d.clone()));
+        }
+        match std::fs::metadata(namespace_root(self.disk.root(), namespace)) {
+            Ok(_) => self.space(namespace).map(Some),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The stores a grant reads, in order: its namespace's (if it has
+    /// one), then global.
+    pub(crate) fn reading(&self, grant: &Grant) -> io::Result<Vec<Arc<DiskCache>>> {
+        if grant.is_global() {
+            return Ok(vec![self.disk.clone()]);
+        }
+        let mut stores = Vec::with_capacity(2);
+        stores.extend(self.written_space(&grant.namespace)?);
+        stores.push(self.disk.clone());
+        Ok(stores)
+    }
+
+    pub(crate) fn stored(&self, n: u64) {
+        let total = self.written.fetch_add(n, Ordering::Relaxed) + n;
+        if total > self.cfg.max_size / 20 {
+            self.trim_due.notify_one();
+        }
+    }
+}
+
+/// Where a namespace's store lives: a hash of its name (names come from
+/// tokens and claims, and may hold any character).
+fn namespace_root(root: &Path, namespace: &str) -> PathBuf {
+    use sha2::Digest;
+    let hash = hex::encode(&sha2::Sha256::digest(namespace.as_bytes())[..16]);
+    root.join("ns").join(hash)
+}
+
+/// Every store under `root`: the global one and each namespace's.
+pub(crate) fn store_roots(root: &Path) -> Vec<PathBuf> {
+    let mut roots = vec![root.to_path_buf()];
+    if let Ok(dir) = std::fs::read_dir(root.join("ns")) {
+        roots.extend(dir.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+    }
+    roots
+}
+
+/// How an output goes to a client that accepts lz4.
+#[derive(Clone)]
+pub(crate) enum Frame {
+    /// Its length and its bytes as one lz4 frame.
+    Lz4(u64, Bytes),
+    /// Compression does not pay: sent as it is.
+    Raw,
+}
+
+impl Frame {
+    /// Its share of the frame cache, in bytes.
+    pub(crate) fn weight(&self) -> u32 {
+        let held = match self {
+            Frame::Lz4(_, b) => b.len(),
+            Frame::Raw => 0,
+        };
+        u32::try_from(held + 128).unwrap_or(u32::MAX)
+    }
+}
