@@ -13,7 +13,7 @@ import shutil
 import time
 from pathlib import Path
 
-from .util import REPO_ROOT, TIME_BIN, BenchError, Children, Smoke, git_commit, log, machine_info, run_checked, run_text
+from .util import REPO_ROOT, TIME_BIN, BenchError, Children, Smoke, git_commit, log, write_result, machine_info, run_checked, run_text
 
 TIME_FIELDS = {
     "wall": re.compile(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (\S+)"),
@@ -104,9 +104,5 @@ def scenario(args: argparse.Namespace, root: Path, children: Children) -> int:
                      f"| {int(r['max_rss_kb']) / 1024:.0f} | {int(r['binary_bytes']) / 1e6:.1f} |")
     lines += ["", "- `cargo install --locked --path .` with `CARGO_TARGET_DIR` empty and the crates fetched "
               "before; GNU `time -v`."]
-    md = "\n".join(lines) + "\n"
-    args.json.write_text(json.dumps({"meta": meta, "records": records}, indent=1) + "\n")
-    args.md.write_text(md)
-    print(md)
-    log(f"# wrote {args.json} and {args.md}")
+    write_result(args.json, args.md, {"meta": meta, "records": records}, "\n".join(lines) + "\n")
     return 0

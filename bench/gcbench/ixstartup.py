@@ -16,7 +16,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from .util import BenchError, Children, Smoke, default_gocacher, git_commit, log, machine_info
+from .util import BenchError, Children, Smoke, default_gocacher, git_commit, log, write_result, machine_info
 
 
 def first_get_ms(gocacher: Path, cache_dir: Path) -> float:
@@ -118,9 +118,5 @@ def scenario(args: argparse.Namespace, root: Path, children: Children) -> int:
         lines.append(f"| {label} | {r['median_ms']} | {r['max_ms']} |")
     lines += ["", "- From starting gocacher to the answer of its first get, which misses its `-a` file and so "
               "waits for the index files to be read. One untimed start first warms the page cache."]
-    md = "\n".join(lines) + "\n"
-    args.json.write_text(json.dumps({"meta": meta, "records": records}, indent=1) + "\n")
-    args.md.write_text(md)
-    print(md)
-    log(f"# wrote {args.json} and {args.md}")
+    write_result(args.json, args.md, {"meta": meta, "records": records}, "\n".join(lines) + "\n")
     return 0

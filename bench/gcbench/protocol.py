@@ -5,7 +5,6 @@ with the real disk tier over in-memory pipes (benches/protocol.rs), run by
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shutil
@@ -13,7 +12,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from .util import REPO_ROOT, BenchError, Children, Smoke, git_commit, log, machine_info, run_text
+from .util import REPO_ROOT, BenchError, Children, Smoke, git_commit, log, write_result, machine_info, run_text
 
 ESTIMATE = re.compile(r"^(.*?)\s*(time|thrpt):\s+\[(\S+ \S+) (\S+ \S+) (\S+ \S+)\]")
 
@@ -87,9 +86,5 @@ def scenario(args: argparse.Namespace, root: Path, children: Children) -> int:
     lines += [f"| {r['bench']} | {r['time']} | {r['time_range']} | {r.get('thrpt', '—')} |" for r in rows]
     lines += ["", "- criterion's estimates; the put benchmarks' time includes base64-encoding the body, "
               "as cmd/go sends it."]
-    md = "\n".join(lines) + "\n"
-    args.json.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
-    args.md.write_text(md)
-    print(md)
-    log(f"# wrote {args.json} and {args.md}")
+    write_result(args.json, args.md, {"meta": meta, "rows": rows}, "\n".join(lines) + "\n")
     return 0

@@ -5,6 +5,7 @@ servers and proxies we own, and the environment every build starts from."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import shutil
@@ -30,6 +31,14 @@ class Interrupted(BaseException):
 
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
+
+
+def write_result(json_path: Path, md_path: Path, payload: dict, md: str) -> None:
+    """Writes a scenario's result (the JSON record and the Markdown table), prints the table and logs where."""
+    json_path.write_text(json.dumps(payload, indent=1) + "\n")
+    md_path.write_text(md)
+    print(md)
+    log(f"# wrote {json_path} and {md_path}")
 
 
 def run_text(argv: list[str], **kw) -> str:
