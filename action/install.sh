@@ -77,13 +77,13 @@ fi
 kept="$dir/$archive"
 if [[ -f "$kept" ]]; then
   # Hash the copy, not the kept file: what is checked is what is unpacked.
-  cp "$kept" "$tmp/$archive"
-  got="$(sha256_of "$tmp/$archive")"
+  cp "$kept" "$tmp/$archive" 2>/dev/null || rm -f "$tmp/$archive"
+  got="$(sha256_of "$tmp/$archive" 2>/dev/null || echo unreadable)"
   if [[ "$got" == "$want" ]]; then
     note "gocacher $version: the archive kept in $dir matches SHA256SUMS (sha256 $got)"
   else
     warn "gocacher $version: the archive kept in $dir does not match its SHA256SUMS entry (got $got, want $want): refusing it, and downloading the release again"
-    rm -f "$kept" "$tmp/$archive"
+    rm -f "$kept" "$tmp/$archive" 2>/dev/null || true
   fi
 fi
 if [[ ! -f "$tmp/$archive" ]]; then
@@ -96,13 +96,15 @@ if [[ ! -f "$tmp/$archive" ]]; then
     warn "gocacher $version: $archive does not match its SHA256SUMS entry (got $got, want $want); not using it, building the action's source instead"
     want_build
   fi
-  mkdir -p "$dir"
-  # mktemp makes a new file (never one another job planted), and the
-  # rename puts it in place in one step.
-  new="$(mktemp "$dir/.$archive.XXXXXX")"
-  cp "$tmp/$archive" "$new"
-  mv -f "$new" "$kept"
   note "installed gocacher $version ($target, archive sha256 $got)"
+  # Kept for the next job on this runner (which checks it again). mktemp
+  # makes a new file (never one another job planted), and the rename puts
+  # it in place in one step. A tool cache that cannot take it costs the
+  # next job a download, nothing more.
+  if ! { mkdir -p "$dir" && new="$(mktemp "$dir/.$archive.XXXXXX")" &&
+    cp "$tmp/$archive" "$new" && mv -f "$new" "$kept"; } 2>/dev/null; then
+    note "could not keep the archive in $dir; the next job downloads it again"
+  fi
 fi
 
 mkdir -p "$tmp/x"
@@ -121,5 +123,5 @@ bin_dir="$(mktemp -d "${RUNNER_TEMP:?}/gocacher-bin.XXXXXX")"
 cp "$found" "$bin_dir/$exe"
 chmod 755 "$bin_dir/$exe"
 # A binary an earlier version of the action kept beside the archive.
-rm -f "$dir/$exe"
+rm -f "$dir/$exe" 2>/dev/null || true
 output path "$bin_dir/$exe"
