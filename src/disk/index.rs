@@ -30,11 +30,10 @@ use std::sync::{Mutex, OnceLock, RwLock};
 use std::thread::JoinHandle;
 use std::time::SystemTime;
 
-use super::{entry_line, parse_entry, stale, touch, DiskCache, Entry, PutError};
+use super::{
+    entry_line, parse_entry, stale, touch, DiskCache, Entry, PutError, INDEX_DIR, TEMP_PREFIX,
+};
 use crate::wire::Id;
-
-/// The directory of index files under the cache root.
-pub(super) const INDEX_DIR: &str = "ix";
 
 /// Most index files read at start, newest first.
 const MAX_FILES: usize = 256;
@@ -124,11 +123,7 @@ fn load(dir: &Path) -> Index {
     // download per entry; it then ages out.
     let mut found: Vec<(SystemTime, PathBuf, fs::Metadata)> = listing
         .flatten()
-        .filter(|f| {
-            !f.file_name()
-                .to_string_lossy()
-                .starts_with(super::trim::TEMP_PREFIX)
-        })
+        .filter(|f| !f.file_name().to_string_lossy().starts_with(TEMP_PREFIX))
         .filter_map(|f| {
             let m = f.metadata().ok()?;
             Some((m.modified().unwrap_or(now), f.path(), m))

@@ -16,6 +16,12 @@ mod index;
 mod overflow;
 mod trim;
 
+/// Prefix of temp files; trim removes stale ones a crashed writer left.
+const TEMP_PREFIX: &str = ".tmp-";
+
+/// The directory of index files under the cache root.
+const INDEX_DIR: &str = "ix";
+
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -341,10 +347,7 @@ impl DiskCache {
             if shard.is_dir() {
                 for f in fs::read_dir(&shard)? {
                     let f = f?;
-                    if f.file_name()
-                        .to_string_lossy()
-                        .starts_with(trim::TEMP_PREFIX)
-                    {
+                    if f.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
                         out.push(f.path());
                     }
                 }
@@ -371,14 +374,14 @@ fn io_err(path: &Path, source: io::Error) -> PutError {
     }
 }
 
-/// Temp files in the cache dir: a random name after [`trim::TEMP_PREFIX`]
+/// Temp files in the cache dir: a random name after [`TEMP_PREFIX`]
 /// (which trim and the index skip), created exclusively, so concurrent
 /// writers, threads or processes, never share one. Their mode is a plain
 /// create's (0666 less the umask), not tempfile's 0600: an entry renamed
 /// into place is as readable as Go's own cache files.
 fn temp_builder() -> tempfile::Builder<'static, 'static> {
     let mut b = tempfile::Builder::new();
-    b.prefix(trim::TEMP_PREFIX);
+    b.prefix(TEMP_PREFIX);
     #[cfg(unix)]
     b.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
     b
@@ -452,7 +455,7 @@ fn holds_entries(root: &Path) -> bool {
     dir.flatten().any(|e| {
         let name = e.file_name();
         let name = name.to_string_lossy();
-        (name.len() == 2 && name.bytes().all(|b| b.is_ascii_hexdigit())) || name == index::INDEX_DIR
+        (name.len() == 2 && name.bytes().all(|b| b.is_ascii_hexdigit())) || name == INDEX_DIR
     })
 }
 

@@ -8,15 +8,14 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use super::{INDEX_DIR, TEMP_PREFIX};
+
 /// Files younger than this are never trimmed (Go's own rule of thumb). Also
 /// the floor for `--trim-age`, checked when flags are validated.
 pub const MIN_AGE: Duration = Duration::from_secs(24 * 3600);
 
 /// How often a trim may run; recorded in `<root>/trim.txt` like Go's cache.
 const TRIM_INTERVAL: Duration = Duration::from_secs(24 * 3600);
-
-/// Prefix of temp files; trim removes stale ones a crashed writer left.
-pub(super) const TEMP_PREFIX: &str = ".tmp-";
 
 const STAMP: &str = "trim.txt";
 
@@ -105,7 +104,7 @@ fn store_dirs(roots: &[PathBuf], named: &[&str]) -> io::Result<Vec<Dir>> {
             let shard = shard?;
             let name = shard.file_name();
             // Index files age like entries (see index.rs).
-            let is_shard = name == super::index::INDEX_DIR
+            let is_shard = name == INDEX_DIR
                 || name.len() == 2
                     && name
                         .to_str()
