@@ -289,6 +289,13 @@ impl Remote {
         self.index.insert(action, Known::Present(output)).await;
     }
 
+    /// A bucket request of the tier's own (a get, a manifest or pack read
+    /// or write) failed: counted in `remote_errors`, then as [`Self::failed`].
+    pub(crate) fn request_failed(&self, err: &RemoteError, writing: bool) {
+        Stats::inc(&self.stats.remote_errors);
+        self.failed(err, writing);
+    }
+
     /// Counts a failed call (`writing`: an upload or a write of a named
     /// object) and applies the policy for its kind.
     pub(crate) fn failed(&self, err: &RemoteError, writing: bool) {

@@ -323,11 +323,6 @@ impl Prefetch {
     }
 }
 
-fn failed(remote: &Remote, e: &RemoteError, writing: bool) {
-    Stats::inc(&remote.stats.remote_errors);
-    remote.failed(e, writing);
-}
-
 /// One bucket request (a manifest or pack, read or written) under `bound`.
 /// A failure or a timeout is counted and reported (`writing`: as a write)
 /// and gives `None`.
@@ -340,11 +335,11 @@ async fn bounded<T>(
     match tokio::time::timeout(bound, request).await {
         Ok(Ok(v)) => Some(v),
         Ok(Err(e)) => {
-            failed(remote, &e, writing);
+            remote.request_failed(&e, writing);
             None
         }
         Err(_) => {
-            failed(remote, &RemoteError::timeout(bound), writing);
+            remote.request_failed(&RemoteError::timeout(bound), writing);
             None
         }
     }

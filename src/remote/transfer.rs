@@ -337,8 +337,7 @@ pub(super) async fn pump(
 }
 
 pub(super) fn fail(r: &Remote, e: &RemoteError) -> Failed {
-    Stats::inc(&r.stats.remote_errors);
-    r.failed(e, false);
+    r.request_failed(e, false);
     Failed
 }
 
