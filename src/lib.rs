@@ -38,7 +38,8 @@
 //!   [`remote::http`] (gocached, go-cacher-server and `gocacher serve`),
 //!   [`remote::layered`] (`--also-read` fallbacks). Around the store: the
 //!   object format, verified downloads, the upload queue, the in-memory
-//!   index of what the store holds, the circuit breaker, and the build
+//!   index of what the store holds, the circuit breaker, what a failure
+//!   does (`remote/policy.rs`: a go command's or serve's), and the build
 //!   manifests and packs with the prefetch they feed.
 //! - [`trust`]: signed entries, `--sign-key` and `--trust-key`, and
 //!   `gocacher keygen`.
