@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use crate::config::RemoteConfig;
 use crate::config::StoreSettings;
-use crate::disk::{self, DiskCache, PutError};
+use crate::disk::{self, DiskCache};
+use crate::local::PutError;
 use crate::protocol::{Body, Handler, Hit, Put};
 use crate::remote::http::HttpStore;
 use crate::remote::manifest::Used;
@@ -380,7 +381,7 @@ impl Handler for Cacher {
 
     async fn put(&self, put: Put, body: Body) -> anyhow::Result<PathBuf> {
         Stats::inc(&self.stats.puts);
-        let put_time_nanos = disk::now_nanos();
+        let put_time_nanos = crate::wire::now_nanos();
         let (disk, overflow) = (self.disk.clone(), self.overflow.clone());
         let mut skip_disk =
             self.disk_failed.load(Ordering::Relaxed) || self.disk.unwritable().is_some();

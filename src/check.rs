@@ -60,7 +60,7 @@ pub async fn run(config: &RemoteConfig) -> Result<()> {
 }
 
 fn probe_key(prefix: &str) -> String {
-    let nanos = crate::disk::now_nanos();
+    let nanos = crate::wire::now_nanos();
     let name = format!("gocacher/check/{}-{nanos}", std::process::id());
     if prefix.is_empty() {
         name

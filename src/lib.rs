@@ -15,8 +15,9 @@
 //! 3. On a local miss it asks [`remote`], the remote tier (an S3 bucket or
 //!    an HTTP cache server). The remote tier fetches the entry from its
 //!    store, checks every byte (hash, size, and signature under
-//!    `--trust-key`, see [`trust`]), writes it into the disk tier and
-//!    returns the disk path. Anything that goes wrong there is a miss for
+//!    `--trust-key`, see [`trust`]), hands it to its sink (the disk tier,
+//!    through [`local::Sink`]: the remote tier never names the disk) and
+//!    returns the entry with its disk path. Anything that goes wrong there is a miss for
 //!    cmd/go, counted in [`stats`].
 //! 4. [`protocol`] writes the reply; a put takes the same path down, and
 //!    its upload to the remote tier runs in the background.
@@ -30,6 +31,9 @@
 //! - [`cacher`]: the handler that joins the tiers and counts everything;
 //!   it also builds the remote tier's store from the flags
 //!   (`Cacher::tier`).
+//! - [`local`]: what the tiers share about the local cache: [`local::Entry`]
+//!   (a hit), [`local::PutError`], and [`local::Sink`], the trait the disk
+//!   tier implements and the remote tier writes into.
 //! - [`disk`]: the local disk tier, laid out like Go's own cache: atomic
 //!   writes, mtime refresh on hits, index files for whole packs, the
 //!   overflow dir for a full or read-only cache dir, and daily trimming.
@@ -83,6 +87,7 @@ pub mod check;
 pub mod config;
 pub mod disk;
 pub mod github;
+pub mod local;
 pub mod mtimes;
 pub mod protocol;
 pub mod remote;

@@ -33,6 +33,7 @@ use std::time::SystemTime;
 use super::{
     entry_line, parse_entry, stale, touch, DiskCache, Entry, PutError, INDEX_DIR, TEMP_PREFIX,
 };
+use crate::local::Indexed;
 use crate::wire::Id;
 
 /// Most index files read at start, newest first.
@@ -41,14 +42,6 @@ const MAX_FILES: usize = 256;
 /// Reading stops after the file that brings the entries to this many: a
 /// bound on the index's memory, far above one module's build.
 const MAX_ENTRIES: usize = 100_000;
-
-/// An action entry held by an index.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Indexed {
-    pub output_id: Id,
-    pub size: u64,
-    pub put_time_nanos: i64,
-}
 
 /// What the index files held when the cache opened, plus the entries this
 /// process indexed since.

@@ -30,9 +30,9 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
+use crate::local::{Entry, Indexed, PutError, Sink};
 use crate::wire::Id;
 
-pub use index::Indexed;
 pub use overflow::{has_room, Overflow};
 pub use trim::{last_used, trim_roots, TrimPolicy, TrimReport, MIN_AGE as TRIM_MIN_AGE};
 
@@ -44,36 +44,6 @@ const MTIME_REFRESH: Duration = Duration::from_secs(3600);
 /// First token of an action entry line; bump it if the format changes, and old
 /// entries read as misses.
 const ENTRY_VERSION: &str = "gocacher1";
-
-/// A stored action: what a get hit returns.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Entry {
-    pub output_id: Id,
-    pub size: u64,
-    pub put_time_nanos: i64,
-    pub disk_path: PathBuf,
-}
-
-/// Why a put failed. The caller reports all of them to cmd/go as `Err`.
-#[derive(Debug, thiserror::Error)]
-pub enum PutError {
-    #[error("body hashes to {actual:?}, not the OutputID {expected:?}")]
-    Mismatch { expected: Id, actual: Id },
-    #[error("body has {actual} bytes, expected {expected}")]
-    Size { expected: u64, actual: u64 },
-    #[error("reading body: {0}")]
-    Body(io::Error),
-    #[error("writing {path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
-}
-
-impl PutError {
-    /// Whether the disk itself is the problem (full, read-only, gone), as
-    /// opposed to a bad request.
-    pub fn is_disk(&self) -> bool {
-        matches!(self, PutError::Io { .. })
-    }
-}
 
 pub struct DiskCache {
     root: PathBuf,
@@ -459,7 +429,60 @@ fn holds_entries(root: &Path) -> bool {
     })
 }
 
-pub use crate::wire::now_nanos;
+/// The disk tier is where the remote tier puts what it verified.
+impl Sink for DiskCache {
+    fn was_empty(&self) -> bool {
+        DiskCache::was_empty(self)
+    }
+
+    fn get(&self, action: &Id) -> io::Result<Option<Entry>> {
+        DiskCache::get(self, action)
+    }
+
+    fn write_output(
+        &self,
+        output: &Id,
+        size: u64,
+        next: &mut dyn FnMut() -> Option<io::Result<Bytes>>,
+    ) -> Result<PathBuf, PutError> {
+        self.write_output_from(output, size, next)
+    }
+
+    fn write_output_bytes(&self, output: &Id, data: &[u8]) -> Result<PathBuf, PutError> {
+        DiskCache::write_output_bytes(self, output, data)
+    }
+
+    fn write_action(
+        &self,
+        action: &Id,
+        output: &Id,
+        size: u64,
+        put_time_nanos: i64,
+    ) -> Result<(), PutError> {
+        DiskCache::write_action(self, action, output, size, put_time_nanos)
+    }
+
+    fn index(&self, action: Id, entry: Indexed) {
+        DiskCache::index(self, action, entry)
+    }
+
+    fn write_index(
+        &self,
+        name: &str,
+        entries: &mut dyn Iterator<Item = (Id, Indexed)>,
+    ) -> Result<(), PutError> {
+        DiskCache::write_index(self, name, entries)
+    }
+
+    fn scratch(&self, beside: Option<&Path>) -> io::Result<(tempfile::TempPath, File)> {
+        let target = match beside {
+            Some(path) => path.to_path_buf(),
+            None => self.output_path(&Id([0; 32])),
+        };
+        let (mut scratch, file) = self.scratch_beside(&target)?;
+        Ok((scratch.0.take().expect("a new scratch file"), file))
+    }
+}
 
 #[cfg(test)]
 mod tests;

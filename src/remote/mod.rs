@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::disk::{DiskCache, Entry};
+use crate::local::{Entry, Sink};
 use crate::stats::Stats;
 use crate::wire::Id;
 
@@ -120,7 +120,7 @@ pub enum Known {
 
 pub struct Remote {
     pub(crate) store: Box<dyn Store>,
-    pub(crate) disk: Arc<DiskCache>,
+    pub(crate) local: Arc<dyn Sink>,
     pub(crate) stats: Arc<Stats>,
     pub(crate) opts: RemoteOptions,
     pub(crate) breaker: Breaker,
@@ -148,7 +148,7 @@ pub struct Remote {
 impl Remote {
     pub fn new(
         store: Box<dyn Store>,
-        disk: Arc<DiskCache>,
+        local: Arc<dyn Sink>,
         stats: Arc<Stats>,
         opts: RemoteOptions,
     ) -> Arc<Remote> {
@@ -156,8 +156,8 @@ impl Remote {
             .max_capacity(INDEX_CAPACITY)
             .expire_after(KnownExpiry)
             .build();
-        let spool = (opts.spool && disk.was_empty() && !opts.read_only && store.keeps_named())
-            .then(|| spool::Spool::new(&disk).map(Arc::new))
+        let spool = (opts.spool && local.was_empty() && !opts.read_only && store.keeps_named())
+            .then(|| spool::Spool::new(&*local).map(Arc::new))
             .flatten();
         Arc::new(Remote {
             spool,
@@ -165,7 +165,7 @@ impl Remote {
             writes_paused: Mutex::new(None),
             failures: Default::default(),
             store,
-            disk,
+            local,
             stats,
             breaker: Breaker::with_cooldown(opts.breaker_cooldown),
             opts,
@@ -222,7 +222,7 @@ impl Remote {
             // On disk already (downloaded or uploaded here): no bucket call,
             // so no turn of the breaker's probe.
             Some(Known::Present(_)) => {
-                if let Ok(Some(e)) = self.disk.get(&action) {
+                if let Ok(Some(e)) = self.local.get(&action) {
                     return Some((e, false));
                 }
             }
@@ -232,7 +232,7 @@ impl Remote {
             return None;
         }
         match self.download_once(action).await {
-            Some((Known::Present(_), fresh)) => match self.disk.get(&action) {
+            Some((Known::Present(_), fresh)) => match self.local.get(&action) {
                 Ok(Some(e)) => Some((e, fresh)),
                 _ => None,
             },

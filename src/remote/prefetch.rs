@@ -167,7 +167,7 @@ impl Prefetch {
         // A cold machine (nothing on disk) needs the whole pack: ask for it
         // with the manifest. Any other asks for its table only, and for the
         // rest once the table shows the disk lacks enough of it.
-        let whole = remote.disk.was_empty();
+        let whole = remote.local.was_empty();
         let (primary, own_pack) = tokio::join!(
             self.seen.previous.get_or_init(|| load(&remote, &own)),
             ask_pack(&remote, &own, whole),
@@ -240,7 +240,7 @@ impl Prefetch {
             if remote.breaker.is_cooling() {
                 break; // the bucket is failing: leave the rest to the gets
             }
-            if remote.knows(&action) || matches!(remote.disk.get(&action), Ok(Some(_))) {
+            if remote.knows(&action) || matches!(remote.local.get(&action), Ok(Some(_))) {
                 continue;
             }
             let Ok(permit) = permits.clone().acquire_owned().await else {

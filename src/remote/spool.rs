@@ -13,7 +13,7 @@ use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::sync::Mutex;
 
-use crate::disk::{DiskCache, Scratch};
+use crate::local::Sink;
 use crate::wire::Id;
 
 use super::pack;
@@ -31,7 +31,7 @@ pub struct Spool {
 }
 
 struct Inner {
-    _scratch: Scratch,
+    _scratch: tempfile::TempPath,
     file: File,
     /// The same file, opened for reading (the scratch file is write-only).
     reader: File,
@@ -43,9 +43,9 @@ struct Inner {
 
 impl Spool {
     /// A spool in the cache dir, or `None` if no scratch file can be made.
-    pub fn new(disk: &DiskCache) -> Option<Spool> {
-        let (scratch, file) = disk.scratch_beside(&disk.output_path(&Id([0; 32]))).ok()?;
-        let reader = File::open(scratch.path()).ok()?;
+    pub fn new(local: &dyn Sink) -> Option<Spool> {
+        let (scratch, file) = local.scratch(None).ok()?;
+        let reader = File::open(&scratch).ok()?;
         Some(Spool {
             inner: Mutex::new(Inner {
                 _scratch: scratch,
@@ -110,7 +110,7 @@ mod tests {
     #[test]
     fn kept_bodies_come_back_and_others_do_not() {
         let dir = tempfile::tempdir().unwrap();
-        let disk = DiskCache::open(dir.path()).unwrap();
+        let disk = crate::disk::DiskCache::open(dir.path()).unwrap();
         let spool = Spool::new(&disk).unwrap();
         spool.keep(Id([1; 32]), 10, false, 10, &mut &b"0123456789"[..]);
         spool.keep(Id([2; 32]), 99, true, 3, &mut &b"abc"[..]);

@@ -21,6 +21,8 @@ const COOLDOWN: Duration = Duration::from_millis(200);
 struct Tier {
     remote: Arc<Remote>,
     store: MemoryStore,
+    /// The sink the tier writes into, as the tests look at it.
+    disk: Arc<DiskCache>,
     _dir: tempfile::TempDir,
 }
 
@@ -44,13 +46,14 @@ fn tier(opts: RemoteOptions) -> Tier {
     let store = MemoryStore::default();
     let remote = Remote::new(
         Box::new(store.clone()),
-        disk,
+        disk.clone(),
         Arc::new(Stats::default()),
         opts,
     );
     Tier {
         remote,
         store,
+        disk,
         _dir: dir,
     }
 }
@@ -90,10 +93,7 @@ async fn a_hit_is_verified_and_on_disk() {
     let (e, fresh) = t.remote.fetch(action).await.expect("a hit");
     assert!(fresh);
     assert_eq!(e.output_id, output);
-    assert_eq!(
-        std::fs::read(t.remote.disk.output_path(&output)).unwrap(),
-        data
-    );
+    assert_eq!(std::fs::read(t.disk.output_path(&output)).unwrap(), data);
     // Settled in the index: a second fetch asks nobody.
     assert!(t.remote.fetch(action).await.is_some());
     assert_eq!(count(&t.store.gets), 1);
@@ -107,8 +107,8 @@ async fn a_body_that_is_not_its_output_is_never_served() {
     t.store.insert(action, meta(other_output, &data), data);
     assert!(t.remote.fetch(action).await.is_none());
     assert_eq!(count(&t.remote.stats.corrupt), 1);
-    assert!(t.remote.disk.get(&action).unwrap().is_none());
-    assert!(!t.remote.disk.output_path(&other_output).exists());
+    assert!(t.disk.get(&action).unwrap().is_none());
+    assert!(!t.disk.output_path(&other_output).exists());
     // Remembered as corrupt: not downloaded again.
     assert!(t.remote.fetch(action).await.is_none());
     assert_eq!(count(&t.store.gets), 1);
@@ -191,7 +191,7 @@ async fn a_stalled_lookup_is_cut_off_at_the_timeout() {
 /// An upload job for entry `n`, its output written to the local disk.
 fn job(t: &Tier, n: u8) -> UploadJob {
     let (action, output, data) = entry(n);
-    let path = t.remote.disk.write_output_bytes(&output, &data).unwrap();
+    let path = t.disk.write_output_bytes(&output, &data).unwrap();
     UploadJob {
         action,
         output,

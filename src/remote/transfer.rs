@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use super::format::{Encoding, ObjectMeta};
 use super::store::{Body, FailureKind, Fetched, RemoteError};
 use super::{Known, Remote};
-use crate::disk::PutError;
+use crate::local::PutError;
 use crate::stats::Stats;
 use crate::wire::Id;
 
@@ -124,7 +124,7 @@ async fn download_from(r: &Remote, action: Id, at: At) -> Result<Known, Failed> 
     // bounded by the downloads holding them, each by its own deadline.
     let deadline = Deadline::for_body(timeout, body_len);
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(2);
-    let disk = r.disk.clone();
+    let local = r.local.clone();
     let writer = tokio::task::spawn_blocking(move || -> Result<(), PutError> {
         let source = ChannelReader::new(rx);
         let mut reader: Box<dyn Read> = match meta.encoding {
@@ -134,8 +134,8 @@ async fn download_from(r: &Remote, action: Id, at: At) -> Result<Known, Failed> 
             }
             Encoding::Lz4 => Box::new(lz4::Decoder::new(source).map_err(PutError::Body)?),
         };
-        disk.write_output(&meta.output_id, meta.size, chunks(&mut reader))?;
-        disk.write_action(&action, &meta.output_id, meta.size, meta.put_time_nanos)
+        local.write_output(&meta.output_id, meta.size, &mut chunks(&mut reader))?;
+        local.write_action(&action, &meta.output_id, meta.size, meta.put_time_nanos)
     });
 
     let network_error = pump(r, body, tx, Some(deadline)).await;
@@ -205,10 +205,10 @@ async fn small(
         Err(e) => return Ok(corrupt(r, &action, at, &format!("undecodable body: {e}"))),
     };
     let written = r
-        .disk
+        .local
         .write_output_bytes(&meta.output_id, &raw)
         .and_then(|_| {
-            r.disk
+            r.local
                 .write_action(&action, &meta.output_id, meta.size, meta.put_time_nanos)
         });
     match written {

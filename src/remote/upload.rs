@@ -17,7 +17,7 @@ use super::format::{Encoding, ObjectMeta, COMPRESS_MAX_RATIO, COMPRESS_MIN, ZSTD
 use super::spool::Spool;
 use super::store::{FailureKind, PutOutcome, RemoteError, Source};
 use super::Remote;
-use crate::disk::Scratch;
+use crate::local::Sink;
 use crate::stats::Stats;
 use crate::wire::Id;
 
@@ -156,11 +156,11 @@ async fn upload(r: &Remote, job: UploadJob) -> bool {
         return false;
     }
     let prep = {
-        let (job, disk, spool) = (job.clone(), r.disk.clone(), r.spool.clone());
+        let (job, local, spool) = (job.clone(), r.local.clone(), r.spool.clone());
         let encode = r.store.takes_encoded();
         tokio::task::spawn_blocking(move || {
             let (meta, payload) = if encode {
-                prepare(&job, &disk)?
+                prepare(&job, &*local)?
             } else {
                 raw(&job)
             };
@@ -274,7 +274,7 @@ enum Payload {
     File {
         path: PathBuf,
         len: u64,
-        _scratch: Option<Scratch>,
+        _scratch: Option<tempfile::TempPath>,
     },
 }
 
@@ -327,10 +327,7 @@ fn raw(job: &UploadJob) -> (ObjectMeta, Payload) {
     (meta, payload)
 }
 
-fn prepare(
-    job: &UploadJob,
-    disk: &crate::disk::DiskCache,
-) -> std::io::Result<(ObjectMeta, Payload)> {
+fn prepare(job: &UploadJob, local: &dyn Sink) -> std::io::Result<(ObjectMeta, Payload)> {
     let mut meta = ObjectMeta {
         output_id: job.output,
         size: job.size,
@@ -359,7 +356,7 @@ fn prepare(
             (meta, Payload::Memory(Bytes::from(raw)))
         });
     }
-    let (scratch, file) = disk.scratch_beside(&job.path)?;
+    let (scratch, file) = local.scratch(Some(&job.path))?;
     // The frame records its content size, so a decoder allocates a window no
     // bigger than the output instead of zstd's full 2 MiB (level 3).
     let mut enc = zstd::stream::write::Encoder::new(std::io::BufWriter::new(file), ZSTD_LEVEL)?;
@@ -370,7 +367,7 @@ fn prepare(
     let len = file.metadata()?.len();
     Ok(if worth(len) {
         meta.encoding = Encoding::Zstd;
-        let path = scratch.path().to_path_buf();
+        let path = scratch.to_path_buf();
         (
             meta,
             Payload::File {

@@ -11,7 +11,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use crate::disk::Entry;
+use crate::local::Entry;
 use crate::remote::store::{Fetched, Ranged, RemoteError, Source};
 use crate::remote::{upload_now, Remote, UploadJob};
 use crate::stats::Stats;

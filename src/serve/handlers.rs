@@ -34,8 +34,9 @@ use super::http::{
 use super::named::{get_named, put_named};
 use super::reply::output;
 use super::shared::Shared;
-use crate::disk::{now_nanos, PutError};
+use crate::local::PutError;
 use crate::remote::UploadJob;
+use crate::wire::now_nanos;
 use crate::wire::Id;
 
 pub(crate) fn router(shared: Arc<Shared>) -> Router {

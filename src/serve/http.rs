@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use super::auth::{Grant, Session, SessionStats, GLOBAL};
 use super::metrics::{CodeLabels, EndpointLabels, RequestLabels};
 use super::shared::Shared;
-use crate::disk::now_nanos;
+use crate::wire::now_nanos;
 
 /// A body may take `--body-timeout` plus one second per this many bytes.
 const BODY_RATE: u64 = 256 << 10;

@@ -164,13 +164,11 @@ impl Prefetch {
                 return None;
             }
         };
-        let disk = remote.disk.clone();
+        let local = remote.local.clone();
         let lacking = tokio::task::spawn_blocking(move || {
             let mut lacking = (0usize, 0u64);
             for s in table.iter() {
-                let there = matches!(disk.get(&s.item.action),
-                    Ok(Some(ref l)) if l.output_id == s.item.output);
-                if !there {
+                if !local.holds(&s.item.action, &s.item.output) {
                     lacking.0 += 1;
                     lacking.1 += s.stored;
                 }

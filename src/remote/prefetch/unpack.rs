@@ -17,7 +17,7 @@ use super::super::pack::{self, Decoder, Item, Packed, ReadError};
 use super::super::transfer::{self, ChannelReader};
 use super::super::Remote;
 use super::{PackSeen, Prefetch, Slot};
-use crate::disk::{DiskCache, Indexed, PutError};
+use crate::local::{Indexed, PutError, Sink};
 use crate::stats::Stats;
 use crate::wire::Id;
 
@@ -196,19 +196,16 @@ impl Prefetch {
                         let s = &table[i];
                         let placed = if s.zstd && s.item.size > pack::STREAM_OVER {
                             // Large: decoded as a stream, as it is written.
-                            self.place(remote, &s.item, is_own, |disk| {
+                            self.place(remote, &s.item, is_own, |local| {
                                 let mut dec = zstd::stream::read::Decoder::with_buffer(&frame[..])
                                     .map_err(PutError::Body)?;
-                                disk.write_output(
-                                    &s.item.output,
-                                    s.item.size,
-                                    transfer::chunks(&mut dec),
-                                )
+                                let mut next = transfer::chunks(&mut dec);
+                                local.write_output(&s.item.output, s.item.size, &mut next)
                             })
                         } else {
                             match decoder.decode(s, &frame) {
-                                Ok(data) => self.place(remote, &s.item, is_own, |disk| {
-                                    disk.write_output_bytes(&s.item.output, data)
+                                Ok(data) => self.place(remote, &s.item, is_own, |local| {
+                                    local.write_output_bytes(&s.item.output, data)
                                 }),
                                 Err(why) => {
                                     self.entry_corrupt(remote, &s.item, &why, is_own);
@@ -230,8 +227,7 @@ impl Prefetch {
             for (i, s) in table.iter().enumerate() {
                 stream.read.store(i, Ordering::Relaxed);
                 let item = &s.item;
-                let there = matches!(remote.disk.get(&item.action),
-                    Ok(Some(ref l)) if l.output_id == item.output);
+                let there = remote.local.holds(&item.action, &item.output);
                 if there {
                     held[i].store(true, Ordering::Relaxed);
                 }
@@ -254,12 +250,12 @@ impl Prefetch {
             drop(jobs);
         });
         if written.load(Ordering::Relaxed) > 0 {
-            let entries = table
+            let mut entries = table
                 .iter()
                 .zip(held.iter())
                 .filter(|(_, h)| h.load(Ordering::Relaxed))
                 .map(|(s, _)| (s.item.action, indexed(&s.item)));
-            if let Err(e) = remote.disk.write_index(index_name, entries) {
+            if let Err(e) = remote.local.write_index(index_name, &mut entries) {
                 // Only costs the next go command here a download per entry.
                 remote.report("disk", format_args!("writing the pack's local index: {e}"));
             }
@@ -280,7 +276,7 @@ impl Prefetch {
         remote: &Remote,
         item: &Item,
         is_own: bool,
-        output: impl FnOnce(&DiskCache) -> Result<PathBuf, PutError>,
+        output: impl FnOnce(&dyn Sink) -> Result<PathBuf, PutError>,
     ) -> bool {
         // The slot goes first: a get may find the entry on disk the moment
         // it is written, and must be able to claim it then.
@@ -292,9 +288,9 @@ impl Prefetch {
                 used: false,
             },
         );
-        match output(&remote.disk) {
+        match output(&*remote.local) {
             Ok(_) => {
-                remote.disk.index(item.action, indexed(item));
+                remote.local.index(item.action, indexed(item));
                 Stats::inc(&remote.stats.prefetched);
                 Stats::inc(&remote.stats.pack_prefetched);
                 true

@@ -80,7 +80,7 @@ impl WriteBack {
             .iter()
             .map(|e| (e.action, e.output, e.size))
             .collect();
-        let disk = remote.disk.clone();
+        let local = remote.local.clone();
         let spool = remote.spool.clone();
         let keys = remote.opts.keys.clone();
         let scope = self.scope.clone();
@@ -92,7 +92,7 @@ impl WriteBack {
                     continue;
                 }
                 listed += 1;
-                let Ok(Some(e)) = disk.get(&action) else {
+                let Ok(Some(e)) = local.get(&action) else {
                     continue;
                 };
                 if e.output_id != output || e.size != size {
@@ -119,7 +119,7 @@ impl WriteBack {
             }
             // In a shard directory, like every temp file, where trim
             // clears one a killed process left behind.
-            let (scratch, mut file) = disk.scratch_beside(&disk.output_path(&Id([0; 32])))?;
+            let (scratch, mut file) = local.scratch(None)?;
             // Bodies the uploads compressed are copied, not compressed again.
             let stored = |item: &Item, out: &mut dyn io::Write| match &spool {
                 Some(s) => s.copy_to(&item.output, out),
@@ -142,9 +142,7 @@ impl WriteBack {
         // Bounded like an upload of its size (and, with everything else at
         // close, by the close deadline).
         let bound = upload_timeout(remote.opts.upload_timeout, len);
-        let put = remote
-            .store
-            .put_named(&key, Source::File(scratch.path(), len));
+        let put = remote.store.put_named(&key, Source::File(&scratch, len));
         if bounded(remote, bound, true, put).await.is_some() {
             Stats::inc(&remote.stats.packs_written);
             Stats::add(&remote.stats.bytes_uploaded, len);
