@@ -19,7 +19,7 @@ use crate::remote::http::HttpStore;
 use crate::remote::manifest::Used;
 use crate::remote::s3::S3Store;
 use crate::remote::store::Store;
-use crate::remote::{Prefetch, Remote, UploadJob, Uploader, Usage, WriteBack};
+use crate::remote::{OneShot, Prefetch, Remote, UploadJob, Uploader, Usage, WriteBack};
 use crate::scope::Scope;
 use crate::stats::{Snapshot, Stats};
 use crate::wire::Id;
@@ -190,6 +190,7 @@ impl Cacher {
                     self.disk.clone(),
                     self.stats.clone(),
                     config.opts.clone(),
+                    Box::new(OneShot),
                 );
                 let (prefetch, writeback) = Prefetch::new(scope.clone(), concurrency);
                 Some(RemoteTier {

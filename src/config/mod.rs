@@ -159,7 +159,6 @@ impl Args {
             breaker_cooldown: crate::remote::breaker::COOLDOWN,
             spool: true,
             keys: std::sync::Arc::new(keys),
-            policy: crate::remote::Policy::OneShot,
         };
         let server = self.cache_server.as_deref().filter(|s| !s.is_empty());
         let bucket = self.remote.as_deref().filter(|s| !s.is_empty());

@@ -32,6 +32,7 @@ use crate::wire::Id;
 use breaker::Breaker;
 use store::{FailureKind, Store};
 
+pub use policy::{FailurePolicy, OneShot};
 pub use prefetch::{Prefetch, Usage, WriteBack};
 pub(crate) use upload::upload_timeout;
 pub use upload::{upload_now, UploadJob, Uploader};
@@ -66,23 +67,6 @@ pub struct RemoteOptions {
     /// Signing of uploads and trust of downloads (`--sign-key`,
     /// `--trust-key`); default: nothing signed, every writer trusted.
     pub keys: Arc<crate::trust::Keys>,
-    /// What a failure that waiting will not fix does.
-    pub policy: Policy,
-}
-
-/// What the tier does when the bucket refuses the credentials, is missing,
-/// or denies reads or writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Policy {
-    /// A go command: it lasts minutes, and such a failure will not pass in
-    /// that time. Reads stop for the rest of the process, or writes do (a
-    /// denied write); each kind gets one line.
-    OneShot,
-    /// `gocacher serve`: it runs for months, and credentials rotate,
-    /// buckets get created, policies get fixed. Every failure backs off for
-    /// the breaker's cooldown, then one request tries again; each change of
-    /// state gets one line.
-    Server,
 }
 
 /// Kinds of failure as counted (see [`Remote::failures`]): a denied read
@@ -127,10 +111,8 @@ pub struct Remote {
     /// Single-flight too: concurrent gets of one key share one download.
     index: moka::future::Cache<Id, Known>,
     read_only: AtomicBool,
-    /// [`Policy::Server`]: after a denied write, until when writes wait;
-    /// past it, the next write tries (std Mutex: never held across an
-    /// await).
-    writes_paused: Mutex<Option<Instant>>,
+    /// What a failure does: a go command's [`OneShot`], or serve's own.
+    policy: Box<dyn FailurePolicy>,
     /// Failures counted by kind, as [`FAILURE_KINDS`] names them.
     failures: [AtomicU64; FAILURE_KINDS.len()],
     /// Downloads decompressing and writing at once. Each holds a zstd window
@@ -151,6 +133,7 @@ impl Remote {
         local: Arc<dyn Sink>,
         stats: Arc<Stats>,
         opts: RemoteOptions,
+        policy: Box<dyn FailurePolicy>,
     ) -> Arc<Remote> {
         let index = moka::future::Cache::builder()
             .max_capacity(INDEX_CAPACITY)
@@ -162,7 +145,7 @@ impl Remote {
         Arc::new(Remote {
             spool,
             read_only: AtomicBool::new(opts.read_only),
-            writes_paused: Mutex::new(None),
+            policy,
             failures: Default::default(),
             store,
             local,
@@ -179,14 +162,24 @@ impl Remote {
         self.store.describe()
     }
 
+    /// What to check when the store refuses the credentials.
+    pub(crate) fn credentials_hint(&self) -> &'static str {
+        self.store.credentials_hint()
+    }
+
+    /// The breaker that takes the bucket out of use and lets one probe
+    /// through after its cooldown.
+    pub(crate) fn breaker(&self) -> &Breaker {
+        &self.breaker
+    }
+
     /// Whether writes are off: configured so, denied for good (one-shot),
     /// or denied lately (a server, until its retry).
     pub fn is_read_only(&self) -> bool {
         self.read_only.load(Ordering::Relaxed)
             || self
-                .writes_paused
-                .lock()
-                .unwrap()
+                .policy
+                .writes_paused_until()
                 .is_some_and(|t| Instant::now() < t)
     }
 
@@ -200,7 +193,7 @@ impl Remote {
     pub fn writes_go_through(&self) -> bool {
         self.in_use()
             && !self.read_only.load(Ordering::Relaxed)
-            && self.writes_paused.lock().unwrap().is_none()
+            && self.policy.writes_paused_until().is_none()
     }
 
     /// Failures so far, by kind ([`FAILURE_KINDS`]).

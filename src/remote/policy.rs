@@ -1,13 +1,47 @@
-//! What the tier does when the bucket fails: counting each failure by
-//! kind, then the [`Policy`]: a go command's one-shot switches (read-only,
-//! out of use), or serve's pauses that a later request or probe lifts.
+//! What the tier does when the bucket fails: each failure is counted by
+//! kind, then handed to the tier's [`FailurePolicy`]. [`OneShot`] is a go
+//! command's: switches that last the process (read-only, out of use).
+//! `gocacher serve` brings its own (`serve/pauses.rs`): pauses that a later
+//! request or probe lifts.
 
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use super::store::{FailureKind, RemoteError};
-use super::{breaker, kind_index, Policy, Remote};
+use super::{breaker, kind_index, Remote};
 use crate::stats::Stats;
+
+/// What the tier does after a failed call, and when the bucket answers
+/// again. The failure is already counted; the policy decides whether the
+/// bucket stays in use, whether writes go on, and what the log says.
+pub trait FailurePolicy: Send + Sync + 'static {
+    /// A call failed (`writing`: an upload or a write of a named object).
+    fn failed(&self, tier: &Remote, err: &RemoteError, writing: bool);
+
+    /// Until when writes wait after a denied one, if they do: past it the
+    /// next write tries, and a write that goes through ends the pause.
+    fn writes_paused_until(&self) -> Option<Instant> {
+        None
+    }
+
+    /// A write went through: ends a pause of writes, if any.
+    fn wrote(&self, _tier: &Remote) {}
+
+    /// The bucket answered after it was out of use.
+    fn back_in_use(&self, _tier: &Remote) {}
+}
+
+/// A go command's policy: it lasts minutes, and a refused credential, a
+/// missing bucket or a denied read will not pass in that time. Reads stop
+/// for the rest of the process, or writes do (a denied write); each kind
+/// gets one line. Anything else backs off through the breaker.
+pub struct OneShot;
+
+impl FailurePolicy for OneShot {
+    fn failed(&self, tier: &Remote, err: &RemoteError, writing: bool) {
+        tier.failed_once(err, writing)
+    }
+}
 
 impl Remote {
     /// A bucket request of the tier's own (a get, a manifest or pack read
@@ -18,17 +52,14 @@ impl Remote {
     }
 
     /// Counts a failed call (`writing`: an upload or a write of a named
-    /// object) and applies the policy for its kind.
+    /// object) and applies the tier's policy.
     pub(crate) fn failed(&self, err: &RemoteError, writing: bool) {
         self.failures[kind_index(err.kind, writing)].fetch_add(1, Ordering::Relaxed);
-        match self.opts.policy {
-            Policy::OneShot => self.failed_once(err, writing),
-            Policy::Server => self.failed_serving(err, writing),
-        }
+        self.policy.failed(self, err, writing);
     }
 
-    /// [`Policy::OneShot`]: stop for good (credentials, bucket, read
-    /// denied), go read-only (write denied), or back off.
+    /// [`OneShot`]: stop for good (credentials, bucket, read denied), go
+    /// read-only (write denied), or back off.
     fn failed_once(&self, err: &RemoteError, writing: bool) {
         let d = self.describe();
         match err.kind {
@@ -37,7 +68,7 @@ impl Remote {
                 self.report("credentials", format_args!(
                     "{d}: the credentials were refused ({}); {}. Continuing with the local cache only",
                     err.message,
-                    self.store.credentials_hint()
+                    self.credentials_hint()
                 ));
             }
             FailureKind::NoBucket => {
@@ -83,71 +114,11 @@ impl Remote {
         }
     }
 
-    /// [`Policy::Server`]: nothing is given up for good. A denied write
-    /// pauses writes, anything else stops using the bucket (at once, or
-    /// after [`breaker::THRESHOLD`] failures in a row for those that may
-    /// pass by themselves); after the cooldown one request tries again.
-    /// Each change of state is one line.
-    fn failed_serving(&self, err: &RemoteError, writing: bool) {
-        let d = self.describe();
-        let retry = self.breaker.cooldown().as_secs();
-        let what = match err.kind {
-            FailureKind::AccessDenied if writing => {
-                let mut paused = self.writes_paused.lock().unwrap();
-                let was_on = paused.is_none();
-                *paused = Some(Instant::now() + self.breaker.cooldown());
-                drop(paused);
-                if was_on {
-                    eprintln!(
-                        "gocacher serve: {d}: writes denied ({}); still reading it, while PUTs are kept in the local store and answered 503; retrying writes in {retry} s",
-                        err.message
-                    );
-                }
-                return;
-            }
-            FailureKind::Credentials => {
-                if !self.breaker.trip() {
-                    return;
-                }
-                format!(
-                    "credentials refused ({}; {})",
-                    err.message,
-                    self.store.credentials_hint()
-                )
-            }
-            FailureKind::NoBucket => {
-                if !self.breaker.trip() {
-                    return;
-                }
-                format!("the bucket does not exist ({})", err.message)
-            }
-            FailureKind::AccessDenied => {
-                if !self.breaker.trip() {
-                    return;
-                }
-                format!("reads denied ({})", err.message)
-            }
-            FailureKind::Unavailable | FailureKind::Other => {
-                if !self.breaker.failure() {
-                    return;
-                }
-                format!(
-                    "{} failures in a row (last: {})",
-                    breaker::THRESHOLD,
-                    err.message
-                )
-            }
-        };
-        eprintln!(
-            "gocacher serve: {d}: {what}; serving from the local store only (PUTs are kept there and answered 503), retrying the bucket in {retry} s"
-        );
-    }
-
-    /// Records that the bucket answered a read; with [`Policy::Server`], a
-    /// bucket that was out of use gets a line saying it is used again.
+    /// Records that the bucket answered a read; a bucket that was out of
+    /// use is back, which the policy may say.
     pub(crate) fn answered(&self) {
         if self.breaker.success() {
-            self.back_in_use();
+            self.policy.back_in_use(self);
         }
     }
 
@@ -155,28 +126,8 @@ impl Remote {
     /// probed, and ends a pause of writes.
     pub(crate) fn wrote(&self) {
         if self.breaker.answered() {
-            self.back_in_use();
+            self.policy.back_in_use(self);
         }
-        let resumed = self.writes_paused.lock().unwrap().take().is_some();
-        if resumed && self.opts.policy == Policy::Server {
-            eprintln!(
-                "gocacher serve: {}: writes go through again; PUTs are written to the bucket",
-                self.describe()
-            );
-        }
-    }
-
-    fn back_in_use(&self) {
-        if self.opts.policy == Policy::Server {
-            eprintln!(
-                "gocacher serve: {}: answering again; using it for reads{}",
-                self.describe(),
-                if self.is_read_only() {
-                    " (writes still denied)"
-                } else {
-                    " and writes"
-                }
-            );
-        }
+        self.policy.wrote(self);
     }
 }

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use super::format::{Encoding, ObjectMeta};
 use super::memory::MemoryStore;
-use super::{upload_now, Policy, Remote, RemoteOptions, UploadJob, Uploader};
+use super::{upload_now, FailurePolicy, OneShot, Remote, RemoteOptions, UploadJob, Uploader};
 use crate::disk::DiskCache;
 use crate::stats::Stats;
 use crate::wire::Id;
@@ -36,11 +36,14 @@ fn opts() -> RemoteOptions {
         breaker_cooldown: COOLDOWN,
         spool: true,
         keys: Default::default(),
-        policy: super::Policy::OneShot,
     }
 }
 
 fn tier(opts: RemoteOptions) -> Tier {
+    tier_with(opts, Box::new(OneShot))
+}
+
+fn tier_with(opts: RemoteOptions, policy: Box<dyn FailurePolicy>) -> Tier {
     let dir = tempfile::tempdir().unwrap();
     let disk = Arc::new(DiskCache::open(dir.path()).unwrap());
     let store = MemoryStore::default();
@@ -49,6 +52,7 @@ fn tier(opts: RemoteOptions) -> Tier {
         disk.clone(),
         Arc::new(Stats::default()),
         opts,
+        policy,
     );
     Tier {
         remote,
@@ -327,10 +331,7 @@ async fn after_the_cooldown_many_lookups_send_one_probe() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_retries_refused_credentials_and_denied_writes() {
-    let t = tier(RemoteOptions {
-        policy: Policy::Server,
-        ..opts()
-    });
+    let t = tier_with(opts(), Box::new(crate::serve::pauses::Pauses::default()));
     for n in 140..150 {
         held(&t, n);
     }

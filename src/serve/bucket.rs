@@ -1,7 +1,7 @@
 //! The bucket behind `gocacher serve --remote`, as every path of the server
 //! uses it: entry gets and puts, named gets and puts, and the probe that
 //! tries a bucket out of use again. All of them obey one state, the
-//! [`Remote`]'s under [`crate::remote::Policy::Server`]: a failure that
+//! [`Remote`]'s under serve's policy (`pauses.rs`): a failure that
 //! waiting may fix (credentials, a missing bucket, denied reads or writes,
 //! an endpoint down) takes the bucket out of use, or pauses writes, for the
 //! breaker's cooldown; then one request tries again. Nothing is given up for

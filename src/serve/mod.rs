@@ -23,6 +23,7 @@ mod jwks;
 mod listen;
 mod metrics;
 mod named;
+pub(crate) mod pauses;
 mod reply;
 mod shared;
 mod tls;
@@ -82,10 +83,15 @@ async fn serve(cfg: ServeConfig, remote: Option<RemoteConfig>) -> Result<()> {
             };
             let opts = crate::remote::RemoteOptions {
                 spool: false,
-                policy: crate::remote::Policy::Server,
                 ..rc.opts.clone()
             };
-            let remote = Remote::new(Box::new(store), disk.clone(), stats.clone(), opts);
+            let remote = Remote::new(
+                Box::new(store),
+                disk.clone(),
+                stats.clone(),
+                opts,
+                Box::new(pauses::Pauses::default()),
+            );
             eprintln!("gocacher serve: bucket {}", remote.describe());
             Some(Arc::new(Bucket::new(remote, named_prefix, stats)))
         }
