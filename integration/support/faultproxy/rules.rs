@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-/// What to do with a request. Every fault but `Pass` reads the request's
-/// body first, as a server would, so that a connection that gets an answer
-/// stays usable for the next request.
+/// What to do with a request. The proxy reads the request's body whole
+/// before it acts, as a server would, so that a connection that gets an
+/// answer stays usable for the next request.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Fault {
     /// Forward it unchanged.
