@@ -100,11 +100,15 @@ fn gocacher_lines(run: &GoRun) -> Vec<&str> {
         .collect()
 }
 
-/// kill -9 of every gocacher serving `cache_dir`.
+/// kill -9 of every gocacher serving `cache_dir`; fails the test when none
+/// was running (pkill matched nothing).
 fn kill_gocacher(cache_dir: &std::path::Path) {
-    let _ = Command::new("pkill")
-        .args(["-9", "-f", &format!("--cache-dir {}", cache_dir.display())])
-        .status();
+    let pattern = format!("--cache-dir {}", cache_dir.display());
+    let killed = Command::new("pkill")
+        .args(["-9", "-f", "--", &pattern])
+        .status()
+        .expect("running pkill");
+    assert!(killed.success(), "no gocacher to kill: {pattern}");
 }
 
 fn secs(n: u64) -> Duration {
