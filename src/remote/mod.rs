@@ -15,6 +15,7 @@ pub mod pack;
 mod policy;
 mod prefetch;
 pub mod s3;
+mod served;
 mod spool;
 pub mod store;
 mod transfer;
@@ -34,6 +35,7 @@ use store::{FailureKind, Store};
 
 pub use policy::{FailurePolicy, OneShot};
 pub use prefetch::{Prefetch, Usage, WriteBack};
+pub use served::NotWritten;
 pub(crate) use upload::upload_timeout;
 pub use upload::{upload_now, UploadJob, Uploader};
 
@@ -103,11 +105,11 @@ pub enum Known {
 }
 
 pub struct Remote {
-    pub(crate) store: Box<dyn Store>,
-    pub(crate) local: Arc<dyn Sink>,
-    pub(crate) stats: Arc<Stats>,
-    pub(crate) opts: RemoteOptions,
-    pub(crate) breaker: Breaker,
+    store: Box<dyn Store>,
+    local: Arc<dyn Sink>,
+    stats: Arc<Stats>,
+    opts: RemoteOptions,
+    breaker: Breaker,
     /// Single-flight too: concurrent gets of one key share one download.
     index: moka::future::Cache<Id, Known>,
     read_only: AtomicBool,
@@ -119,12 +121,12 @@ pub struct Remote {
     /// and buffers; the network requests themselves are not limited by this,
     /// so a prefetch keeps many round trips in flight while memory stays
     /// bounded.
-    pub(crate) writers: tokio::sync::Semaphore,
+    writers: tokio::sync::Semaphore,
     /// Failure kinds already reported on stderr (std Mutex: never held
     /// across an await).
     reported: Mutex<HashSet<&'static str>>,
     /// Upload bodies kept for the pack at close (a cold machine only).
-    pub(crate) spool: Option<Arc<spool::Spool>>,
+    spool: Option<Arc<spool::Spool>>,
 }
 
 impl Remote {

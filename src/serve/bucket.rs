@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::local::Entry;
 use crate::remote::store::{Fetched, Ranged, RemoteError, Source};
-use crate::remote::{upload_now, Remote, UploadJob};
+use crate::remote::{upload_now, NotWritten, Remote, UploadJob};
 use crate::stats::Stats;
 use crate::wire::Id;
 
@@ -27,24 +27,6 @@ pub(crate) struct Bucket {
     /// Failures by kind already added to the metrics' counters (scrapes
     /// may run at once).
     exported: Mutex<[u64; crate::remote::FAILURE_KINDS.len()]>,
-}
-
-/// Why a named object's write did not reach the bucket.
-pub(crate) enum NotWritten {
-    /// The bucket is out of use, or its writes are denied lately.
-    Paused,
-    Failed(RemoteError),
-}
-
-impl std::fmt::Display for NotWritten {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            NotWritten::Paused => {
-                f.write_str("the bucket is out of use or its writes are denied; retrying it later")
-            }
-            NotWritten::Failed(e) => write!(f, "{e}"),
-        }
-    }
 }
 
 impl Bucket {
@@ -73,22 +55,16 @@ impl Bucket {
         upload_now(&self.remote, job).await
     }
 
-    /// Whether a named read may go to the bucket now (takes the probe's
-    /// turn when the bucket is being tried again). False: answer from the
-    /// local store.
+    /// Whether a named read may go to the bucket now: see
+    /// [`Remote::may_read`].
     pub(crate) fn reads(&self) -> bool {
-        self.remote.breaker.allow()
+        self.remote.may_read()
     }
 
-    /// Reads a named object (after [`Bucket::reads`]), to its headers
-    /// within the lookup timeout.
     pub(crate) async fn get_named(&self, key: &str) -> Result<Fetched, RemoteError> {
-        let timeout = self.remote.opts.timeout;
-        let got = tokio::time::timeout(timeout, self.remote.store.get_named(key)).await;
-        self.settle(got.unwrap_or(Err(RemoteError::timeout(timeout))), false)
+        self.remote.read_named(key).await
     }
 
-    /// Reads part of a named object (after [`Bucket::reads`]).
     pub(crate) async fn get_range(
         &self,
         key: &str,
@@ -96,58 +72,23 @@ impl Bucket {
         end: Option<u64>,
         if_match: Option<&str>,
     ) -> Result<Ranged, RemoteError> {
-        let timeout = self.remote.opts.timeout;
-        let asked = self.remote.store.get_range(key, start, end, if_match);
-        let got = tokio::time::timeout(timeout, asked).await;
-        self.settle(got.unwrap_or(Err(RemoteError::timeout(timeout))), false)
+        self.remote.read_range(key, start, end, if_match).await
     }
 
-    /// Writes a named object, unless the bucket is out of use or its writes
-    /// are paused.
     pub(crate) async fn put_named(&self, key: &str, body: Source<'_>) -> Result<(), NotWritten> {
-        let r = &self.remote;
-        if r.is_read_only() || !r.breaker.allow() {
-            return Err(NotWritten::Paused);
-        }
-        let limit = crate::remote::upload_timeout(r.opts.upload_timeout, body.len());
-        let put = tokio::time::timeout(limit, r.store.put_named(key, body)).await;
-        match put.unwrap_or(Err(RemoteError::timeout(limit))) {
-            Ok(()) => {
-                r.wrote();
-                Ok(())
-            }
-            Err(e) => {
-                Stats::inc(&self.stats.upload_errors);
-                r.failed(
-                    &e,
-                    e.kind == crate::remote::store::FailureKind::AccessDenied,
-                );
-                Err(NotWritten::Failed(e))
-            }
-        }
-    }
-
-    /// Records a read's outcome in the bucket's state.
-    fn settle<T>(&self, got: Result<T, RemoteError>, writing: bool) -> Result<T, RemoteError> {
-        match &got {
-            Ok(_) => self.remote.answered(),
-            Err(e) => {
-                Stats::inc(&self.stats.remote_errors);
-                self.remote.failed(e, writing);
-            }
-        }
-        got
+        self.remote.write_named(key, body).await
     }
 
     /// Tries a bucket out of use again once its cooldown is over, whether
     /// or not a request comes: a read of a named object nobody writes (a
     /// miss is an answer).
     pub(crate) async fn watch(self: Arc<Self>) {
-        let every = (self.remote.breaker.cooldown() / 4).max(std::time::Duration::from_millis(100));
+        let every =
+            (self.remote.breaker().cooldown() / 4).max(std::time::Duration::from_millis(100));
         let key = self.named_key("manifests", &"0".repeat(32));
         loop {
             tokio::time::sleep(every).await;
-            if self.remote.breaker.is_open() && !self.remote.breaker.is_cooling() && self.reads() {
+            if self.remote.probe_due() && self.reads() {
                 let _ = self.get_named(&key).await;
             }
         }
