@@ -14,7 +14,7 @@ use crate::config::RemoteConfig;
 use crate::config::StoreSettings;
 use crate::disk::{self, DiskCache};
 use crate::local::PutError;
-use crate::protocol::{Body, Handler, Hit, Put};
+use crate::protocol::{Handler, Hit, Put, PutBody};
 use crate::remote::http::HttpStore;
 use crate::remote::manifest::Used;
 use crate::remote::s3::S3Store;
@@ -263,7 +263,7 @@ fn store(
     overflow: &disk::Overflow,
     put: Put,
     put_time_nanos: i64,
-    mut body: Body,
+    mut body: PutBody,
     skip_disk: bool,
 ) -> Result<Written, PutError> {
     let write = |d: &DiskCache, next: &mut dyn FnMut() -> Option<crate::protocol::Chunk>| {
@@ -380,7 +380,7 @@ impl Handler for Cacher {
         }
     }
 
-    async fn put(&self, put: Put, body: Body) -> anyhow::Result<PathBuf> {
+    async fn put(&self, put: Put, body: PutBody) -> anyhow::Result<PathBuf> {
         Stats::inc(&self.stats.puts);
         let put_time_nanos = crate::wire::now_nanos();
         let (disk, overflow) = (self.disk.clone(), self.overflow.clone());

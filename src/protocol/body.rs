@@ -25,19 +25,19 @@ const CHANNEL_DEPTH: usize = 2;
 
 /// The decoded bytes of one put, as its handler receives them.
 #[derive(Debug)]
-pub struct Body {
+pub struct PutBody {
     size: u64,
     rx: Option<mpsc::Receiver<Chunk>>,
 }
 
-impl Body {
+impl PutBody {
     /// A body of `size` bytes and the sender that feeds it (none when empty).
-    pub(super) fn channel(size: u64) -> (Body, Option<mpsc::Sender<Chunk>>) {
+    pub(super) fn channel(size: u64) -> (PutBody, Option<mpsc::Sender<Chunk>>) {
         if size == 0 {
-            return (Body { size, rx: None }, None);
+            return (PutBody { size, rx: None }, None);
         }
         let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
-        (Body { size, rx: Some(rx) }, Some(tx))
+        (PutBody { size, rx: Some(rx) }, Some(tx))
     }
 
     /// The size cmd/go announced. The chunks add up to exactly this, or the
@@ -61,7 +61,7 @@ pub(super) async fn read<R: AsyncBufRead + Unpin>(
     size: u64,
     tx: Option<mpsc::Sender<Chunk>>,
 ) -> io::Result<()> {
-    let mut sink = Sink { tx, failed: false };
+    let mut sink = Feed { tx, failed: false };
     // Skip the blank line cmd/go writes after each request, and any spaces.
     loop {
         let buf = r.fill_buf().await?;
@@ -127,7 +127,7 @@ pub(super) async fn read<R: AsyncBufRead + Unpin>(
 }
 
 /// Decodes the text gathered so far and passes it on.
-async fn flush(text: &mut Vec<u8>, decoded: &mut u64, size: u64, sink: &mut Sink) {
+async fn flush(text: &mut Vec<u8>, decoded: &mut u64, size: u64, sink: &mut Feed) {
     if text.is_empty() || sink.failed {
         text.clear();
         return;
@@ -165,12 +165,12 @@ async fn skip_line<R: AsyncBufRead + Unpin>(r: &mut R) -> io::Result<()> {
 
 /// Where decoded chunks go. Once a body has failed, later chunks are dropped:
 /// the handler has been told and will discard what it wrote.
-struct Sink {
+struct Feed {
     tx: Option<mpsc::Sender<Chunk>>,
     failed: bool,
 }
 
-impl Sink {
+impl Feed {
     async fn send(&mut self, bytes: Bytes) {
         if let Some(tx) = &self.tx {
             // A closed channel means the handler gave up (say, disk full); we

@@ -69,7 +69,7 @@ impl Handler for Fake {
 
     /// Reads the body to its end, unless the action ID says to give up at
     /// once (as a full disk would); fails the put on an error chunk.
-    async fn put(&self, put: Put, mut body: Body) -> anyhow::Result<PathBuf> {
+    async fn put(&self, put: Put, mut body: PutBody) -> anyhow::Result<PathBuf> {
         if body.size() != put.size {
             self.wrong(format!("body of {} bytes for {put:?}", body.size()));
         }

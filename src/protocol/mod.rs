@@ -22,11 +22,11 @@ use tokio::task::JoinSet;
 
 use crate::wire::{self, Id, Request, Response};
 
-pub use body::Body;
+pub use body::PutBody;
 
 /// Longest request line we accept. Real requests are under 300 bytes; the cap
 /// keeps a runaway line (say, a body sent without its request) from growing a
-/// buffer without bound. Body lines are streamed and have no such cap.
+/// buffer without bound. PutBody lines are streamed and have no such cap.
 const MAX_REQUEST_LINE: usize = 64 * 1024;
 
 /// Read buffer for stdin. Large enough that a big body arrives in few syscalls,
@@ -44,7 +44,7 @@ pub struct Hit {
     pub disk_path: PathBuf,
 }
 
-/// A put's metadata; the bytes arrive separately as a [`Body`].
+/// A put's metadata; the bytes arrive separately as a [`PutBody`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Put {
     pub action_id: Id,
@@ -59,7 +59,7 @@ pub trait Handler: Send + Sync + 'static {
 
     /// Stores the body and returns the path of a file holding it. The file must
     /// be complete when this returns: cmd/go may read it at once.
-    fn put(&self, put: Put, body: Body) -> impl Future<Output = anyhow::Result<PathBuf>> + Send;
+    fn put(&self, put: Put, body: PutBody) -> impl Future<Output = anyhow::Result<PathBuf>> + Send;
 
     /// Called once, after every get and put has been answered, before the
     /// close reply (or at end of input). Drains background work.
@@ -162,7 +162,7 @@ where
                         continue;
                     }
                 };
-                let (body, sender) = Body::channel(put.size);
+                let (body, sender) = PutBody::channel(put.size);
                 let (h, tx) = (handler.clone(), tx.clone());
                 tasks.spawn(async move {
                     let resp = match guarded(h.put(put, body)).await {

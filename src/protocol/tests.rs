@@ -18,18 +18,18 @@ use crate::cacher::{Cacher, CloseOptions};
 use crate::disk::DiskCache;
 
 /// One gocacher session over in-memory pipes.
-struct Session {
+struct Run {
     to_child: Option<DuplexStream>,
     from_child: Lines<BufReader<DuplexStream>>,
     done: tokio::task::JoinHandle<io::Result<()>>,
 }
 
-impl Session {
-    fn start<H: Handler>(handler: Arc<H>) -> Session {
+impl Run {
+    fn start<H: Handler>(handler: Arc<H>) -> Run {
         let (to_child, child_in) = tokio::io::duplex(64 * 1024);
         let (child_out, from_child) = tokio::io::duplex(64 * 1024);
         let done = tokio::spawn(serve(child_in, child_out, handler));
-        Session {
+        Run {
             to_child: Some(to_child),
             from_child: BufReader::new(from_child).lines(),
             done,
@@ -109,16 +109,16 @@ fn b64(b: &[u8]) -> String {
     B64.encode(b)
 }
 
-fn disk_session() -> (Session, Arc<Cacher>, tempfile::TempDir) {
+fn disk_session() -> (Run, Arc<Cacher>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let cacher = Arc::new(Cacher::new(
         DiskCache::open(dir.path()).unwrap(),
         CloseOptions::default(),
     ));
-    (Session::start(cacher.clone()), cacher, dir)
+    (Run::start(cacher.clone()), cacher, dir)
 }
 
-async fn expect_capabilities(s: &mut Session) {
+async fn expect_capabilities(s: &mut Run) {
     assert_eq!(
         s.recv().await,
         json!({"ID": 0, "KnownCommands": ["get", "put", "close"]})
@@ -162,7 +162,7 @@ impl Handler for Slow {
         tokio::time::sleep(Duration::from_millis(action_id.0[0] as u64)).await;
         None
     }
-    async fn put(&self, _: Put, _: Body) -> anyhow::Result<PathBuf> {
+    async fn put(&self, _: Put, _: PutBody) -> anyhow::Result<PathBuf> {
         anyhow::bail!("read-only")
     }
     async fn close(&self) {}
@@ -170,7 +170,7 @@ impl Handler for Slow {
 
 #[tokio::test(start_paused = true)]
 async fn pipelined_gets_are_answered_out_of_order() {
-    let mut s = Session::start(Arc::new(Slow));
+    let mut s = Run::start(Arc::new(Slow));
     expect_capabilities(&mut s).await;
     s.get(1, [30; 32]).await;
     s.get(2, [0; 32]).await;
@@ -391,7 +391,7 @@ impl Handler for Panicky {
             _ => None,
         }
     }
-    async fn put(&self, _: Put, _: Body) -> anyhow::Result<PathBuf> {
+    async fn put(&self, _: Put, _: PutBody) -> anyhow::Result<PathBuf> {
         panic!("put panicked")
     }
     async fn close(&self) {
@@ -401,7 +401,7 @@ impl Handler for Panicky {
 
 #[tokio::test]
 async fn a_panic_becomes_an_error_reply_and_the_session_goes_on() {
-    let mut s = Session::start(Arc::new(Panicky));
+    let mut s = Run::start(Arc::new(Panicky));
     expect_capabilities(&mut s).await;
     s.get(1, [1; 32]).await;
     s.get(2, [2; 32]).await;

@@ -239,7 +239,7 @@ impl Manifest {
             return Err("truncated".to_string().into());
         }
         let (content, sig) = raw.split_at(raw.len() - SIG_LEN);
-        let mut r = Reader {
+        let mut r = Cursor {
             buf: content,
             pos: 0,
         };
@@ -287,12 +287,12 @@ impl Manifest {
     }
 }
 
-struct Reader<'a> {
+struct Cursor<'a> {
     buf: &'a [u8],
     pos: usize,
 }
 
-impl<'a> Reader<'a> {
+impl<'a> Cursor<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
         let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len());
         let end = end.ok_or_else(|| "truncated".to_string())?;

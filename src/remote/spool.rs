@@ -20,7 +20,7 @@ use super::pack;
 
 /// Where one output's stored body is in the spool.
 #[derive(Debug, Clone, Copy)]
-struct Frame {
+struct Kept {
     offset: u64,
     len: u64,
     zstd: bool,
@@ -36,7 +36,7 @@ struct Inner {
     /// The same file, opened for reading (the scratch file is write-only).
     reader: File,
     end: u64,
-    frames: HashMap<Id, Frame>,
+    frames: HashMap<Id, Kept>,
     /// Set at the first write error: the spool is then left as it is.
     broken: bool,
 }
@@ -78,7 +78,7 @@ impl Spool {
         match copied {
             Ok(n) if n == len => {
                 s.end += len;
-                s.frames.insert(output, Frame { offset, len, zstd });
+                s.frames.insert(output, Kept { offset, len, zstd });
             }
             _ => s.broken = true,
         }

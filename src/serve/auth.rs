@@ -30,7 +30,7 @@ use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
 
-use super::jwks::{find, pinned_algorithm, unverified_issuer, Discovery, Keys};
+use super::jwks::{find, pinned_algorithm, unverified_issuer, Discovery, IssuerKeys};
 use crate::config::serve::{AuthConfig, Claim};
 
 /// The namespace every session reads.
@@ -97,7 +97,7 @@ pub struct Auth {
     /// `--max-sessions` of them: when full, the least recently used one is
     /// dropped, and its client (on a 401) exchanges its identity token again.
     sessions: moka::sync::Cache<String, Session>,
-    jwks: tokio::sync::Mutex<HashMap<String, Keys>>,
+    jwks: tokio::sync::Mutex<HashMap<String, IssuerKeys>>,
     client: reqwest::Client,
     /// Tokens refused (shared with the metrics).
     pub failures: prometheus_client::metrics::counter::Counter,
@@ -105,7 +105,7 @@ pub struct Auth {
 
 /// Why an exchange was refused (the reply's body says it).
 #[derive(Debug)]
-pub struct Refused(pub String);
+pub struct Unauthorized(pub String);
 
 impl Auth {
     pub fn new(
@@ -161,10 +161,10 @@ impl Auth {
 
     /// Checks an identity token and opens a session for it: the session
     /// token, its lifetime and its grant.
-    pub async fn exchange(&self, jwt: &str) -> Result<(String, Duration, Grant), Refused> {
+    pub async fn exchange(&self, jwt: &str) -> Result<(String, Duration, Grant), Unauthorized> {
         let refuse = |why: String| {
             self.failures.inc();
-            Refused(why)
+            Unauthorized(why)
         };
         let header =
             jsonwebtoken::decode_header(jwt).map_err(|e| refuse(format!("not a JWT: {e}")))?;
@@ -243,7 +243,7 @@ impl Auth {
             let set = self.fetch_jwks(iss).await?;
             cache.insert(
                 iss.to_string(),
-                Keys {
+                IssuerKeys {
                     set,
                     fetched: Instant::now(),
                 },

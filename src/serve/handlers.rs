@@ -26,10 +26,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::Router;
 
-use super::auth::Refused;
+use super::auth::Unauthorized;
 use super::http::{
     body_length, busy, internal, observe, pump_body, refused, store_full, text, Caller, Cut,
-    Shared_,
+    SharedState,
 };
 use super::named::{get_named, put_named};
 use super::reply::output;
@@ -77,9 +77,9 @@ async fn info() -> Response {
 }
 
 /// gocached's exchange: `{"jwt": ...}` in, a session token out.
-async fn exchange(State(s): Shared_, body: Body) -> Response {
+async fn exchange(State(s): SharedState, body: Body) -> Response {
     #[derive(serde::Deserialize)]
-    struct Request {
+    struct Exchange {
         jwt: String,
     }
     let Some(auth) = &s.auth else {
@@ -92,7 +92,7 @@ async fn exchange(State(s): Shared_, body: Body) -> Response {
             "the request body is unreadable or over 64 KiB",
         );
     };
-    let Ok(req) = serde_json::from_slice::<Request>(&bytes) else {
+    let Ok(req) = serde_json::from_slice::<Exchange>(&bytes) else {
         return refused(&s, StatusCode::BAD_REQUEST, "expected {\"jwt\": \"...\"}");
     };
     match auth.exchange(&req.jwt).await {
@@ -110,12 +110,12 @@ async fn exchange(State(s): Shared_, body: Body) -> Response {
             }))
             .into_response()
         }
-        Err(Refused(why)) => refused(&s, StatusCode::UNAUTHORIZED, why),
+        Err(Unauthorized(why)) => refused(&s, StatusCode::UNAUTHORIZED, why),
     }
 }
 
 /// The caller's session: its namespace, whether it writes, its counters.
-async fn session_stats(State(s): Shared_, who: Caller) -> Response {
+async fn session_stats(State(s): SharedState, who: Caller) -> Response {
     if s.auth.is_none() {
         return text(
             StatusCode::NOT_FOUND,
@@ -132,7 +132,7 @@ async fn session_stats(State(s): Shared_, who: Caller) -> Response {
 }
 
 async fn get_action(
-    State(s): Shared_,
+    State(s): SharedState,
     who: Caller,
     UrlPath(id): UrlPath<String>,
     method: Method,
@@ -190,7 +190,7 @@ async fn get_action(
 }
 
 async fn get_output(
-    State(s): Shared_,
+    State(s): SharedState,
     who: Caller,
     UrlPath(id): UrlPath<String>,
     method: Method,
@@ -218,7 +218,7 @@ async fn get_output(
 }
 
 async fn put_entry(
-    State(s): Shared_,
+    State(s): SharedState,
     who: Caller,
     UrlPath((a, o)): UrlPath<(String, String)>,
     headers: HeaderMap,

@@ -24,7 +24,7 @@ use crate::wire::now_nanos;
 /// A body may take `--body-timeout` plus one second per this many bytes.
 const BODY_RATE: u64 = 256 << 10;
 
-pub(crate) type Shared_ = State<Arc<Shared>>;
+pub(crate) type SharedState = State<Arc<Shared>>;
 
 pub(crate) fn text(status: StatusCode, msg: impl Into<String>) -> Response {
     let mut msg = msg.into();

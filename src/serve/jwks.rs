@@ -10,7 +10,7 @@ use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 use serde_json::Value;
 
-pub(crate) struct Keys {
+pub(crate) struct IssuerKeys {
     pub(crate) set: JwkSet,
     pub(crate) fetched: Instant,
 }

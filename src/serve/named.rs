@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::bucket::Bucket;
 use super::http::{
-    blocking, body_length, busy, internal, pump_body, refused, text, Caller, Cut, Shared_,
+    blocking, body_length, busy, internal, pump_body, refused, text, Caller, Cut, SharedState,
 };
 use super::shared::Shared;
 use crate::remote::store::{Body as StoreBody, Fetched, Ranged, Source};
@@ -88,7 +88,7 @@ enum Part {
 }
 
 pub(crate) async fn get_named(
-    State(s): Shared_,
+    State(s): SharedState,
     who: Caller,
     UrlPath((kind, name)): UrlPath<(String, String)>,
     headers: HeaderMap,
@@ -256,7 +256,7 @@ fn respond(
 }
 
 pub(crate) async fn put_named(
-    State(s): Shared_,
+    State(s): SharedState,
     who: Caller,
     UrlPath((kind, name)): UrlPath<(String, String)>,
     headers: HeaderMap,
