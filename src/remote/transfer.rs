@@ -172,27 +172,16 @@ async fn small(
     wire_len: u64,
     deadline: Deadline,
 ) -> Result<Known, Failed> {
-    let timeout = r.opts.timeout;
     let mut wire = Vec::with_capacity(wire_len as usize);
     loop {
-        match next_chunk(&mut body, timeout, Some(deadline)).await {
-            Ok(Some(Ok(chunk))) => {
-                Stats::add(&r.stats.bytes_downloaded, chunk.len() as u64);
+        match next_chunk(r, &mut body, Some(deadline)).await {
+            Ok(Some(chunk)) => {
                 wire.extend_from_slice(&chunk);
                 if wire.len() as u64 > wire_len {
                     return Ok(corrupt(r, &action, at, "body longer than announced"));
                 }
             }
             Ok(None) => break,
-            Ok(Some(Err(e))) => {
-                return Err(fail(
-                    r,
-                    &RemoteError::new(
-                        FailureKind::Unavailable,
-                        format!("reading object body: {e}"),
-                    ),
-                ))
-            }
             Err(e) => return Err(fail(r, &e)),
         }
     }
@@ -272,17 +261,28 @@ pub(super) fn body_bound(timeout: Duration, wire_len: u64) -> Duration {
     timeout + Duration::from_secs_f64(wire_len as f64 / MIN_BODY_RATE as f64)
 }
 
-/// The next chunk of a body: within `timeout` of the last one, and (when
-/// given) before the deadline. `Err` is the timeout or deadline passing.
+/// The next chunk of a body, counted in `bytes_downloaded`: within the
+/// tier's timeout of the last one, and (when given) before the deadline.
+/// `Ok(None)` is the body's end; `Err` a network error, or the timeout or
+/// deadline passing.
 async fn next_chunk(
+    r: &Remote,
     body: &mut Body,
-    timeout: Duration,
     deadline: Option<Deadline>,
-) -> Result<Option<Result<Bytes, String>>, RemoteError> {
+) -> Result<Option<Bytes>, RemoteError> {
+    let timeout = r.opts.timeout;
     let stall = Instant::now() + timeout;
     let until = deadline.map_or(stall, |d| d.at.min(stall));
     match tokio::time::timeout_at(until, body.next()).await {
-        Ok(next) => Ok(next),
+        Ok(Some(Ok(chunk))) => {
+            Stats::add(&r.stats.bytes_downloaded, chunk.len() as u64);
+            Ok(Some(chunk))
+        }
+        Ok(Some(Err(e))) => Err(RemoteError::new(
+            FailureKind::Unavailable,
+            format!("reading object body: {e}"),
+        )),
+        Ok(None) => Ok(None),
         Err(_) => match deadline {
             Some(d) if d.at <= stall => Err(RemoteError::new(
                 FailureKind::Unavailable,
@@ -306,30 +306,17 @@ pub(super) async fn pump(
     tx: mpsc::Sender<io::Result<Bytes>>,
     deadline: Option<Deadline>,
 ) -> Option<RemoteError> {
-    let timeout = r.opts.timeout;
-    let mut network_error: Option<RemoteError> = None;
-    loop {
-        match next_chunk(&mut body, timeout, deadline).await {
-            Ok(Some(Ok(chunk))) => {
-                Stats::add(&r.stats.bytes_downloaded, chunk.len() as u64);
+    let network_error = loop {
+        match next_chunk(r, &mut body, deadline).await {
+            Ok(Some(chunk)) => {
                 if tx.send(Ok(chunk)).await.is_err() {
-                    break; // the reader gave up; it says why
+                    break None; // the reader gave up; it says why
                 }
             }
-            Ok(None) => break,
-            Ok(Some(Err(e))) => {
-                network_error = Some(RemoteError {
-                    kind: FailureKind::Unavailable,
-                    message: format!("reading object body: {e}"),
-                });
-                break;
-            }
-            Err(e) => {
-                network_error = Some(e);
-                break;
-            }
+            Ok(None) => break None,
+            Err(e) => break Some(e),
         }
-    }
+    };
     if let Some(e) = &network_error {
         let _ = tx.send(Err(io::Error::other(e.message.clone()))).await;
     }
