@@ -48,6 +48,11 @@ SCENARIOS = [
              "every signature", NEEDS_BUILDS, "~6 min", compare,
              ["--runs", "3", "--workloads", "std", "--contenders", "native,gocacher,gocacher-signed",
               "--scenarios", "remote-warm,remote-warm-50ms", "--rtts", "50"]),
+    Scenario("std-base", "`go build std`: this gocacher against another build of it (--base-gocacher, say the "
+             "commit before a change), side by side in one run: local-warm and remote-warm",
+             NEEDS_BUILDS + "; --base-gocacher", "~12 min", compare,
+             ["--runs", "5", "--workloads", "std", "--contenders", "native,gocacher,gocacher-base",
+              "--scenarios", "local-warm,remote-warm", "--rtts", "0"]),
     Scenario("server-load", "gocached and `gocacher serve` under load: 16 concurrent remote-warm "
              "`go build std`, then 1 KiB and 1 MiB request loads (bench/load)",
              "go, a dist gocacher; the seed's tools installed on first use", "~25 min", serverload),

@@ -39,7 +39,7 @@ from .workloads import prepare_workload
 def add_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--runs", type=int, default=7, help="interleaved runs per workload (default 7)")
     ap.add_argument("--workloads", default=",".join(WORKLOADS), help=f"comma list of {', '.join(WORKLOADS)} (default all)")
-    ap.add_argument("--contenders", default=",".join(c for c in CONTENDERS if c != "gocacher-signed"),
+    ap.add_argument("--contenders", default=",".join(c for c in CONTENDERS if c not in ("gocacher-signed", "gocacher-base")),
                     help=f"comma list of {', '.join(CONTENDERS)} (default all but gocacher-signed, which is "
                          "gocacher signing its uploads and checking every signature it reads)")
     ap.add_argument("--scenarios", default=None,
@@ -54,6 +54,8 @@ def add_args(ap: argparse.ArgumentParser) -> None:
                          "gocacher-serve: the gocacher binary's own `serve`)")
     ap.add_argument("--gocacher", type=Path, default=None,
                     help="gocacher binary (default $CARGO_TARGET_DIR/dist/gocacher, else target/dist/gocacher)")
+    ap.add_argument("--base-gocacher", type=Path, default=None,
+                    help="the gocacher binary of contender gocacher-base (say, a dist build of the commit before a change)")
     ap.add_argument("--minio-go-version", default=DEFAULT_MINIO_GO_VERSION,
                     help=f"version of {MINIO_GO_MODULE} for the minio-go workload (default {DEFAULT_MINIO_GO_VERSION})")
     ap.add_argument("--build-timeout", type=float, default=1800, help="seconds one build may take (default 1800)")
@@ -116,6 +118,9 @@ def smoke(args: argparse.Namespace) -> bool:
     if needs_gocacher(args):
         s.tool("gocacher", (args.gocacher or default_gocacher()).resolve(),
                "build it (cargo build --profile dist) or pass --gocacher")
+    if "gocacher-base" in args.contenders:
+        s.tool("gocacher-base", Path(args.base_gocacher or "--base-gocacher not given").resolve(),
+               "pass --base-gocacher with a dist build of the commit to compare against")
     if any(c in args.contenders for c in ON_MINIO):
         s.tool("MinIO", tools / "bin/minio", "", ["bash", "integration/tools/install-minio.sh"])
     if any(c in args.contenders for c in SEED_SERVED):

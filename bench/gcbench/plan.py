@@ -11,16 +11,20 @@ import re
 from .util import parse_list
 
 WORKLOADS = ("std", "minio-go", "fixture")
-CONTENDERS = ("native", "gocacher", "floor", "seed", "gocacher-http", "gocacher-signed")
+CONTENDERS = ("native", "gocacher", "floor", "seed", "gocacher-http", "gocacher-signed", "gocacher-base")
 # Contenders with a remote tier (a bucket or a server): they get settle
 # builds, store snapshots and restores. native and floor are local only.
 # gocacher-http is gocacher with --cache-server, on a seed server of its own
 # of the same kind as the seed's (--seed-server).
-REMOTE_HELPERS = ("gocacher", "seed", "gocacher-http", "gocacher-signed")
+REMOTE_HELPERS = ("gocacher", "seed", "gocacher-http", "gocacher-signed", "gocacher-base")
 # gocacher on MinIO: gocacher-signed is gocacher with a signing key (which it
 # also trusts, so its remote builds check every signature), under its own
-# prefix of the same bucket.
-ON_MINIO = ("gocacher", "gocacher-signed")
+# prefix of the same bucket. gocacher-base is another gocacher binary
+# (--base-gocacher: an older commit, say) under a prefix of its own, so a
+# change is measured before and after in one run.
+ON_MINIO = ("gocacher", "gocacher-signed", "gocacher-base")
+# Each gocacher-on-MinIO contender's key prefix in the bucket.
+MINIO_PREFIXES = {"gocacher": "gocacher", "gocacher-signed": "gocacher-signed", "gocacher-base": "gocacher-base"}
 # A fixed test key for gocacher-signed (64 hex digits: an ed25519 seed).
 BENCH_SIGN_KEY = "5e" * 32
 # The contenders that talk to a seed server, each its own per run.

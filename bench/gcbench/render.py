@@ -8,7 +8,7 @@ import json
 import statistics
 from pathlib import Path
 
-from .plan import NOT_RUN, SETTLE, ratio_base
+from .plan import NOT_RUN, ON_MINIO, SETTLE, ratio_base
 
 
 def med(values: list[float]) -> float | None:
@@ -116,7 +116,7 @@ def render(meta: dict[str, object], workloads: dict[str, object], rows: list[dic
             if r["wire_median_mb"] is not None and r.get("wire_source", "").startswith("MinIO"):
                 wire += "²"
             down = "—"
-            if r["contender"] in ("gocacher", "gocacher-signed") and "bytes_downloaded" in st:
+            if r["contender"] in ON_MINIO and "bytes_downloaded" in st:
                 down = f"{st['bytes_downloaded'] / 1e6:.1f}"
             iqr = "—"
             if r.get("wall_q1_s") is not None:

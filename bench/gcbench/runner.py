@@ -17,10 +17,10 @@ import time
 from pathlib import Path
 
 from .measure import parse_seed_stats, time_wrapper, timed_build
-from .plan import (BENCH_SIGN_KEY, LOCAL_WARM_REMOTE, ON_MINIO, REMOTE_HELPERS, SEED_MODULE, SEED_SERVED, SETTLE,
+from .plan import (BENCH_SIGN_KEY, CONTENDERS, LOCAL_WARM_REMOTE, MINIO_PREFIXES, ON_MINIO, REMOTE_HELPERS, SEED_MODULE, SEED_SERVED, SETTLE,
                    STORE_KINDS, WARM_KINDS, FLOOR_SOURCE, native_scenario, scenario_kind, scenario_rtt, takes_part)
 from .render import progress_line, write_outputs
-from .servers import S3_KEY, S3_PREFIX, S3_REGION, S3_SECRET, BucketSnapshot, DelayProxy, Minio, SeedServer, s3_delta
+from .servers import S3_KEY, S3_REGION, S3_SECRET, BucketSnapshot, DelayProxy, Minio, SeedServer, s3_delta
 from .util import (REPO_ROOT, BenchError, Children, default_gocacher, ensure_tool, go_quote, log, machine_info,
                    remove_tree, run_checked, run_text)
 from .workloads import Workload
@@ -77,6 +77,7 @@ class Bench:
         self.workload_infos: dict[str, object] = {}
         self.minio: Minio | None = None
         self.gocacher: Path | None = None
+        self.gocacher_base: Path | None = None
         self.floor: Path | None = None
         self.seed_client: Path | None = None
         self.seed_server_bin: Path | None = None
@@ -106,6 +107,14 @@ class Bench:
                                            timespec="seconds")}
             helptext = run_text([str(self.gocacher), "--help"])
             meta["gocacher_binary"]["flags"] = sorted(set(re.findall(r"--[a-z][a-z0-9-]+", helptext)))
+        if "gocacher-base" in args.contenders:
+            base = Path(args.base_gocacher or "").resolve()
+            if not args.base_gocacher or not os.access(base, os.X_OK):
+                raise BenchError("contender gocacher-base needs --base-gocacher: a gocacher binary to compare against")
+            self.gocacher_base = root / "bin" / "gocacher-base"
+            shutil.copy2(base, self.gocacher_base)
+            meta["gocacher_base_binary"] = {"path": str(base),
+                                            "sha256": hashlib.sha256(self.gocacher_base.read_bytes()).hexdigest()[:16]}
         if any(c in args.contenders for c in ON_MINIO):
             minio_bin = tools / "bin" / "minio"
             ensure_tool(minio_bin, ["bash", str(REPO_ROOT / "integration/tools/install-minio.sh")], "MinIO")
@@ -177,15 +186,16 @@ class Bench:
                 cleanup.append(local)
             remote = kind != "local-warm"
             if contender in ON_MINIO:
-                assert self.gocacher and self.minio
+                binary = self.gocacher_base if contender == "gocacher-base" else self.gocacher
+                assert binary and self.minio
                 server = self.minio
-                helper = [str(self.gocacher), "--cache-dir", str(local), "--stats-file", str(stats_file)]
+                helper = [str(binary), "--cache-dir", str(local), "--stats-file", str(stats_file)]
                 if remote:
                     endpoint = self.minio.endpoint
                     if rtt:
                         proxy = DelayProxy(self.minio.port, rtt, self.children)
                         endpoint = f"http://127.0.0.1:{proxy.port}"
-                    prefix = S3_PREFIX if contender == "gocacher" else f"{S3_PREFIX}-signed"
+                    prefix = MINIO_PREFIXES[contender]
                     helper += ["--remote", f"s3://{state['bucket']}/{prefix}", "--s3-endpoint", endpoint,
                                "--s3-region", S3_REGION]
                     if contender == "gocacher-signed":
@@ -326,7 +336,7 @@ class Bench:
             run_root.mkdir(parents=True)
             state: dict[str, object] = {"native_gocache": run_root / "native-gocache"}
             state["native_gocache"].mkdir()
-            for c in ("gocacher", "floor", "seed", "gocacher-http", "gocacher-signed"):
+            for c in CONTENDERS:
                 state[f"{c}_local_cold"] = run_root / f"{c}-local"
             if any(c in contenders for c in ON_MINIO):
                 state["bucket"] = f"{wl.name}-run{run}"

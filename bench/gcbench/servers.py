@@ -26,7 +26,6 @@ from .util import BenchError, Children, free_port, http_get, tail
 S3_KEY = "benchadmin"
 S3_SECRET = "bench-secret-key-0001"
 S3_REGION = "us-east-1"
-S3_PREFIX = "gocacher"
 
 
 # --------------------------------------------------------------------------
