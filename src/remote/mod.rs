@@ -9,7 +9,7 @@
 pub mod breaker;
 pub mod format;
 pub mod http;
-pub mod layered;
+pub mod locations;
 pub mod manifest;
 pub mod pack;
 mod policy;
@@ -30,7 +30,8 @@ use crate::stats::Stats;
 use crate::wire::Id;
 
 use breaker::Breaker;
-use store::{FailureKind, Store};
+use locations::Locations;
+use store::FailureKind;
 
 pub use prefetch::{Prefetch, Usage, WriteBack};
 pub(crate) use upload::upload_timeout;
@@ -119,7 +120,7 @@ pub enum Known {
 }
 
 pub struct Remote {
-    pub(crate) store: Box<dyn Store>,
+    pub(crate) store: Locations,
     pub(crate) disk: Arc<DiskCache>,
     pub(crate) stats: Arc<Stats>,
     pub(crate) opts: RemoteOptions,
@@ -147,7 +148,7 @@ pub struct Remote {
 
 impl Remote {
     pub fn new(
-        store: Box<dyn Store>,
+        store: Locations,
         disk: Arc<DiskCache>,
         stats: Arc<Stats>,
         opts: RemoteOptions,

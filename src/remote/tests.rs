@@ -43,7 +43,7 @@ fn tier(opts: RemoteOptions) -> Tier {
     let disk = Arc::new(DiskCache::open(dir.path()).unwrap());
     let store = MemoryStore::default();
     let remote = Remote::new(
-        Box::new(store.clone()),
+        super::locations::Locations::one(Box::new(store.clone()), store.profile()),
         disk,
         Arc::new(Stats::default()),
         opts,

@@ -35,6 +35,7 @@ use tokio::sync::{Notify, Semaphore};
 
 use crate::config::{RemoteConfig, ServeConfig, StoreSettings};
 use crate::disk::DiskCache;
+use crate::remote::locations::Locations;
 use crate::remote::s3::S3Store;
 use crate::remote::Remote;
 use crate::stats::Stats;
@@ -73,7 +74,7 @@ async fn serve(cfg: ServeConfig, remote: Option<RemoteConfig>) -> Result<()> {
             let StoreSettings::S3(s3) = &rc.store else {
                 bail!("serve shares its store through a bucket (--remote s3://...)");
             };
-            let store = S3Store::connect(s3).await;
+            let (store, profile) = S3Store::connect(s3).await;
             let stats = Arc::new(Stats::default());
             let named_prefix = if s3.prefix.is_empty() {
                 "gocacher/v1".to_string()
@@ -85,7 +86,8 @@ async fn serve(cfg: ServeConfig, remote: Option<RemoteConfig>) -> Result<()> {
                 policy: crate::remote::Policy::Server,
                 ..rc.opts.clone()
             };
-            let remote = Remote::new(Box::new(store), disk.clone(), stats.clone(), opts);
+            let store = Locations::one(Box::new(store), profile);
+            let remote = Remote::new(store, disk.clone(), stats.clone(), opts);
             eprintln!("gocacher serve: bucket {}", remote.describe());
             Some(Arc::new(Bucket::new(remote, named_prefix, stats)))
         }
