@@ -9,7 +9,8 @@
 //!   `GET /output/<outputID>`. 404 is a miss.
 //! - `PUT /<actionID>/<outputID>` with the raw output; 204 is success.
 //! - With an identity token, `POST /auth/exchange-token` `{"jwt"}` gives the
-//!   Bearer token, exchanged again once when the server forgets it (401).
+//!   Bearer token, exchanged again once when the server forgets it (401):
+//!   `auth.rs`.
 //!
 //! Neither seed server keeps named objects, so there is no prefetch through
 //! them; `gocacher serve` does ([`named`]).
