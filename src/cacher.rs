@@ -16,6 +16,7 @@ use crate::disk::{self, DiskCache};
 use crate::local::PutError;
 use crate::protocol::{Handler, Hit, Put, PutBody};
 use crate::remote::http::HttpStore;
+use crate::remote::locations::Locations;
 use crate::remote::manifest::Used;
 use crate::remote::s3::S3Store;
 use crate::remote::store::Store;
@@ -141,17 +142,19 @@ impl Cacher {
         let (config, scope, cell) = self.remote.as_ref()?;
         let tier = cell
             .get_or_init(|| async {
-                let store: Box<dyn Store> = match &config.store {
+                let store = match &config.store {
                     StoreSettings::S3(s3) => {
                         match tokio::time::timeout(CONNECT_BOUND, S3Store::connect(s3)).await {
-                            Ok(store) if config.also_read.is_empty() => Box::new(store),
-                            Ok(store) => {
+                            Ok((store, profile)) => {
                                 let also = config
                                     .also_read
                                     .iter()
-                                    .map(|(bucket, prefix)| store.relocated(bucket, prefix))
+                                    .map(|(bucket, prefix)| {
+                                        let (also, profile) = store.relocated(bucket, prefix);
+                                        (Box::new(also) as Box<dyn Store>, profile)
+                                    })
                                     .collect();
-                                Box::new(crate::remote::layered::Layered::new(store, also))
+                                Locations::new(Box::new(store), profile, also)
                             }
                             Err(_) => {
                                 eprintln!(
@@ -163,14 +166,16 @@ impl Cacher {
                         }
                     }
                     StoreSettings::Http(h) => match HttpStore::new(h) {
-                        Ok(store) => {
+                        Ok((store, mut profile)) => {
                             // gocacher serve keeps manifests and packs; the
                             // seed's servers do not (one request to know).
-                            let _ = tokio::time::timeout(CONNECT_BOUND, store.probe()).await;
-                            if self.close.verbose && !store.keeps_named() {
-                                eprintln!("gocacher: {}: no prefetch (the server keeps no manifests or packs; gocacher serve does)", store.describe());
+                            profile.keeps_named = tokio::time::timeout(CONNECT_BOUND, store.probe())
+                                .await
+                                .unwrap_or(false);
+                            if self.close.verbose && !profile.keeps_named {
+                                eprintln!("gocacher: {}: no prefetch (the server keeps no manifests or packs; gocacher serve does)", profile.describe);
                             }
-                            Box::new(store)
+                            Locations::one(Box::new(store), profile)
                         }
                         Err(e) => {
                             eprintln!("gocacher: {e}; continuing with the local cache only");

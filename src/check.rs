@@ -10,7 +10,6 @@ use bytes::Bytes;
 
 use crate::config::{RemoteConfig, StoreSettings};
 use crate::remote::s3::{Fetched, S3Store};
-use crate::remote::store::Store;
 
 /// Runs the checks, printing one line per step on stdout. Returns an error
 /// naming the first step that failed.
@@ -18,9 +17,9 @@ pub async fn run(config: &RemoteConfig) -> Result<()> {
     let StoreSettings::S3(s3) = &config.store else {
         bail!("check works with --remote s3://BUCKET[/PREFIX]");
     };
-    let store = S3Store::connect(s3).await;
+    let (store, profile) = S3Store::connect(s3).await;
     let limit = config.opts.timeout.max(Duration::from_secs(5));
-    println!("checking {}", store.describe());
+    println!("checking {}", profile.describe);
 
     let creds = step("credentials", limit, store.credentials_source()).await?;
     println!("  {creds}");
@@ -55,7 +54,7 @@ pub async fn run(config: &RemoteConfig) -> Result<()> {
         None => bail!("read: the probe object was not found right after writing it"),
     }
     deleted?;
-    println!("ok: gocacher can use {}", store.describe());
+    println!("ok: gocacher can use {}", profile.describe);
     Ok(())
 }
 

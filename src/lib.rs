@@ -38,9 +38,15 @@
 //!   writes, mtime refresh on hits, index files for whole packs, the
 //!   overflow dir for a full or read-only cache dir, and daily trimming.
 //! - [`remote`]: the remote tier. [`remote::store::Store`] is what every
-//!   store provides: [`remote::s3`] (S3-compatible buckets),
-//!   [`remote::http`] (gocached, go-cacher-server and `gocacher serve`),
-//!   [`remote::layered`] (`--also-read` fallbacks). Around the store: the
+//!   store provides, transport only: get, put and delete an entry by its
+//!   action ID, read (whole or a range) and write a named object (manifests
+//!   and packs) by key. What a store is, for messages and for what the tier
+//!   may ask of it, is a [`remote::store::Profile`] its constructor returns.
+//!   Stores: [`remote::s3`] (S3-compatible buckets), [`remote::http`]
+//!   (gocached, go-cacher-server and `gocacher serve`; `auth.rs` the token
+//!   exchange). [`remote::locations`] holds the store a go command writes
+//!   and its `--also-read` fallbacks with their profiles, names objects, and
+//!   asks the next location after a miss or a refused copy. Around it: the
 //!   object format, verified downloads, the upload queue, the in-memory
 //!   index of what the store holds, the circuit breaker, what a failure
 //!   does (`remote/policy.rs`: a go command's or serve's), and the build
@@ -75,11 +81,17 @@
 //!
 //! # Adding a store
 //!
-//! Implement [`remote::store::Store`] in a new file under `src/remote/`
-//! (`s3.rs` and `http/` are the models), add its flags in
-//! `src/config/args.rs` and a [`config::StoreSettings`] variant in
-//! `src/config/mod.rs`, and build it
-//! in `Cacher::tier` in `src/cacher.rs`. The remote tier above the store
+//! Implement [`remote::store::Store`]'s six methods in a new file under
+//! `src/remote/` (`s3.rs` and `http/` are the models), and give it a
+//! constructor that returns the store with its [`remote::store::Profile`]:
+//! how to describe it in messages (never a secret), what to say when it
+//! refuses credentials, whether it takes gocacher's encoded entries or raw
+//! outputs, whether it keeps named objects (no prefetch without them), the
+//! prefix named objects' keys start with, and what an entry is called in
+//! messages. Add its flags in `src/config/args.rs` and a
+//! [`config::StoreSettings`] variant in `src/config/mod.rs`, and build it
+//! in `Cacher::tier` in `src/cacher.rs`, wrapped in a
+//! [`remote::locations::Locations`]. The remote tier above the store
 //! (verification, uploads, prefetch) needs no change.
 
 pub mod cacher;

@@ -105,10 +105,15 @@ impl ObjectMeta {
 
 /// The object key of an action under `prefix` (no leading or trailing '/').
 pub fn object_key(prefix: &str, action: &Id) -> String {
+    format!("{}{}", entries_at(prefix), action.to_hex())
+}
+
+/// What every entry's key starts with under `prefix` (see [`object_key`]).
+pub fn entries_at(prefix: &str) -> String {
     if prefix.is_empty() {
-        format!("gocacher/v1/{}", action.to_hex())
+        "gocacher/v1/".to_string()
     } else {
-        format!("{prefix}/gocacher/v1/{}", action.to_hex())
+        format!("{prefix}/gocacher/v1/")
     }
 }
 

@@ -11,7 +11,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::format::ObjectMeta;
-use super::store::{Body, FailureKind, Fetched, PutOutcome, Ranged, RemoteError, Source, Store};
+use super::store::{
+    Body, FailureKind, Fetched, Profile, PutOutcome, Ranged, RemoteError, Source, Store,
+};
 use crate::wire::Id;
 
 /// Clones share one store: a test keeps one to turn the knobs of the one
@@ -45,6 +47,20 @@ pub struct Held {
     pub refuse_credentials: AtomicBool,
 }
 
+impl MemoryStore {
+    /// What the store is, as a constructor of a real store would say.
+    pub fn profile(&self) -> Profile {
+        Profile {
+            describe: "memory store".into(),
+            credentials_hint: "none",
+            takes_encoded: true,
+            keeps_named: true,
+            prefix: String::new(),
+            entries_at: String::new(),
+        }
+    }
+}
+
 impl Held {
     /// Holds `data` for `action`, as an upload would (raw bytes).
     pub fn insert(&self, action: Id, meta: ObjectMeta, data: Bytes) {
@@ -68,22 +84,6 @@ impl Held {
 
 #[async_trait]
 impl Store for MemoryStore {
-    fn describe(&self) -> &str {
-        "memory store"
-    }
-
-    fn key(&self, action: &Id) -> String {
-        action.to_hex()
-    }
-
-    fn credentials_hint(&self) -> &'static str {
-        "none"
-    }
-
-    fn takes_encoded(&self) -> bool {
-        true
-    }
-
     async fn get(&self, action: &Id) -> Result<Fetched, RemoteError> {
         self.gets.fetch_add(1, Ordering::Relaxed);
         self.call().await?;
@@ -119,25 +119,13 @@ impl Store for MemoryStore {
         Ok(PutOutcome::Created)
     }
 
-    async fn remove(&self, action: &Id) -> Result<(), RemoteError> {
+    async fn delete(&self, action: &Id) -> Result<(), RemoteError> {
         self.call().await?;
         if self.deny_deletes.load(Ordering::Relaxed) {
             return Err(RemoteError::new(FailureKind::AccessDenied, "denied"));
         }
         self.entries.lock().unwrap().remove(action);
         Ok(())
-    }
-
-    fn keeps_named(&self) -> bool {
-        true
-    }
-
-    fn manifest_key(&self, scope: &str) -> String {
-        format!("manifest/{scope}")
-    }
-
-    fn pack_key(&self, scope: &str) -> String {
-        format!("pack/{scope}")
     }
 
     async fn get_named(&self, key: &str) -> Result<Fetched, RemoteError> {

@@ -9,7 +9,7 @@
 pub mod breaker;
 pub mod format;
 pub mod http;
-pub mod layered;
+pub mod locations;
 pub mod manifest;
 pub mod pack;
 mod policy;
@@ -31,7 +31,8 @@ use crate::stats::Stats;
 use crate::wire::Id;
 
 use breaker::Breaker;
-use store::{FailureKind, Store};
+use locations::Locations;
+use store::FailureKind;
 
 pub use policy::{FailurePolicy, OneShot};
 pub use prefetch::{Prefetch, Usage, WriteBack};
@@ -105,7 +106,7 @@ pub enum Known {
 }
 
 pub struct Remote {
-    store: Box<dyn Store>,
+    store: Locations,
     local: Arc<dyn Sink>,
     stats: Arc<Stats>,
     opts: RemoteOptions,
@@ -131,7 +132,7 @@ pub struct Remote {
 
 impl Remote {
     pub fn new(
-        store: Box<dyn Store>,
+        store: Locations,
         local: Arc<dyn Sink>,
         stats: Arc<Stats>,
         opts: RemoteOptions,

@@ -358,7 +358,7 @@ async fn load(remote: &Remote, scope: &str) -> Loaded {
         return Loaded::Failed;
     }
     let key = remote.store.manifest_key(scope);
-    let read = super::store::read_small(&*remote.store, &key, manifest::MAX_OBJECT_BYTES);
+    let read = super::locations::read_small(&remote.store, &key, manifest::MAX_OBJECT_BYTES);
     let Some(read) = bounded(remote, manifest_bound(remote), false, read).await else {
         return Loaded::Failed;
     };

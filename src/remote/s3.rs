@@ -15,7 +15,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::Client;
 use aws_smithy_types::error::display::DisplayErrorContext;
 
-use super::format::{object_key, ObjectMeta};
+use super::format::{entries_at, object_key, ObjectMeta};
 use crate::wire::Id;
 
 /// Where the bucket is and how to reach it (validated flags).
@@ -44,7 +44,7 @@ impl S3Settings {
     }
 }
 
-use super::store::{Body, Source, Store};
+use super::store::{Body, Profile, Source, Store};
 pub use super::store::{FailureKind, Fetched, PutOutcome, Ranged, RemoteError};
 
 pub struct S3Store {
@@ -57,11 +57,12 @@ pub struct S3Store {
     bucket: String,
     prefix: String,
     /// For messages: "bucket B at ENDPOINT".
-    pub describe: String,
+    describe: String,
 }
 
 impl S3Store {
-    pub async fn connect(s: &S3Settings) -> S3Store {
+    /// A client for the bucket `s` names, and what it is.
+    pub async fn connect(s: &S3Settings) -> (S3Store, Profile) {
         let env_endpoint = std::env::var("AWS_ENDPOINT_URL_S3")
             .or_else(|_| std::env::var("AWS_ENDPOINT_URL"))
             .ok()
@@ -119,25 +120,38 @@ impl S3Store {
         let reader = conf
             .clone()
             .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled());
-        S3Store {
+        let store = S3Store {
             credentials: sdk.credentials_provider(),
             reader: Client::from_conf(reader.build()),
             client: Client::from_conf(conf.build()),
             bucket: s.bucket.clone(),
             prefix: s.prefix.clone(),
             describe,
+        };
+        let profile = store.profile();
+        (store, profile)
+    }
+
+    fn profile(&self) -> Profile {
+        Profile {
+            describe: self.describe.clone(),
+            credentials_hint: "set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE",
+            takes_encoded: true,
+            keeps_named: true,
+            prefix: self.prefix.clone(),
+            entries_at: entries_at(&self.prefix),
         }
     }
 
     /// The same client and credentials for another bucket or prefix (an
     /// `--also-read` location).
-    pub fn relocated(&self, bucket: &str, prefix: &str) -> S3Store {
+    pub fn relocated(&self, bucket: &str, prefix: &str) -> (S3Store, Profile) {
         let shown = if prefix.is_empty() {
             bucket.to_string()
         } else {
             format!("{bucket}/{prefix}")
         };
-        S3Store {
+        let store = S3Store {
             client: self.client.clone(),
             reader: self.reader.clone(),
             credentials: self.credentials.clone(),
@@ -148,11 +162,9 @@ impl S3Store {
                 &format!("bucket {shown}"),
                 1,
             ),
-        }
-    }
-
-    pub fn prefix(&self) -> &str {
-        &self.prefix
+        };
+        let profile = store.profile();
+        (store, profile)
     }
 
     /// Reads an object.
@@ -270,24 +282,8 @@ async fn byte_stream(body: Source<'_>) -> Result<ByteStream, RemoteError> {
 
 #[async_trait::async_trait]
 impl Store for S3Store {
-    fn describe(&self) -> &str {
-        &self.describe
-    }
-
-    fn key(&self, action: &Id) -> String {
-        object_key(&self.prefix, action)
-    }
-
-    fn credentials_hint(&self) -> &'static str {
-        "set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE"
-    }
-
-    fn takes_encoded(&self) -> bool {
-        true
-    }
-
     async fn get(&self, action: &Id) -> Result<Fetched, RemoteError> {
-        self.get_object(&self.key(action)).await
+        self.get_object(&object_key(&self.prefix, action)).await
     }
 
     async fn put(
@@ -297,23 +293,12 @@ impl Store for S3Store {
         body: Source<'_>,
     ) -> Result<PutOutcome, RemoteError> {
         let body = byte_stream(body).await?;
-        self.put_object(&self.key(action), Some(meta), body).await
+        self.put_object(&object_key(&self.prefix, action), Some(meta), body)
+            .await
     }
 
-    async fn remove(&self, action: &Id) -> Result<(), RemoteError> {
-        self.delete_object(&self.key(action)).await
-    }
-
-    fn keeps_named(&self) -> bool {
-        true
-    }
-
-    fn manifest_key(&self, scope: &str) -> String {
-        super::manifest::key(&self.prefix, scope)
-    }
-
-    fn pack_key(&self, scope: &str) -> String {
-        super::pack::key(&self.prefix, scope)
+    async fn delete(&self, action: &Id) -> Result<(), RemoteError> {
+        self.delete_object(&object_key(&self.prefix, action)).await
     }
 
     async fn get_named(&self, key: &str) -> Result<Fetched, RemoteError> {

@@ -4,10 +4,13 @@
 //! for tests of the tier itself).
 //!
 //! A store fetches an action's entry as a stream with its output ID and
-//! size, stores one unless it is there already, and (if it keeps them) reads
-//! and writes the named objects that manifests and packs live in. It does
-//! not verify anything and never touches the local disk: the remote tier
-//! checks every byte and hands verified entries to the disk tier.
+//! size, stores one unless it is there already, deletes one, and (if it
+//! keeps them) reads and writes the named objects that manifests and packs
+//! live in. That is all [`Store`] is: transport. What a store is (for
+//! messages) and what it can do is a plain [`Profile`] its constructor
+//! returns beside it. A store does not verify anything and never touches the
+//! local disk: the remote tier checks every byte and hands verified entries
+//! to the disk tier.
 
 use std::collections::VecDeque;
 use std::path::Path;
@@ -178,43 +181,40 @@ impl Source<'_> {
     }
 }
 
-#[async_trait]
-pub trait Store: Send + Sync + 'static {
+/// What a store is, as the layer above needs to know it: for messages, and
+/// for what it may ask of the store. Made by the store's constructor, held
+/// beside the store (see [`super::locations::Locations`]), so that the
+/// [`Store`] trait itself is only transport.
+#[derive(Debug, Clone)]
+pub struct Profile {
     /// For messages: where the store is, never a secret.
-    fn describe(&self) -> &str;
-
-    /// For messages: the name of an action's object.
-    fn key(&self, action: &Id) -> String;
-
+    pub describe: String,
     /// What to tell the user when the store refuses the credentials.
-    fn credentials_hint(&self) -> &'static str;
-
+    pub credentials_hint: &'static str,
     /// Whether entries are stored as gocacher encodes them (zstd frames with
     /// metadata), or as the raw output bytes (the seed's servers, which
     /// compress on their own and check bodies against output IDs).
-    fn takes_encoded(&self) -> bool;
+    pub takes_encoded: bool,
+    /// Whether the store keeps named objects (manifests and packs); without
+    /// them there is no prefetch.
+    pub keeps_named: bool,
+    /// The prefix named objects' keys start with (`PREFIX` of
+    /// `s3://BUCKET/PREFIX`; empty for none).
+    pub prefix: String,
+    /// For messages: what an entry's object is called, up to its action ID
+    /// in hex.
+    pub entries_at: String,
+}
 
+/// Moving bytes to and from one store. Entries are addressed by their
+/// action ID, since the seed's servers address them so (`GET /action/<id>`,
+/// `PUT /<id>/<output>`) and a bucket keeps them under a name of its own;
+/// named objects (manifests, packs) by the key the layer above gives them.
+/// What the store is and what it keeps is its [`Profile`].
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
     /// Looks an action's entry up.
     async fn get(&self, action: &Id) -> Result<Fetched, RemoteError>;
-
-    /// How many locations hold entries, asked in order (`--also-read`): a
-    /// copy that fails verification in one is looked up in the next.
-    fn locations(&self) -> usize {
-        1
-    }
-
-    /// Looks an action's entry up in location `location` only (0: the
-    /// store itself, the only one unless [`Store::locations`] says more).
-    async fn get_in(&self, action: &Id, location: usize) -> Result<Fetched, RemoteError> {
-        debug_assert_eq!(location, 0);
-        self.get(action).await
-    }
-
-    /// For messages: the name of an action's object in `location`.
-    fn key_in(&self, action: &Id, location: usize) -> String {
-        debug_assert_eq!(location, 0);
-        self.key(action)
-    }
 
     /// Stores an action's entry unless one is there already.
     async fn put(
@@ -225,17 +225,7 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<PutOutcome, RemoteError>;
 
     /// Removes an action's entry, so that a corrupt one can be replaced.
-    async fn remove(&self, action: &Id) -> Result<(), RemoteError>;
-
-    /// Whether the store keeps named objects (manifests and packs); without
-    /// them there is no prefetch.
-    fn keeps_named(&self) -> bool;
-
-    /// The name of a scope's manifest.
-    fn manifest_key(&self, scope: &str) -> String;
-
-    /// The name of a scope's pack.
-    fn pack_key(&self, scope: &str) -> String;
+    async fn delete(&self, action: &Id) -> Result<(), RemoteError>;
 
     /// Reads a named object.
     async fn get_named(&self, key: &str) -> Result<Fetched, RemoteError>;
@@ -252,21 +242,4 @@ pub trait Store: Send + Sync + 'static {
 
     /// Writes a named object, replacing what is there.
     async fn put_named(&self, key: &str, body: Source<'_>) -> Result<(), RemoteError>;
-}
-
-/// Reads a whole small named object; `Ok(None)` when there is none. Objects
-/// over `limit` bytes are refused unread.
-pub async fn read_small(
-    store: &dyn Store,
-    key: &str,
-    limit: usize,
-) -> Result<Option<Vec<u8>>, RemoteError> {
-    match store.get_named(key).await? {
-        Fetched::Missing => Ok(None),
-        Fetched::Found { wire_len, .. } if wire_len > limit as u64 => Err(RemoteError::new(
-            FailureKind::Other,
-            format!("{key}: {wire_len} bytes, over the {limit}-byte limit"),
-        )),
-        Fetched::Found { body, .. } => body.collect(key, limit).await.map(Some),
-    }
 }

@@ -48,7 +48,7 @@ fn tier_with(opts: RemoteOptions, policy: Box<dyn FailurePolicy>) -> Tier {
     let disk = Arc::new(DiskCache::open(dir.path()).unwrap());
     let store = MemoryStore::default();
     let remote = Remote::new(
-        Box::new(store.clone()),
+        super::locations::Locations::one(Box::new(store.clone()), store.profile()),
         disk.clone(),
         Arc::new(Stats::default()),
         opts,

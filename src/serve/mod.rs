@@ -36,6 +36,7 @@ use tokio::sync::{Notify, Semaphore};
 
 use crate::config::{RemoteConfig, ServeConfig, StoreSettings};
 use crate::disk::DiskCache;
+use crate::remote::locations::Locations;
 use crate::remote::s3::S3Store;
 use crate::remote::Remote;
 use crate::stats::Stats;
@@ -74,7 +75,7 @@ async fn serve(cfg: ServeConfig, remote: Option<RemoteConfig>) -> Result<()> {
             let StoreSettings::S3(s3) = &rc.store else {
                 bail!("serve shares its store through a bucket (--remote s3://...)");
             };
-            let store = S3Store::connect(s3).await;
+            let (store, profile) = S3Store::connect(s3).await;
             let stats = Arc::new(Stats::default());
             let named_prefix = if s3.prefix.is_empty() {
                 "gocacher/v1".to_string()
@@ -86,7 +87,7 @@ async fn serve(cfg: ServeConfig, remote: Option<RemoteConfig>) -> Result<()> {
                 ..rc.opts.clone()
             };
             let remote = Remote::new(
-                Box::new(store),
+                Locations::one(Box::new(store), profile),
                 disk.clone(),
                 stats.clone(),
                 opts,

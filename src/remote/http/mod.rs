@@ -9,14 +9,15 @@
 //!   `GET /output/<outputID>`. 404 is a miss.
 //! - `PUT /<actionID>/<outputID>` with the raw output; 204 is success.
 //! - With an identity token, `POST /auth/exchange-token` `{"jwt"}` gives the
-//!   Bearer token, exchanged again once when the server forgets it (401).
+//!   Bearer token, exchanged again once when the server forgets it (401):
+//!   `auth.rs`.
 //!
 //! Neither seed server keeps named objects, so there is no prefetch through
 //! them; `gocacher serve` does ([`named`]).
 
+mod auth;
 mod named;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -26,12 +27,11 @@ use serde::Deserialize;
 use crate::remote::format::{Encoding, ObjectMeta};
 use crate::remote::s3::redact_url;
 use crate::remote::store::{
-    Body, FailureKind, Fetched, PutOutcome, Ranged, RemoteError, Source, Store,
+    Body, FailureKind, Fetched, Profile, PutOutcome, Ranged, RemoteError, Source, Store,
 };
 use crate::wire::Id;
 
-/// The audience gocached requires of identity tokens.
-pub const DEFAULT_AUDIENCE: &str = "gocached";
+pub use auth::{Identity, DEFAULT_AUDIENCE};
 
 /// JSON replies read here (action values, tokens) are small; more is wrong.
 const JSON_LIMIT: usize = 64 << 10;
@@ -58,39 +58,13 @@ impl std::fmt::Debug for HttpSettings {
     }
 }
 
-/// Where the JWT for the exchange comes from.
-#[derive(Clone)]
-pub enum Identity {
-    /// A file holding the token (re-read at each exchange: CI systems
-    /// refresh it).
-    File(PathBuf),
-    /// GitHub Actions: `ACTIONS_ID_TOKEN_REQUEST_URL` with its bearer token.
-    Actions {
-        url: String,
-        token: String,
-        audience: String,
-    },
-}
-
-impl std::fmt::Debug for Identity {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Identity::File(p) => write!(f, "File({})", p.display()),
-            Identity::Actions { audience, .. } => write!(f, "Actions(audience {audience})"),
-        }
-    }
-}
-
 pub struct HttpStore {
     client: Client,
     base: String,
-    describe: String,
     identity: Option<Identity>,
     /// The Bearer token in use, and how many exchanges made it (so that
     /// requests failing at once trigger one exchange, not one each).
     token: tokio::sync::Mutex<(Option<String>, u64)>,
-    /// The server keeps named objects (`gocacher serve`, found by [`HttpStore::probe`]).
-    named: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Deserialize)]
@@ -100,147 +74,32 @@ struct ActionValue {
     size: u64,
 }
 
-#[derive(Deserialize)]
-struct Exchanged {
-    access_token: String,
-}
-
-#[derive(Deserialize)]
-struct ActionsToken {
-    value: String,
-}
-
 impl HttpStore {
-    pub fn new(s: &HttpSettings) -> Result<HttpStore, RemoteError> {
+    /// A client of the server `s` names, and what it is: whether it keeps
+    /// named objects is not known until [`HttpStore::probe`] asks, so the
+    /// profile says it does not.
+    pub fn new(s: &HttpSettings) -> Result<(HttpStore, Profile), RemoteError> {
         let client = Client::builder()
             .connect_timeout(Duration::from_secs(3))
             .pool_idle_timeout(Duration::from_secs(60))
             .user_agent(concat!("gocacher/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| RemoteError::new(FailureKind::Other, format!("HTTP client: {e}")))?;
-        Ok(HttpStore {
-            client,
+        let profile = Profile {
             describe: format!("cache server {}", redact_url(&s.base)),
+            credentials_hint: "check --access-token, or the identity token given by --oidc-token-file or GitHub Actions",
+            takes_encoded: false,
+            keeps_named: false,
+            prefix: String::new(),
+            entries_at: "/action/".into(),
+        };
+        let store = HttpStore {
+            client,
             base: s.base.trim_end_matches('/').to_string(),
             identity: s.identity.clone(),
             token: tokio::sync::Mutex::new((s.access_token.clone(), 0)),
-            named: std::sync::atomic::AtomicBool::new(false),
-        })
-    }
-
-    /// Sends a request with the Bearer token; on a 401 with an identity to
-    /// exchange, exchanges it once (unless another request just did) and
-    /// sends the request again.
-    async fn send(
-        &self,
-        what: &str,
-        make: impl Fn(&Client) -> Result<RequestBuilder, RemoteError>,
-    ) -> Result<Response, RemoteError> {
-        let (mut token, generation) = {
-            let mut t = self.token.lock().await;
-            // A token file is given for this server: exchange it at once.
-            // GitHub Actions' token is asked for only if the server wants
-            // one (a 401), as most servers do not.
-            if t.0.is_none() && matches!(self.identity, Some(Identity::File(_))) {
-                t.0 = Some(self.exchange().await?);
-                t.1 += 1;
-            }
-            t.clone()
         };
-        let mut retried = false;
-        loop {
-            let mut req = make(&self.client)?;
-            if let Some(t) = &token {
-                req = req.bearer_auth(t);
-            }
-            let resp = req.send().await.map_err(|e| network(what, &e))?;
-            if resp.status() != StatusCode::UNAUTHORIZED || self.identity.is_none() || retried {
-                return Ok(resp);
-            }
-            // gocached keeps sessions in memory: a restart forgets them.
-            retried = true;
-            let mut t = self.token.lock().await;
-            if t.1 == generation {
-                t.0 = Some(self.exchange().await?);
-                t.1 += 1;
-            }
-            token = t.0.clone();
-        }
-    }
-
-    /// Exchanges the identity token for an access token.
-    async fn exchange(&self) -> Result<String, RemoteError> {
-        let jwt = match &self.identity {
-            None => {
-                return Err(RemoteError::new(
-                    FailureKind::Credentials,
-                    "no identity token",
-                ))
-            }
-            Some(Identity::File(path)) => std::fs::read_to_string(path)
-                .map_err(|e| {
-                    RemoteError::new(
-                        FailureKind::Credentials,
-                        format!("reading the identity token {}: {e}", path.display()),
-                    )
-                })?
-                .trim()
-                .to_string(),
-            Some(Identity::Actions {
-                url,
-                token,
-                audience,
-            }) => {
-                let mut url = reqwest::Url::parse(url).map_err(|e| {
-                    RemoteError::new(
-                        FailureKind::Credentials,
-                        format!("ACTIONS_ID_TOKEN_REQUEST_URL: {e}"),
-                    )
-                })?;
-                url.query_pairs_mut().append_pair("audience", audience);
-                let resp = self
-                    .client
-                    .get(url)
-                    .bearer_auth(token)
-                    .send()
-                    .await
-                    .map_err(|e| network("the GitHub Actions identity token", &e))?;
-                if !resp.status().is_success() {
-                    return Err(RemoteError::new(
-                        FailureKind::Credentials,
-                        format!(
-                            "GitHub Actions refused an identity token (HTTP {}); does the job have `permissions: id-token: write`?",
-                            resp.status().as_u16()
-                        ),
-                    ));
-                }
-                json::<ActionsToken>("the GitHub Actions identity token", resp)
-                    .await?
-                    .value
-            }
-        };
-        let resp = self
-            .client
-            .post(format!("{}/auth/exchange-token", self.base))
-            .json(&serde_json::json!({ "jwt": jwt }))
-            .send()
-            .await
-            .map_err(|e| network("the token exchange", &e))?;
-        match resp.status() {
-            s if s.is_success() => Ok(json::<Exchanged>("the token exchange", resp)
-                .await?
-                .access_token),
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::BAD_REQUEST => {
-                Err(RemoteError::new(
-                    FailureKind::Credentials,
-                    format!(
-                        "the token exchange was refused (HTTP {}): the identity token is expired, for another audience, or its claims do not match the server's",
-                        resp.status().as_u16()
-                    ),
-                ))
-            }
-            s => Err(status_error("the token exchange", s)),
-        }
+        Ok((store, profile))
     }
 
     /// Reads an output by ID (go-cacher-server's second hop).
@@ -361,22 +220,6 @@ fn unreadable() -> Fetched {
 
 #[async_trait]
 impl Store for HttpStore {
-    fn describe(&self) -> &str {
-        &self.describe
-    }
-
-    fn key(&self, action: &Id) -> String {
-        format!("/action/{}", action.to_hex())
-    }
-
-    fn credentials_hint(&self) -> &'static str {
-        "check --access-token, or the identity token given by --oidc-token-file or GitHub Actions"
-    }
-
-    fn takes_encoded(&self) -> bool {
-        false
-    }
-
     async fn get(&self, action: &Id) -> Result<Fetched, RemoteError> {
         let url = format!("{}/action/{}", self.base, action.to_hex());
         let resp = self
@@ -461,21 +304,9 @@ impl Store for HttpStore {
         }
     }
 
-    async fn remove(&self, _action: &Id) -> Result<(), RemoteError> {
+    async fn delete(&self, _action: &Id) -> Result<(), RemoteError> {
         // The seed's servers have no delete; a PUT replaces an entry.
         Ok(())
-    }
-
-    fn keeps_named(&self) -> bool {
-        self.named.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    fn manifest_key(&self, scope: &str) -> String {
-        crate::remote::manifest::key("", scope)
-    }
-
-    fn pack_key(&self, scope: &str) -> String {
-        crate::remote::pack::key("", scope)
     }
 
     async fn get_named(&self, key: &str) -> Result<Fetched, RemoteError> {

@@ -3,8 +3,6 @@
 //! server has them; `GET`/`PUT /<key>` read (whole, or a `Range` while the
 //! `ETag` is `If-Match`) and replace them (docs/FORMAT.md, "Cache server").
 
-use std::sync::atomic::Ordering;
-
 use headers::{ContentRange, HeaderMapExt};
 use reqwest::StatusCode;
 use serde::Deserialize;
@@ -20,22 +18,23 @@ struct Info {
 }
 
 impl HttpStore {
-    /// Asks the server whether it keeps named objects; any failure (the
-    /// seed's servers answer 404) means it does not.
-    pub async fn probe(&self) {
+    /// Asks the server whether it keeps named objects (for
+    /// [`Profile::keeps_named`](crate::remote::store::Profile)); any failure
+    /// (the seed's servers answer 404) means it does not.
+    pub async fn probe(&self) -> bool {
         let url = format!("{}/gocacher/v1/info", self.base);
         let Ok(resp) = self
             .send("GET /gocacher/v1/info", |c| Ok(c.get(&url)))
             .await
         else {
-            return;
+            return false;
         };
         if resp.status() != StatusCode::OK {
-            return;
+            return false;
         }
-        if let Ok(info) = json::<Info>("GET /gocacher/v1/info", resp).await {
-            let named = info.server == "gocacher" && info.named;
-            self.named.store(named, Ordering::Relaxed);
+        match json::<Info>("GET /gocacher/v1/info", resp).await {
+            Ok(info) => info.server == "gocacher" && info.named,
+            Err(_) => false,
         }
     }
 
