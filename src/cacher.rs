@@ -11,16 +11,11 @@ use anyhow::Context as _;
 use std::time::Duration;
 
 use crate::config::RemoteConfig;
-use crate::config::StoreSettings;
 use crate::disk::{self, DiskCache};
 use crate::local::PutError;
 use crate::protocol::{Handler, Hit, Put, PutBody};
-use crate::remote::http::HttpStore;
-use crate::remote::locations::Locations;
 use crate::remote::manifest::Used;
-use crate::remote::s3::S3Store;
-use crate::remote::store::Store;
-use crate::remote::{OneShot, Prefetch, Remote, UploadJob, Uploader, Usage, WriteBack};
+use crate::remote::{connect, OneShot, Prefetch, Remote, UploadJob, Uploader, Usage, WriteBack};
 use crate::scope::Scope;
 use crate::stats::{Snapshot, Stats};
 use crate::wire::Id;
@@ -30,11 +25,6 @@ use tokio::sync::OnceCell;
 /// hand and write its local index (a warm build's stream has usually ended
 /// before close).
 const STREAM_END_WAIT: Duration = Duration::from_secs(1);
-
-/// Bound on setting up the S3 client: the AWS configuration chain may look at
-/// profiles, SSO caches or instance metadata before the first request. Every
-/// get that misses locally waits for this once.
-const CONNECT_BOUND: Duration = Duration::from_secs(5);
 
 /// What the cacher does at close besides draining.
 #[derive(Debug, Clone, Default)]
@@ -142,47 +132,7 @@ impl Cacher {
         let (config, scope, cell) = self.remote.as_ref()?;
         let tier = cell
             .get_or_init(|| async {
-                let store = match &config.store {
-                    StoreSettings::S3(s3) => {
-                        match tokio::time::timeout(CONNECT_BOUND, S3Store::connect(s3)).await {
-                            Ok((store, profile)) => {
-                                let also = config
-                                    .also_read
-                                    .iter()
-                                    .map(|(bucket, prefix)| {
-                                        let (also, profile) = store.relocated(bucket, prefix);
-                                        (Box::new(also) as Box<dyn Store>, profile)
-                                    })
-                                    .collect();
-                                Locations::new(Box::new(store), profile, also)
-                            }
-                            Err(_) => {
-                                eprintln!(
-                                    "gocacher: setting up the S3 client (region, credentials) took over {}s; continuing with the local cache only",
-                                    CONNECT_BOUND.as_secs()
-                                );
-                                return None;
-                            }
-                        }
-                    }
-                    StoreSettings::Http(h) => match HttpStore::new(h) {
-                        Ok((store, mut profile)) => {
-                            // gocacher serve keeps manifests and packs; the
-                            // seed's servers do not (one request to know).
-                            profile.keeps_named = tokio::time::timeout(CONNECT_BOUND, store.probe())
-                                .await
-                                .unwrap_or(false);
-                            if self.close.verbose && !profile.keeps_named {
-                                eprintln!("gocacher: {}: no prefetch (the server keeps no manifests or packs; gocacher serve does)", profile.describe);
-                            }
-                            Locations::one(Box::new(store), profile)
-                        }
-                        Err(e) => {
-                            eprintln!("gocacher: {e}; continuing with the local cache only");
-                            return None;
-                        }
-                    },
-                };
+                let store = connect(&config.store, &config.also_read, self.close.verbose).await?;
                 // Without manifests and packs there is nothing to prefetch
                 // from (said above with --verbose).
                 let concurrency = if store.keeps_named() {

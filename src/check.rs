@@ -8,8 +8,9 @@ use anyhow::{bail, Result};
 use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
 
-use crate::config::{RemoteConfig, StoreSettings};
+use crate::config::RemoteConfig;
 use crate::remote::s3::{Fetched, S3Store};
+use crate::remote::StoreSettings;
 
 /// Runs the checks, printing one line per step on stdout. Returns an error
 /// naming the first step that failed.

@@ -17,8 +17,8 @@
 //!    store, checks every byte (hash, size, and signature under
 //!    `--trust-key`, see [`trust`]), hands it to its sink (the disk tier,
 //!    through [`local::Sink`]: the remote tier never names the disk) and
-//!    returns the entry with its disk path. Anything that goes wrong there is a miss for
-//!    cmd/go, counted in [`stats`].
+//!    returns the entry with its disk path. Anything that goes wrong there
+//!    is a miss for cmd/go, counted in [`stats`].
 //! 4. [`protocol`] writes the reply; a put takes the same path down, and
 //!    its upload to the remote tier runs in the background.
 //!
@@ -29,8 +29,8 @@
 //!   writer and a [`protocol::Handler`], answers out of order, and streams
 //!   put bodies. It knows nothing about storage.
 //! - [`cacher`]: the handler that joins the tiers and counts everything;
-//!   it also builds the remote tier's store from the flags
-//!   (`Cacher::tier`).
+//!   on the first local miss it sets the remote tier up
+//!   ([`remote::connect`] builds the store from the flags).
 //! - [`local`]: what the tiers share about the local cache: [`local::Entry`]
 //!   (a hit), [`local::PutError`], and [`local::Sink`], the trait the disk
 //!   tier implements and the remote tier writes into.
@@ -49,8 +49,10 @@
 //!   asks the next location after a miss or a refused copy. Around it: the
 //!   object format, verified downloads, the upload queue, the in-memory
 //!   index of what the store holds, the circuit breaker, what a failure
-//!   does (`remote/policy.rs`: a go command's or serve's), and the build
-//!   manifests and packs with the prefetch they feed.
+//!   does ([`remote::FailurePolicy`] in `remote/policy.rs`, with a go
+//!   command's [`remote::OneShot`]; serve brings its own), the calls serve
+//!   passes through (`remote/served.rs`), and the build manifests and
+//!   packs with the prefetch they feed.
 //! - [`trust`]: signed entries, `--sign-key` and `--trust-key`, and
 //!   `gocacher keygen`.
 //! - [`scope`]: which build manifest a go command reads and writes.
@@ -73,7 +75,8 @@
 //!   the plumbing they all use (plain replies, the caller, request bodies,
 //!   the request log); `auth.rs` sessions, token files and the JWT
 //!   exchange, `jwks.rs` an issuer's keys and the algorithm they pin;
-//!   `bucket.rs` the bucket behind the store, `evict.rs` trimming,
+//!   `bucket.rs` the bucket behind the store, `pauses.rs` what a failure
+//!   of it does (nothing is given up for good), `evict.rs` trimming,
 //!   `metrics.rs`, `listen.rs` (connection limits) and `tls.rs`.
 //!
 //! The binary (`src/main.rs`) parses flags, opens the cache, runs
@@ -88,11 +91,12 @@
 //! refuses credentials, whether it takes gocacher's encoded entries or raw
 //! outputs, whether it keeps named objects (no prefetch without them), the
 //! prefix named objects' keys start with, and what an entry is called in
-//! messages. Add its flags in `src/config/args.rs` and a
-//! [`config::StoreSettings`] variant in `src/config/mod.rs`, and build it
-//! in `Cacher::tier` in `src/cacher.rs`, wrapped in a
-//! [`remote::locations::Locations`]. The remote tier above the store
-//! (verification, uploads, prefetch) needs no change.
+//! messages. Add its flags in `src/config/args.rs` (validated into its
+//! settings in `src/config/mod.rs`), and a [`remote::StoreSettings`]
+//! variant with its arm in `src/remote/connect.rs`, which builds every
+//! store and wraps it in a [`remote::locations::Locations`]. The remote
+//! tier above the store (verification, uploads, prefetch) needs no
+//! change.
 
 pub mod cacher;
 pub mod check;

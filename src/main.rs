@@ -7,10 +7,11 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use gocacher::cacher::{Cacher, CloseOptions};
-use gocacher::config::{Args, Command, Config, StoreSettings};
+use gocacher::config::{Args, Command, Config};
 use gocacher::disk::{DiskCache, TrimPolicy};
 use gocacher::protocol;
 use gocacher::remote::s3::redact_url;
+use gocacher::remote::StoreSettings;
 use gocacher::scope::Scope;
 
 mod stdio;

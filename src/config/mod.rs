@@ -12,6 +12,7 @@ use crate::disk::TRIM_MIN_AGE;
 use crate::remote::http::{HttpSettings, Identity};
 use crate::remote::s3::S3Settings;
 use crate::remote::RemoteOptions;
+use crate::remote::StoreSettings;
 
 mod args;
 mod parse;
@@ -24,13 +25,6 @@ pub use serve::ServeConfig;
 
 /// More prefetch downloads at once buy nothing and cost memory.
 const MAX_PREFETCH_CONCURRENCY: usize = 256;
-
-/// Which store the remote tier uses.
-#[derive(Debug, Clone)]
-pub enum StoreSettings {
-    S3(S3Settings),
-    Http(HttpSettings),
-}
 
 /// The remote tier's settings.
 #[derive(Debug, Clone)]

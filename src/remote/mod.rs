@@ -7,6 +7,7 @@
 //! first failure of each kind also gets one line on stderr.
 
 pub mod breaker;
+mod connect;
 pub mod format;
 pub mod http;
 pub mod locations;
@@ -34,6 +35,7 @@ use breaker::Breaker;
 use locations::Locations;
 use store::FailureKind;
 
+pub use connect::{connect, StoreSettings};
 pub use policy::{FailurePolicy, OneShot};
 pub use prefetch::{Prefetch, Usage, WriteBack};
 pub use served::NotWritten;

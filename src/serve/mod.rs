@@ -34,11 +34,12 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use tokio::sync::{Notify, Semaphore};
 
-use crate::config::{RemoteConfig, ServeConfig, StoreSettings};
+use crate::config::{RemoteConfig, ServeConfig};
 use crate::disk::DiskCache;
 use crate::remote::locations::Locations;
 use crate::remote::s3::S3Store;
 use crate::remote::Remote;
+use crate::remote::StoreSettings;
 use crate::stats::Stats;
 use bucket::Bucket;
 use evict::evict;
