@@ -56,8 +56,10 @@ pub fn zip_h1_file(path: &Path, limits: &Limits) -> Result<String, Error> {
 ///
 /// Refused before anything is decompressed: a zip over the limit, an entry
 /// name with a newline (Go cannot hash it), a name that is not UTF-8, two
-/// entries of one name (Go would not unzip it), and a total declared size
-/// of the entries over Go's bound. While hashing, an entry whose content is
+/// entries of one name or an entry with a second name in an extra field
+/// (neither in a zip the go command makes, and this reader would not list
+/// them as Go's does), and a total declared size of the entries over Go's
+/// bound. While hashing, an entry whose content is
 /// not exactly its declared size, or fails its CRC, is refused, so what is
 /// read never exceeds the declared total.
 pub fn zip_h1<R: Read + Seek>(mut reader: R, limits: &Limits) -> Result<String, Error> {
@@ -71,6 +73,11 @@ pub fn zip_h1<R: Read + Seek>(mut reader: R, limits: &Limits) -> Result<String, 
     reader.seek(SeekFrom::Start(0)).map_err(Error::Io)?;
     let mut archive =
         zip::ZipArchive::new(reader).map_err(|e| Error::BadZip(format!("not a zip: {e}")))?;
+    // The archive keeps one entry per name, so Go's count of lines and
+    // ours would differ.
+    if archive.has_duplicate_names() {
+        return Err(Error::BadZip("two entries have one name".into()));
+    }
 
     // The names and declared sizes first, from the central directory.
     let mut entries: Vec<(String, usize)> = Vec::with_capacity(archive.len());
@@ -79,6 +86,16 @@ pub fn zip_h1<R: Read + Seek>(mut reader: R, limits: &Limits) -> Result<String, 
         let entry = archive
             .by_index_raw(i)
             .map_err(|e| Error::BadZip(format!("entry {i}: {e}")))?;
+        // Go hashes the name in the header; an Info-ZIP Unicode Path field
+        // would give the entry another name here.
+        if entry
+            .extra_data_fields()
+            .any(|f| matches!(f, zip::ExtraField::UnicodePath(_)))
+        {
+            return Err(Error::BadZip(format!(
+                "entry {i} has a second name (a Unicode Path field)"
+            )));
+        }
         let name = std::str::from_utf8(entry.name_raw())
             .map_err(|_| Error::BadZip(format!("entry {i}'s name is not UTF-8")))?
             .to_owned();
@@ -96,9 +113,6 @@ pub fn zip_h1<R: Read + Seek>(mut reader: R, limits: &Limits) -> Result<String, 
         entries.push((name, i));
     }
     entries.sort_unstable();
-    if let Some(w) = entries.windows(2).find(|w| w[0].0 == w[1].0) {
-        return Err(Error::BadZip(format!("two entries are named {:?}", w[0].0)));
-    }
 
     let mut lines = Sha256::new();
     let mut buf = vec![0u8; 64 << 10];
