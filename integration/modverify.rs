@@ -55,7 +55,7 @@ fn fixture() -> &'static Fixture {
             .args(["mod", "download", "-json", &format!("{MODULE}@{VERSION}")])
             .current_dir(modcache.path())
             .env("GOMODCACHE", modcache.path().join("mod"))
-            .env("GOFLAGS", "-modcacherw")
+            .env("GOFLAGS", format!("{} -modcacherw", go_env(&["GOFLAGS"]).remove(0)))
             .output()
             .expect("running go mod download");
         assert!(
