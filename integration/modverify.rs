@@ -31,9 +31,21 @@ struct Fixture {
 }
 
 fn go_env(names: &[&str]) -> Vec<String> {
-    let out = Command::new("go").arg("env").args(names).output().expect("running go env");
-    assert!(out.status.success(), "go env failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap().lines().map(str::to_owned).collect()
+    let out = Command::new("go")
+        .arg("env")
+        .args(names)
+        .output()
+        .expect("running go env");
+    assert!(
+        out.status.success(),
+        "go env failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
 
 fn fixture() -> &'static Fixture {
@@ -44,7 +56,11 @@ fn fixture() -> &'static Fixture {
             .split([',', '|'])
             .next()
             .filter(|p| p.starts_with("http"))
-            .unwrap_or_else(|| panic!("these tests need a module proxy as GOPROXY's first entry; it is {goproxy:?}"))
+            .unwrap_or_else(|| {
+                panic!(
+                    "these tests need a module proxy as GOPROXY's first entry; it is {goproxy:?}"
+                )
+            })
             .trim_end_matches('/')
             .to_owned();
         let key = modverify::go_env_key().expect("the checksum database's key");
@@ -55,7 +71,10 @@ fn fixture() -> &'static Fixture {
             .args(["mod", "download", "-json", &format!("{MODULE}@{VERSION}")])
             .current_dir(modcache.path())
             .env("GOMODCACHE", modcache.path().join("mod"))
-            .env("GOFLAGS", format!("{} -modcacherw", go_env(&["GOFLAGS"]).remove(0)))
+            .env(
+                "GOFLAGS",
+                format!("{} -modcacherw", go_env(&["GOFLAGS"]).remove(0)),
+            )
             .output()
             .expect("running go mod download");
         assert!(
@@ -65,17 +84,35 @@ fn fixture() -> &'static Fixture {
             String::from_utf8_lossy(&out.stderr)
         );
         let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        let field = |k: &str| json[k].as_str().unwrap_or_else(|| panic!("no {k} in {json}")).to_owned();
+        let field = |k: &str| {
+            json[k]
+                .as_str()
+                .unwrap_or_else(|| panic!("no {k} in {json}"))
+                .to_owned()
+        };
 
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         let (zip, go_mod, lookup, tiles) = rt.block_on(async {
-            let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+            let http = reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .unwrap();
             let get = |url: String| {
                 let http = http.clone();
                 async move {
-                    let resp = http.get(&url).send().await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
+                    let resp = http
+                        .get(&url)
+                        .send()
+                        .await
+                        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
                     let status = resp.status();
-                    let body = resp.bytes().await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
+                    let body = resp
+                        .bytes()
+                        .await
+                        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
                     (status.is_success(), body.to_vec(), url)
                 }
             };
@@ -130,8 +167,16 @@ fn hashes_equal_the_go_command_s_and_the_database_s() {
     assert_eq!(e.zip.as_deref(), Some(f.go_sum.as_str()), "lookup vs Sum");
     let go_zip = modverify::zip_h1_file(&f.go_zip, &Limits::default()).unwrap();
     assert_eq!(go_zip, f.go_sum, "the go command's own zip");
-    assert_eq!(modverify::mod_h1(&f.go_mod), f.go_mod_sum, "mod h1 vs GoModSum");
-    assert_eq!(e.mod_.as_deref(), Some(f.go_mod_sum.as_str()), "lookup vs GoModSum");
+    assert_eq!(
+        modverify::mod_h1(&f.go_mod),
+        f.go_mod_sum,
+        "mod h1 vs GoModSum"
+    );
+    assert_eq!(
+        e.mod_.as_deref(),
+        Some(f.go_mod_sum.as_str()),
+        "lookup vs GoModSum"
+    );
     e.check(File::Zip, &zip).unwrap();
     e.check_mod(&f.go_mod).unwrap();
 }
@@ -141,7 +186,10 @@ fn a_changed_zip_is_refused() {
     let f = fixture();
     let e = expected(f);
     let check = |zip: &[u8]| -> Result<(), Error> {
-        e.check(File::Zip, &modverify::zip_h1(Cursor::new(zip), &Limits::default())?)
+        e.check(
+            File::Zip,
+            &modverify::zip_h1(Cursor::new(zip), &Limits::default())?,
+        )
     };
     check(&f.zip).unwrap();
 
@@ -149,7 +197,10 @@ fn a_changed_zip_is_refused() {
     let mut changed = f.zip.clone();
     changed[f.zip.len() / 3] ^= 0x20;
     let err = check(&changed).unwrap_err();
-    assert!(matches!(err, Error::BadZip(_) | Error::Mismatch { .. }), "{err}");
+    assert!(
+        matches!(err, Error::BadZip(_) | Error::Mismatch { .. }),
+        "{err}"
+    );
 
     // A file renamed (in its local header and the central directory): the
     // zip is sound, its hash is not the database's.
@@ -179,7 +230,10 @@ fn a_truncated_zip_is_refused() {
         let got = modverify::zip_h1(Cursor::new(&f.zip[..keep]), &Limits::default())
             .and_then(|h| e.check(File::Zip, &h));
         let err = got.expect_err("a truncated zip passed");
-        assert!(matches!(err, Error::BadZip(_) | Error::Mismatch { .. }), "{err}");
+        assert!(
+            matches!(err, Error::BadZip(_) | Error::Mismatch { .. }),
+            "{err}"
+        );
     }
 }
 
@@ -190,7 +244,16 @@ fn a_changed_mod_is_refused() {
     let mut changed = f.go_mod.clone();
     changed.extend_from_slice(b"\n");
     let err = e.check_mod(&changed).unwrap_err();
-    assert!(matches!(err, Error::Mismatch { file: File::Mod, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::Mismatch {
+                file: File::Mod,
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert!(err.to_string().contains(&f.go_mod_sum), "{err}");
 }
 

@@ -27,7 +27,12 @@ pub struct Lookup {
 impl Lookup {
     /// Parses the lookup of `module@version` (the module path unescaped,
     /// as in go.sum) and checks its tree note's signature under `key`.
-    pub fn parse(module: &str, version: &str, body: &[u8], key: &VerifierKey) -> Result<Lookup, Error> {
+    pub fn parse(
+        module: &str,
+        version: &str,
+        body: &[u8],
+        key: &VerifierKey,
+    ) -> Result<Lookup, Error> {
         let at = format!("{module}@{version}");
         let bad = |why: &str| Error::Lookup(format!("the lookup of {at}: {why}"));
         if body.len() > MAX_LOOKUP_BYTES {

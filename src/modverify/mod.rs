@@ -42,7 +42,9 @@ use std::fmt;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The download's hash is not the database's: never keep it.
-    #[error("{module}@{version}: the {file} hashes to {got}, but the checksum database has {expected}")]
+    #[error(
+        "{module}@{version}: the {file} hashes to {got}, but the checksum database has {expected}"
+    )]
     Mismatch {
         module: String,
         version: String,

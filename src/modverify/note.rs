@@ -116,7 +116,9 @@ impl VerifierKey {
             }
             UnparsedPublicKey::new(&ED25519, &self.key)
                 .verify(body, &sig[4..])
-                .map_err(|_| Error::Signature(format!("tree note: bad signature by {}", self.id())))?;
+                .map_err(|_| {
+                    Error::Signature(format!("tree note: bad signature by {}", self.id()))
+                })?;
             verified = true;
         }
         if !verified {

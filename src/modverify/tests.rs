@@ -48,7 +48,8 @@ fn replace(data: &mut [u8], from: &[u8], to: &[u8]) {
 }
 
 const GO_MOD: &[u8] = b"module example.com/m\n\ngo 1.22\n";
-const MAIN: &[u8] = b"package m\n\n// Hello says hello.\nfunc Hello() string { return \"hello, world\" }\n";
+const MAIN: &[u8] =
+    b"package m\n\n// Hello says hello.\nfunc Hello() string { return \"hello, world\" }\n";
 
 fn sample() -> Vec<u8> {
     make_zip(
@@ -82,10 +83,16 @@ fn zip_h1_lists_entries_sorted_by_name() {
 
 #[test]
 fn zip_h1_lists_directory_entries_as_go_does() {
-    let zip = make_zip(&[("example.com/m@v1.0.0/go.mod", GO_MOD)], &["example.com/m@v1.0.0/sub/"]);
+    let zip = make_zip(
+        &[("example.com/m@v1.0.0/go.mod", GO_MOD)],
+        &["example.com/m@v1.0.0/sub/"],
+    );
     assert_eq!(
         zip_h1(Cursor::new(zip), &Limits::default()).unwrap(),
-        h1_of(&[("example.com/m@v1.0.0/go.mod", GO_MOD), ("example.com/m@v1.0.0/sub/", b"")])
+        h1_of(&[
+            ("example.com/m@v1.0.0/go.mod", GO_MOD),
+            ("example.com/m@v1.0.0/sub/", b"")
+        ])
     );
 }
 
@@ -132,10 +139,19 @@ fn zip_h1_refuses_names_with_newlines_and_duplicates() {
     let err = zip_h1(Cursor::new(zip), &Limits::default()).unwrap_err();
     assert!(err.to_string().contains("newline"), "{err}");
 
-    let mut zip = make_zip(&[("example.com/m@v1.0.0/a", b"x"), ("example.com/m@v1.0.0/b", b"y")], &[]);
+    let mut zip = make_zip(
+        &[
+            ("example.com/m@v1.0.0/a", b"x"),
+            ("example.com/m@v1.0.0/b", b"y"),
+        ],
+        &[],
+    );
     replace(&mut zip, b"v1.0.0/b", b"v1.0.0/a");
     let err = zip_h1(Cursor::new(zip), &Limits::default()).unwrap_err();
-    assert!(err.to_string().contains("two entries have one name"), "{err}");
+    assert!(
+        err.to_string().contains("two entries have one name"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -151,7 +167,10 @@ fn check_names_module_version_and_both_hashes() {
     for part in ["example.com/m@v1.0.0", ".zip", "h1:want", "h1:got"] {
         assert!(msg.contains(part), "{msg:?} lacks {part}");
     }
-    assert!(matches!(e.check(File::Mod, "h1:want"), Err(Error::NotInDatabase { .. })));
+    assert!(matches!(
+        e.check(File::Mod, "h1:want"),
+        Err(Error::NotInDatabase { .. })
+    ));
 }
 
 // The signed note in golang.org/x/mod/sumdb/note's documentation.
@@ -174,9 +193,16 @@ fn refuses_a_changed_note_or_signature() {
     let key = VerifierKey::parse(DOC_VKEY).unwrap();
     let changed = DOC_NOTE.replace("answer", "Answer");
     let err = key.open(changed.as_bytes()).unwrap_err();
-    assert!(err.to_string().contains("bad signature by PeterNeumann+c74f20a3"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("bad signature by PeterNeumann+c74f20a3"),
+        "{err}"
+    );
     let forged = DOC_NOTE.replace("RyyBwJnAM=", "RyyBwJnAA=");
-    assert!(matches!(key.open(forged.as_bytes()), Err(Error::Signature(_))));
+    assert!(matches!(
+        key.open(forged.as_bytes()),
+        Err(Error::Signature(_))
+    ));
     let other = DOC_NOTE.replace("— PeterNeumann", "— Someone");
     let err = key.open(other.as_bytes()).unwrap_err();
     assert!(err.to_string().contains("not signed by"), "{err}");
@@ -191,7 +217,10 @@ fn refuses_malformed_keys() {
         "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10T",
         "Peter Neumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW",
     ] {
-        assert!(matches!(VerifierKey::parse(bad), Err(Error::Key(_))), "{bad:?}");
+        assert!(
+            matches!(VerifierKey::parse(bad), Err(Error::Key(_))),
+            "{bad:?}"
+        );
     }
 }
 
@@ -300,10 +329,8 @@ fn proves_records_in_trees_of_many_shapes() {
         for id in [0, n / 3, n / 2, n - 1] {
             let id64 = id as u64;
             let needed = tlog::tiles_needed(id64, &tree).unwrap();
-            let given: HashMap<Tile, Vec<u8>> = needed
-                .iter()
-                .map(|t| (*t, log.tiles[t].clone()))
-                .collect();
+            let given: HashMap<Tile, Vec<u8>> =
+                needed.iter().map(|t| (*t, log.tiles[t].clone())).collect();
             tlog::prove(id64, &log.records[id], &tree, &given)
                 .unwrap_or_else(|e| panic!("tree of {n}, record {id}: {e}"));
             // Another record in this leaf gives another root.

@@ -42,7 +42,9 @@ impl Tree {
     pub fn parse(text: &[u8]) -> Result<Tree, Error> {
         let bad = || Error::Lookup("the signed note is not a tree head".into());
         let text = std::str::from_utf8(text).map_err(|_| bad())?;
-        let rest = text.strip_prefix("go.sum database tree\n").ok_or_else(bad)?;
+        let rest = text
+            .strip_prefix("go.sum database tree\n")
+            .ok_or_else(bad)?;
         let mut lines = rest.splitn(3, '\n');
         let (size, root) = match (lines.next(), lines.next(), lines.next()) {
             (Some(s), Some(r), Some(_)) => (s, r),
@@ -115,7 +117,12 @@ pub fn tiles_needed(id: u64, tree: &Tree) -> Result<Vec<Tile>, Error> {
 /// Proves that `record` (the record text of a lookup, its final newline
 /// included) is record `id` of the signed `tree`, from the tiles
 /// [`tiles_needed`] named. A tile's data may be the full tile's.
-pub fn prove(id: u64, record: &[u8], tree: &Tree, tiles: &HashMap<Tile, Vec<u8>>) -> Result<(), Error> {
+pub fn prove(
+    id: u64,
+    record: &[u8],
+    tree: &Tree,
+    tiles: &HashMap<Tile, Vec<u8>>,
+) -> Result<(), Error> {
     check_id(id, tree)?;
     let leaf = record_hash(record);
     let got = root(tree.size, id, leaf, &mut |tile, entry| {
@@ -171,7 +178,14 @@ fn root(size: u64, id: u64, leaf: Hash, stored: &mut Stored) -> Result<Hash, Err
 }
 
 /// The RFC 6962 hash of leaves `lo..hi` of a tree of `size` leaves.
-fn root_in(lo: u64, hi: u64, size: u64, id: u64, leaf: Hash, stored: &mut Stored) -> Result<Hash, Error> {
+fn root_in(
+    lo: u64,
+    hi: u64,
+    size: u64,
+    id: u64,
+    leaf: Hash,
+    stored: &mut Stored,
+) -> Result<Hash, Error> {
     let n = hi - lo;
     let holds_id = lo <= id && id < hi;
     if n == 1 && holds_id {
@@ -190,7 +204,7 @@ fn root_in(lo: u64, hi: u64, size: u64, id: u64, leaf: Hash, stored: &mut Stored
 /// The hash of the complete subtree at tree level `level`, position `pos`:
 /// stored in a tile at each eighth level, hashed up from one in between.
 fn complete(level: u32, pos: u64, size: u64, stored: &mut Stored) -> Result<Hash, Error> {
-    if level % HEIGHT == 0 {
+    if level.is_multiple_of(HEIGHT) {
         let tile_level = level / HEIGHT;
         let index = pos / TILE_WIDTH;
         let at_level = size >> level;
