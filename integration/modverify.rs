@@ -125,6 +125,12 @@ fn fixture() -> &'static Fixture {
             let db = format!("{proxy}/sumdb/{}", key.name());
             let lookup = must(get(format!("{db}/lookup/{MODULE}@{VERSION}")).await);
             let parsed = Lookup::parse(MODULE, VERSION, &lookup, &key).expect("the real lookup");
+            eprintln!(
+                "{MODULE}@{VERSION} is record {} of a signed tree of {}; the proof reads {} tiles",
+                parsed.id(),
+                parsed.tree().size,
+                parsed.tiles_needed().len()
+            );
             let mut tiles = HashMap::new();
             for tile in parsed.tiles_needed() {
                 let (ok, body, _) = get(format!("{db}/{}", tile.path())).await;
