@@ -66,6 +66,11 @@
 //! - [`summary`]: the GitHub Actions job summary row.
 //! - [`check`]: `gocacher check`, the bucket diagnostics.
 //! - [`mtimes`]: `gocacher fix-mtimes`, stable mtimes for tracked files.
+//! - [`modverify`]: a module's `.zip` and `.mod` checked against the Go
+//!   checksum database before the module proxy keeps them: `h1:` hashes as
+//!   go.sum has them, lookups whose tree head's signature is checked
+//!   against `GOSUMDB`'s key, and the proof from the log's tiles that the
+//!   record is in that tree.
 //! - [`serve`]: `gocacher serve`, the cache server: its HTTP API, auth,
 //!   metrics and TLS, on the same disk layout as [`disk`], optionally
 //!   backed by a bucket. `mod.rs` starts and stops it; `shared.rs` is the
@@ -104,6 +109,7 @@ pub mod config;
 pub mod disk;
 pub mod github;
 pub mod local;
+pub mod modverify;
 pub mod mtimes;
 pub mod protocol;
 pub mod remote;
