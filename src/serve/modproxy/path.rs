@@ -266,7 +266,7 @@ fn parse_sumdb(rest: &str) -> Result<Ask, Refused> {
     if what.len() > MAX_SUMDB {
         return Err(bad("the checksum database path is too long"));
     }
-    let sumdb = |kind| {
+    let sumdb = |kind| -> Result<Ask, Refused> {
         Ok(Ask::Sumdb {
             name: name.to_string(),
             rest: what.to_string(),
@@ -316,7 +316,7 @@ fn tile_kind(t: &str) -> Option<SumdbKind> {
         index = &index[..index.len() - 1];
     }
     let last = index.len() - 1;
-    for (i, elem) in index.iter().enumerate() {
+    for (i, &elem) in index.iter().enumerate() {
         let digits = match (i == last, partial) {
             (true, true) => elem.strip_suffix(".p")?,
             (true, false) => elem,

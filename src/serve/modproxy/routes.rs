@@ -125,13 +125,19 @@ async fn mutable(s: &Shared, mp: &ModProxy, ask: &Ask) -> Response {
     let got = mp.fresh(ask).await;
     let body: Bytes = match got {
         Ok(b) => b,
-        Err(e) => match (&*e, mp.fallback(ask).await) {
-            (UpstreamError::Failed(why), Some(kept)) => {
-                eprintln!("gocacher serve: modproxy: {why}; answering from what is kept");
-                kept
+        Err(e) => {
+            let kept = match &*e {
+                UpstreamError::Failed(_) => mp.fallback(ask).await,
+                UpstreamError::NotFound(_) => None,
+            };
+            match kept {
+                Some(kept) => {
+                    eprintln!("gocacher serve: modproxy: {e}; answering from what is kept");
+                    kept
+                }
+                None => return upstream_failed(s, &e),
             }
-            _ => return upstream_failed(s, &e),
-        },
+        }
     };
     (
         StatusCode::OK,

@@ -4,7 +4,6 @@
 //! memory, bounded by [`MAX_SMALL`].
 
 use std::io::Write;
-use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -204,14 +203,6 @@ pub(crate) fn first_proxy(goproxy: &str) -> Result<String> {
         ),
         url => crate::config::serve::check_upstream("the first entry of `go env GOPROXY`", url)
             .map_err(|e| anyhow::anyhow!("--modproxy: {e}: give --upstream URL")),
-    }
-}
-
-/// Creates the directory of `path`.
-pub(crate) fn parent_dir(path: &Path) -> std::io::Result<()> {
-    match path.parent() {
-        Some(d) => std::fs::create_dir_all(d),
-        None => Ok(()),
     }
 }
 
