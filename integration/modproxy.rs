@@ -211,10 +211,15 @@ fn a_fresh_modcache_downloads_and_verifies_a_real_graph_through_the_proxy() {
     // server (GOSUMDB unchanged): the same hashes as committed.
     let written = lines(&std::fs::read_to_string(dir.join("go.sum")).unwrap());
     let committed = committed_sums();
-    assert!(!written.is_empty() && written.is_subset(&committed), "{written:#?}");
+    assert!(
+        !written.is_empty() && written.is_subset(&committed),
+        "{written:#?}"
+    );
     let counts = up.counts();
     assert!(
-        counts.keys().any(|p| p.starts_with("sumdb/") && p.contains("/lookup/")),
+        counts
+            .keys()
+            .any(|p| p.starts_with("sumdb/") && p.contains("/lookup/")),
         "no checksum database lookup went through the server: {counts:#?}"
     );
 
@@ -225,8 +230,15 @@ fn a_fresh_modcache_downloads_and_verifies_a_real_graph_through_the_proxy() {
     let missing: Vec<_> = want.difference(&kept).collect();
     assert!(missing.is_empty(), "not kept: {missing:?}\nkept: {kept:#?}");
     assert!(kept.contains("github.com/!burnt!sushi/toml/@v/v1.6.0.info"));
-    assert!(kept.iter().any(|f| f.starts_with("sumdb/") && f.contains("/tile/")));
-    assert!(!kept.iter().any(|f| f.contains(".p/") || f.contains("/.tmp-")), "{kept:#?}");
+    assert!(kept
+        .iter()
+        .any(|f| f.starts_with("sumdb/") && f.contains("/tile/")));
+    assert!(
+        !kept
+            .iter()
+            .any(|f| f.contains(".p/") || f.contains("/.tmp-")),
+        "{kept:#?}"
+    );
 
     // Bad input is a clear 400 or 404, and never reaches the upstream.
     let before = up.counts().values().sum::<usize>();
@@ -374,7 +386,12 @@ fn when_the_upstream_goes_down_what_is_kept_is_still_served() {
     let dir = module.path();
     Machine::new(&url).download_and_build(dir);
     // The list of versions, while the upstream answers.
-    let versions = |m: &Machine| m.go(dir, &["list", "-m", "-versions", "github.com/BurntSushi/toml"]);
+    let versions = |m: &Machine| {
+        m.go(
+            dir,
+            &["list", "-m", "-versions", "github.com/BurntSushi/toml"],
+        )
+    };
     let listed = versions(&Machine::new(&url));
     assert!(listed.status.success(), "{listed:?}");
 
@@ -391,20 +408,23 @@ fn when_the_upstream_goes_down_what_is_kept_is_still_served() {
         listed.status.success() && out.trim() == "github.com/BurntSushi/toml v1.6.0",
         "{listed:?}"
     );
-    assert!(server.log().contains("answering from what is kept"), "{}", server.log());
+    assert!(
+        server.log().contains("answering from what is kept"),
+        "{}",
+        server.log()
+    );
     // A version never fetched fails, and the error names the upstream.
-    let never = m.go(dir, &["mod", "download", "github.com/BurntSushi/toml@v1.5.0"]);
+    let never = m.go(
+        dir,
+        &["mod", "download", "github.com/BurntSushi/toml@v1.5.0"],
+    );
     let err = String::from_utf8_lossy(&never.stderr);
     assert!(!never.status.success(), "{never:?}");
     assert!(
         err.contains("502") && err.contains(&upstream),
         "the error names the upstream {upstream}:\n{err}"
     );
-    assert!(
-        server.log().contains("did not answer"),
-        "{}",
-        server.log()
-    );
+    assert!(server.log().contains("did not answer"), "{}", server.log());
 }
 
 #[test]
@@ -430,7 +450,9 @@ fn the_upstream_defaults_to_the_first_goproxy_entry_and_direct_is_refused() {
     )];
     let server = SeedServer::start_with_env(Seed::Serve, &["--modproxy"], env);
     assert!(
-        server.log().contains("fetching from http://127.0.0.1:9/first;"),
+        server
+            .log()
+            .contains("fetching from http://127.0.0.1:9/first;"),
         "{}",
         server.log()
     );

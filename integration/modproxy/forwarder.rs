@@ -93,11 +93,7 @@ impl Drop for Forwarder {
 async fn forward(State(f): State<Arc<Inner>>, uri: Uri) -> Response {
     let path = uri.path().trim_start_matches('/').to_string();
     *f.counts.lock().unwrap().entry(path.clone()).or_default() += 1;
-    let got = f
-        .client
-        .get(format!("{}/{path}", f.upstream))
-        .send()
-        .await;
+    let got = f.client.get(format!("{}/{path}", f.upstream)).send().await;
     let resp = match got {
         Ok(r) => r,
         Err(e) => return (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),

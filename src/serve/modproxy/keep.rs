@@ -39,7 +39,10 @@ pub(crate) struct Scratch {
 impl Scratch {
     /// Renames the whole, checked file into its place.
     pub(crate) fn commit(self) -> io::Result<()> {
-        self.file.persist(&self.target).map(|_| ()).map_err(|e| e.error)
+        self.file
+            .persist(&self.target)
+            .map(|_| ())
+            .map_err(|e| e.error)
     }
 
     pub(crate) fn path(&self) -> &Path {
@@ -91,7 +94,9 @@ impl Keep {
             Err(e) => return Err(e.to_string()),
         };
         if wire_len > limit {
-            return Err(format!("{key} has {wire_len} bytes, over the limit {limit}"));
+            return Err(format!(
+                "{key} has {wire_len} bytes, over the limit {limit}"
+            ));
         }
         let mut scratch = self.scratch(rel).map_err(|e| e.to_string())?;
         let mut n = 0u64;
@@ -99,7 +104,9 @@ impl Keep {
             let chunk = chunk.map_err(|e| format!("reading {key}: {e}"))?;
             n += chunk.len() as u64;
             if n > wire_len {
-                return Err(format!("{key} is longer than the {wire_len} bytes announced"));
+                return Err(format!(
+                    "{key} is longer than the {wire_len} bytes announced"
+                ));
             }
             io::Write::write_all(scratch.file.as_file_mut(), &chunk)
                 .map_err(|e| format!("keeping {key}: {e}"))?;
@@ -108,7 +115,9 @@ impl Keep {
             return Err(format!("{key} stopped at {n} of {wire_len} bytes"));
         }
         check(scratch.path())?;
-        scratch.commit().map_err(|e| format!("keeping {key}: {e}"))?;
+        scratch
+            .commit()
+            .map_err(|e| format!("keeping {key}: {e}"))?;
         Ok(Some(n))
     }
 

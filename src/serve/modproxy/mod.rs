@@ -3,7 +3,8 @@
 //! `GOPROXY=http://HOST/mod` fetches modules through the server and
 //! `GOSUMDB`, unchanged, verifies through it (docs/SERVER.md).
 //!
-//! - `path.rs`: what a URL asks for, checked strictly.
+//! - `path.rs`: what a URL asks for, checked strictly; `sumdb.rs` the
+//!   checksum database's paths.
 //! - `keep.rs`: immutable answers on disk (`<dir>/mod/...`) and in the
 //!   bucket (`<prefix>/mod/...`), in the GOPROXY layout.
 //! - `upstream.rs`: the module proxy behind this one.
@@ -20,6 +21,7 @@
 mod keep;
 mod path;
 mod routes;
+mod sumdb;
 mod upstream;
 mod verify;
 

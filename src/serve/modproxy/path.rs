@@ -13,7 +13,7 @@ const MAX_PATH: usize = 512;
 /// The longest escaped version (or version query) served.
 const MAX_VERSION: usize = 200;
 /// The longest sumdb request path (after `/mod/sumdb/<name>/`).
-const MAX_SUMDB: usize = 1024;
+pub(crate) const MAX_SUMDB: usize = 1024;
 
 /// One kind of `/mod/` request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,7 +31,11 @@ pub(crate) enum Ask {
         ext: Ext,
     },
     /// `sumdb/<name>/...`.
-    Sumdb { name: String, rest: String, kind: SumdbKind },
+    Sumdb {
+        name: String,
+        rest: String,
+        kind: SumdbKind,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,14 +115,14 @@ pub(crate) struct Refused {
     pub(crate) why: String,
 }
 
-fn bad(why: impl Into<String>) -> Refused {
+pub(crate) fn bad(why: impl Into<String>) -> Refused {
     Refused {
         not_found: false,
         why: why.into(),
     }
 }
 
-fn missing(why: impl Into<String>) -> Refused {
+pub(crate) fn missing(why: impl Into<String>) -> Refused {
     Refused {
         not_found: true,
         why: why.into(),
@@ -129,7 +133,7 @@ fn missing(why: impl Into<String>) -> Refused {
 pub(crate) fn parse(raw: &str) -> Result<Ask, Refused> {
     let path = percent_decode(raw)?;
     if let Some(rest) = path.strip_prefix("sumdb/") {
-        return parse_sumdb(rest);
+        return super::sumdb::parse(rest);
     }
     if let Some(module) = path.strip_suffix("/@latest") {
         check_module(module)?;
@@ -151,7 +155,11 @@ pub(crate) fn parse(raw: &str) -> Result<Ask, Refused> {
         Some((v, "info")) => (v, Ext::Info),
         Some((v, "mod")) => (v, Ext::Mod),
         Some((v, "zip")) => (v, Ext::Zip),
-        _ => return Err(missing(format!("{file:?}: expected list, or VERSION.info, .mod or .zip"))),
+        _ => {
+            return Err(missing(format!(
+                "{file:?}: expected list, or VERSION.info, .mod or .zip"
+            )))
+        }
     };
     check_version(version)?;
     if ext != Ext::Info && !canonical(version) {
@@ -177,7 +185,9 @@ fn percent_decode(raw: &str) -> Result<String, Refused> {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' {
-            let hex = b.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+            let hex = b
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok());
             let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) else {
                 return Err(bad("a malformed %-escape in the path"));
             };
@@ -197,11 +207,9 @@ fn percent_decode(raw: &str) -> Result<String, Refused> {
 /// An escaped module path: lower-case letters, digits, `-._~` and `!`
 /// escapes, in `/`-separated elements that neither start nor end with a
 /// dot; the first has a dot (a host name) and does not start with `-`.
-fn check_module(m: &str) -> Result<(), Refused> {
+pub(crate) fn check_module(m: &str) -> Result<(), Refused> {
     if m.is_empty() || m.len() > MAX_PATH {
-        return Err(bad(format!(
-            "a module path has 1 to {MAX_PATH} characters"
-        )));
+        return Err(bad(format!("a module path has 1 to {MAX_PATH} characters")));
     }
     for (i, elem) in m.split('/').enumerate() {
         if elem.is_empty() || elem.starts_with('.') || elem.ends_with('.') {
@@ -221,7 +229,7 @@ fn check_module(m: &str) -> Result<(), Refused> {
 
 /// An escaped version or version query: `-._+~` and letters, digits and
 /// `!` escapes, starting with neither a dot nor a dash.
-fn check_version(v: &str) -> Result<(), Refused> {
+pub(crate) fn check_version(v: &str) -> Result<(), Refused> {
     if v.is_empty() || v.len() > MAX_VERSION {
         return Err(bad(format!("a version has 1 to {MAX_VERSION} characters")));
     }
@@ -248,89 +256,6 @@ fn check_escaped(whole: &str, s: &str, extra: &[u8]) -> Result<(), Refused> {
         }
     }
     Ok(())
-}
-
-/// `sumdb/<name>/supported|latest|lookup/M@V|tile/...`.
-fn parse_sumdb(rest: &str) -> Result<Ask, Refused> {
-    let (name, what) = rest.split_once('/').unwrap_or((rest, ""));
-    let host_ok = !name.is_empty()
-        && name.len() <= 253
-        && name.contains('.')
-        && !name.starts_with(['.', '-'])
-        && name
-            .bytes()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'.' || c == b'-');
-    if !host_ok {
-        return Err(bad(format!("{name:?} is not a checksum database name")));
-    }
-    if what.len() > MAX_SUMDB {
-        return Err(bad("the checksum database path is too long"));
-    }
-    let sumdb = |kind| -> Result<Ask, Refused> {
-        Ok(Ask::Sumdb {
-            name: name.to_string(),
-            rest: what.to_string(),
-            kind,
-        })
-    };
-    match what {
-        "supported" => return sumdb(SumdbKind::Supported),
-        "latest" => return sumdb(SumdbKind::Mutable),
-        _ => {}
-    }
-    if let Some(mv) = what.strip_prefix("lookup/") {
-        let Some((m, v)) = mv.rsplit_once('@') else {
-            return Err(bad("a lookup is lookup/MODULE@VERSION"));
-        };
-        check_module(m)?;
-        check_version(v.strip_suffix("/go.mod").unwrap_or(v))?;
-        return sumdb(SumdbKind::Mutable);
-    }
-    if let Some(tile) = what.strip_prefix("tile/") {
-        return match tile_kind(tile) {
-            Some(kind) => sumdb(kind),
-            None => Err(bad(format!(
-                "tile/{tile:?} is not a tile path (tile/H/L/NNN[.p/W] or tile/H/data/NNN[.p/W])"
-            ))),
-        };
-    }
-    Err(missing(format!(
-        "sumdb/{name}/{what:?}: expected supported, latest, lookup/... or tile/..."
-    )))
-}
-
-/// `H/L/x001/x234/067[.p/W]` (L may be `data`): a full tile or a partial
-/// one; `None` if it is neither.
-fn tile_kind(t: &str) -> Option<SumdbKind> {
-    let parts: Vec<&str> = t.split('/').collect();
-    let num = |s: &str| !s.is_empty() && s.len() <= 4 && s.bytes().all(|c| c.is_ascii_digit());
-    if parts.len() < 3 || !num(parts[0]) || !(num(parts[1]) || parts[1] == "data") {
-        return None;
-    }
-    let mut index = &parts[2..];
-    let partial = index.len() >= 2 && index[index.len() - 2].ends_with(".p");
-    if partial {
-        if !num(index[index.len() - 1]) {
-            return None;
-        }
-        index = &index[..index.len() - 1];
-    }
-    let last = index.len() - 1;
-    for (i, &elem) in index.iter().enumerate() {
-        let digits = match (i == last, partial) {
-            (true, true) => elem.strip_suffix(".p")?,
-            (true, false) => elem,
-            (false, _) => elem.strip_prefix('x')?,
-        };
-        if digits.len() != 3 || !digits.bytes().all(|c| c.is_ascii_digit()) {
-            return None;
-        }
-    }
-    Some(if partial {
-        SumdbKind::Mutable
-    } else {
-        SumdbKind::Tile
-    })
 }
 
 /// Whether `v` (escaped) is a canonical semantic version, as cmd/go asks
@@ -456,51 +381,28 @@ mod tests {
     }
 
     #[test]
-    fn sumdb_requests_parse() {
-        let kind = |p: &str| match parse(p) {
-            Ok(Ask::Sumdb { kind, .. }) => Some(kind),
-            _ => None,
-        };
-        assert_eq!(kind("sumdb/sum.example.org/supported"), Some(SumdbKind::Supported));
-        assert_eq!(kind("sumdb/sum.example.org/latest"), Some(SumdbKind::Mutable));
-        assert_eq!(
-            kind("sumdb/sum.example.org/lookup/github.com/!burnt!sushi/toml@v1.6.0"),
-            Some(SumdbKind::Mutable)
-        );
-        assert_eq!(kind("sumdb/sum.example.org/tile/8/0/x123/456"), Some(SumdbKind::Tile));
-        assert_eq!(kind("sumdb/sum.example.org/tile/8/data/000"), Some(SumdbKind::Tile));
-        assert_eq!(
-            kind("sumdb/sum.example.org/tile/8/1/045.p/12"),
-            Some(SumdbKind::Mutable)
-        );
-        assert_eq!(
-            kind("sumdb/sum.example.org/tile/8/data/x001/045.p/200"),
-            Some(SumdbKind::Mutable)
-        );
-        let t = parse("sumdb/sum.example.org/tile/8/0/x123/456").unwrap();
-        assert_eq!(t.kept_at().unwrap(), "sumdb/sum.example.org/tile/8/0/x123/456");
-        for p in [
-            "sumdb/../tile/8/0/000",
-            "sumdb/sum.example.org/tile/8/0/../000",
-            "sumdb/sum.example.org/tile/8/0/0000",
-            "sumdb/sum.example.org/tile/8/0/x12/000",
-            "sumdb/sum.example.org/tile/x/0/000",
-            "sumdb/sum.example.org/lookup/nothing",
-            "sumdb/SUM/latest",
-            "sumdb/sum.example.org/other",
-        ] {
-            assert!(parse(p).is_err(), "{p}");
-        }
-    }
-
-    #[test]
     fn versions_and_escapes() {
-        for c in ["v1.0.0", "v0.0.0-20230120002735-62a210ff1fd5", "v2.0.0+incompatible", "v1.2.3-rc.1"] {
+        for c in [
+            "v1.0.0",
+            "v0.0.0-20230120002735-62a210ff1fd5",
+            "v2.0.0+incompatible",
+            "v1.2.3-rc.1",
+        ] {
             assert!(canonical(c), "{c}");
         }
-        for n in ["v1.0", "1.0.0", "v01.0.0", "master", "v1.0.0-", "v1.0.0-a..b"] {
+        for n in [
+            "v1.0",
+            "1.0.0",
+            "v01.0.0",
+            "master",
+            "v1.0.0-",
+            "v1.0.0-a..b",
+        ] {
             assert!(!canonical(n), "{n}");
         }
-        assert_eq!(unescape("github.com/!burnt!sushi/toml"), "github.com/BurntSushi/toml");
+        assert_eq!(
+            unescape("github.com/!burnt!sushi/toml"),
+            "github.com/BurntSushi/toml"
+        );
     }
 }

@@ -32,7 +32,10 @@ const CHUNK: usize = 256 << 10;
 /// it fetched itself.
 pub(crate) async fn serve_mod(State(s): SharedState, who: Caller, uri: Uri) -> Response {
     let Some(mp) = s.modproxy.clone() else {
-        return text(StatusCode::NOT_FOUND, "this server has no module proxy (--modproxy)");
+        return text(
+            StatusCode::NOT_FOUND,
+            "this server has no module proxy (--modproxy)",
+        );
     };
     let raw = uri.path().strip_prefix("/mod/").unwrap_or("");
     let ask = match path::parse(raw) {
@@ -103,7 +106,10 @@ async fn send_file(mut f: tokio::fs::File, len: u64, content_type: &'static str)
             return crate::serve::http::internal("reading a kept module file", e);
         }
         if buf.len() as u64 != len {
-            return crate::serve::http::internal("reading a kept module file", "its length changed");
+            return crate::serve::http::internal(
+                "reading a kept module file",
+                "its length changed",
+            );
         }
         Body::from(buf)
     } else {

@@ -190,12 +190,7 @@ pub(crate) fn from_go_env() -> Result<String> {
 
 /// The first entry of a GOPROXY list, which must be a proxy's URL.
 pub(crate) fn first_proxy(goproxy: &str) -> Result<String> {
-    let first = goproxy
-        .trim()
-        .split([',', '|'])
-        .next()
-        .unwrap_or("")
-        .trim();
+    let first = goproxy.trim().split([',', '|']).next().unwrap_or("").trim();
     match first {
         "" | "direct" | "off" => bail!(
             "--modproxy: the first entry of `go env GOPROXY` is {:?}, not a module proxy: give --upstream URL",
@@ -216,7 +211,13 @@ mod tests {
             first_proxy("http://127.0.0.1:9/mod|https://proxy.example,direct\n").unwrap(),
             "http://127.0.0.1:9/mod"
         );
-        for bad in ["direct", "off", "", "off,https://proxy.example", "file:///srv/mods"] {
+        for bad in [
+            "direct",
+            "off",
+            "",
+            "off,https://proxy.example",
+            "file:///srv/mods",
+        ] {
             let e = first_proxy(bad).unwrap_err().to_string();
             assert!(e.contains("--upstream"), "{bad}: {e}");
         }
