@@ -64,7 +64,6 @@ fn lines(s: &str) -> BTreeSet<String> {
 struct Machine {
     modcache: tempfile::TempDir,
     goproxy: String,
-    extra: Vec<(String, String)>,
 }
 
 impl Machine {
@@ -72,7 +71,6 @@ impl Machine {
         Machine {
             modcache: tempfile::tempdir().unwrap(),
             goproxy: goproxy.to_string(),
-            extra: Vec::new(),
         }
     }
 
@@ -91,10 +89,8 @@ impl Machine {
             .env_remove("GONOPROXY")
             .env_remove("GOPRIVATE")
             .env_remove("GOSUMDB")
-            .env_remove("GOINSECURE")
-            .envs(self.extra.iter().map(|(k, v)| (k, v)));
-        let out = cmd.output().expect("run go");
-        out
+            .env_remove("GOINSECURE");
+        cmd.output().expect("run go")
     }
 
     fn ok(&self, dir: &Path, args: &[&str]) -> String {

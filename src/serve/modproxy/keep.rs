@@ -78,7 +78,7 @@ impl Keep {
     /// Copies `rel` from the bucket to disk, checked by `check` before it
     /// is kept; its length, or `None` when the bucket has no such object
     /// or is out of use.
-    pub(crate) async fn from_bucket(
+    pub(crate) async fn copy_from_bucket(
         &self,
         rel: &str,
         limit: u64,

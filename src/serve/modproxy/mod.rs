@@ -184,7 +184,7 @@ impl ModProxy {
             _ => MAX_SMALL_FILE,
         };
         let check = |p: &std::path::Path| verify::before_keeping(ask, p);
-        match self.keep.from_bucket(rel, limit, check).await {
+        match self.keep.copy_from_bucket(rel, limit, check).await {
             Ok(Some(n)) => {
                 self.counts.from_bucket.fetch_add(1, Ordering::Relaxed);
                 return Ok(n);
