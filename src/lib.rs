@@ -82,7 +82,9 @@
 //!   exchange, `jwks.rs` an issuer's keys and the algorithm they pin;
 //!   `bucket.rs` the bucket behind the store, `pauses.rs` what a failure
 //!   of it does (nothing is given up for good), `evict.rs` trimming,
-//!   `metrics.rs`, `listen.rs` (connection limits) and `tls.rs`.
+//!   `metrics.rs`, `listen.rs` (connection limits) and `tls.rs`;
+//!   `modproxy/` the Go module proxy of `--modproxy` (GOPROXY and the
+//!   checksum database under `/mod/`, kept on disk and in the bucket).
 //!
 //! The binary (`src/main.rs`) parses flags, opens the cache, runs
 //! [`protocol::serve`] on stdin/stdout, and trims after the close reply.

@@ -174,6 +174,42 @@ pub struct ServeArgs {
         requires = "tls_cert"
     )]
     pub tls_key: Option<PathBuf>,
+
+    /// Also serve Go modules under /mod/ (GOPROXY=http://HOST/mod), with
+    /// the checksum database under /mod/sumdb/; what it fetches is kept in
+    /// the store and, with --remote, in the bucket.
+    #[arg(long, env = "GOCACHER_MODPROXY")]
+    pub modproxy: bool,
+
+    /// The module proxy --modproxy fetches from. Default: the first entry
+    /// of `go env GOPROXY`.
+    #[arg(
+        long,
+        env = "GOCACHER_MODPROXY_UPSTREAM",
+        value_name = "URL",
+        requires = "modproxy"
+    )]
+    pub upstream: Option<String>,
+
+    /// The largest module zip --modproxy fetches (Go's own limit).
+    #[arg(
+        long,
+        env = "GOCACHER_MODPROXY_MAX_ZIP",
+        value_name = "SIZE",
+        default_value = "500MiB"
+    )]
+    pub modproxy_max_zip: String,
+
+    /// How long --modproxy reuses a mutable answer (a version list,
+    /// @latest, a checksum-database lookup) before asking the upstream
+    /// again.
+    #[arg(
+        long,
+        env = "GOCACHER_MODPROXY_TTL",
+        value_name = "DURATION",
+        default_value = "60s"
+    )]
+    pub modproxy_ttl: String,
 }
 
 /// The store's size cap when `--max-size` is not given (gocached's default).
@@ -196,6 +232,20 @@ pub struct ServeConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// `--tls-cert` and `--tls-key`.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// `--modproxy` and its settings.
+    pub modproxy: Option<ModProxyConfig>,
+}
+
+/// Settings of `--modproxy`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModProxyConfig {
+    /// `--upstream` without its trailing `/`; `None`: the first entry of
+    /// `go env GOPROXY`, looked up when the server starts.
+    pub upstream: Option<String>,
+    /// `--modproxy-max-zip`.
+    pub max_zip: u64,
+    /// `--modproxy-ttl`: how long a mutable answer is reused.
+    pub ttl: Duration,
 }
 
 impl ServeArgs {
@@ -272,7 +322,9 @@ impl ServeArgs {
         {
             bail!("--jwt-issuer {i:?}: expected an https:// (or http://) URL");
         }
+        let modproxy = self.modproxy_config()?;
         Ok(ServeConfig {
+            modproxy,
             listen,
             dir,
             max_size,
@@ -296,6 +348,57 @@ impl ServeArgs {
                 _ => bail!("--tls-cert and --tls-key go together: give both or neither"),
             },
         })
+    }
+}
+
+impl ServeArgs {
+    fn modproxy_config(&self) -> Result<Option<ModProxyConfig>> {
+        if !self.modproxy {
+            if self.upstream.is_some() {
+                bail!("--upstream is the module proxy of --modproxy: give --modproxy too");
+            }
+            return Ok(None);
+        }
+        let max_zip = parse_size(&self.modproxy_max_zip).with_context(|| {
+            format!(
+                "--modproxy-max-zip {:?}: not a size like 500MiB",
+                self.modproxy_max_zip
+            )
+        })?;
+        if max_zip == 0 {
+            bail!("--modproxy-max-zip must be more than 0");
+        }
+        let upstream = match self.upstream.as_deref().map(str::trim) {
+            None => None,
+            Some(u) => Some(check_upstream("--upstream", u)?),
+        };
+        let ttl = humantime::parse_duration(&self.modproxy_ttl).with_context(|| {
+            format!(
+                "--modproxy-ttl {:?}: not a duration like 60s",
+                self.modproxy_ttl
+            )
+        })?;
+        if ttl.is_zero() {
+            bail!("--modproxy-ttl must be more than 0s");
+        }
+        Ok(Some(ModProxyConfig {
+            upstream,
+            max_zip,
+            ttl,
+        }))
+    }
+}
+
+/// A module proxy's URL as `--modproxy` fetches from it: http(s), with a
+/// host, without its trailing `/`.
+pub fn check_upstream(what: &str, url: &str) -> Result<String> {
+    let u = url.trim_end_matches('/');
+    let rest = u
+        .strip_prefix("https://")
+        .or_else(|| u.strip_prefix("http://"));
+    match rest {
+        Some(r) if !r.is_empty() && !r.starts_with('/') => Ok(u.to_string()),
+        _ => bail!("{what} {url:?}: expected a module proxy's http:// or https:// URL"),
     }
 }
 
@@ -341,5 +444,20 @@ mod tests {
         );
         assert!(parse_claim("--jwt-claim", "novalue").is_err());
         assert!(parse_claim("--jwt-claim", "=x").is_err());
+    }
+
+    #[test]
+    fn upstreams_are_checked() {
+        assert_eq!(
+            check_upstream("--upstream", "http://127.0.0.1:8080/").unwrap(),
+            "http://127.0.0.1:8080"
+        );
+        assert_eq!(
+            check_upstream("--upstream", "https://proxy.example/go").unwrap(),
+            "https://proxy.example/go"
+        );
+        for bad in ["direct", "off", "file:///tmp/x", "http://", "https:///x"] {
+            assert!(check_upstream("--upstream", bad).is_err(), "{bad}");
+        }
     }
 }

@@ -34,7 +34,9 @@ use crate::local::{Entry, Indexed, PutError, Sink};
 use crate::wire::Id;
 
 pub use overflow::{has_room, Overflow};
-pub use trim::{last_used, trim_roots, TrimPolicy, TrimReport, MIN_AGE as TRIM_MIN_AGE};
+pub use trim::{
+    last_used, trim_roots, trim_roots_with, TrimPolicy, TrimReport, MIN_AGE as TRIM_MIN_AGE,
+};
 
 /// How stale an entry's mtime may get before a hit refreshes it. Go uses an
 /// hour too: frequent enough for day-scale trimming, rare enough that hits

@@ -88,7 +88,21 @@ pub fn trim_roots(
     policy: &TrimPolicy,
     now: SystemTime,
 ) -> io::Result<TrimReport> {
-    trim_dirs(&store_dirs(roots, named)?, policy, now)
+    trim_roots_with(roots, named, &[], policy, now)
+}
+
+/// [`trim_roots`] with more directories whose files are trimmed under the
+/// same cap, by [`last_used`] (`gocacher serve --modproxy`'s kept modules).
+pub fn trim_roots_with(
+    roots: &[PathBuf],
+    named: &[&str],
+    extra: &[PathBuf],
+    policy: &TrimPolicy,
+    now: SystemTime,
+) -> io::Result<TrimReport> {
+    let mut dirs = store_dirs(roots, named)?;
+    dirs.extend(extra.iter().map(|d| (d.clone(), true)));
+    trim_dirs(&dirs, policy, now)
 }
 
 /// A directory of files to trim, and whether a file's last use is

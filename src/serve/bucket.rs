@@ -44,6 +44,16 @@ impl Bucket {
         format!("{}/{kind}/{name}", self.named_prefix)
     }
 
+    /// A module proxy answer's key (`--modproxy`): `[PREFIX/]mod/<rel>`,
+    /// beside `gocacher/v1`, in the GOPROXY layout.
+    pub(crate) fn mod_key(&self, rel: &str) -> String {
+        let prefix = self
+            .named_prefix
+            .strip_suffix("gocacher/v1")
+            .unwrap_or_default();
+        format!("{prefix}mod/{rel}")
+    }
+
     /// Looks an action up in the bucket (a local miss); `None` while the
     /// bucket is out of use, as for a miss.
     pub(crate) async fn fetch(&self, action: Id) -> Option<Entry> {

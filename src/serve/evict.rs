@@ -1,5 +1,5 @@
 //! Eviction: the store trimmed, least recently used first, down to
-//! `--max-size` and `--max-age`.
+//! `--max-size` and `--max-age`, the module proxy's kept files with it.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -28,10 +28,13 @@ pub(crate) async fn evict(shared: Arc<Shared>) {
             min_age: Duration::ZERO,
         };
         let roots = store_roots(shared.disk.root());
+        let modules = shared.modproxy.as_ref().map(|m| m.root().to_path_buf());
         let report = tokio::task::spawn_blocking(move || {
-            crate::disk::trim_roots(
+            let kept = modules.map(|m| super::modproxy::kept_dirs(&m));
+            crate::disk::trim_roots_with(
                 &roots,
                 &named::NAMED_DIRS,
+                kept.as_deref().unwrap_or_default(),
                 &policy,
                 std::time::SystemTime::now(),
             )

@@ -10,6 +10,7 @@
 //!   `Range`, `If-Match` and `ETag` as prefetch needs them.
 //! - `GET /gocacher/v1/info`: says this server keeps named objects.
 //! - `POST /auth/exchange-token` and `GET /session/stats` (see [`super::auth`]).
+//! - With `--modproxy`, `GET /mod/...`: the module proxy ([`super::modproxy`]).
 //!
 //! IDs must be 64 lower-case hex digits (400 otherwise). A PUT body is
 //! hashed while it is written and kept only if it matches its output ID and
@@ -40,7 +41,11 @@ use crate::wire::now_nanos;
 use crate::wire::Id;
 
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
+    let mut routes = Router::new();
+    if shared.modproxy.is_some() {
+        routes = routes.route("/mod/{*path}", get(super::modproxy::serve_mod));
+    }
+    routes
         .route("/action/{id}", get(get_action))
         .route("/output/{id}", get(get_output))
         .route("/gocacher/v1/info", get(info))
@@ -295,6 +300,9 @@ pub async fn metrics(State(s): State<Arc<Shared>>) -> Response {
     }
     if let Some(b) = &s.remote {
         b.export(&s.metrics);
+    }
+    if let Some(mp) = &s.modproxy {
+        mp.export(&s.metrics);
     }
     (
         [(

@@ -54,6 +54,10 @@ pub struct Metrics {
     pub bucket_errors: Family<KindLabels, Counter>,
     pub bucket_in_use: Gauge,
     pub bucket_writes: Gauge,
+    /// With `--modproxy` (see [`Metrics::register_modproxy`]).
+    pub modproxy_upstream_fetches: Family<KindLabels, Gauge>,
+    pub modproxy_from_bucket: Gauge,
+    pub modproxy_fallbacks: Gauge,
 }
 
 impl Default for Metrics {
@@ -81,6 +85,9 @@ impl Default for Metrics {
             bucket_errors: Family::default(),
             bucket_in_use: Gauge::default(),
             bucket_writes: Gauge::default(),
+            modproxy_upstream_fetches: Family::default(),
+            modproxy_from_bucket: Gauge::default(),
+            modproxy_fallbacks: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -157,6 +164,25 @@ impl Metrics {
             "bucket_writes",
             "1 while PUTs are written to the bucket; 0 while it is out of use or its writes are denied",
             self.bucket_writes.clone(),
+        );
+    }
+
+    /// Adds the module proxy's counts since start (`--modproxy`).
+    pub fn register_modproxy(&mut self) {
+        self.registry.register(
+            "modproxy_upstream_fetches",
+            "Requests the module proxy sent its upstream since start, by kind (immutable: kept files; mutable: lists, latest, lookups)",
+            self.modproxy_upstream_fetches.clone(),
+        );
+        self.registry.register(
+            "modproxy_from_bucket",
+            "Module proxy files copied from the bucket to the server's disk since start",
+            self.modproxy_from_bucket.clone(),
+        );
+        self.registry.register(
+            "modproxy_fallbacks",
+            "Mutable module proxy answers made from what is kept while the upstream failed, since start",
+            self.modproxy_fallbacks.clone(),
         );
     }
 

@@ -22,6 +22,7 @@ mod http;
 mod jwks;
 mod listen;
 mod metrics;
+mod modproxy;
 mod named;
 pub(crate) mod pauses;
 mod reply;
@@ -103,7 +104,23 @@ async fn serve(cfg: ServeConfig, remote: Option<RemoteConfig>) -> Result<()> {
         std::fs::create_dir_all(named.join(kind))
             .with_context(|| format!("creating {}", named.join(kind).display()))?;
     }
+    let modproxy = match &cfg.modproxy {
+        None => None,
+        Some(mc) => {
+            let mp = modproxy::ModProxy::new(mc, disk.root(), bucket.clone(), cfg.verbose)?;
+            eprintln!(
+                "gocacher serve: module proxy at /mod/ (GOPROXY=http://HOST/mod), fetching from {}; kept in {}{}",
+                mp.upstream(),
+                disk.root().join("mod").display(),
+                if bucket.is_some() { " and the bucket's mod/" } else { "" }
+            );
+            Some(Arc::new(mp))
+        }
+    };
     let mut metrics = metrics::Metrics::default();
+    if modproxy.is_some() {
+        metrics.register_modproxy();
+    }
     if let Some(b) = &bucket {
         metrics.register_bucket();
         tokio::spawn(b.clone().watch());
@@ -134,6 +151,7 @@ async fn serve(cfg: ServeConfig, remote: Option<RemoteConfig>) -> Result<()> {
             .build(),
         disk,
         remote: bucket,
+        modproxy,
         auth,
         spaces: Default::default(),
         written: AtomicU64::new(0),
@@ -206,6 +224,9 @@ async fn serve(cfg: ServeConfig, remote: Option<RemoteConfig>) -> Result<()> {
                 "gocacher serve: bucket: {}",
                 b.stats.snapshot().summary(true)
             );
+        }
+        if let Some(mp) = &shared.modproxy {
+            eprintln!("gocacher serve: modproxy: {}", mp.summary());
         }
         if let Some(a) = &shared.auth {
             eprintln!(

@@ -39,6 +39,8 @@ pub(crate) struct Shared {
     pub(crate) remote: Option<Arc<Bucket>>,
     /// Sessions and their grants; `None`: no auth, everyone writes global.
     pub(crate) auth: Option<auth::Auth>,
+    /// The module proxy (`--modproxy`).
+    pub(crate) modproxy: Option<Arc<super::modproxy::ModProxy>>,
     /// Namespaces' stores, made by their first write: `<root>/ns/<hash>`.
     pub(crate) spaces: std::sync::Mutex<std::collections::HashMap<String, Arc<DiskCache>>>,
 }

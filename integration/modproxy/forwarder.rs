@@ -1,0 +1,106 @@
+//! A counting forwarder put between `gocacher serve --modproxy` and the
+//! machine's module proxy: it forwards each GET to the same path under the
+//! real upstream and counts requests by path, so a test sees exactly what
+//! the server asked its upstream, and can stop it to take the upstream
+//! down. It runs on a tokio runtime of its own, in a thread of its own;
+//! stopping it drops that runtime, which closes every connection.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use axum::extract::State;
+use axum::http::{StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+
+struct Inner {
+    upstream: String,
+    client: reqwest::Client,
+    counts: Mutex<HashMap<String, usize>>,
+}
+
+pub struct Forwarder {
+    addr: SocketAddr,
+    inner: Arc<Inner>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Forwarder {
+    /// Starts forwarding from a free 127.0.0.1 port to `upstream`.
+    pub fn start(upstream: &str) -> Forwarder {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let inner = Arc::new(Inner {
+            upstream: upstream.trim_end_matches('/').to_string(),
+            client: reqwest::Client::new(),
+            counts: Mutex::default(),
+        });
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let state = inner.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let l = tokio::net::TcpListener::from_std(listener).unwrap();
+                let app = axum::Router::new().fallback(forward).with_state(state);
+                tokio::select! {
+                    _ = axum::serve(l, app) => {}
+                    _ = stopped => {}
+                }
+            });
+            rt.shutdown_background();
+        });
+        Forwarder {
+            addr,
+            inner,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Requests forwarded so far, by path (without the leading `/`).
+    pub fn counts(&self) -> HashMap<String, usize> {
+        self.inner.counts.lock().unwrap().clone()
+    }
+
+    /// Stops forwarding: the port refuses connections from now on.
+    pub fn stop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+    }
+}
+
+impl Drop for Forwarder {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn forward(State(f): State<Arc<Inner>>, uri: Uri) -> Response {
+    let path = uri.path().trim_start_matches('/').to_string();
+    *f.counts.lock().unwrap().entry(path.clone()).or_default() += 1;
+    let got = f.client.get(format!("{}/{path}", f.upstream)).send().await;
+    let resp = match got {
+        Ok(r) => r,
+        Err(e) => return (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+    };
+    let status = StatusCode::from_u16(resp.status().as_u16()).unwrap();
+    match resp.bytes().await {
+        Ok(b) => (status, b).into_response(),
+        Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+    }
+}

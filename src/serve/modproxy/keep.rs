@@ -1,0 +1,303 @@
+//! Where immutable answers are kept: `<dir>/mod/<rel>` on the server's disk
+//! and `<prefix>/mod/<rel>` in the bucket, `<rel>` being the GOPROXY
+//! layout (`<escaped module>/@v/<escaped version>.<ext>`,
+//! `sumdb/<name>/tile/...`), so that either copy works as
+//! `GOPROXY=file://...`. A file is written to a temp file beside its place
+//! and renamed into it once whole and checked: nothing partial is ever
+//! visible, whatever happens to the request or the process.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+
+use super::super::bucket::Bucket;
+use super::path::{canonical, unescape};
+use crate::remote::store::{Fetched, Source};
+
+/// Temp files start with this: no name a request can ask for does (no
+/// path element starts with a dot), and listings skip them.
+pub(crate) const TEMP_PREFIX: &str = ".tmp-";
+
+/// Bucket uploads under way at once; more wait their turn.
+const UPLOADS: usize = 8;
+
+pub(crate) struct Keep {
+    /// `<dir>/mod`.
+    pub(crate) root: PathBuf,
+    pub(crate) bucket: Option<Arc<Bucket>>,
+    uploads: Arc<Semaphore>,
+}
+
+/// A file being written, removed when dropped unless committed.
+pub(crate) struct Scratch {
+    pub(crate) file: tempfile::NamedTempFile,
+    target: PathBuf,
+}
+
+impl Scratch {
+    /// Renames the whole, checked file into its place.
+    pub(crate) fn commit(self) -> io::Result<()> {
+        self.file
+            .persist(&self.target)
+            .map(|_| ())
+            .map_err(|e| e.error)
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        self.file.path()
+    }
+}
+
+impl Keep {
+    pub(crate) fn new(root: PathBuf, bucket: Option<Arc<Bucket>>) -> Keep {
+        Keep {
+            root,
+            bucket,
+            uploads: Arc::new(Semaphore::new(UPLOADS)),
+        }
+    }
+
+    /// The file of a kept answer (`rel` is checked by `path::parse`).
+    pub(crate) fn path(&self, rel: &str) -> PathBuf {
+        self.root.join(rel)
+    }
+
+    /// A temp file beside `rel`'s place.
+    pub(crate) fn scratch(&self, rel: &str) -> io::Result<Scratch> {
+        let target = self.path(rel);
+        let dir = target.parent().expect("a kept file has a directory");
+        std::fs::create_dir_all(dir)?;
+        let file = tempfile::Builder::new()
+            .prefix(TEMP_PREFIX)
+            .tempfile_in(dir)?;
+        Ok(Scratch { file, target })
+    }
+
+    /// Copies `rel` from the bucket to disk, checked by `check` before it
+    /// is kept; its length, or `None` when the bucket has no such object
+    /// or is out of use.
+    pub(crate) async fn copy_from_bucket(
+        &self,
+        rel: &str,
+        limit: u64,
+        check: impl FnOnce(&Path) -> Result<(), String>,
+    ) -> Result<Option<u64>, String> {
+        let Some(b) = self.bucket.as_ref().filter(|b| b.reads()) else {
+            return Ok(None);
+        };
+        let key = b.mod_key(rel);
+        let (mut body, wire_len) = match b.get_named(&key).await {
+            Ok(Fetched::Missing) => return Ok(None),
+            Ok(Fetched::Found { body, wire_len, .. }) => (body, wire_len),
+            Err(e) => return Err(e.to_string()),
+        };
+        if wire_len > limit {
+            return Err(format!(
+                "{key} has {wire_len} bytes, over the limit {limit}"
+            ));
+        }
+        let mut scratch = self.scratch(rel).map_err(|e| e.to_string())?;
+        let mut n = 0u64;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| format!("reading {key}: {e}"))?;
+            n += chunk.len() as u64;
+            if n > wire_len {
+                return Err(format!(
+                    "{key} is longer than the {wire_len} bytes announced"
+                ));
+            }
+            io::Write::write_all(scratch.file.as_file_mut(), &chunk)
+                .map_err(|e| format!("keeping {key}: {e}"))?;
+        }
+        if n != wire_len {
+            return Err(format!("{key} stopped at {n} of {wire_len} bytes"));
+        }
+        check(scratch.path())?;
+        scratch
+            .commit()
+            .map_err(|e| format!("keeping {key}: {e}"))?;
+        Ok(Some(n))
+    }
+
+    /// Copies a kept file to the bucket in the background (with
+    /// `--remote`); a failure is logged, and the next server to miss it
+    /// fetches it again.
+    pub(crate) fn upload_later(&self, rel: &str, len: u64) {
+        let Some(b) = self.bucket.clone() else {
+            return;
+        };
+        let (path, key) = (self.path(rel), b.mod_key(rel));
+        let uploads = self.uploads.clone();
+        tokio::spawn(async move {
+            let _turn = uploads.acquire_owned().await;
+            if let Err(e) = b.put_named(&key, Source::File(&path, len)).await {
+                eprintln!(
+                    "gocacher serve: modproxy: {key} not copied to the bucket ({e}); it stays on this server's disk"
+                );
+            }
+        });
+    }
+
+    /// The versions of `module` kept on disk (those with a `.mod`), as a
+    /// `list` answer says them: unescaped, sorted, without pseudo-versions.
+    pub(crate) fn versions(&self, module: &str) -> Vec<String> {
+        let Ok(dir) = std::fs::read_dir(self.path(&format!("{module}/@v"))) else {
+            return Vec::new();
+        };
+        let mut v: Vec<String> = dir
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let version = name.strip_suffix(".mod")?;
+                (canonical(version) && !pseudo(version)).then(|| version.to_string())
+            })
+            .collect();
+        v.sort_by(|a, b| semver_cmp(a, b));
+        v.into_iter().map(|v| unescape(&v)).collect()
+    }
+
+    /// The newest kept version of `module` (pseudo-versions too) whose
+    /// `.info` is kept: what `@latest` falls back to.
+    pub(crate) fn newest_info(&self, module: &str) -> Option<PathBuf> {
+        let dir = std::fs::read_dir(self.path(&format!("{module}/@v"))).ok()?;
+        let best = dir
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let version = name.strip_suffix(".info")?;
+                canonical(version).then(|| version.to_string())
+            })
+            .max_by(|a, b| semver_cmp(a, b))?;
+        Some(self.path(&format!("{module}/@v/{best}.info")))
+    }
+}
+
+/// The directories under `root` that hold kept files, for trim (which
+/// removes files least recently used first; the directories stay).
+pub(crate) fn kept_dirs(root: &Path) -> Vec<PathBuf> {
+    fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        let mut has_files = false;
+        for e in rd.flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() && depth < MAX_DEPTH => walk(&e.path(), depth + 1, out),
+                Ok(t) if t.is_file() => has_files = true,
+                _ => {}
+            }
+        }
+        if has_files {
+            out.push(dir.to_path_buf());
+        }
+    }
+    /// Deeper than any module path or tile path the parser lets through.
+    const MAX_DEPTH: usize = 300;
+    let mut out = Vec::new();
+    walk(root, 0, &mut out);
+    out
+}
+
+/// Marks a kept file used, for trim (least recently used first), at most
+/// once an hour: in its access time, as named objects are.
+pub(crate) fn mark_used(file: &std::fs::File) {
+    let Ok(m) = file.metadata() else { return };
+    let now = std::time::SystemTime::now();
+    let used = crate::disk::last_used(&m);
+    if now.duration_since(used).unwrap_or_default() > std::time::Duration::from_secs(3600) {
+        let _ = file.set_times(std::fs::FileTimes::new().set_accessed(now));
+    }
+}
+
+/// Whether `v` is a pseudo-version (`...-YYYYMMDDhhmmss-abcdefabcdef`).
+fn pseudo(v: &str) -> bool {
+    let parts: Vec<&str> = v.split(['-', '.']).collect();
+    parts.windows(2).any(|w| {
+        w[0].len() == 14
+            && w[0].bytes().all(|c| c.is_ascii_digit())
+            && w[1].len() == 12
+            && w[1].bytes().all(|c| c.is_ascii_hexdigit())
+    })
+}
+
+/// Semantic version order of two canonical (escaped) versions; build
+/// suffixes are ignored.
+pub(crate) fn semver_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    fn split(v: &str) -> ([u64; 3], Option<&str>) {
+        let v = v.trim_start_matches('v');
+        let v = v.split('+').next().unwrap_or("");
+        let (core, pre) = match v.split_once('-') {
+            Some((c, p)) => (c, Some(p)),
+            None => (v, None),
+        };
+        let mut n = [0u64; 3];
+        for (i, p) in core.split('.').take(3).enumerate() {
+            n[i] = p.parse().unwrap_or(0);
+        }
+        (n, pre)
+    }
+    fn pre_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+        let (mut x, mut y) = (a.split('.'), b.split('.'));
+        loop {
+            match (x.next(), y.next()) {
+                (None, None) => return std::cmp::Ordering::Equal,
+                (None, Some(_)) => return std::cmp::Ordering::Less,
+                (Some(_), None) => return std::cmp::Ordering::Greater,
+                (Some(p), Some(q)) => {
+                    let o = match (p.parse::<u64>(), q.parse::<u64>()) {
+                        (Ok(m), Ok(n)) => m.cmp(&n),
+                        (Ok(_), Err(_)) => std::cmp::Ordering::Less,
+                        (Err(_), Ok(_)) => std::cmp::Ordering::Greater,
+                        (Err(_), Err(_)) => p.cmp(q),
+                    };
+                    if o.is_ne() {
+                        return o;
+                    }
+                }
+            }
+        }
+    }
+    let ((na, pa), (nb, pb)) = (split(a), split(b));
+    na.cmp(&nb).then_with(|| match (pa, pb) {
+        (None, None) => std::cmp::Ordering::Equal,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (Some(p), Some(q)) => pre_cmp(p, q),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kept_versions_list_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let keep = Keep::new(dir.path().to_path_buf(), None);
+        let at = dir.path().join("example.com/!m/@v");
+        std::fs::create_dir_all(&at).unwrap();
+        for f in [
+            "v1.10.0.mod",
+            "v1.2.0.mod",
+            "v1.2.0.info",
+            "v1.2.0-!r!c1.mod",
+            "v0.0.0-20230120002735-62a210ff1fd5.mod",
+            "v0.0.0-20230120002735-62a210ff1fd5.info",
+            ".tmp-abc",
+            "v1.11.0.zip",
+        ] {
+            std::fs::write(at.join(f), "x").unwrap();
+        }
+        assert_eq!(
+            keep.versions("example.com/!m"),
+            ["v1.2.0-RC1", "v1.2.0", "v1.10.0"]
+        );
+        assert_eq!(
+            keep.newest_info("example.com/!m").unwrap(),
+            at.join("v1.2.0.info")
+        );
+        assert!(keep.versions("example.com/none").is_empty());
+    }
+}

@@ -1,0 +1,258 @@
+//! `gocacher serve --modproxy`: a Go module proxy (the GOPROXY protocol)
+//! and checksum-database proxy under `/mod/`, so that
+//! `GOPROXY=http://HOST/mod` fetches modules through the server and
+//! `GOSUMDB`, unchanged, verifies through it (docs/SERVER.md).
+//!
+//! - `path.rs`: what a URL asks for, checked strictly; `sumdb.rs` the
+//!   checksum database's paths.
+//! - `keep.rs`: immutable answers on disk (`<dir>/mod/...`) and in the
+//!   bucket (`<prefix>/mod/...`), in the GOPROXY layout.
+//! - `upstream.rs`: the module proxy behind this one.
+//! - `verify.rs`: the check a fetched `.zip`/`.mod` passes before it is kept.
+//! - `routes.rs`: the handler and its replies.
+//!
+//! An immutable answer (a version's `.info`, `.mod` and `.zip`; a full
+//! sumdb tile) is looked for on disk, then in the bucket, then upstream,
+//! with one fetch per file however many clients ask at once. A mutable one
+//! (`list`, `@latest`, a query's `.info`, sumdb `latest`, lookups and
+//! partial tiles) always goes upstream, with a short cache; when the
+//! upstream fails, `list` and `@latest` are answered from what is kept.
+
+mod keep;
+mod path;
+mod routes;
+mod sumdb;
+mod upstream;
+mod verify;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use bytes::Bytes;
+
+use super::bucket::Bucket;
+use crate::config::serve::ModProxyConfig;
+use keep::Keep;
+use path::{Ask, Ext};
+use upstream::{Upstream, UpstreamError};
+
+pub(crate) use keep::kept_dirs;
+pub(crate) use routes::serve_mod;
+
+/// Bytes of mutable answers held at once.
+const MUTABLE_BYTES: u64 = 32 << 20;
+/// Kept files whose place and length are remembered (the single-flight
+/// map's entries: a path and a number each).
+const KNOWN_FILES: u64 = 100_000;
+/// The most a kept file other than a zip may hold (Go's own limit on a
+/// `go.mod`).
+const MAX_SMALL_FILE: u64 = 16 << 20;
+
+/// Counters of `--modproxy`, for the metrics and the stop line.
+#[derive(Default)]
+pub(crate) struct Counts {
+    /// Requests sent to the upstream, immutable answers and mutable ones.
+    pub(crate) upstream_immutable: AtomicU64,
+    pub(crate) upstream_mutable: AtomicU64,
+    /// Immutable answers copied from the bucket to disk.
+    pub(crate) from_bucket: AtomicU64,
+    /// Mutable answers served from what is kept while the upstream failed.
+    pub(crate) fallbacks: AtomicU64,
+}
+
+pub(crate) struct ModProxy {
+    upstream: Upstream,
+    keep: Keep,
+    max_zip: u64,
+    /// Kept files by their path under `<dir>/mod`, with their length; a
+    /// file not yet known is fetched once, however many ask at once.
+    known: moka::future::Cache<String, u64>,
+    /// Mutable answers by their path, for `--modproxy-ttl`.
+    recent: moka::future::Cache<String, Bytes>,
+    pub(crate) counts: Counts,
+    verbose: bool,
+}
+
+impl ModProxy {
+    /// Sets the proxy up: its upstream (`--upstream`, or the first entry of
+    /// `go env GOPROXY`) and its store under `<dir>/mod`.
+    pub(crate) fn new(
+        cfg: &ModProxyConfig,
+        dir: &std::path::Path,
+        bucket: Option<Arc<Bucket>>,
+        verbose: bool,
+    ) -> Result<ModProxy> {
+        let base = match &cfg.upstream {
+            Some(u) => u.clone(),
+            None => upstream::from_go_env()?,
+        };
+        let root = dir.join("mod");
+        std::fs::create_dir_all(&root)
+            .map_err(|e| anyhow::anyhow!("creating {}: {e}", root.display()))?;
+        Ok(ModProxy {
+            upstream: Upstream::new(base)?,
+            keep: Keep::new(root, bucket),
+            max_zip: cfg.max_zip,
+            known: moka::future::Cache::builder()
+                .max_capacity(KNOWN_FILES)
+                .time_to_idle(Duration::from_secs(3600))
+                .build(),
+            recent: moka::future::Cache::builder()
+                .max_capacity(MUTABLE_BYTES)
+                .weigher(|k: &String, v: &Bytes| {
+                    u32::try_from(k.len() + v.len()).unwrap_or(u32::MAX)
+                })
+                .time_to_live(cfg.ttl)
+                .build(),
+            counts: Counts::default(),
+            verbose,
+        })
+    }
+
+    /// Brings the metrics up to date with the counts.
+    pub(crate) fn export(&self, m: &super::metrics::Metrics) {
+        let c = &self.counts;
+        let n = |a: &AtomicU64| a.load(Ordering::Relaxed) as i64;
+        for (kind, a) in [
+            ("immutable", &c.upstream_immutable),
+            ("mutable", &c.upstream_mutable),
+        ] {
+            m.modproxy_upstream_fetches
+                .get_or_create(&super::metrics::KindLabels {
+                    kind: kind.to_string(),
+                })
+                .set(n(a));
+        }
+        m.modproxy_from_bucket.set(n(&c.from_bucket));
+        m.modproxy_fallbacks.set(n(&c.fallbacks));
+    }
+
+    /// The counts on one line (the stop line with `--verbose`).
+    pub(crate) fn summary(&self) -> String {
+        let c = &self.counts;
+        let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        format!(
+            "upstream fetches {} immutable {} mutable, {} from the bucket, {} answered from what is kept",
+            n(&c.upstream_immutable),
+            n(&c.upstream_mutable),
+            n(&c.from_bucket),
+            n(&c.fallbacks)
+        )
+    }
+
+    /// Where kept files live on disk (`<dir>/mod`).
+    pub(crate) fn root(&self) -> &std::path::Path {
+        &self.keep.root
+    }
+
+    /// The upstream's URL, for messages.
+    pub(crate) fn upstream(&self) -> &str {
+        &self.upstream.base
+    }
+
+    /// The disk's copy of an immutable answer (`rel`, its place): its
+    /// length once it is there, from the bucket or the upstream if need be.
+    async fn kept(self: &Arc<Self>, ask: &Ask, rel: &str) -> Result<u64, Arc<UpstreamError>> {
+        let (me, ask, owned) = (self.clone(), ask.clone(), rel.to_string());
+        self.known
+            .try_get_with(rel.to_string(), async move {
+                // A task of its own: a client that goes away does not stop
+                // a fetch others may be waiting for.
+                tokio::spawn(async move { me.obtain(&ask, &owned).await })
+                    .await
+                    .unwrap_or_else(|e| Err(UpstreamError::Failed(e.to_string())))
+            })
+            .await
+    }
+
+    /// Forgets what [`ModProxy::kept`] knew of `rel` (its file is gone).
+    async fn forget(&self, rel: &str) {
+        self.known.invalidate(rel).await;
+    }
+
+    async fn obtain(&self, ask: &Ask, rel: &str) -> Result<u64, UpstreamError> {
+        let path = self.keep.path(rel);
+        if let Ok(m) = tokio::fs::metadata(&path).await {
+            if m.is_file() {
+                return Ok(m.len());
+            }
+        }
+        let limit = match ask {
+            Ask::Version { ext: Ext::Zip, .. } => self.max_zip,
+            _ => MAX_SMALL_FILE,
+        };
+        let check = |p: &std::path::Path| verify::before_keeping(ask, p);
+        match self.keep.copy_from_bucket(rel, limit, check).await {
+            Ok(Some(n)) => {
+                self.counts.from_bucket.fetch_add(1, Ordering::Relaxed);
+                return Ok(n);
+            }
+            Ok(None) => {}
+            Err(e) => eprintln!(
+                "gocacher serve: modproxy: {rel} from the bucket is unusable ({e}); fetching it from the upstream"
+            ),
+        }
+        let failed = |what: &str, e: std::io::Error| {
+            UpstreamError::Failed(format!("{what} {rel} on the server's disk: {e}"))
+        };
+        let mut scratch = self.keep.scratch(rel).map_err(|e| failed("keeping", e))?;
+        self.counts
+            .upstream_immutable
+            .fetch_add(1, Ordering::Relaxed);
+        if self.verbose {
+            eprintln!("gocacher serve: modproxy: fetching {rel} from the upstream");
+        }
+        let n = self
+            .upstream
+            .to_file(&ask.upstream_path(), scratch.file.as_file_mut(), limit)
+            .await?;
+        verify::before_keeping(ask, scratch.path()).map_err(|e| {
+            UpstreamError::Failed(format!(
+                "{rel} from the upstream {} failed its check, not kept: {e}",
+                self.upstream.base
+            ))
+        })?;
+        scratch.commit().map_err(|e| failed("keeping", e))?;
+        self.keep.upload_later(rel, n);
+        Ok(n)
+    }
+
+    /// A mutable answer: from the upstream, or from the last
+    /// `--modproxy-ttl`; one upstream request however many ask at once.
+    async fn fresh(&self, ask: &Ask) -> Result<Bytes, Arc<UpstreamError>> {
+        let rel = ask.upstream_path();
+        self.recent
+            .try_get_with(rel.clone(), async {
+                self.counts.upstream_mutable.fetch_add(1, Ordering::Relaxed);
+                self.upstream.small(&rel).await
+            })
+            .await
+    }
+
+    /// What is kept that answers a mutable request while the upstream
+    /// fails: for `list`, the versions kept; for `@latest`, the newest
+    /// one's `.info`.
+    async fn fallback(&self, ask: &Ask) -> Option<Bytes> {
+        let found = match ask {
+            Ask::List { module } => {
+                let versions = self.keep.versions(module);
+                (!versions.is_empty()).then(|| {
+                    let mut s = versions.join("\n");
+                    s.push('\n');
+                    Bytes::from(s)
+                })
+            }
+            Ask::Latest { module } => match self.keep.newest_info(module) {
+                Some(p) => tokio::fs::read(p).await.ok().map(Bytes::from),
+                None => None,
+            },
+            _ => None,
+        };
+        if found.is_some() {
+            self.counts.fallbacks.fetch_add(1, Ordering::Relaxed);
+        }
+        found
+    }
+}
