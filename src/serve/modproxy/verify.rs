@@ -1,6 +1,8 @@
-//! The check every fetched `.zip` and `.mod` passes before it is kept,
-//! whether it came from the upstream or from the bucket: nothing unchecked
-//! is renamed into the store, so nothing unchecked is ever served.
+//! The place where every fetched `.zip` and `.mod` is checked before it is
+//! kept, whether it came from the upstream or from the bucket. It checks
+//! no hash yet: until `crate::modverify` is wired in here (issue 31, item
+//! 4), the go command's own check against `GOSUMDB` is what refuses a
+//! changed file, on every client, as without the proxy.
 
 use std::path::Path;
 
