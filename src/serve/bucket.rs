@@ -12,8 +12,7 @@
 use std::sync::{Arc, Mutex};
 
 use crate::local::Entry;
-use crate::remote::store::{Fetched, Ranged, RemoteError, Source};
-use crate::remote::{upload_now, NotWritten, Remote, UploadJob};
+use crate::remote::{upload_now, Remote, UploadJob};
 use crate::stats::Stats;
 use crate::wire::Id;
 
@@ -65,30 +64,6 @@ impl Bucket {
         upload_now(&self.remote, job).await
     }
 
-    /// Whether a named read may go to the bucket now: see
-    /// [`Remote::may_read`].
-    pub(crate) fn reads(&self) -> bool {
-        self.remote.may_read()
-    }
-
-    pub(crate) async fn get_named(&self, key: &str) -> Result<Fetched, RemoteError> {
-        self.remote.read_named(key).await
-    }
-
-    pub(crate) async fn get_range(
-        &self,
-        key: &str,
-        start: u64,
-        end: Option<u64>,
-        if_match: Option<&str>,
-    ) -> Result<Ranged, RemoteError> {
-        self.remote.read_range(key, start, end, if_match).await
-    }
-
-    pub(crate) async fn put_named(&self, key: &str, body: Source<'_>) -> Result<(), NotWritten> {
-        self.remote.write_named(key, body).await
-    }
-
     /// Tries a bucket out of use again once its cooldown is over, whether
     /// or not a request comes: a read of a named object nobody writes (a
     /// miss is an answer).
@@ -98,8 +73,8 @@ impl Bucket {
         let key = self.named_key("manifests", &"0".repeat(32));
         loop {
             tokio::time::sleep(every).await;
-            if self.remote.probe_due() && self.reads() {
-                let _ = self.get_named(&key).await;
+            if self.remote.probe_due() && self.remote.may_read() {
+                let _ = self.remote.read_named(&key).await;
             }
         }
     }

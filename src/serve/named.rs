@@ -132,7 +132,7 @@ pub(crate) async fn get_named(
             read => return respond(&s, read, range),
         }
     }
-    if let Some(b) = s.remote.as_ref().filter(|b| b.reads()) {
+    if let Some(b) = s.remote.as_ref().filter(|b| b.remote.may_read()) {
         let key = b.named_key(&kind, &name);
         return from_bucket(&s, b, &key, range, if_match.as_deref()).await;
     }
@@ -315,7 +315,7 @@ pub(crate) async fn put_named(
             s.stored(len);
             if let (Some(b), true) = (&s.remote, grant.is_global()) {
                 let key = b.named_key(&kind, &name);
-                if let Err(e) = b.put_named(&key, Source::File(&path, len)).await {
+                if let Err(e) = b.remote.write_named(&key, Source::File(&path, len)).await {
                     return refused(
                         &s,
                         StatusCode::SERVICE_UNAVAILABLE,
@@ -349,7 +349,7 @@ async fn from_bucket(
         text(StatusCode::BAD_GATEWAY, "the bucket did not answer")
     };
     let Some((start, end)) = range else {
-        return match b.get_named(key).await {
+        return match b.remote.read_named(key).await {
             Ok(Fetched::Missing) => text(StatusCode::NOT_FOUND, "no such object"),
             Ok(Fetched::Found { body, wire_len, .. }) => {
                 s.metrics.bytes_out.inc_by(wire_len);
@@ -363,7 +363,7 @@ async fn from_bucket(
             Err(e) => bad_gateway(&e),
         };
     };
-    match b.get_range(key, start, end, if_match).await {
+    match b.remote.read_range(key, start, end, if_match).await {
         Ok(Ranged::Missing) => text(StatusCode::NOT_FOUND, "no such object"),
         Ok(Ranged::Changed) => text(StatusCode::PRECONDITION_FAILED, "the object changed"),
         Ok(Ranged::Past) => text(StatusCode::RANGE_NOT_SATISFIABLE, "past the end"),

@@ -84,11 +84,11 @@ impl Keep {
         limit: u64,
         check: impl FnOnce(&Path) -> Result<(), String>,
     ) -> Result<Option<u64>, String> {
-        let Some(b) = self.bucket.as_ref().filter(|b| b.reads()) else {
+        let Some(b) = self.bucket.as_ref().filter(|b| b.remote.may_read()) else {
             return Ok(None);
         };
         let key = b.mod_key(rel);
-        let (mut body, wire_len) = match b.get_named(&key).await {
+        let (mut body, wire_len) = match b.remote.read_named(&key).await {
             Ok(Fetched::Missing) => return Ok(None),
             Ok(Fetched::Found { body, wire_len, .. }) => (body, wire_len),
             Err(e) => return Err(e.to_string()),
@@ -132,7 +132,7 @@ impl Keep {
         let uploads = self.uploads.clone();
         tokio::spawn(async move {
             let _turn = uploads.acquire_owned().await;
-            if let Err(e) = b.put_named(&key, Source::File(&path, len)).await {
+            if let Err(e) = b.remote.write_named(&key, Source::File(&path, len)).await {
                 eprintln!(
                     "gocacher serve: modproxy: {key} not copied to the bucket ({e}); it stays on this server's disk"
                 );
