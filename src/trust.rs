@@ -28,6 +28,8 @@ const ENTRY_LABEL: &[u8] = b"gocacher entry v1\0";
 /// scope too, so a table signed under `v2` (without its scope) is untrusted.
 const PACK_LABEL: &[u8] = b"gocacher pack table v3\0";
 const MANIFEST_LABEL: &[u8] = b"gocacher manifest v2\0";
+/// A module proxy's sidecar: its file's place and the sidecar's text.
+const MODULE_LABEL: &[u8] = b"gocacher module file v1\0";
 
 /// A writer's private key.
 pub struct Signer {
@@ -97,6 +99,13 @@ impl Signer {
     pub fn sign_manifest(&self, sum: &[u8; 32]) -> [u8; SIG_LEN] {
         self.sign(MANIFEST_LABEL, sum)
     }
+
+    /// The signature of a kept module file's sidecar (`serve --modproxy`):
+    /// the file's place in the GOPROXY layout and the sidecar's text, so a
+    /// signature cannot be moved to another file.
+    pub fn sign_module(&self, place: &str, text: &[u8]) -> [u8; SIG_LEN] {
+        self.sign(MODULE_LABEL, &module_body(place, text))
+    }
 }
 
 fn entry_body(action: &Id, output: &Id, size: u64, put_time: i64) -> [u8; 80] {
@@ -105,6 +114,14 @@ fn entry_body(action: &Id, output: &Id, size: u64, put_time: i64) -> [u8; 80] {
     b[32..64].copy_from_slice(&output.0);
     b[64..72].copy_from_slice(&size.to_le_bytes());
     b[72..].copy_from_slice(&put_time.to_le_bytes());
+    b
+}
+
+fn module_body(place: &str, text: &[u8]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(place.len() + 1 + text.len());
+    b.extend_from_slice(place.as_bytes());
+    b.push(0);
+    b.extend_from_slice(text);
     b
 }
 
@@ -205,6 +222,12 @@ impl Trust {
 
     pub fn manifest(&self, sum: &[u8; 32], sig: &[u8; SIG_LEN]) -> bool {
         self.verify(MANIFEST_LABEL, sum, sig)
+    }
+
+    /// Whether a module file's sidecar is signed by one of ours for this
+    /// place.
+    pub fn module(&self, place: &str, text: &[u8], sig: &[u8; SIG_LEN]) -> bool {
+        self.verify(MODULE_LABEL, &module_body(place, text), sig)
     }
 }
 
@@ -324,6 +347,12 @@ mod tests {
         // A table signed before packs named their scope is not trusted.
         let old = a.sign(b"gocacher pack table v2\0", &sum);
         assert!(!trust.pack(&scope, &sum, &old));
+        // A module sidecar's signature names its file.
+        let m = a.sign_module("m/@v/v1.0.0.zip", b"text");
+        assert!(trust.module("m/@v/v1.0.0.zip", b"text", &m));
+        assert!(!trust.module("m/@v/v1.0.1.zip", b"text", &m));
+        assert!(!trust.module("m/@v/v1.0.0.zip", b"texT", &m));
+        assert!(!trust.manifest(&sum, &m));
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! machine's module proxy: it forwards each GET to the same path under the
 //! real upstream and counts requests by path, so a test sees exactly what
 //! the server asked its upstream, and can stop it to take the upstream
-//! down. It runs on a tokio runtime of its own, in a thread of its own;
+//! down, or make it change the body of one path (a lying upstream). It
+//! runs on a tokio runtime of its own, in a thread of its own;
 //! stopping it drops that runtime, which closes every connection.
 
 use std::collections::HashMap;
@@ -18,7 +19,11 @@ struct Inner {
     upstream: String,
     client: reqwest::Client,
     counts: Mutex<HashMap<String, usize>>,
+    /// Paths whose body is changed on the way, and how.
+    alter: Mutex<HashMap<String, Alter>>,
 }
+
+type Alter = Arc<dyn Fn(&[u8]) -> Vec<u8> + Send + Sync>;
 
 pub struct Forwarder {
     addr: SocketAddr,
@@ -37,6 +42,7 @@ impl Forwarder {
             upstream: upstream.trim_end_matches('/').to_string(),
             client: reqwest::Client::new(),
             counts: Mutex::default(),
+            alter: Mutex::default(),
         });
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let state = inner.clone();
@@ -73,6 +79,17 @@ impl Forwarder {
         self.inner.counts.lock().unwrap().clone()
     }
 
+    /// From now on, the body of `path` (without the leading `/`) is
+    /// `change(body)`.
+    pub fn alter(&self, path: &str, change: impl Fn(&[u8]) -> Vec<u8> + Send + Sync + 'static) {
+        let change: Alter = Arc::new(change);
+        self.inner
+            .alter
+            .lock()
+            .unwrap()
+            .insert(path.to_string(), change);
+    }
+
     /// Stops forwarding: the port refuses connections from now on.
     pub fn stop(&mut self) {
         if let Some(s) = self.stop.take() {
@@ -99,7 +116,11 @@ async fn forward(State(f): State<Arc<Inner>>, uri: Uri) -> Response {
         Err(e) => return (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
     };
     let status = StatusCode::from_u16(resp.status().as_u16()).unwrap();
+    let change = f.alter.lock().unwrap().get(&path).cloned();
     match resp.bytes().await {
+        Ok(b) if status.is_success() && change.is_some() => {
+            (status, change.unwrap()(&b)).into_response()
+        }
         Ok(b) => (status, b).into_response(),
         Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
     }

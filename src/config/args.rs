@@ -197,8 +197,9 @@ pub struct Args {
 
     /// Sign every entry, manifest and pack this writer uploads with the
     /// ed25519 key in FILE (from `gocacher keygen`). The writer then also
-    /// trusts its own key (as if given to --trust-key).
-    #[arg(long, env = "GOCACHER_SIGN_KEY_FILE", value_name = "FILE")]
+    /// trusts its own key (as if given to --trust-key). With serve
+    /// --modproxy: the kept module files' sidecars.
+    #[arg(long, env = "GOCACHER_SIGN_KEY_FILE", value_name = "FILE", global = true)]
     pub sign_key: Option<PathBuf>,
 
     /// The signing key itself (64 hex digits), for CI secrets; instead of
@@ -208,7 +209,8 @@ pub struct Args {
         env = "GOCACHER_SIGN_KEY",
         value_name = "KEY",
         hide = true,
-        hide_env_values = true
+        hide_env_values = true,
+        global = true
     )]
     pub sign_key_value: Option<String>,
 
@@ -216,12 +218,14 @@ pub struct Args {
     /// key (64 hex digits, or a file holding them, such as PATH.pub from
     /// keygen). Repeatable, for key rotation; GOCACHER_TRUST_KEYS takes a
     /// comma-separated list. Without it every writer is trusted. Without
-    /// --sign-key too, nothing is uploaded (as with --read-only).
+    /// --sign-key too, nothing is uploaded (as with --read-only). With
+    /// serve --modproxy: module files from the bucket.
     #[arg(
         long = "trust-key",
         env = "GOCACHER_TRUST_KEYS",
         value_name = "KEY",
-        value_delimiter = ','
+        value_delimiter = ',',
+        global = true
     )]
     pub trust_keys: Vec<String>,
 

@@ -65,8 +65,8 @@ impl Args {
     }
 
     pub fn validate(self) -> Result<Config> {
-        let keys = self.keys()?;
-        let serve = match &self.command {
+        let mut keys = self.keys()?;
+        let mut serve = match &self.command {
             Some(Command::Serve(args)) => {
                 if self.cache_server.is_some() {
                     bail!("serve takes --remote s3://BUCKET[/PREFIX] to share its store, not --cache-server");
@@ -130,8 +130,16 @@ impl Args {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        if serve.is_some() && (signing || !also_read.is_empty()) {
-            bail!("serve does not sign or check entries, nor read --also-read locations: give --sign-key, --trust-key and --also-read to the gocacher clients");
+        if let Some(sc) = serve.as_mut() {
+            if !also_read.is_empty() {
+                bail!("serve does not read --also-read locations: give --also-read to the gocacher clients");
+            }
+            match sc.modproxy.as_mut() {
+                // The keys sign and check kept module files only.
+                Some(mp) => mp.keys = std::sync::Arc::new(std::mem::take(&mut keys)),
+                None if signing => bail!("serve signs and checks only the module files of --modproxy: give --sign-key and --trust-key to the gocacher clients for build-cache entries"),
+                None => {}
+            }
         }
         if (signing || !also_read.is_empty())
             && self.remote.as_deref().is_none_or(|r| r.is_empty())

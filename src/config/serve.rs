@@ -237,7 +237,7 @@ pub struct ServeConfig {
 }
 
 /// Settings of `--modproxy`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ModProxyConfig {
     /// `--upstream` without its trailing `/`; `None`: the first entry of
     /// `go env GOPROXY`, looked up when the server starts.
@@ -246,6 +246,9 @@ pub struct ModProxyConfig {
     pub max_zip: u64,
     /// `--modproxy-ttl`: how long a mutable answer is reused.
     pub ttl: Duration,
+    /// `--sign-key` and `--trust-key`: they sign and check the sidecars of
+    /// kept module files (the build-cache side of serve does neither).
+    pub keys: std::sync::Arc<crate::trust::Keys>,
 }
 
 impl ServeArgs {
@@ -385,6 +388,7 @@ impl ServeArgs {
             upstream,
             max_zip,
             ttl,
+            keys: Default::default(),
         }))
     }
 }

@@ -158,11 +158,31 @@ fn signing_trust_and_also_read() {
             vec!["--cache-server", "http://h:1", "--trust-key", &other],
             "need --remote",
         ),
-        (vec!["--trust-key", &other, "serve"], "serve does not sign"),
+        (
+            vec!["--trust-key", &other, "serve"],
+            "serve signs and checks only the module files",
+        ),
     ] {
         let e = args(&bad).unwrap_err();
         assert!(format!("{e:#}").contains(why), "{bad:?}: {e:#}");
     }
+    // serve --modproxy: the keys sign and check module files only; the
+    // build-cache side neither signs nor turns read-only.
+    let c = args(&[
+        "--remote",
+        "s3://b",
+        "--trust-key",
+        &other,
+        "serve",
+        "--modproxy",
+        "--upstream",
+        "http://127.0.0.1:9",
+    ])
+    .unwrap();
+    let mp = c.serve.unwrap().modproxy.unwrap();
+    assert_eq!(mp.keys.trust.as_ref().unwrap().len(), 1);
+    let r = c.remote.unwrap();
+    assert!(r.opts.keys.trust.is_none() && !r.opts.read_only);
     // The signing key is never in the config's debug output.
     let secret = std::fs::read_to_string(&key).unwrap();
     let c = args(&["--remote", "s3://b", "--sign-key", k]).unwrap();

@@ -58,6 +58,8 @@ pub struct Metrics {
     pub modproxy_upstream_fetches: Family<KindLabels, Gauge>,
     pub modproxy_from_bucket: Gauge,
     pub modproxy_fallbacks: Gauge,
+    pub modproxy_checks: Family<KindLabels, Gauge>,
+    pub modproxy_refused: Family<KindLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -88,6 +90,8 @@ impl Default for Metrics {
             modproxy_upstream_fetches: Family::default(),
             modproxy_from_bucket: Gauge::default(),
             modproxy_fallbacks: Gauge::default(),
+            modproxy_checks: Family::default(),
+            modproxy_refused: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -171,7 +175,7 @@ impl Metrics {
     pub fn register_modproxy(&mut self) {
         self.registry.register(
             "modproxy_upstream_fetches",
-            "Requests the module proxy sent its upstream since start, by kind (immutable: kept files; mutable: lists, latest, lookups)",
+            "Requests the module proxy sent its upstream since start, by kind (immutable: kept files; mutable: lists, latest, lookups; tile: checksum database tiles fetched to check downloads)",
             self.modproxy_upstream_fetches.clone(),
         );
         self.registry.register(
@@ -183,6 +187,16 @@ impl Metrics {
             "modproxy_fallbacks",
             "Mutable module proxy answers made from what is kept while the upstream failed, since start",
             self.modproxy_fallbacks.clone(),
+        );
+        self.registry.register(
+            "modproxy_checks",
+            "Module .zip and .mod files fetched from the upstream since start, by their checksum database check (proven, unverified: not covered by the database, mismatch: refused, failed: not checkable, refused)",
+            self.modproxy_checks.clone(),
+        );
+        self.registry.register(
+            "modproxy_refused",
+            "Kept module files refused since start, by where (bucket, disk): not matching their sidecar, or their sidecar malformed or not signed by a trusted key; never served",
+            self.modproxy_refused.clone(),
         );
     }
 

@@ -114,6 +114,7 @@ async fn serve(cfg: ServeConfig, remote: Option<RemoteConfig>) -> Result<()> {
                 disk.root().join("mod").display(),
                 if bucket.is_some() { " and the bucket's mod/" } else { "" }
             );
+            eprintln!("gocacher serve: modproxy: {}", mp.describe_checks());
             Some(Arc::new(mp))
         }
     };

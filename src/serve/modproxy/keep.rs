@@ -4,7 +4,9 @@
 //! `sumdb/<name>/tile/...`), so that either copy works as
 //! `GOPROXY=file://...`. A file is written to a temp file beside its place
 //! and renamed into it once whole and checked: nothing partial is ever
-//! visible, whatever happens to the request or the process.
+//! visible, whatever happens to the request or the process. Each `.info`,
+//! `.mod` and `.zip` has a sidecar (`sidecar.rs`), written after it, that
+//! every read from disk or bucket is checked against.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -12,9 +14,13 @@ use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 
+use sha2::{Digest, Sha256};
+
 use super::super::bucket::Bucket;
 use super::path::{canonical, unescape};
+use super::sidecar::{self, OnDisk, Sidecar, Stamp};
 use crate::remote::store::{Fetched, Source};
+use crate::trust::Keys;
 
 /// Temp files start with this: no name a request can ask for does (no
 /// path element starts with a dot), and listings skip them.
@@ -28,6 +34,11 @@ pub(crate) struct Keep {
     pub(crate) root: PathBuf,
     pub(crate) bucket: Option<Arc<Bucket>>,
     uploads: Arc<Semaphore>,
+    /// `--sign-key` signs sidecars; `--trust-key` takes from the bucket
+    /// only files whose sidecar one of its keys signed.
+    pub(crate) keys: Arc<Keys>,
+    /// Kept files by place, with their stamp when last hashed.
+    memo: moka::sync::Cache<String, Stamp>,
 }
 
 /// A file being written, removed when dropped unless committed.
@@ -50,12 +61,23 @@ impl Scratch {
     }
 }
 
+/// Why the bucket's copy of a file was not taken.
+pub(crate) enum NotTaken {
+    /// The bucket failed or the copy could not be kept.
+    Unusable(String),
+    /// The copy does not match its sidecar, or its sidecar is malformed or
+    /// not signed by a trusted key: counted, never served.
+    Refused(String),
+}
+
 impl Keep {
-    pub(crate) fn new(root: PathBuf, bucket: Option<Arc<Bucket>>) -> Keep {
+    pub(crate) fn new(root: PathBuf, bucket: Option<Arc<Bucket>>, keys: Arc<Keys>) -> Keep {
         Keep {
             root,
             bucket,
             uploads: Arc::new(Semaphore::new(UPLOADS)),
+            keys,
+            memo: moka::sync::Cache::new(super::KNOWN_FILES),
         }
     }
 
@@ -75,69 +97,195 @@ impl Keep {
         Ok(Scratch { file, target })
     }
 
-    /// Copies `rel` from the bucket to disk, checked by `check` before it
-    /// is kept; its length, or `None` when the bucket has no such object
-    /// or is out of use.
-    pub(crate) async fn copy_from_bucket(
-        &self,
-        rel: &str,
-        limit: u64,
-        check: impl FnOnce(&Path) -> Result<(), String>,
-    ) -> Result<Option<u64>, String> {
+    /// The disk's copy of `rel`, checked against its sidecar (hashed unless
+    /// unchanged since it last was). A file without a sidecar is absent; one
+    /// that does not match it is removed.
+    pub(crate) async fn on_disk(&self, rel: &str) -> OnDisk {
+        let path = self.path(rel);
+        let Some(side) = sidecar::place(rel) else {
+            return match tokio::fs::metadata(&path).await {
+                Ok(m) if m.is_file() => OnDisk::Good(m.len(), sidecar::stamp(&m)),
+                _ => OnDisk::Absent,
+            };
+        };
+        let (side, memo) = (self.path(&side), self.memo.get(rel));
+        let got = tokio::task::spawn_blocking(move || sidecar::check_on_disk(&path, &side, memo))
+            .await
+            .unwrap_or_else(|e| OnDisk::Refused(e.to_string()));
+        match &got {
+            OnDisk::Good(_, st) => self.memo.insert(rel.to_string(), *st),
+            _ => self.memo.invalidate(rel),
+        }
+        got
+    }
+
+    /// Whether an opened kept file is still as it was when last checked
+    /// (files without a sidecar always are).
+    pub(crate) fn unchanged(&self, rel: &str, f: &std::fs::File) -> bool {
+        if sidecar::place(rel).is_none() {
+            return true;
+        }
+        let now = f.metadata().ok().map(|m| sidecar::stamp(&m));
+        now.is_some() && now == self.memo.get(rel)
+    }
+
+    /// Writes the sidecar of the file just kept at `rel` (signed with
+    /// `--sign-key`), after it.
+    pub(crate) fn keep_sidecar(&self, rel: &str, mut car: Sidecar) -> io::Result<()> {
+        let Some(side) = sidecar::place(rel) else {
+            return Ok(());
+        };
+        if let Some(s) = &self.keys.signer {
+            car.sign(rel, s);
+        }
+        self.write_sidecar(rel, &side, &car.render())
+    }
+
+    fn write_sidecar(&self, rel: &str, side: &str, text: &[u8]) -> io::Result<()> {
+        let mut scratch = self.scratch(side)?;
+        io::Write::write_all(scratch.file.as_file_mut(), text)?;
+        scratch.commit()?;
+        if let Ok(m) = std::fs::metadata(self.path(rel)) {
+            self.memo.insert(rel.to_string(), sidecar::stamp(&m));
+        }
+        Ok(())
+    }
+
+    /// Copies `rel` from the bucket to disk, checked against its sidecar
+    /// (size, sha256 and, with `--trust-key`, its signature) before it is
+    /// kept; its length, or `None` when the bucket has no such object, or
+    /// no sidecar for it, or is out of use.
+    pub(crate) async fn copy_from_bucket(&self, rel: &str, limit: u64) -> Result<Option<u64>, NotTaken> {
         let Some(b) = self.bucket.as_ref().filter(|b| b.remote.may_read()) else {
             return Ok(None);
+        };
+        let unusable = NotTaken::Unusable;
+        let car = match sidecar::place(rel) {
+            None => None,
+            Some(side) => {
+                let key = b.mod_key(&side);
+                let Some(text) = self.small_object(b, &key).await.map_err(unusable)? else {
+                    return Ok(None);
+                };
+                let car = Sidecar::parse(&text)
+                    .map_err(|e| NotTaken::Refused(format!("{key}: {e}")))?;
+                if let Some(t) = &self.keys.trust {
+                    if !car.signed_by(rel, t) {
+                        return Err(NotTaken::Refused(format!(
+                            "{key} is not signed by a --trust-key key"
+                        )));
+                    }
+                }
+                Some((side, car, text))
+            }
         };
         let key = b.mod_key(rel);
         let (mut body, wire_len) = match b.remote.read_named(&key).await {
             Ok(Fetched::Missing) => return Ok(None),
             Ok(Fetched::Found { body, wire_len, .. }) => (body, wire_len),
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(unusable(e.to_string())),
         };
         if wire_len > limit {
-            return Err(format!(
+            return Err(unusable(format!(
                 "{key} has {wire_len} bytes, over the limit {limit}"
-            ));
+            )));
         }
-        let mut scratch = self.scratch(rel).map_err(|e| e.to_string())?;
+        let mut scratch = self.scratch(rel).map_err(|e| unusable(e.to_string()))?;
         let mut n = 0u64;
+        let mut sum = Sha256::new();
         while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| format!("reading {key}: {e}"))?;
+            let chunk = chunk.map_err(|e| unusable(format!("reading {key}: {e}")))?;
             n += chunk.len() as u64;
             if n > wire_len {
-                return Err(format!(
+                return Err(unusable(format!(
                     "{key} is longer than the {wire_len} bytes announced"
-                ));
+                )));
             }
+            sum.update(&chunk);
             io::Write::write_all(scratch.file.as_file_mut(), &chunk)
-                .map_err(|e| format!("keeping {key}: {e}"))?;
+                .map_err(|e| unusable(format!("keeping {key}: {e}")))?;
         }
         if n != wire_len {
-            return Err(format!("{key} stopped at {n} of {wire_len} bytes"));
+            return Err(unusable(format!("{key} stopped at {n} of {wire_len} bytes")));
         }
-        check(scratch.path())?;
+        if let Some((_, car, _)) = &car {
+            car.matches(n, &sum.finalize().into())
+                .map_err(|e| NotTaken::Refused(format!("{key}: {e}")))?;
+        }
         scratch
             .commit()
-            .map_err(|e| format!("keeping {key}: {e}"))?;
+            .map_err(|e| unusable(format!("keeping {key}: {e}")))?;
+        if let Some((side, _, text)) = car {
+            self.write_sidecar(rel, &side, &text)
+                .map_err(|e| unusable(format!("keeping {side}: {e}")))?;
+        }
         Ok(Some(n))
     }
 
-    /// Copies a kept file to the bucket in the background (with
-    /// `--remote`); a failure is logged, and the next server to miss it
-    /// fetches it again.
+    /// A sidecar object, whole; `None` if missing.
+    async fn small_object(&self, b: &Bucket, key: &str) -> Result<Option<Vec<u8>>, String> {
+        let (mut body, wire_len) = match b.remote.read_named(key).await {
+            Ok(Fetched::Missing) => return Ok(None),
+            Ok(Fetched::Found { body, wire_len, .. }) => (body, wire_len),
+            Err(e) => return Err(e.to_string()),
+        };
+        if wire_len > sidecar::MAX_SIDECAR {
+            return Err(format!("{key} has {wire_len} bytes: not a sidecar"));
+        }
+        let mut out = Vec::new();
+        while let Some(chunk) = body.next().await {
+            out.extend_from_slice(&chunk.map_err(|e| format!("reading {key}: {e}"))?);
+            if out.len() as u64 > sidecar::MAX_SIDECAR {
+                return Err(format!("{key} is longer than a sidecar"));
+            }
+        }
+        Ok(Some(out))
+    }
+
+    /// Copies a kept file, then its sidecar, to the bucket in the
+    /// background (with `--remote`; not with `--trust-key` alone, whose
+    /// unsigned sidecars nobody would take); a failure is logged, and the
+    /// next server to miss it fetches it again.
     pub(crate) fn upload_later(&self, rel: &str, len: u64) {
         let Some(b) = self.bucket.clone() else {
             return;
         };
-        let (path, key) = (self.path(rel), b.mod_key(rel));
+        if self.keys.trust.is_some() && self.keys.signer.is_none() {
+            return;
+        }
+        let mut files = vec![(self.path(rel), b.mod_key(rel), Some(len))];
+        if let Some(side) = sidecar::place(rel) {
+            files.push((self.path(&side), b.mod_key(&side), None));
+        }
         let uploads = self.uploads.clone();
         tokio::spawn(async move {
             let _turn = uploads.acquire_owned().await;
-            if let Err(e) = b.remote.write_named(&key, Source::File(&path, len)).await {
-                eprintln!(
-                    "gocacher serve: modproxy: {key} not copied to the bucket ({e}); it stays on this server's disk"
-                );
+            for (path, key, len) in files {
+                let len = match len {
+                    Some(n) => n,
+                    None => match tokio::fs::metadata(&path).await {
+                        Ok(m) => m.len(),
+                        Err(_) => return,
+                    },
+                };
+                if let Err(e) = b.remote.write_named(&key, Source::File(&path, len)).await {
+                    eprintln!(
+                        "gocacher serve: modproxy: {key} not copied to the bucket ({e}); it stays on this server's disk"
+                    );
+                    return;
+                }
             }
         });
+    }
+
+    /// Marks a kept file and its sidecar used, for trim.
+    pub(crate) fn mark_used(&self, rel: &str, f: &std::fs::File) {
+        mark_used(f);
+        if let Some(side) = sidecar::place(rel) {
+            if let Ok(s) = std::fs::File::open(self.path(&side)) {
+                mark_used(&s);
+            }
+        }
     }
 
     /// The versions of `module` kept on disk (those with a `.mod`), as a
@@ -202,7 +350,7 @@ pub(crate) fn kept_dirs(root: &Path) -> Vec<PathBuf> {
 
 /// Marks a kept file used, for trim (least recently used first), at most
 /// once an hour: in its access time, as named objects are.
-pub(crate) fn mark_used(file: &std::fs::File) {
+fn mark_used(file: &std::fs::File) {
     let Ok(m) = file.metadata() else { return };
     let now = std::time::SystemTime::now();
     let used = crate::disk::last_used(&m);
@@ -275,7 +423,7 @@ mod tests {
     #[test]
     fn kept_versions_list_in_order() {
         let dir = tempfile::tempdir().unwrap();
-        let keep = Keep::new(dir.path().to_path_buf(), None);
+        let keep = Keep::new(dir.path().to_path_buf(), None, Default::default());
         let at = dir.path().join("example.com/!m/@v");
         std::fs::create_dir_all(&at).unwrap();
         for f in [

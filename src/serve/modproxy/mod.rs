@@ -8,7 +8,10 @@
 //! - `keep.rs`: immutable answers on disk (`<dir>/mod/...`) and in the
 //!   bucket (`<prefix>/mod/...`), in the GOPROXY layout.
 //! - `upstream.rs`: the module proxy behind this one.
-//! - `verify.rs`: the check a fetched `.zip`/`.mod` passes before it is kept.
+//! - `verify.rs`: the check against the checksum database a fetched
+//!   `.zip`/`.mod` passes before it is kept; `sidecar.rs` the hash kept
+//!   beside each file, that every read from disk or bucket is checked
+//!   against.
 //! - `routes.rs`: the handler and its replies.
 //!
 //! An immutable answer (a version's `.info`, `.mod` and `.zip`; a full
@@ -21,6 +24,7 @@
 mod keep;
 mod path;
 mod routes;
+mod sidecar;
 mod sumdb;
 mod upstream;
 mod verify;
@@ -32,11 +36,16 @@ use std::time::Duration;
 use anyhow::Result;
 use bytes::Bytes;
 
+use prometheus_client::metrics::{family::Family, gauge::Gauge};
+
 use super::bucket::Bucket;
+use super::metrics::KindLabels;
 use crate::config::serve::ModProxyConfig;
-use keep::Keep;
+use keep::{Keep, NotTaken};
 use path::{Ask, Ext};
+use sidecar::OnDisk;
 use upstream::{Upstream, UpstreamError};
+use verify::{Refusal, Verifier};
 
 pub(crate) use keep::kept_dirs;
 pub(crate) use routes::serve_mod;
@@ -60,11 +69,25 @@ pub(crate) struct Counts {
     pub(crate) from_bucket: AtomicU64,
     /// Mutable answers served from what is kept while the upstream failed.
     pub(crate) fallbacks: AtomicU64,
+    /// Checksum database tiles fetched to check downloads.
+    pub(crate) upstream_tiles: AtomicU64,
+    /// `.zip`/`.mod` downloads by their check: proven by the database,
+    /// kept unchecked (GONOSUMDB, GOSUMDB=off), refused (their hash is not
+    /// the database's), and not checkable (the database failed).
+    pub(crate) proven: AtomicU64,
+    pub(crate) unverified: AtomicU64,
+    pub(crate) mismatches: AtomicU64,
+    pub(crate) check_failed: AtomicU64,
+    /// Kept copies refused: not matching their sidecar, or (bucket) its
+    /// sidecar unsigned by a trusted key.
+    pub(crate) refused_bucket: AtomicU64,
+    pub(crate) refused_disk: AtomicU64,
 }
 
 pub(crate) struct ModProxy {
     upstream: Upstream,
     keep: Keep,
+    verifier: Verifier,
     max_zip: u64,
     /// Kept files by their path under `<dir>/mod`, with their length; a
     /// file not yet known is fetched once, however many ask at once.
@@ -91,9 +114,11 @@ impl ModProxy {
         let root = dir.join("mod");
         std::fs::create_dir_all(&root)
             .map_err(|e| anyhow::anyhow!("creating {}: {e}", root.display()))?;
+        let verifier = Verifier::from_go_env()?;
         Ok(ModProxy {
             upstream: Upstream::new(base)?,
-            keep: Keep::new(root, bucket),
+            keep: Keep::new(root, bucket, cfg.keys.clone()),
+            verifier,
             max_zip: cfg.max_zip,
             known: moka::future::Cache::builder()
                 .max_capacity(KNOWN_FILES)
@@ -115,16 +140,33 @@ impl ModProxy {
     pub(crate) fn export(&self, m: &super::metrics::Metrics) {
         let c = &self.counts;
         let n = |a: &AtomicU64| a.load(Ordering::Relaxed) as i64;
-        for (kind, a) in [
-            ("immutable", &c.upstream_immutable),
-            ("mutable", &c.upstream_mutable),
-        ] {
-            m.modproxy_upstream_fetches
-                .get_or_create(&super::metrics::KindLabels {
-                    kind: kind.to_string(),
-                })
-                .set(n(a));
-        }
+        let set = |f: &Family<KindLabels, Gauge>, pairs: &[(&str, &AtomicU64)]| {
+            for (kind, a) in pairs {
+                let kind = kind.to_string();
+                f.get_or_create(&KindLabels { kind }).set(n(a));
+            }
+        };
+        set(
+            &m.modproxy_upstream_fetches,
+            &[
+                ("immutable", &c.upstream_immutable),
+                ("mutable", &c.upstream_mutable),
+                ("tile", &c.upstream_tiles),
+            ],
+        );
+        set(
+            &m.modproxy_checks,
+            &[
+                ("proven", &c.proven),
+                ("unverified", &c.unverified),
+                ("mismatch", &c.mismatches),
+                ("failed", &c.check_failed),
+            ],
+        );
+        set(
+            &m.modproxy_refused,
+            &[("bucket", &c.refused_bucket), ("disk", &c.refused_disk)],
+        );
         m.modproxy_from_bucket.set(n(&c.from_bucket));
         m.modproxy_fallbacks.set(n(&c.fallbacks));
     }
@@ -134,12 +176,31 @@ impl ModProxy {
         let c = &self.counts;
         let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
         format!(
-            "upstream fetches {} immutable {} mutable, {} from the bucket, {} answered from what is kept",
+            "upstream fetches {} immutable {} mutable {} tiles, {} from the bucket, {} answered from what is kept; checked {} proven {} unchecked {} mismatched {} failed; refused {} from the bucket {} from disk",
             n(&c.upstream_immutable),
             n(&c.upstream_mutable),
+            n(&c.upstream_tiles),
             n(&c.from_bucket),
-            n(&c.fallbacks)
+            n(&c.fallbacks),
+            n(&c.proven),
+            n(&c.unverified),
+            n(&c.mismatches),
+            n(&c.check_failed),
+            n(&c.refused_bucket),
+            n(&c.refused_disk),
         )
+    }
+
+    /// What the start line says of the checksum database check and of
+    /// signed sidecars.
+    pub(crate) fn describe_checks(&self) -> String {
+        let k = &self.keep.keys;
+        let signed = match (&k.signer, &k.trust) {
+            (Some(s), _) => format!("; sidecars signed by {}", s.public_hex()),
+            (None, Some(_)) => "; bucket files taken only with a sidecar signed by a --trust-key key, nothing written to the bucket (no --sign-key)".into(),
+            (None, None) => String::new(),
+        };
+        format!("{}{signed}", self.verifier.describe())
     }
 
     /// Where kept files live on disk (`<dir>/mod`).
@@ -173,26 +234,36 @@ impl ModProxy {
     }
 
     async fn obtain(&self, ask: &Ask, rel: &str) -> Result<u64, UpstreamError> {
-        let path = self.keep.path(rel);
-        if let Ok(m) = tokio::fs::metadata(&path).await {
-            if m.is_file() {
-                return Ok(m.len());
+        match self.keep.on_disk(rel).await {
+            OnDisk::Good(n, _) => return Ok(n),
+            OnDisk::Absent => {}
+            OnDisk::Refused(why) => {
+                self.counts.refused_disk.fetch_add(1, Ordering::Relaxed);
+                eprintln!(
+                    "gocacher serve: modproxy: REFUSED {rel} on the server's disk: {why}; removed it, fetching it again (bucket, then upstream)"
+                );
             }
         }
         let limit = match ask {
             Ask::Version { ext: Ext::Zip, .. } => self.max_zip,
             _ => MAX_SMALL_FILE,
         };
-        let check = |p: &std::path::Path| verify::before_keeping(ask, p);
-        match self.keep.copy_from_bucket(rel, limit, check).await {
+        match self.keep.copy_from_bucket(rel, limit).await {
             Ok(Some(n)) => {
                 self.counts.from_bucket.fetch_add(1, Ordering::Relaxed);
                 return Ok(n);
             }
             Ok(None) => {}
-            Err(e) => eprintln!(
+            Err(NotTaken::Unusable(e)) => eprintln!(
                 "gocacher serve: modproxy: {rel} from the bucket is unusable ({e}); fetching it from the upstream"
             ),
+            Err(NotTaken::Refused(e)) => {
+                self.counts.refused_bucket.fetch_add(1, Ordering::Relaxed);
+                eprintln!(
+                    "gocacher serve: modproxy: REFUSED the bucket's {rel}: {e}; not served, fetching it again from the upstream {} (and keeping that copy)",
+                    self.upstream.base
+                );
+            }
         }
         let failed = |what: &str, e: std::io::Error| {
             UpstreamError::Failed(format!("{what} {rel} on the server's disk: {e}"))
@@ -208,13 +279,31 @@ impl ModProxy {
             .upstream
             .to_file(&ask.upstream_path(), scratch.file.as_file_mut(), limit)
             .await?;
-        verify::before_keeping(ask, scratch.path()).map_err(|e| {
-            UpstreamError::Failed(format!(
-                "{rel} from the upstream {} failed its check, not kept: {e}",
-                self.upstream.base
-            ))
-        })?;
+        let car = if sidecar::place(rel).is_some() {
+            let car = self.before_keeping(ask, scratch.path()).await;
+            Some(car.map_err(|r| {
+                let (what, why) = match r {
+                    Refusal::Mismatch(why) => ("REFUSED", why),
+                    Refusal::Failed(why) => ("could not check", why),
+                };
+                eprintln!(
+                    "gocacher serve: modproxy: {what} {rel} from the upstream {}: {why}; not kept, answering 502",
+                    self.upstream.base
+                );
+                UpstreamError::Failed(format!(
+                    "{rel} from the upstream {} failed its check, not kept: {why}",
+                    self.upstream.base
+                ))
+            })?)
+        } else {
+            None
+        };
         scratch.commit().map_err(|e| failed("keeping", e))?;
+        if let Some(car) = car {
+            self.keep
+                .keep_sidecar(rel, car)
+                .map_err(|e| failed("keeping the sidecar of", e))?;
+        }
         self.keep.upload_later(rel, n);
         Ok(n)
     }

@@ -77,16 +77,18 @@ fn content_type(ask: &Ask) -> &'static str {
 }
 
 async fn immutable(s: &Shared, mp: &Arc<ModProxy>, ask: &Ask, rel: &str) -> Response {
-    // Twice at most: a file trimmed between its lookup and its opening is
-    // fetched again.
-    for _ in 0..2 {
+    // Three times at most: a file trimmed between its lookup and its
+    // opening is fetched again, and one changed since it was last checked
+    // is checked again.
+    for _ in 0..3 {
         let len = match mp.kept(ask, rel).await {
             Ok(n) => n,
             Err(e) => return upstream_failed(s, &e),
         };
         match std::fs::File::open(mp.keep.path(rel)) {
+            Ok(f) if !mp.keep.unchanged(rel, &f) => mp.forget(rel).await,
             Ok(f) => {
-                super::keep::mark_used(&f);
+                mp.keep.mark_used(rel, &f);
                 return send_file(tokio::fs::File::from_std(f), len, content_type(ask)).await;
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => mp.forget(rel).await,
