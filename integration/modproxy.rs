@@ -558,8 +558,16 @@ fn a_zip_changed_in_the_bucket_is_refused() {
         &["mod", "download", "github.com/BurntSushi/toml"],
     );
     assert!(!out.status.success(), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("502"), "{out:?}");
-    assert!(!m.modcache.path().join("cache/download").join(TOML_ZIP).exists());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("502"),
+        "{out:?}"
+    );
+    assert!(!m
+        .modcache
+        .path()
+        .join("cache/download")
+        .join(TOML_ZIP)
+        .exists());
     assert!(!c.store_dir().join("mod").join(TOML_ZIP).exists());
     assert!(c.log().contains("REFUSED the bucket's"), "{}", c.log());
 }
@@ -596,7 +604,12 @@ fn a_mod_changed_by_the_upstream_is_refused() {
         )
     };
     assert_eq!((checks("mismatch"), checks("proven")), (1, 1), "{m}");
-    assert!(metric(&m, "gocacher_serve_modproxy_upstream_fetches{kind=\"tile\"}") >= 1);
+    assert!(
+        metric(
+            &m,
+            "gocacher_serve_modproxy_upstream_fetches{kind=\"tile\"}"
+        ) >= 1
+    );
     let lookups: usize = up
         .counts()
         .iter()
@@ -620,10 +633,7 @@ fn an_unsigned_sidecar_is_refused_under_trust_key() {
         .output()
         .unwrap();
     assert!(made.status.success(), "{made:?}");
-    let (key, public) = (
-        key.display().to_string(),
-        format!("{}.pub", key.display()),
-    );
+    let (key, public) = (key.display().to_string(), format!("{}.pub", key.display()));
     let side = format!("team/mod/{TOML_ZIP}hash");
 
     // Server A, without keys, keeps the zip with an unsigned sidecar.

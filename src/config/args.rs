@@ -199,7 +199,12 @@ pub struct Args {
     /// ed25519 key in FILE (from `gocacher keygen`). The writer then also
     /// trusts its own key (as if given to --trust-key). With serve
     /// --modproxy: the kept module files' sidecars.
-    #[arg(long, env = "GOCACHER_SIGN_KEY_FILE", value_name = "FILE", global = true)]
+    #[arg(
+        long,
+        env = "GOCACHER_SIGN_KEY_FILE",
+        value_name = "FILE",
+        global = true
+    )]
     pub sign_key: Option<PathBuf>,
 
     /// The signing key itself (64 hex digits), for CI secrets; instead of

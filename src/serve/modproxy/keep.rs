@@ -155,7 +155,11 @@ impl Keep {
     /// (size, sha256 and, with `--trust-key`, its signature) before it is
     /// kept; its length, or `None` when the bucket has no such object, or
     /// no sidecar for it, or is out of use.
-    pub(crate) async fn copy_from_bucket(&self, rel: &str, limit: u64) -> Result<Option<u64>, NotTaken> {
+    pub(crate) async fn copy_from_bucket(
+        &self,
+        rel: &str,
+        limit: u64,
+    ) -> Result<Option<u64>, NotTaken> {
         let Some(b) = self.bucket.as_ref().filter(|b| b.remote.may_read()) else {
             return Ok(None);
         };
@@ -167,8 +171,8 @@ impl Keep {
                 let Some(text) = self.small_object(b, &key).await.map_err(unusable)? else {
                     return Ok(None);
                 };
-                let car = Sidecar::parse(&text)
-                    .map_err(|e| NotTaken::Refused(format!("{key}: {e}")))?;
+                let car =
+                    Sidecar::parse(&text).map_err(|e| NotTaken::Refused(format!("{key}: {e}")))?;
                 if let Some(t) = &self.keys.trust {
                     if !car.signed_by(rel, t) {
                         return Err(NotTaken::Refused(format!(
@@ -206,7 +210,9 @@ impl Keep {
                 .map_err(|e| unusable(format!("keeping {key}: {e}")))?;
         }
         if n != wire_len {
-            return Err(unusable(format!("{key} stopped at {n} of {wire_len} bytes")));
+            return Err(unusable(format!(
+                "{key} stopped at {n} of {wire_len} bytes"
+            )));
         }
         if let Some((_, car, _)) = &car {
             car.matches(n, &sum.finalize().into())

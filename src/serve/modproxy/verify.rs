@@ -156,7 +156,9 @@ impl ModProxy {
                 Ext::Mod => Some(modverify::mod_h1(
                     &std::fs::read(&owned).map_err(|e| format!("reading it: {e}"))?,
                 )),
-                Ext::Zip => Some(modverify::zip_h1_file(&owned, &limits).map_err(|e| e.to_string())?),
+                Ext::Zip => {
+                    Some(modverify::zip_h1_file(&owned, &limits).map_err(|e| e.to_string())?)
+                }
             };
             Ok((size, sha256, h1))
         })
@@ -206,7 +208,13 @@ impl ModProxy {
 
     /// The hashes the database proves for `module@version` (escaped, and
     /// `m@v` unescaped); one lookup per version however many ask.
-    async fn prove(&self, module: &str, version: &str, m: &str, v: &str) -> Result<Arc<Expected>, String> {
+    async fn prove(
+        &self,
+        module: &str,
+        version: &str,
+        m: &str,
+        v: &str,
+    ) -> Result<Arc<Expected>, String> {
         let key = self.verifier.key.clone().expect("checked by unchecked()");
         let got = self
             .verifier
