@@ -4,6 +4,8 @@
 //! the server asked its upstream, and can stop it to take the upstream
 //! down. It runs on a tokio runtime of its own, in a thread of its own;
 //! stopping it drops that runtime, which closes every connection.
+//! Bodies are streamed through as they come; [`Forwarder::trickling`]
+//! slows `.zip` bodies down, so that a test can act while one is under way.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -18,6 +20,8 @@ struct Inner {
     upstream: String,
     client: reqwest::Client,
     counts: Mutex<HashMap<String, usize>>,
+    /// Bytes a second at which `.zip` bodies are sent, if slowed down.
+    zip_rate: Option<usize>,
 }
 
 pub struct Forwarder {
@@ -30,6 +34,16 @@ pub struct Forwarder {
 impl Forwarder {
     /// Starts forwarding from a free 127.0.0.1 port to `upstream`.
     pub fn start(upstream: &str) -> Forwarder {
+        Forwarder::start_with(upstream, None)
+    }
+
+    /// Like [`Forwarder::start`], but sends `.zip` bodies at about
+    /// `bytes_per_sec`.
+    pub fn trickling(upstream: &str, bytes_per_sec: usize) -> Forwarder {
+        Forwarder::start_with(upstream, Some(bytes_per_sec))
+    }
+
+    fn start_with(upstream: &str, zip_rate: Option<usize>) -> Forwarder {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
@@ -37,6 +51,7 @@ impl Forwarder {
             upstream: upstream.trim_end_matches('/').to_string(),
             client: reqwest::Client::new(),
             counts: Mutex::default(),
+            zip_rate,
         });
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let state = inner.clone();
@@ -99,8 +114,24 @@ async fn forward(State(f): State<Arc<Inner>>, uri: Uri) -> Response {
         Err(e) => return (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
     };
     let status = StatusCode::from_u16(resp.status().as_u16()).unwrap();
-    match resp.bytes().await {
-        Ok(b) => (status, b).into_response(),
-        Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
-    }
+    let rate = f.zip_rate.filter(|_| path.ends_with(".zip"));
+    let body = futures_util::stream::unfold(
+        (resp.bytes_stream(), bytes::Bytes::new()),
+        move |(mut from, mut pending)| async move {
+            if pending.is_empty() {
+                pending = match futures_util::StreamExt::next(&mut from).await? {
+                    Ok(b) => b,
+                    Err(e) => return Some((Err(std::io::Error::other(e)), (from, pending))),
+                };
+            }
+            let Some(rate) = rate else {
+                return Some((Ok(pending), (from, bytes::Bytes::new())));
+            };
+            // A tenth of a second's worth at a time.
+            let piece = pending.split_to((rate / 10).max(1).min(pending.len()));
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            Some((Ok(piece), (from, pending)))
+        },
+    );
+    (status, axum::body::Body::from_stream(body)).into_response()
 }
