@@ -7,6 +7,8 @@
 //!   upstream fails, `list` answers the versions of it (and of the disk)
 //!   whose `.mod` is kept, and `@latest` the `.info` of the version go
 //!   itself would pick among them.
+//! - `sumdb/<name>/supported`: kept once the upstream said so, since go
+//!   asks it before any lookup and gives the database up on an error.
 //! - `sumdb/<name>/lookup/<module>@<version>`: the first good answer,
 //!   kept once. Its signed tree head may be older than one a client has
 //!   seen; go accepts it after checking that the older tree is a prefix of
@@ -43,6 +45,11 @@ pub(crate) fn last_good_at(ask: &Ask) -> Option<String> {
         } if rest.starts_with("lookup/") && !rest.ends_with("/go.mod") => {
             Some(format!("sumdb/{name}/{rest}"))
         }
+        Ask::Sumdb {
+            name,
+            kind: SumdbKind::Supported,
+            ..
+        } => Some(format!("sumdb/{name}/supported")),
         _ => None,
     }
 }
@@ -193,8 +200,8 @@ impl ModProxy {
         None
     }
 
-    /// A kept lookup answer, while the upstream fails.
-    pub(super) async fn kept_lookup(&self, ask: &Ask) -> Option<Bytes> {
+    /// A kept `supported` or lookup answer, while the upstream fails.
+    pub(super) async fn kept_sumdb(&self, ask: &Ask) -> Option<Bytes> {
         let rel = last_good_at(ask)?;
         self.last_good(&rel).await
     }

@@ -250,13 +250,13 @@ impl ModProxy {
 
     /// What is kept that answers a mutable request while the upstream
     /// fails (on disk, else in the bucket): for `list`, the versions kept;
-    /// for `@latest`, the `.info` of the one go would pick; for a sumdb
-    /// lookup, its last good answer (`lastgood.rs`).
+    /// for `@latest`, the `.info` of the one go would pick; for sumdb
+    /// `supported` and lookups, the last good answer (`lastgood.rs`).
     async fn fallback(&self, ask: &Ask) -> Option<Bytes> {
         let found = match ask {
             Ask::List { module } => self.kept_list(module).await,
             Ask::Latest { module } => self.kept_latest(module).await,
-            Ask::Sumdb { .. } => self.kept_lookup(ask).await,
+            Ask::Sumdb { .. } => self.kept_sumdb(ask).await,
             _ => None,
         };
         if found.is_some() {
