@@ -116,7 +116,7 @@ async fn forward(State(f): State<Arc<Inner>>, uri: Uri) -> Response {
     let status = StatusCode::from_u16(resp.status().as_u16()).unwrap();
     let rate = f.zip_rate.filter(|_| path.ends_with(".zip"));
     let body = futures_util::stream::unfold(
-        (resp.bytes_stream(), bytes::Bytes::new()),
+        (Box::pin(resp.bytes_stream()), bytes::Bytes::new()),
         move |(mut from, mut pending)| async move {
             if pending.is_empty() {
                 pending = match futures_util::StreamExt::next(&mut from).await? {
