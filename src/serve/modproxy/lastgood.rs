@@ -134,13 +134,21 @@ impl ModProxy {
         };
         let check = |p: &std::path::Path| verify::before_keeping(&ask, p);
         let limit = super::MAX_SMALL_FILE;
-        matches!(self.keep.copy_from_bucket(&rel, limit, check).await, Ok(Some(_)))
+        matches!(
+            self.keep.copy_from_bucket(&rel, limit, check).await,
+            Ok(Some(_))
+        )
     }
 
     /// The versions of `module` kept (escaped, oldest first): those of the
     /// last good list whose `.mod` is kept, and those on disk.
     async fn kept_versions(&self, module: &str) -> Vec<String> {
-        let mut out: Vec<String> = self.keep.versions(module).iter().map(|v| escape(v)).collect();
+        let mut out: Vec<String> = self
+            .keep
+            .versions(module)
+            .iter()
+            .map(|v| escape(v))
+            .collect();
         if let Some(list) = self.last_good(&format!("{module}/@v/list")).await {
             let mut listed: Vec<String> = String::from_utf8_lossy(&list)
                 .split_whitespace()
@@ -169,7 +177,7 @@ impl ModProxy {
         if versions.is_empty() {
             return None;
         }
-        let mut s: String = versions.iter().map(|v| unescape(v) + "\n").collect();
+        let s: String = versions.iter().map(|v| unescape(v) + "\n").collect();
         Some(Bytes::from(s))
     }
 
@@ -262,8 +270,8 @@ mod tests {
             ]
         );
         assert_eq!(escape("v1.2.0-RC1"), "v1.2.0-!r!c1");
-        let lookup = super::super::path::parse("sumdb/sum.example.org/lookup/example.com/m@v1.0.0")
-            .unwrap();
+        let lookup =
+            super::super::path::parse("sumdb/sum.example.org/lookup/example.com/m@v1.0.0").unwrap();
         assert_eq!(
             last_good_at(&lookup).unwrap(),
             "sumdb/sum.example.org/lookup/example.com/m@v1.0.0"
