@@ -5,6 +5,8 @@
 //! down, or make it change the body of one path (a lying upstream). It
 //! runs on a tokio runtime of its own, in a thread of its own;
 //! stopping it drops that runtime, which closes every connection.
+//! Bodies are streamed through as they come; [`Forwarder::trickling`]
+//! slows `.zip` bodies down, so that a test can act while one is under way.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -21,6 +23,8 @@ struct Inner {
     counts: Mutex<HashMap<String, usize>>,
     /// Paths whose body is changed on the way, and how.
     alter: Mutex<HashMap<String, Alter>>,
+    /// Bytes a second at which `.zip` bodies are sent, if slowed down.
+    zip_rate: Option<usize>,
 }
 
 type Alter = Arc<dyn Fn(&[u8]) -> Vec<u8> + Send + Sync>;
@@ -35,6 +39,16 @@ pub struct Forwarder {
 impl Forwarder {
     /// Starts forwarding from a free 127.0.0.1 port to `upstream`.
     pub fn start(upstream: &str) -> Forwarder {
+        Forwarder::start_with(upstream, None)
+    }
+
+    /// Like [`Forwarder::start`], but sends `.zip` bodies at about
+    /// `bytes_per_sec`.
+    pub fn trickling(upstream: &str, bytes_per_sec: usize) -> Forwarder {
+        Forwarder::start_with(upstream, Some(bytes_per_sec))
+    }
+
+    fn start_with(upstream: &str, zip_rate: Option<usize>) -> Forwarder {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
@@ -43,6 +57,7 @@ impl Forwarder {
             client: reqwest::Client::new(),
             counts: Mutex::default(),
             alter: Mutex::default(),
+            zip_rate,
         });
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let state = inner.clone();
@@ -117,11 +132,31 @@ async fn forward(State(f): State<Arc<Inner>>, uri: Uri) -> Response {
     };
     let status = StatusCode::from_u16(resp.status().as_u16()).unwrap();
     let change = f.alter.lock().unwrap().get(&path).cloned();
-    match resp.bytes().await {
-        Ok(b) if status.is_success() && change.is_some() => {
-            (status, change.unwrap()(&b)).into_response()
-        }
-        Ok(b) => (status, b).into_response(),
-        Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+    if let Some(change) = change.filter(|_| status.is_success()) {
+        // A changed body is whole: read it, change it, send it.
+        return match resp.bytes().await {
+            Ok(b) => (status, change(&b)).into_response(),
+            Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+        };
     }
+    let rate = f.zip_rate.filter(|_| path.ends_with(".zip"));
+    let body = futures_util::stream::unfold(
+        (Box::pin(resp.bytes_stream()), bytes::Bytes::new()),
+        move |(mut from, mut pending)| async move {
+            if pending.is_empty() {
+                pending = match futures_util::StreamExt::next(&mut from).await? {
+                    Ok(b) => b,
+                    Err(e) => return Some((Err(std::io::Error::other(e)), (from, pending))),
+                };
+            }
+            let Some(rate) = rate else {
+                return Some((Ok(pending), (from, bytes::Bytes::new())));
+            };
+            // A tenth of a second's worth at a time.
+            let piece = pending.split_to((rate / 10).max(1).min(pending.len()));
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            Some((Ok(piece), (from, pending)))
+        },
+    );
+    (status, axum::body::Body::from_stream(body)).into_response()
 }

@@ -354,6 +354,29 @@ pub(crate) fn kept_dirs(root: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Removes the temp files under `root` (`<dir>/mod`) that a server
+/// killed mid-write left behind: those last written before `started`, this
+/// server's start (a server's directory is its own). Their names are never
+/// served; this only gives their space back.
+pub(crate) fn remove_left_temps(root: &Path, started: std::time::SystemTime) -> u64 {
+    let mut removed = 0;
+    for dir in kept_dirs(root) {
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let temp = e.file_name().to_string_lossy().starts_with(TEMP_PREFIX);
+            let left = e
+                .metadata()
+                .is_ok_and(|m| m.is_file() && m.modified().is_ok_and(|t| t < started));
+            if temp && left && std::fs::remove_file(e.path()).is_ok() {
+                removed += 1;
+            }
+        }
+    }
+    removed
+}
+
 /// Marks a kept file used, for trim (least recently used first), at most
 /// once an hour: in its access time, as named objects are.
 fn mark_used(file: &std::fs::File) {
@@ -366,7 +389,7 @@ fn mark_used(file: &std::fs::File) {
 }
 
 /// Whether `v` is a pseudo-version (`...-YYYYMMDDhhmmss-abcdefabcdef`).
-fn pseudo(v: &str) -> bool {
+pub(crate) fn pseudo(v: &str) -> bool {
     let parts: Vec<&str> = v.split(['-', '.']).collect();
     parts.windows(2).any(|w| {
         w[0].len() == 14

@@ -8,20 +8,25 @@
 //! - `keep.rs`: immutable answers on disk (`<dir>/mod/...`) and in the
 //!   bucket (`<prefix>/mod/...`), in the GOPROXY layout.
 //! - `upstream.rs`: the module proxy behind this one.
+//! - `lastgood.rs`: mutable answers kept as last good, for when the
+//!   upstream fails.
 //! - `verify.rs`: the check against the checksum database a fetched
 //!   `.zip`/`.mod` passes before it is kept; `sidecar.rs` the hash kept
 //!   beside each file, that every read from disk or bucket is checked
 //!   against.
 //! - `routes.rs`: the handler and its replies.
 //!
-//! An immutable answer (a version's `.info`, `.mod` and `.zip`; a full
-//! sumdb tile) is looked for on disk, then in the bucket, then upstream,
-//! with one fetch per file however many clients ask at once. A mutable one
-//! (`list`, `@latest`, a query's `.info`, sumdb `latest`, lookups and
-//! partial tiles) always goes upstream, with a short cache; when the
-//! upstream fails, `list` and `@latest` are answered from what is kept.
+//! An immutable answer (a version's `.info`, `.mod` and `.zip`; a sumdb
+//! tile, full or partial) is looked for on disk, then in the bucket, then
+//! upstream, with one fetch per file however many clients ask at once. A
+//! mutable one (`list`, `@latest`, a query's `.info`, sumdb `latest` and
+//! lookups) always goes upstream, with a short cache; `list` and lookups
+//! are also kept as last good (`lastgood.rs`), and when the upstream
+//! fails, `list`, `@latest` and lookups are answered from what is kept on
+//! disk or in the bucket.
 
 mod keep;
+mod lastgood;
 mod path;
 mod routes;
 mod sidecar;
@@ -115,6 +120,16 @@ impl ModProxy {
         std::fs::create_dir_all(&root)
             .map_err(|e| anyhow::anyhow!("creating {}: {e}", root.display()))?;
         let verifier = Verifier::from_go_env()?;
+        let (left, started) = (root.clone(), std::time::SystemTime::now());
+        std::thread::spawn(move || {
+            let n = keep::remove_left_temps(&left, started);
+            if n > 0 {
+                eprintln!(
+                    "gocacher serve: modproxy: removed {n} temp files a stopped server left in {}; their files are fetched again when asked for",
+                    left.display()
+                );
+            }
+        });
         Ok(ModProxy {
             upstream: Upstream::new(base)?,
             keep: Keep::new(root, bucket, cfg.keys.clone()),
@@ -315,28 +330,22 @@ impl ModProxy {
         self.recent
             .try_get_with(rel.clone(), async {
                 self.counts.upstream_mutable.fetch_add(1, Ordering::Relaxed);
-                self.upstream.small(&rel).await
+                let body = self.upstream.small(&rel).await?;
+                self.remember(ask, &body).await;
+                Ok(body)
             })
             .await
     }
 
     /// What is kept that answers a mutable request while the upstream
-    /// fails: for `list`, the versions kept; for `@latest`, the newest
-    /// one's `.info`.
+    /// fails (on disk, else in the bucket): for `list`, the versions kept;
+    /// for `@latest`, the `.info` of the one go would pick; for sumdb
+    /// `supported` and lookups, the last good answer (`lastgood.rs`).
     async fn fallback(&self, ask: &Ask) -> Option<Bytes> {
         let found = match ask {
-            Ask::List { module } => {
-                let versions = self.keep.versions(module);
-                (!versions.is_empty()).then(|| {
-                    let mut s = versions.join("\n");
-                    s.push('\n');
-                    Bytes::from(s)
-                })
-            }
-            Ask::Latest { module } => match self.keep.newest_info(module) {
-                Some(p) => tokio::fs::read(p).await.ok().map(Bytes::from),
-                None => None,
-            },
+            Ask::List { module } => self.kept_list(module).await,
+            Ask::Latest { module } => self.kept_latest(module).await,
+            Ask::Sumdb { .. } => self.kept_sumdb(ask).await,
             _ => None,
         };
         if found.is_some() {

@@ -67,10 +67,11 @@ impl Ext {
 pub(crate) enum SumdbKind {
     /// `supported`: whether the upstream proxies this database.
     Supported,
-    /// `latest` (the signed tree head), `lookup/...` and partial tiles
-    /// (`.../NNN.p/W`): they change as the log grows.
+    /// `latest` (the signed tree head) and `lookup/...`: they carry the
+    /// current tree head, which changes as the log grows.
     Mutable,
-    /// A full tile (`tile/H/L/NNN`, `tile/H/data/NNN`): never changes.
+    /// A tile (`tile/H/L/NNN`, `tile/H/data/NNN`), full or partial
+    /// (`.../NNN.p/W`): never changes.
     Tile,
 }
 

@@ -1,8 +1,9 @@
 //! The checksum database's paths under `/mod/sumdb/<name>/`, as the
 //! GOPROXY protocol passes them through: `supported`, `latest`,
-//! `lookup/<module>@<version>` and `tile/...`. A full tile never changes
-//! and is kept; a partial one (`.../NNN.p/W`) grows with the log, so it is
-//! passed through like `latest` and lookups.
+//! `lookup/<module>@<version>` and `tile/...`. A tile never changes, full
+//! or partial (`.../NNN.p/W`: the first W hashes of a tile, which the log
+//! only appends to), so both are kept; `latest` and lookups carry the
+//! current tree head and are mutable.
 
 use super::path::{bad, check_module, check_version, missing, Ask, Refused, SumdbKind, MAX_SUMDB};
 
@@ -82,11 +83,7 @@ fn tile_kind(t: &str) -> Option<SumdbKind> {
             return None;
         }
     }
-    Some(if partial {
-        SumdbKind::Mutable
-    } else {
-        SumdbKind::Tile
-    })
+    Some(SumdbKind::Tile)
 }
 
 #[cfg(test)]
@@ -121,11 +118,11 @@ mod tests {
         );
         assert_eq!(
             kind("sumdb/sum.example.org/tile/8/1/045.p/12"),
-            Some(SumdbKind::Mutable)
+            Some(SumdbKind::Tile)
         );
         assert_eq!(
             kind("sumdb/sum.example.org/tile/8/data/x001/045.p/200"),
-            Some(SumdbKind::Mutable)
+            Some(SumdbKind::Tile)
         );
         let t = parse("sumdb/sum.example.org/tile/8/0/x123/456").unwrap();
         assert_eq!(
