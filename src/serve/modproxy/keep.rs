@@ -122,10 +122,10 @@ impl Keep {
     }
 
     /// Copies a kept file to the bucket in the background (with
-    /// `--remote`); a failure is logged, and the next server to miss it
-    /// fetches it again.
+    /// `--remote`, unless `--read-only`); a failure is logged, and the
+    /// next server to miss it fetches it again.
     pub(crate) fn upload_later(&self, rel: &str, len: u64) {
-        let Some(b) = self.bucket.clone() else {
+        let Some(b) = self.bucket.clone().filter(|b| !b.remote.is_read_only()) else {
             return;
         };
         let (path, key) = (self.path(rel), b.mod_key(rel));
