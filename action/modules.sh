@@ -44,8 +44,9 @@ fi
 if [[ "${RUNNER_OS:-}" == Windows ]]; then
   skip "the module proxy does not run on Windows runners yet: GOPROXY stays as it is"
 fi
-if ! previous="$(go env GOPROXY 2>/dev/null)"; then
-  skip "no go on PATH yet (put actions/setup-go before this step): GOPROXY stays as it is, and no module proxy is started"
+# GOTOOLCHAIN=local: reading a setting downloads no toolchain.
+if ! previous="$(GOTOOLCHAIN=local go env GOPROXY 2>/dev/null)"; then
+  skip "go env GOPROXY failed (no go on PATH yet? put actions/setup-go before this step): GOPROXY stays as it is, and no module proxy is started"
 fi
 # The action run twice in one job: the first run's proxy is not an upstream.
 if [[ -n "${GOCACHER_MODULES_URL:-}" && "$previous" == "$GOCACHER_MODULES_URL|"* ]]; then
