@@ -61,6 +61,10 @@ case "$first" in
   *) skip "GOPROXY=$shown starts with no http(s) module proxy to fetch from: it stays as it is, and no module proxy is started" ;;
 esac
 
+detach=()
+if command -v setsid >/dev/null; then
+  detach=(setsid)
+fi
 dir="${RUNNER_TEMP:?}/gocacher-modules"
 log="$RUNNER_TEMP/gocacher-modules.log"
 args=(serve --modproxy --listen 127.0.0.1:0 --dir "$dir" --remote "$INPUT_REMOTE" --verbose)
@@ -68,14 +72,15 @@ args=(serve --modproxy --listen 127.0.0.1:0 --dir "$dir" --remote "$INPUT_REMOTE
 [[ -n "${INPUT_ENDPOINT:-}" ]] && args+=(--s3-endpoint "$INPUT_ENDPOINT")
 [[ "${READ_ONLY:-true}" == true ]] && args+=(--read-only)
 # Its own stdin, stdout and stderr, so that no step waits for it to close
-# them. The client's settings that serve refuses (signing, fallbacks) stay
+# them, and (with setsid) its own session, so that nothing that stops this
+# step's processes stops it. The client's settings that serve refuses (signing, fallbacks) stay
 # out of its environment; the upstream goes in through it, not the command
 # line (a GOPROXY may hold a password).
 (
   unset GOCACHER_SIGN_KEY_FILE GOCACHER_SIGN_KEY GOCACHER_TRUST_KEYS GOCACHER_ALSO_READ \
     GOCACHER_READ_ONLY GOCACHER_LISTEN GOCACHER_SERVE_DIR
   export GOCACHER_MODPROXY_UPSTREAM="$first"
-  exec "$GOCACHER_BIN" "${args[@]}"
+  exec "${detach[@]}" "$GOCACHER_BIN" "${args[@]}"
 ) </dev/null >"$log" 2>&1 &
 pid=$!
 
@@ -103,10 +108,9 @@ fi
 # stops what a job left running too; this covers runners that do not).
 job_pid="$(ps -o ppid= -p "$PPID" 2>/dev/null | tr -d ' ' || true)"
 if [[ "$job_pid" =~ ^[0-9]+$ && "$job_pid" -gt 1 ]]; then
-  (
-    while kill -0 "$job_pid" 2>/dev/null && kill -0 "$pid" 2>/dev/null; do sleep 2; done
-    kill "$pid" 2>/dev/null || true
-  ) </dev/null >/dev/null 2>&1 &
+  # shellcheck disable=SC2016 # expanded by the watchdog's own bash
+  "${detach[@]}" bash -c 'while kill -0 "$1" && kill -0 "$2"; do sleep 2; done; kill "$2"' \
+    watchdog "$job_pid" "$pid" </dev/null >/dev/null 2>&1 &
 fi
 
 url="http://$addr/mod"
