@@ -73,14 +73,14 @@ args=(serve --modproxy --listen 127.0.0.1:0 --dir "$dir" --remote "$INPUT_REMOTE
 [[ "${READ_ONLY:-true}" == true ]] && args+=(--read-only)
 # Its own stdin, stdout and stderr, so that no step waits for it to close
 # them, and (with setsid) its own session, so that nothing that stops this
-# step's processes stops it. The client's settings that serve refuses (signing, fallbacks) stay
-# out of its environment; the upstream goes in through it, not the command
-# line (a GOPROXY may hold a password).
+# step's processes stops it. The client's settings that serve refuses
+# (signing, fallbacks) stay out of its environment; the upstream goes in
+# through it, not the command line (a GOPROXY may hold a password).
 (
   unset GOCACHER_SIGN_KEY_FILE GOCACHER_SIGN_KEY GOCACHER_TRUST_KEYS GOCACHER_ALSO_READ \
     GOCACHER_READ_ONLY GOCACHER_LISTEN GOCACHER_SERVE_DIR
   export GOCACHER_MODPROXY_UPSTREAM="$first"
-  exec "${detach[@]}" "$GOCACHER_BIN" "${args[@]}"
+  exec ${detach[@]+"${detach[@]}"} "$GOCACHER_BIN" "${args[@]}"
 ) </dev/null >"$log" 2>&1 &
 pid=$!
 
@@ -109,7 +109,7 @@ fi
 job_pid="$(ps -o ppid= -p "$PPID" 2>/dev/null | tr -d ' ' || true)"
 if [[ "$job_pid" =~ ^[0-9]+$ && "$job_pid" -gt 1 ]]; then
   # shellcheck disable=SC2016 # expanded by the watchdog's own bash
-  "${detach[@]}" bash -c 'while kill -0 "$1" && kill -0 "$2"; do sleep 2; done; kill "$2"' \
+  ${detach[@]+"${detach[@]}"} bash -c 'while kill -0 "$1" && kill -0 "$2"; do sleep 2; done; kill "$2"' \
     watchdog "$job_pid" "$pid" </dev/null >/dev/null 2>&1 &
 fi
 

@@ -1012,9 +1012,8 @@ fn modules_come_from_the_bucket_through_the_proxy() {
     server.create_bucket(BUCKET);
     let release = Release::serve(false);
     let up = Forwarder::start(&machine_proxy());
-    let repo = repository_of(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("integration/modproxy/graph"),
-    );
+    let repo =
+        repository_of(&Path::new(env!("CARGO_MANIFEST_DIR")).join("integration/modproxy/graph"));
     let workflow = without_setup_go(&doc_workflow("docs/CI.md", 1));
     // The read-only job only downloads: nothing of its build would be
     // written anyway.
@@ -1051,7 +1050,8 @@ fn modules_come_from_the_bucket_through_the_proxy() {
     assert_ok(&run);
     through_proxy(&run);
     assert!(
-        run.log.contains("reads modules from the bucket and writes none to it"),
+        run.log
+            .contains("reads modules from the bucket and writes none to it"),
         "{}",
         run.log
     );
@@ -1121,7 +1121,8 @@ fn modules_come_from_the_bucket_through_the_proxy() {
     modcache_writable(&machine);
     assert_ok(&run);
     assert!(
-        run.log.contains("the module proxy did not start (it exited)")
+        run.log
+            .contains("the module proxy did not start (it exited)")
             && run.log.contains("--modproxy-max-zip"),
         "{}",
         run.log

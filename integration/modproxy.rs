@@ -465,7 +465,9 @@ fn a_read_only_server_reads_the_bucket_and_writes_nothing_to_it() {
         minio.env(),
     );
     assert!(
-        server.log().contains("(--read-only: read from, never written to;"),
+        server
+            .log()
+            .contains("(--read-only: read from, never written to;"),
         "{}",
         server.log()
     );
