@@ -1073,3 +1073,35 @@ fn an_unsigned_sidecar_is_refused_under_trust_key() {
     let (status, got) = http_get(&format!("{}/{TOML_ZIP}", goproxy(&c)));
     assert!(status == 200 && got == good, "{}", c.log());
 }
+
+#[test]
+fn a_read_only_server_reads_the_bucket_and_writes_nothing_to_it() {
+    let minio = S3Server::start(Kind::Minio);
+    minio.create_bucket("mods");
+    let up = Forwarder::start(&machine_proxy());
+    let server = start_server(
+        &up.url(),
+        &["--remote", "s3://mods/team", "--read-only"],
+        minio.env(),
+    );
+    assert!(
+        server
+            .log()
+            .contains("(--read-only: read from, never written to;"),
+        "{}",
+        server.log()
+    );
+    let module = graph(true);
+    Machine::new(&goproxy(&server)).download_and_build(module.path());
+    let kept = files_under(&server.store_dir().join("mod"));
+    assert!(
+        kept.contains("github.com/!burnt!sushi/toml/@v/v1.6.0.zip"),
+        "{kept:#?}"
+    );
+    // Copies to the bucket start as soon as a file is kept: a writing
+    // server has them there well within this.
+    std::thread::sleep(Duration::from_secs(2));
+    let written = minio.keys("mods", "");
+    assert!(written.is_empty(), "{written:?}\n{}", server.log());
+    assert!(!server.log().contains("not copied"), "{}", server.log());
+}

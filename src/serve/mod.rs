@@ -95,7 +95,15 @@ async fn serve(cfg: ServeConfig, remote: Option<RemoteConfig>) -> Result<()> {
                 opts,
                 Box::new(pauses::Pauses::default()),
             );
-            eprintln!("gocacher serve: bucket {}", remote.describe());
+            eprintln!(
+                "gocacher serve: bucket {}{}",
+                remote.describe(),
+                if rc.opts.read_only {
+                    " (--read-only: read from, never written to; PUTs are kept in the local store and answered 503)"
+                } else {
+                    ""
+                }
+            );
             Some(Arc::new(Bucket::new(remote, named_prefix, stats)))
         }
     };
@@ -112,7 +120,11 @@ async fn serve(cfg: ServeConfig, remote: Option<RemoteConfig>) -> Result<()> {
                 "gocacher serve: module proxy at /mod/ (GOPROXY=http://HOST/mod), fetching from {}; kept in {}{}",
                 mp.upstream(),
                 disk.root().join("mod").display(),
-                if bucket.is_some() { " and the bucket's mod/" } else { "" }
+                match &bucket {
+                    Some(b) if b.remote.is_read_only() => " (and read from the bucket's mod/, never written to it)",
+                    Some(_) => " and the bucket's mod/",
+                    None => "",
+                }
             );
             eprintln!("gocacher serve: modproxy: {}", mp.describe_checks());
             Some(Arc::new(mp))

@@ -249,11 +249,12 @@ impl Keep {
     }
 
     /// Copies a kept file, then its sidecar, to the bucket in the
-    /// background (with `--remote`; not with `--trust-key` alone, whose
-    /// unsigned sidecars nobody would take); a failure is logged, and the
+    /// background (with `--remote`, unless `--read-only`; not with
+    /// `--trust-key` alone, whose unsigned sidecars nobody would take); a
+    /// failure is logged, and the
     /// next server to miss it fetches it again.
     pub(crate) fn upload_later(&self, rel: &str, len: u64) {
-        let Some(b) = self.bucket.clone() else {
+        let Some(b) = self.bucket.clone().filter(|b| !b.remote.is_read_only()) else {
             return;
         };
         if self.keys.trust.is_some() && self.keys.signer.is_none() {
