@@ -225,7 +225,7 @@ impl ModProxy {
 
     /// The upstream's URL, for messages.
     pub(crate) fn upstream(&self) -> &str {
-        &self.upstream.base
+        &self.upstream.shown
     }
 
     /// The disk's copy of an immutable answer (`rel`, its place): its
@@ -276,7 +276,7 @@ impl ModProxy {
                 self.counts.refused_bucket.fetch_add(1, Ordering::Relaxed);
                 eprintln!(
                     "gocacher serve: modproxy: REFUSED the bucket's {rel}: {e}; not served, fetching it again from the upstream {} (and keeping that copy)",
-                    self.upstream.base
+                    self.upstream.shown
                 );
             }
         }
@@ -303,11 +303,11 @@ impl ModProxy {
                 };
                 eprintln!(
                     "gocacher serve: modproxy: {what} {rel} from the upstream {}: {why}; not kept, answering 502",
-                    self.upstream.base
+                    self.upstream.shown
                 );
                 UpstreamError::Failed(format!(
                     "{rel} from the upstream {} failed its check, not kept: {why}",
-                    self.upstream.base
+                    self.upstream.shown
                 ))
             })?)
         } else {

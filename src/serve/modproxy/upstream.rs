@@ -37,9 +37,24 @@ impl std::fmt::Display for UpstreamError {
 }
 
 pub(crate) struct Upstream {
-    /// Its URL, without a trailing `/`.
-    pub(crate) base: String,
+    /// Its URL, without a trailing `/`: for requests only.
+    base: String,
+    /// The same with any user name and password replaced by `***`: for
+    /// messages and logs.
+    pub(crate) shown: String,
     client: reqwest::Client,
+}
+
+/// `url` with any user name and password replaced by `***`.
+fn without_secret(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
+            let _ = u.set_password(None);
+            let _ = u.set_username("***");
+            u.to_string().trim_end_matches('/').to_string()
+        }
+        _ => url.to_string(),
+    }
 }
 
 impl Upstream {
@@ -50,7 +65,12 @@ impl Upstream {
             .user_agent(concat!("gocacher/", env!("CARGO_PKG_VERSION")))
             .build()
             .context("HTTP client for the module proxy upstream")?;
-        Ok(Upstream { base, client })
+        let shown = without_secret(&base);
+        Ok(Upstream {
+            base,
+            shown,
+            client,
+        })
     }
 
     fn url(&self, rel: &str) -> String {
@@ -62,8 +82,8 @@ impl Upstream {
         let resp = self.client.get(&url).send().await.map_err(|e| {
             UpstreamError::Failed(format!(
                 "the upstream {} did not answer for {rel}: {}",
-                self.base,
-                one_line(&e)
+                self.shown,
+                one_line(&e.without_url())
             ))
         })?;
         let status = resp.status();
@@ -75,7 +95,7 @@ impl Upstream {
         let text: String = text.trim().chars().take(500).collect();
         let said = format!(
             "the upstream {} answered {} for {rel}{}{text}",
-            self.base,
+            self.shown,
             status.as_u16(),
             if text.is_empty() { "" } else { ": " }
         );
@@ -91,11 +111,11 @@ impl Upstream {
         let read = async {
             let mut resp = self.get(rel).await?;
             let mut out = Vec::new();
-            while let Some(chunk) = resp.chunk().await.map_err(|e| self.cut(rel, &e))? {
+            while let Some(chunk) = resp.chunk().await.map_err(|e| self.cut(rel, e))? {
                 if out.len() + chunk.len() > MAX_SMALL {
                     return Err(UpstreamError::Failed(format!(
                         "the upstream {}'s answer for {rel} is over {MAX_SMALL} bytes",
-                        self.base
+                        self.shown
                     )));
                 }
                 out.extend_from_slice(&chunk);
@@ -107,7 +127,7 @@ impl Upstream {
             .unwrap_or_else(|_| {
                 Err(UpstreamError::Failed(format!(
                     "the upstream {} took over {SMALL_TIMEOUT:?} for {rel}",
-                    self.base
+                    self.shown
                 )))
             })
     }
@@ -125,7 +145,7 @@ impl Upstream {
             return Err(self.too_large(rel, limit));
         }
         let mut n = 0u64;
-        while let Some(chunk) = resp.chunk().await.map_err(|e| self.cut(rel, &e))? {
+        while let Some(chunk) = resp.chunk().await.map_err(|e| self.cut(rel, e))? {
             n += chunk.len() as u64;
             if n > limit {
                 return Err(self.too_large(rel, limit));
@@ -138,18 +158,18 @@ impl Upstream {
         Ok(n)
     }
 
-    fn cut(&self, rel: &str, e: &reqwest::Error) -> UpstreamError {
+    fn cut(&self, rel: &str, e: reqwest::Error) -> UpstreamError {
         UpstreamError::Failed(format!(
             "the upstream {} broke off its answer for {rel}: {}",
-            self.base,
-            one_line(e)
+            self.shown,
+            one_line(&e.without_url())
         ))
     }
 
     fn too_large(&self, rel: &str, limit: u64) -> UpstreamError {
         UpstreamError::Failed(format!(
             "the upstream {}'s answer for {rel} is over --modproxy-max-zip ({limit} bytes); not fetched",
-            self.base
+            self.shown
         ))
     }
 }
@@ -203,7 +223,23 @@ pub(crate) fn first_proxy(goproxy: &str) -> Result<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::first_proxy;
+    use super::{first_proxy, without_secret};
+
+    #[test]
+    fn messages_never_show_the_upstreams_password() {
+        assert_eq!(
+            without_secret("https://me:hunter2@proxy.example/go"),
+            "https://***@proxy.example/go"
+        );
+        assert_eq!(
+            without_secret("https://token@proxy.example"),
+            "https://***@proxy.example"
+        );
+        assert_eq!(
+            without_secret("http://127.0.0.1:9/mod"),
+            "http://127.0.0.1:9/mod"
+        );
+    }
 
     #[test]
     fn the_first_goproxy_entry_is_the_upstream() {
