@@ -102,7 +102,15 @@ class Bench:
         (self.root / "minio").mkdir()
         self.minio.start()
         for bucket in BUCKETS.values():
-            self.minio.create_bucket(bucket)
+            # A MinIO just started may answer 503 for a moment while it settles.
+            for attempt in range(60):
+                try:
+                    self.minio.create_bucket(bucket)
+                    break
+                except BenchError:
+                    if attempt == 59:
+                        raise
+                    time.sleep(0.5)
         self.mc_env["MC_HOST_bench"] = self.minio.endpoint.replace("://", f"://{S3_KEY}:{S3_SECRET}@")
 
     def warm(self) -> None:
