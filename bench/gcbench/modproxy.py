@@ -244,7 +244,7 @@ def run(args: argparse.Namespace, root: Path, children: Children) -> tuple[dict[
 
 
 def add_args(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("--runs", type=int, default=5, help="timed runs of each way, round-robin (default 5)")
+    ap.add_argument("--runs", type=int, default=7, help="timed runs of each way, round-robin (default 7)")
     ap.add_argument("--ways", type=lambda v: parse_list(v, WAYS, "way"), default=list(WAYS),
                     help=f"comma list of ways (default all: {','.join(WAYS)})")
     ap.add_argument("--gocacher", type=Path, default=None,

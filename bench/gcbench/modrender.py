@@ -93,7 +93,15 @@ def goal_lines(by: dict[str, dict[str, object]], meta: dict[str, object]) -> lis
                        f"{p['total_s']['median']:.2f} s (medians): {'ahead' if ahead else 'behind'}; modules alone "
                        f"{g['fetch_s']['median']:.2f} s against {p['fetch_s']['median']:.2f} s.")
     if "athens" in meta:
-        out.append("- **gocacher against Athens**: not measured (below).")
+        out.append("- **gocacher against Athens**: not measured (above).")
+    fl = by.get("file")
+    if fl and fl["n"] and fl["total_s_vs_tarball"] is not None:
+        out.append(f"- **The floor** (GOPROXY=file://, go's own work with no server and no network): "
+                   f"{x(fl['total_s_vs_tarball'])} the tarball in all, {x(fl['fetch_s_vs_tarball'])} for the modules "
+                   f"alone; gocacher {f(g['total_s']['median'])} s against the floor's {f(fl['total_s']['median'])} s, "
+                   f"`go mod download` {f(g['download_s']['median'])} s against {f(fl['download_s']['median'])} s. "
+                   f"No module proxy can be below the floor: where the floor is over {GOAL_RATIO}× the tarball, "
+                   f"the goal is out of reach of any GOPROXY on this machine.")
     return out
 
 
@@ -112,9 +120,10 @@ def render(meta: dict[str, object], summary: list[dict[str, object]], records: l
              f"{mb(meta.get('tarball_bytes'))} MB.", "",
              "Cells: median (q1–q3 with 4+ runs, else min–max), seconds unless said. \"vs tarball\": median of "
              "per-run ratios to the tarball way of the same run.", "",
-             "| way | total | vs tarball | restore (download + extract) | go mod download | go build | "
-             "server peak RSS MB | server CPU s | from MinIO MB (GETs) | into the module cache MB | go CPU s |",
-             "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+             "| way | total | vs tarball | modules (restore + go mod download) | vs tarball | restore = download "
+             "+ extract | go mod download | go build | server peak RSS MB | server CPU s | from MinIO MB (GETs) | "
+             "into the module cache MB | go CPU s |",
+             "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
     for r in summary:
         if r["way"] == "athens":
             continue
@@ -123,7 +132,8 @@ def render(meta: dict[str, object], summary: list[dict[str, object]], records: l
             f"{spread(rs)} = {f(r['restore_download_s']['median'])} + {f(r['restore_extract_s']['median'])}")
         from_minio = "—" if r["s3_gets"] is None or r["way"] == "upstream" else (
             f"{mb(r['s3_bytes_sent'])} ({r['s3_gets']:.0f})")
-        lines.append(f"| {r['way']} | {spread(r['total_s'])} | {x(r['total_s_vs_tarball'])} | {restore} | "
+        lines.append(f"| {r['way']} | {spread(r['total_s'])} | {x(r['total_s_vs_tarball'])} | "
+                     f"{spread(r['fetch_s'])} | {x(r['fetch_s_vs_tarball'])} | {restore} | "
                      f"{spread(r['download_s'])} | {spread(r['build_s'])} | "
                      f"{spread(r['server_peak_rss_mb'], 1)} | {f(r['server_cpu_s']['median'])} | {from_minio} | "
                      f"{mb(r['download_dir_bytes']['median'])} | {f(r['client_cpu_s'])} |"
@@ -131,7 +141,7 @@ def render(meta: dict[str, object], summary: list[dict[str, object]], records: l
     if "athens" in meta:
         a = meta["athens"]
         why = "; ".join(f"`{t['command']}`: {t['error'] or 'served'}" for t in a["tries"])
-        lines.append(f"| athens | blocked | | | | | | | | | |")
+        lines.append("| athens | blocked | | | | | | | | | | | |")
         lines += ["", f"**Athens**: {'served now, but not yet a contender of this harness' if a['served'] else 'not run: the module proxy refuses it'}: {why}"]
     lines += ["", "## Goal: gocacher at most 1.2× the tarball restore, and ahead of both peers", ""]
     lines += goal_lines(by, meta)
