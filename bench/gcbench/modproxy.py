@@ -11,7 +11,10 @@ side in one run, round-robin:
 - `athens`: looked up once; a row of what the module proxy refused;
 - `file`: GOPROXY=file:// of the warm-up's cache/download on the
   runner's own disk: the least any module proxy can cost, go's own work
-  (download, hash, extract) with no network and no server.
+  (download, hash, extract) with no network and no server;
+- `file-stored`: the same with every zip re-packed stored, not deflated
+  (same files, so the same go.sum hash): what a proxy serving stored zips
+  could reach.
 
 Every run starts from a new runner: the same fixed paths (GOPATH,
 GOMODCACHE, the module's checkout), the last run's tree moved aside, never
@@ -37,10 +40,10 @@ from pathlib import Path
 from .measure import children_cpu
 from .modrender import render, summarize
 from .modways import (BUCKETS, GCP_MODULE, GCP_VERSION, PROXIES, TARBALL_KEY, WAYS, ProxyServer, athens_refusal,
-                      ensure_gcp, gcp_binary, redact, tree_bytes, wait_uploaded)
+                      ensure_gcp, gcp_binary, redact, repack_stored, tree_bytes, wait_uploaded)
 from .servers import S3_KEY, S3_SECRET, Minio, s3_delta
-from .util import (BENCH_DIR, BenchError, Children, Interrupted, Smoke, base_env, check_go, default_gocacher, ensure_tool,
-                   git_commit, log, machine_info, parse_list, run_checked, run_text, tools_dir, write_result)
+from .util import (BENCH_DIR, BenchError, Children, Interrupted, Smoke, base_env, check_go, default_gocacher,
+                   ensure_tool, git_commit, log, machine_info, parse_list, run_checked, run_text, tools_dir, write_result)
 
 GRAPH_DIR = BENCH_DIR / "modgraph"
 
@@ -64,6 +67,7 @@ class Bench:
         self.minio: Minio | None = None
         self.tarball = root / "modcache.tar.zst"
         self.file_proxy = root / "file-proxy"
+        self.stored_proxy = root / "file-stored-proxy"
         self.mc = tools_dir() / "bin/mc"
         self.mc_env = dict(self.env0, MC_CONFIG_DIR=str(root / "mc"))
         self.info: dict[str, object] = {}
@@ -133,6 +137,10 @@ class Bench:
                               "warm_up_download_s": rec["download_s"], "warm_up_build_s": rec["build_s"]}
         if "file" in ways:
             shutil.copytree(modcache / "cache/download", self.file_proxy)
+        if "file-stored" in ways:
+            shutil.copytree(modcache / "cache/download", self.stored_proxy)
+            before, after = repack_stored(self.stored_proxy)
+            self.info["stored_zips"] = {"deflated_bytes": before, "stored_bytes": after}
         if "tarball" in ways:
             log("# warm-up: tar --zstd of that GOMODCACHE, into MinIO with mc")
             run_checked(["tar", "--posix", "-cf", str(self.tarball), "--use-compress-program", "zstd -T0",
@@ -168,7 +176,8 @@ class Bench:
                                   "loadavg_1m": round(os.getloadavg()[0], 2)}
         server = self.start_server(way, f"{run}-{way}") if way in PROXIES else None
         goproxy = (server.goproxy if server else "off" if way == "tarball"
-                   else self.file_proxy.as_uri() if way == "file" else self.upstream)
+                   else self.file_proxy.as_uri() if way == "file"
+                   else self.stored_proxy.as_uri() if way == "file-stored" else self.upstream)
         env = self.go_env(goproxy)
         m0 = self.minio.metrics()
         t0 = time.perf_counter()

@@ -13,13 +13,14 @@ import re
 import shutil
 import subprocess
 import time
+import zipfile
 from pathlib import Path
 
 from .measure import proc_cpu
 from .servers import S3_KEY, S3_REGION, S3_SECRET
 from .util import BenchError, Children, free_port, http_get, log, run_checked, tail
 
-WAYS = ("upstream", "tarball", "gocacher", "go-cache-plugin", "athens", "file")
+WAYS = ("upstream", "tarball", "gocacher", "go-cache-plugin", "athens", "file", "file-stored")
 PROXIES = ("gocacher", "go-cache-plugin", "athens")
 GCP_MODULE = "github.com/tailscale/go-cache-plugin"
 GCP_VERSION = "v0.1.1"
@@ -89,8 +90,9 @@ def athens_refusal(env: dict[str, str]) -> dict[str, object]:
     version so far, so there is nothing to build."""
     tries = [go_download_json(f"{ATHENS_MODULE}@{v}", env) for v in ATHENS_VERSIONS]
     served = [t for t in tries if not t.get("Error")]
-    return {"served": bool(served), "tries": [{"command": t["command"], "exit": t["exit"],
-                                                "error": " ".join(redact(str(t.get("Error", ""))).split())} for t in tries]}
+    return {"served": bool(served),
+            "tries": [{"command": t["command"], "exit": t["exit"],
+                       "error": " ".join(redact(str(t.get("Error", ""))).split())} for t in tries]}
 
 
 def redact(text: str) -> str:
@@ -241,3 +243,21 @@ def tree_bytes(path: Path) -> int:
             except OSError:
                 pass
     return total
+
+
+def repack_stored(top: Path) -> tuple[int, int]:
+    """Rewrites every module zip under `top` with its files stored, not
+    deflated: the same names, modes and contents, so the same go.sum hash
+    (which is over the files, not the zip). Bytes before and after."""
+    before = after = 0
+    for path in sorted(top.rglob("*.zip")):
+        before += path.stat().st_size
+        tmp = path.with_name(path.name + ".stored")
+        with zipfile.ZipFile(path) as zin, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zout:
+            for info in zin.infolist():
+                out = zipfile.ZipInfo(info.filename, date_time=info.date_time)
+                out.external_attr = info.external_attr
+                zout.writestr(out, zin.read(info))
+        tmp.replace(path)
+        after += path.stat().st_size
+    return before, after
