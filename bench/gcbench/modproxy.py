@@ -43,7 +43,8 @@ from .modways import (BUCKETS, GCP_MODULE, GCP_VERSION, PROXIES, TARBALL_KEY, WA
                       ensure_gcp, gcp_binary, redact, repack_stored, tree_bytes, wait_uploaded)
 from .servers import S3_KEY, S3_SECRET, Minio, s3_delta
 from .util import (BENCH_DIR, BenchError, Children, Interrupted, Smoke, base_env, check_go, default_gocacher,
-                   ensure_tool, git_commit, log, machine_info, parse_list, run_checked, run_text, tools_dir, write_result)
+                   ensure_tool, git_commit, log, machine_info, parse_list, run_checked, run_text, tools_dir,
+                   write_result)
 
 GRAPH_DIR = BENCH_DIR / "modgraph"
 
