@@ -63,7 +63,7 @@ SCENARIOS = [
              "straight from the upstream, a zstd tarball of GOMODCACHE in MinIO, `gocacher serve --modproxy` and "
              "go-cache-plugin's module proxy, each with a warm bucket and an empty disk; a file:// floor, and "
              "the floor with stored zips (Athens: looked up)",
-             "go, tar, zstd, a dist gocacher; MinIO, mc and go-cache-plugin built on first use", "~8 min", modproxy),
+             "go, tar, zstd, a dist gocacher; MinIO, mc and go-cache-plugin built on first use", "~10 min", modproxy),
     Scenario("install-time", "`cargo install --locked --path .` from an empty target dir",
              "cargo, GNU time; the crates are fetched first", "~4 min on 2 cores", installtime),
     Scenario("ix-startup", "gocacher's first get with many local pack indexes (ix/ files) in the cache dir",
