@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from types import ModuleType
 
-from . import compare, floors, installtime, ixstartup, protocol, servenamed, serverload
+from . import compare, floors, installtime, ixstartup, modproxy, protocol, servenamed, serverload
 
 NEEDS_BUILDS = "go, GNU time, a dist gocacher; MinIO installed on first use"
 NEEDS_SEED = "go, GNU time, a dist gocacher; the seed's tools installed on first use"
@@ -59,6 +59,11 @@ SCENARIOS = [
     Scenario("serve-named", "manifests and packs on `gocacher serve`: concurrent GETs of a 400 MB pack "
              "(peak RSS), and --max-size trimming packs", "a dist gocacher; ~2 GB of temp disk", "~5 min",
              servenamed),
+    Scenario("modproxy", "a new runner's `go mod download` + `go build ./...` of bench/modgraph (138 modules): "
+             "straight from the upstream, a zstd tarball of GOMODCACHE in MinIO, `gocacher serve --modproxy` and "
+             "go-cache-plugin's module proxy, each with a warm bucket and an empty disk; a file:// floor, and "
+             "the floor with stored zips (Athens: looked up)",
+             "go, tar, zstd, a dist gocacher; MinIO, mc and go-cache-plugin built on first use", "~10 min", modproxy),
     Scenario("install-time", "`cargo install --locked --path .` from an empty target dir",
              "cargo, GNU time; the crates are fetched first", "~4 min on 2 cores", installtime),
     Scenario("ix-startup", "gocacher's first get with many local pack indexes (ix/ files) in the cache dir",

@@ -34,8 +34,8 @@ DEFAULT_MINIO_GO_VERSION = "v7.4.1"
 SEED_MODULE = "github.com/bradfitz/go-tool-cache"
 FLOOR_SOURCE = "bench/floor/proto/main.go"  # relative to the repo root
 NOT_RUN = {
-    "tailscale/go-cache-plugin": "not run: not a contender of this harness yet (the module proxy "
-                                 "serves v0.1.1 since 2026-12-06)",
+    "tailscale/go-cache-plugin": "not run here: its GOCACHEPROG side is not a contender of the build "
+                                 "comparisons; its module proxy (v0.1.1) is, in the modproxy scenario",
 }
 
 
