@@ -128,10 +128,7 @@ impl ModProxy {
             return true;
         }
         let limit = super::MAX_SMALL_FILE;
-        matches!(
-            self.keep.copy_from_bucket(&rel, limit).await,
-            Ok(Some(_))
-        )
+        matches!(self.keep.copy_from_bucket(&rel, limit).await, Ok(Some(_)))
     }
 
     /// The versions of `module` kept (escaped, oldest first): those of the
