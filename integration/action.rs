@@ -11,6 +11,8 @@
 
 #[path = "action/act.rs"]
 mod act;
+// Shared with the modproxy tests, which use all of it.
+#[allow(dead_code)]
 #[path = "modproxy/forwarder.rs"]
 mod forwarder;
 #[path = "action/release.rs"]
