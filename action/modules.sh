@@ -40,6 +40,9 @@ if [[ -z "${INPUT_REMOTE:-}" ]]; then
     skip "modules: true, but no remote to keep modules in: GOPROXY stays as it is"
   skip
 fi
+# From here on, anything unexpected leaves GOPROXY as it was and the job
+# going.
+trap 'warn "the module proxy step stopped at line $LINENO: GOPROXY stays as it is"; output modules ""; exit 0' ERR
 [[ -n "${GOCACHER_BIN:-}" ]] || skip "no gocacher in this job: GOPROXY stays as it is"
 if [[ "${RUNNER_OS:-}" == Windows ]]; then
   skip "the module proxy does not run on Windows runners yet: GOPROXY stays as it is"
@@ -67,6 +70,8 @@ if command -v setsid >/dev/null; then
 fi
 dir="${RUNNER_TEMP:?}/gocacher-modules"
 log="$RUNNER_TEMP/gocacher-modules.log"
+# There before the proxy starts: the wait below reads it at once.
+: >"$log" 2>/dev/null || skip "cannot write $log: GOPROXY stays as it is, and no module proxy is started"
 args=(serve --modproxy --listen 127.0.0.1:0 --dir "$dir" --remote "$INPUT_REMOTE" --verbose)
 [[ -n "${INPUT_REGION:-}" ]] && args+=(--s3-region "$INPUT_REGION")
 [[ -n "${INPUT_ENDPOINT:-}" ]] && args+=(--s3-endpoint "$INPUT_ENDPOINT")
@@ -86,7 +91,8 @@ pid=$!
 
 addr=""
 for ((i = 0; i < READY_TENTHS; i++)); do
-  addr="$(sed -n -E 's#^gocacher serve: listening on http://([0-9.]+:[0-9]+),.*#\1#p' "$log" | head -n 1)"
+  addr="$(sed -n -E 's#^gocacher serve: listening on http://([0-9.]+:[0-9]+),.*#\1#p' "$log" 2>/dev/null |
+    head -n 1 || true)"
   [[ -n "$addr" ]] && break
   kill -0 "$pid" 2>/dev/null || break
   sleep 0.1
@@ -99,7 +105,7 @@ if [[ -z "$addr" ]]; then
     why="it exited"
   fi
   warn "the module proxy did not start ($why): GOPROXY stays as it is, and go downloads modules from there"
-  tail -n 5 "$log" | redact | sed 's/^/gocacher: module proxy log: /'
+  tail -n 5 "$log" 2>/dev/null | redact | sed 's/^/gocacher: module proxy log: /'
   output modules ""
   exit 0
 fi

@@ -15,6 +15,8 @@ mod act;
 #[allow(dead_code)]
 #[path = "modproxy/forwarder.rs"]
 mod forwarder;
+#[path = "modproxy/layout.rs"]
+mod layout;
 #[path = "action/release.rs"]
 mod release;
 mod support;
@@ -28,6 +30,7 @@ use sha2::{Digest, Sha256};
 
 use act::{with_input, Job, JobRun, Machine, TARGET, VERSION};
 use forwarder::Forwarder;
+use layout::sum_files;
 use release::Release;
 use support::s3server::{Kind, S3Server};
 use support::{GoEnv, Toolchain};
@@ -960,27 +963,9 @@ fn graph_module_keys(prefix: &str) -> BTreeSet<String> {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("integration/modproxy/graph/go.sum"),
     )
     .unwrap();
-    let escape = |m: &str| -> String {
-        m.chars()
-            .flat_map(|c| {
-                if c.is_ascii_uppercase() {
-                    vec!['!', c.to_ascii_lowercase()]
-                } else {
-                    vec![c]
-                }
-            })
-            .collect()
-    };
-    sums.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            let mut f = l.split_whitespace();
-            let (m, v) = (f.next().unwrap(), f.next().unwrap());
-            match v.strip_suffix("/go.mod") {
-                Some(v) => format!("{prefix}{}/@v/{v}.mod", escape(m)),
-                None => format!("{prefix}{}/@v/{v}.zip", escape(m)),
-            }
-        })
+    sum_files(sums.lines())
+        .into_iter()
+        .map(|f| format!("{prefix}{f}"))
         .collect()
 }
 

@@ -8,6 +8,8 @@ mod support;
 
 #[path = "modproxy/forwarder.rs"]
 mod forwarder;
+#[path = "modproxy/layout.rs"]
+mod layout;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -15,6 +17,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use forwarder::Forwarder;
+use layout::sum_files;
 use support::s3server::{Kind, S3Server};
 use support::seedserver::{Seed, SeedServer};
 
@@ -58,20 +61,31 @@ fn lines(s: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// One machine's go: a fresh GOMODCACHE, GOPROXY the server's `/mod` and
-/// nothing after it (so a failure is never hidden by a fall-through to the
-/// network), GOSUMDB as the machine has it.
+/// One machine's go: a GOPATH of its own (so its own module cache and its
+/// own checksum database state, `GOPATH/pkg/sumdb`), GOPROXY the server's
+/// `/mod` and nothing after it (so a failure is never hidden by a
+/// fall-through to the network), GOSUMDB as the machine has it.
 struct Machine {
-    modcache: tempfile::TempDir,
+    home: tempfile::TempDir,
     goproxy: String,
+    toolchain: String,
 }
 
 impl Machine {
     fn new(goproxy: &str) -> Machine {
         Machine {
-            modcache: tempfile::tempdir().unwrap(),
+            home: tempfile::tempdir().unwrap(),
             goproxy: goproxy.to_string(),
+            toolchain: "local".to_string(),
         }
+    }
+
+    fn gopath(&self) -> PathBuf {
+        self.home.path().join("gopath")
+    }
+
+    fn modcache(&self) -> PathBuf {
+        self.gopath().join("pkg/mod")
     }
 
     fn go(&self, dir: &Path, args: &[&str]) -> std::process::Output {
@@ -79,10 +93,11 @@ impl Machine {
         cmd.args(args)
             .current_dir(dir)
             .env("GOPROXY", &self.goproxy)
-            .env("GOMODCACHE", self.modcache.path())
+            .env("GOPATH", self.gopath())
+            .env("GOMODCACHE", self.modcache())
             // -modcacherw: the temp dir can be removed afterwards.
             .env("GOFLAGS", "-mod=mod -modcacherw")
-            .env("GOTOOLCHAIN", "local")
+            .env("GOTOOLCHAIN", &self.toolchain)
             .env_remove("GOCACHEPROG")
             .env_remove("GOENV")
             .env_remove("GONOSUMDB")
@@ -145,34 +160,6 @@ fn files_under(dir: &Path) -> BTreeSet<String> {
     out
 }
 
-/// The kept `.mod` and `.zip` files a go.sum's lines name.
-fn expected_files(sums: &BTreeSet<String>) -> BTreeSet<String> {
-    sums.iter()
-        .map(|l| {
-            let mut f = l.split_whitespace();
-            let (m, v) = (f.next().unwrap(), f.next().unwrap());
-            match v.strip_suffix("/go.mod") {
-                Some(v) => format!("{}/@v/{v}.mod", escape(m)),
-                None => format!("{}/@v/{v}.zip", escape(m)),
-            }
-        })
-        .collect()
-}
-
-/// A module path as the GOPROXY protocol spells it.
-fn escape(m: &str) -> String {
-    let mut s = String::new();
-    for c in m.chars() {
-        if c.is_ascii_uppercase() {
-            s.push('!');
-            s.push(c.to_ascii_lowercase());
-        } else {
-            s.push(c);
-        }
-    }
-    s
-}
-
 fn metric(metrics: &str, name: &str) -> u64 {
     metrics
         .lines()
@@ -222,7 +209,7 @@ fn a_fresh_modcache_downloads_and_verifies_a_real_graph_through_the_proxy() {
     // Everything go fetched is on the server's disk, in the GOPROXY
     // layout (upper case escaped), with the sumdb's full tiles.
     let kept = files_under(&server.store_dir().join("mod"));
-    let want = expected_files(&written);
+    let want = sum_files(written.iter().map(String::as_str));
     let missing: Vec<_> = want.difference(&kept).collect();
     assert!(missing.is_empty(), "not kept: {missing:?}\nkept: {kept:#?}");
     assert!(kept.contains("github.com/!burnt!sushi/toml/@v/v1.6.0.info"));
@@ -454,60 +441,7 @@ fn the_upstream_defaults_to_the_first_goproxy_entry_and_direct_is_refused() {
 // server killed mid-zip, and a toolchain served from the bucket.
 // ---------------------------------------------------------------------
 
-/// A new machine's go: a GOPATH of its own (so its own module cache and
-/// its own checksum database state, `GOPATH/pkg/sumdb`), GOPROXY the
-/// server's `/mod` and nothing after it, GOSUMDB as the machine has it.
-struct NewMachine {
-    home: tempfile::TempDir,
-    goproxy: String,
-    toolchain: String,
-}
-
-impl NewMachine {
-    fn new(goproxy: &str) -> NewMachine {
-        NewMachine {
-            home: tempfile::tempdir().unwrap(),
-            goproxy: goproxy.to_string(),
-            toolchain: "local".to_string(),
-        }
-    }
-
-    fn gopath(&self) -> PathBuf {
-        self.home.path().join("gopath")
-    }
-
-    fn go(&self, dir: &Path, args: &[&str]) -> std::process::Output {
-        let gopath = self.gopath();
-        let mut cmd = Command::new("go");
-        cmd.args(args)
-            .current_dir(dir)
-            .env("GOPROXY", &self.goproxy)
-            .env("GOPATH", &gopath)
-            .env("GOMODCACHE", gopath.join("pkg/mod"))
-            .env("GOFLAGS", "-mod=mod -modcacherw")
-            .env("GOTOOLCHAIN", &self.toolchain)
-            .env_remove("GOCACHEPROG")
-            .env_remove("GOENV")
-            .env_remove("GONOSUMDB")
-            .env_remove("GONOPROXY")
-            .env_remove("GOPRIVATE")
-            .env_remove("GOSUMDB")
-            .env_remove("GOINSECURE");
-        cmd.output().expect("run go")
-    }
-
-    fn ok(&self, dir: &Path, args: &[&str]) -> String {
-        let out = self.go(dir, args);
-        assert!(
-            out.status.success(),
-            "go {args:?} failed ({}):\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
+impl Machine {
     /// The checksum database's latest tree size this machine has seen.
     fn tree_size(&self) -> u64 {
         let dir = self.gopath().join("pkg/sumdb");
@@ -519,7 +453,7 @@ impl NewMachine {
     }
 }
 
-impl Drop for NewMachine {
+impl Drop for Machine {
     fn drop(&mut self) {
         // A toolchain's files are read-only whatever GOFLAGS says.
         let _ = Command::new("chmod")
@@ -588,7 +522,7 @@ fn a_new_server_with_a_dead_upstream_answers_lists_latest_and_lookups_from_the_b
 
     // Machine 1, through server A: the graph without go.sum (every module
     // looked up in the checksum database), and toml's list of versions.
-    let m1 = NewMachine::new(&goproxy(&a));
+    let m1 = Machine::new(&goproxy(&a));
     let module = graph(false);
     m1.ok(module.path(), &["mod", "download"]);
     let listed = m1.ok(
@@ -639,7 +573,7 @@ fn a_new_server_with_a_dead_upstream_answers_lists_latest_and_lookups_from_the_b
 
     // Machine 2, new: the list, @latest, and the graph verified against
     // the checksum database (no go.sum), all from the bucket.
-    let m2 = NewMachine::new(&goproxy(&b));
+    let m2 = Machine::new(&goproxy(&b));
     let fresh = empty_module();
     let listed = m2.ok(
         fresh.path(),
@@ -678,7 +612,7 @@ fn a_new_server_with_a_dead_upstream_answers_lists_latest_and_lookups_from_the_b
     // Machine 3 starts from machine 1's checksum database state, a newer
     // tree head than most kept lookups carry: go checks that each older
     // tree is a prefix of its newer one, with kept tiles, and accepts it.
-    let m3 = NewMachine::new(&goproxy(&b));
+    let m3 = Machine::new(&goproxy(&b));
     support::copy_dir(
         &m1.gopath().join("pkg/sumdb"),
         &m3.gopath().join("pkg/sumdb"),
@@ -777,7 +711,7 @@ fn a_server_killed_mid_zip_leaves_nothing_partial() {
     );
 
     // A fresh download succeeds, and the zip is fetched again, whole.
-    let m = NewMachine::new(&goproxy(&server));
+    let m = Machine::new(&goproxy(&server));
     let json = m.ok(
         empty_module().path(),
         &["mod", "download", "-json", "golang.org/x/sys@v0.42.0"],
@@ -818,7 +752,7 @@ fn a_toolchain_is_served_from_the_bucket_the_second_time() {
         env("GOARCH")
     );
     let version = |server: &SeedServer| {
-        let mut m = NewMachine::new(&goproxy(server));
+        let mut m = Machine::new(&goproxy(server));
         m.toolchain = "go1.27.3".to_string();
         let out = m.ok(m.home.path(), &["version"]);
         assert!(out.starts_with("go version go1.27.3 "), "{out}");
@@ -920,7 +854,7 @@ fn a_zip_changed_in_the_bucket_is_refused() {
         module.path(),
         &["mod", "download", "github.com/BurntSushi/toml"],
     );
-    let got = std::fs::read(m.modcache.path().join("cache/download").join(TOML_ZIP)).unwrap();
+    let got = std::fs::read(m.modcache().join("cache/download").join(TOML_ZIP)).unwrap();
     assert!(got == good, "go got other bytes than the upstream's");
     assert_eq!(
         metric(
@@ -956,12 +890,7 @@ fn a_zip_changed_in_the_bucket_is_refused() {
         String::from_utf8_lossy(&out.stderr).contains("502"),
         "{out:?}"
     );
-    assert!(!m
-        .modcache
-        .path()
-        .join("cache/download")
-        .join(TOML_ZIP)
-        .exists());
+    assert!(!m.modcache().join("cache/download").join(TOML_ZIP).exists());
     assert!(!c.store_dir().join("mod").join(TOML_ZIP).exists());
     assert!(c.log().contains("REFUSED the bucket's"), "{}", c.log());
 }

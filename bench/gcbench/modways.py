@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .measure import proc_cpu
 from .servers import S3_KEY, S3_REGION, S3_SECRET
-from .util import BenchError, Children, free_port, http_get, log, run_checked, tail
+from .util import BenchError, Children, free_port, http_get, log, run_checked, tail, vm_kb
 
 WAYS = ("upstream", "tarball", "gocacher", "go-cache-plugin", "athens", "file", "file-stored")
 PROXIES = ("gocacher", "go-cache-plugin", "athens")
@@ -99,16 +99,6 @@ def redact(text: str) -> str:
     """A message with the upstream's URL replaced by `<GOPROXY>`, so results
     name no registry host."""
     return re.sub(r"https?://[^/\s]+", "<GOPROXY>", text)
-
-
-def vm_kb(pid: int, field: str) -> int | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return None
 
 
 class ProxyServer:

@@ -30,23 +30,13 @@ import threading
 import time
 from pathlib import Path
 
-from .util import (BenchError, Children, Smoke, default_gocacher, free_port, git_commit, http_get, log, machine_info,
+from .util import (BenchError, Children, Smoke, default_gocacher, vm_kb, free_port, git_commit, http_get, log, machine_info,
                    tail)
 
 MB = 1_000_000
 TRIM_PACK_MB = 20
 GLOBAL_TOKEN = "bench-global-writer-token"
 PR_TOKEN = "bench-pull-request-token"
-
-
-def vm_kb(pid: int, field: str) -> int | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return None
 
 
 class Serve:

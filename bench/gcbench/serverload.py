@@ -27,23 +27,13 @@ import time
 from pathlib import Path
 
 from .measure import parse_seed_stats, proc_cpu
-from .util import (REPO_ROOT, BenchError, Children, Smoke, base_env, check_go, default_gocacher, ensure_tool,
+from .util import (REPO_ROOT, BenchError, Children, Smoke, vm_kb, base_env, check_go, default_gocacher, ensure_tool,
                    free_port, git_commit, http_get, log, machine_info, parse_list, run_checked, run_text, tail,
                    tools_dir)
 
 SERVERS = ("gocached", "gocacher-serve")
 TESTS = ("builds", "load-1KiB", "load-1MiB")
 LOADS = {"load-1KiB": (1024, 20000), "load-1MiB": (1 << 20, 400)}
-
-
-def vm_kb(pid: int, field: str) -> int | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return None
 
 
 class Server:

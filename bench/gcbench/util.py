@@ -100,6 +100,18 @@ def http_get(url: str, timeout: float = 5) -> tuple[int, str]:
         return 0, ""
 
 
+def vm_kb(pid: int, field: str) -> int | None:
+    """A field of /proc/PID/status in kB (VmHWM: peak RSS); None once the
+    process is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
 def tail(path: Path, n: int = 30) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
