@@ -207,6 +207,18 @@ pub struct Machine {
     pub home: tempfile::TempDir,
 }
 
+impl Drop for Machine {
+    /// Stops what the machine's jobs left running (the module proxy the
+    /// action starts outlives its job under act's host runner, where a
+    /// GitHub runner stops it at the job's end).
+    fn drop(&mut self) {
+        let _ = Command::new("pkill")
+            .args(["-KILL", "-f", "--"])
+            .arg(self.home.path())
+            .status();
+    }
+}
+
 impl Default for Machine {
     fn default() -> Self {
         Self::new()
