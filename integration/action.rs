@@ -29,7 +29,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use act::{with_input, Job, JobRun, Machine, TARGET, VERSION};
-use forwarder::Forwarder;
+use forwarder::{machine_proxy, Forwarder};
 use layout::sum_files;
 use release::Release;
 use support::s3server::{Kind, S3Server};
@@ -914,21 +914,6 @@ fn doc_snippets_use_declared_inputs() {
         }
     }
     assert!(checked >= 12, "only {checked} inputs found in the docs");
-}
-
-/// The machine's module proxy: the first entry of `go env GOPROXY`.
-fn machine_proxy() -> String {
-    let out = Command::new("go")
-        .args(["env", "GOPROXY"])
-        .output()
-        .expect("go is on PATH");
-    let list = String::from_utf8(out.stdout).unwrap();
-    let first = list.trim().split([',', '|']).next().unwrap().to_string();
-    assert!(
-        first.starts_with("http"),
-        "the machine's GOPROXY starts with {first:?}, not a module proxy"
-    );
-    first
 }
 
 /// `workflow` without its `actions/setup-go` step: the runner's own go is

@@ -16,25 +16,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use forwarder::Forwarder;
+use forwarder::{machine_proxy, Forwarder};
 use layout::sum_files;
 use support::s3server::{Kind, S3Server};
 use support::seedserver::{Seed, SeedServer};
-
-/// The machine's module proxy: the first entry of `go env GOPROXY`.
-fn machine_proxy() -> String {
-    let out = Command::new("go")
-        .args(["env", "GOPROXY"])
-        .output()
-        .expect("go is on PATH");
-    let list = String::from_utf8(out.stdout).unwrap();
-    let first = list.trim().split([',', '|']).next().unwrap().to_string();
-    assert!(
-        first.starts_with("http"),
-        "the machine's GOPROXY starts with {first:?}, not a module proxy"
-    );
-    first
-}
 
 /// A private copy of the graph module; without its go.sum when `sums` is
 /// false, so that go verifies every module through the checksum database.

@@ -160,3 +160,18 @@ async fn forward(State(f): State<Arc<Inner>>, uri: Uri) -> Response {
     );
     (status, axum::body::Body::from_stream(body)).into_response()
 }
+
+/// The machine's module proxy: the first entry of `go env GOPROXY`.
+pub fn machine_proxy() -> String {
+    let out = std::process::Command::new("go")
+        .args(["env", "GOPROXY"])
+        .output()
+        .expect("go is on PATH");
+    let list = String::from_utf8(out.stdout).unwrap();
+    let first = list.trim().split([',', '|']).next().unwrap().to_string();
+    assert!(
+        first.starts_with("http"),
+        "the machine's GOPROXY starts with {first:?}, not a module proxy"
+    );
+    first
+}
