@@ -10,6 +10,8 @@ mod support;
 mod forwarder;
 #[path = "modproxy/layout.rs"]
 mod layout;
+#[path = "modproxy/prefetch.rs"]
+mod prefetch;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

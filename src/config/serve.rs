@@ -210,6 +210,12 @@ pub struct ServeArgs {
         default_value = "60s"
     )]
     pub modproxy_ttl: String,
+
+    /// A go.sum whose module files --modproxy copies from the bucket to
+    /// disk as it starts, in the background (repeat for more); what the
+    /// bucket lacks comes from the upstream when asked for.
+    #[arg(long, value_name = "GO.SUM", requires = "modproxy")]
+    pub modproxy_prefetch: Vec<PathBuf>,
 }
 
 /// The store's size cap when `--max-size` is not given (gocached's default).
@@ -246,6 +252,9 @@ pub struct ModProxyConfig {
     pub max_zip: u64,
     /// `--modproxy-ttl`: how long a mutable answer is reused.
     pub ttl: Duration,
+    /// `--modproxy-prefetch`: go.sum files whose modules are copied from
+    /// the bucket at start.
+    pub prefetch: Vec<PathBuf>,
     /// `--sign-key` and `--trust-key`: they sign and check the sidecars of
     /// kept module files (the build-cache side of serve does neither).
     pub keys: std::sync::Arc<crate::trust::Keys>,
@@ -388,6 +397,7 @@ impl ServeArgs {
             upstream,
             max_zip,
             ttl,
+            prefetch: self.modproxy_prefetch.clone(),
             keys: Default::default(),
         }))
     }

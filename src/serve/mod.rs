@@ -127,7 +127,12 @@ async fn serve(cfg: ServeConfig, remote: Option<RemoteConfig>) -> Result<()> {
                 }
             );
             eprintln!("gocacher serve: modproxy: {}", mp.describe_checks());
-            Some(Arc::new(mp))
+            let (places, skipped) = modproxy::read_sums(&mc.prefetch)?;
+            let mp = Arc::new(mp);
+            if !mc.prefetch.is_empty() {
+                mp.prefetch(places, skipped);
+            }
+            Some(mp)
         }
     };
     let mut metrics = metrics::Metrics::default();

@@ -164,27 +164,33 @@ impl Keep {
             return Ok(None);
         };
         let unusable = NotTaken::Unusable;
-        let car = match sidecar::place(rel) {
-            None => None,
-            Some(side) => {
-                let key = b.mod_key(&side);
-                let Some(text) = self.small_object(b, &key).await.map_err(unusable)? else {
-                    return Ok(None);
-                };
-                let car =
-                    Sidecar::parse(&text).map_err(|e| NotTaken::Refused(format!("{key}: {e}")))?;
+        let key = b.mod_key(rel);
+        // The sidecar and the file at once: one round trip, not two.
+        let side = sidecar::place(rel).map(|side| (b.mod_key(&side), side));
+        let side_text = async {
+            match &side {
+                None => Ok(None),
+                Some((k, _)) => self.small_object(b, k).await.map(Some),
+            }
+        };
+        let (side_text, file) = tokio::join!(side_text, b.remote.read_named(&key));
+        let car = match (side, side_text.map_err(unusable)?) {
+            (None, _) => None,
+            (Some(_), Some(None)) | (Some(_), None) => return Ok(None),
+            (Some((side_key, side)), Some(Some(text))) => {
+                let car = Sidecar::parse(&text)
+                    .map_err(|e| NotTaken::Refused(format!("{side_key}: {e}")))?;
                 if let Some(t) = &self.keys.trust {
                     if !car.signed_by(rel, t) {
                         return Err(NotTaken::Refused(format!(
-                            "{key} is not signed by a --trust-key key"
+                            "{side_key} is not signed by a --trust-key key"
                         )));
                     }
                 }
                 Some((side, car, text))
             }
         };
-        let key = b.mod_key(rel);
-        let (mut body, wire_len) = match b.remote.read_named(&key).await {
+        let (mut body, wire_len) = match file {
             Ok(Fetched::Missing) => return Ok(None),
             Ok(Fetched::Found { body, wire_len, .. }) => (body, wire_len),
             Err(e) => return Err(unusable(e.to_string())),

@@ -22,7 +22,7 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 
 use super::keep::{semver_cmp, Scratch};
-use super::path::{canonical, unescape, Ask, Ext, SumdbKind};
+use super::path::{canonical, escape, unescape, Ask, Ext, SumdbKind};
 use super::upstream::MAX_SMALL;
 use super::ModProxy;
 use crate::remote::store::Fetched;
@@ -220,20 +220,6 @@ fn latest_order(a: &str, b: &str) -> std::cmp::Ordering {
         }
     };
     rank(a).cmp(&rank(b)).then_with(|| semver_cmp(a, b))
-}
-
-/// A version as the GOPROXY protocol spells it in a path (`!x` for `X`).
-fn escape(v: &str) -> String {
-    let mut s = String::with_capacity(v.len());
-    for c in v.chars() {
-        if c.is_ascii_uppercase() {
-            s.push('!');
-            s.push(c.to_ascii_lowercase());
-        } else {
-            s.push(c);
-        }
-    }
-    s
 }
 
 #[cfg(test)]

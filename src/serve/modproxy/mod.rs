@@ -28,6 +28,7 @@
 mod keep;
 mod lastgood;
 mod path;
+mod prefetch;
 mod routes;
 mod sidecar;
 mod sumdb;
@@ -53,6 +54,7 @@ use upstream::{Upstream, UpstreamError};
 use verify::{Refusal, Verifier};
 
 pub(crate) use keep::kept_dirs;
+pub(crate) use prefetch::read_sums;
 pub(crate) use routes::serve_mod;
 
 /// Bytes of mutable answers held at once.
@@ -231,16 +233,25 @@ impl ModProxy {
     /// The disk's copy of an immutable answer (`rel`, its place): its
     /// length once it is there, from the bucket or the upstream if need be.
     async fn kept(self: &Arc<Self>, ask: &Ask, rel: &str) -> Result<u64, Arc<UpstreamError>> {
-        let (me, ask, owned) = (self.clone(), ask.clone(), rel.to_string());
-        self.known
-            .try_get_with(rel.to_string(), async move {
-                // A task of its own: a client that goes away does not stop
-                // a fetch others may be waiting for.
-                tokio::spawn(async move { me.obtain(&ask, &owned).await })
-                    .await
-                    .unwrap_or_else(|e| Err(UpstreamError::Failed(e.to_string())))
-            })
-            .await
+        loop {
+            let (me, ask, owned) = (self.clone(), ask.clone(), rel.to_string());
+            let got = self
+                .known
+                .try_get_with(rel.to_string(), async move {
+                    // A task of its own: a client that goes away does not
+                    // stop a fetch others may be waiting for.
+                    tokio::spawn(async move { me.obtain(&ask, &owned).await })
+                        .await
+                        .unwrap_or_else(|e| Err(UpstreamError::Failed(e.to_string())))
+                })
+                .await;
+            match got {
+                // A prefetch that found it nowhere kept, and that this
+                // request joined: now the upstream.
+                Err(e) if matches!(*e, UpstreamError::Skipped) => continue,
+                got => return got,
+            }
+        }
     }
 
     /// Forgets what [`ModProxy::kept`] knew of `rel` (its file is gone).
@@ -249,37 +260,10 @@ impl ModProxy {
     }
 
     async fn obtain(&self, ask: &Ask, rel: &str) -> Result<u64, UpstreamError> {
-        match self.keep.on_disk(rel).await {
-            OnDisk::Good(n, _) => return Ok(n),
-            OnDisk::Absent => {}
-            OnDisk::Refused(why) => {
-                self.counts.refused_disk.fetch_add(1, Ordering::Relaxed);
-                eprintln!(
-                    "gocacher serve: modproxy: REFUSED {rel} on the server's disk: {why}; removed it, fetching it again (bucket, then upstream)"
-                );
-            }
+        if let Some((n, _)) = self.from_kept(ask, rel).await {
+            return Ok(n);
         }
-        let limit = match ask {
-            Ask::Version { ext: Ext::Zip, .. } => self.max_zip,
-            _ => MAX_SMALL_FILE,
-        };
-        match self.keep.copy_from_bucket(rel, limit).await {
-            Ok(Some(n)) => {
-                self.counts.from_bucket.fetch_add(1, Ordering::Relaxed);
-                return Ok(n);
-            }
-            Ok(None) => {}
-            Err(NotTaken::Unusable(e)) => eprintln!(
-                "gocacher serve: modproxy: {rel} from the bucket is unusable ({e}); fetching it from the upstream"
-            ),
-            Err(NotTaken::Refused(e)) => {
-                self.counts.refused_bucket.fetch_add(1, Ordering::Relaxed);
-                eprintln!(
-                    "gocacher serve: modproxy: REFUSED the bucket's {rel}: {e}; not served, fetching it again from the upstream {} (and keeping that copy)",
-                    self.upstream.shown
-                );
-            }
-        }
+        let limit = limit(ask, self.max_zip);
         let failed = |what: &str, e: std::io::Error| {
             UpstreamError::Failed(format!("{what} {rel} on the server's disk: {e}"))
         };
@@ -323,6 +307,39 @@ impl ModProxy {
         Ok(n)
     }
 
+    /// The disk's copy of `rel` if it is there and good, else the bucket's
+    /// copied to disk: its length, and whether it came from the bucket.
+    async fn from_kept(&self, ask: &Ask, rel: &str) -> Option<(u64, bool)> {
+        match self.keep.on_disk(rel).await {
+            OnDisk::Good(n, _) => return Some((n, false)),
+            OnDisk::Absent => {}
+            OnDisk::Refused(why) => {
+                self.counts.refused_disk.fetch_add(1, Ordering::Relaxed);
+                eprintln!(
+                    "gocacher serve: modproxy: REFUSED {rel} on the server's disk: {why}; removed it, fetching it again (bucket, then upstream)"
+                );
+            }
+        }
+        match self.keep.copy_from_bucket(rel, limit(ask, self.max_zip)).await {
+            Ok(Some(n)) => {
+                self.counts.from_bucket.fetch_add(1, Ordering::Relaxed);
+                return Some((n, true));
+            }
+            Ok(None) => {}
+            Err(NotTaken::Unusable(e)) => eprintln!(
+                "gocacher serve: modproxy: {rel} from the bucket is unusable ({e}); fetching it from the upstream"
+            ),
+            Err(NotTaken::Refused(e)) => {
+                self.counts.refused_bucket.fetch_add(1, Ordering::Relaxed);
+                eprintln!(
+                    "gocacher serve: modproxy: REFUSED the bucket's {rel}: {e}; not served, fetching it again from the upstream {} (and keeping that copy)",
+                    self.upstream.shown
+                );
+            }
+        }
+        None
+    }
+
     /// A mutable answer: from the upstream, or from the last
     /// `--modproxy-ttl`; one upstream request however many ask at once.
     async fn fresh(&self, ask: &Ask) -> Result<Bytes, Arc<UpstreamError>> {
@@ -352,5 +369,13 @@ impl ModProxy {
             self.counts.fallbacks.fetch_add(1, Ordering::Relaxed);
         }
         found
+    }
+}
+
+/// The most a kept file may hold.
+fn limit(ask: &Ask, max_zip: u64) -> u64 {
+    match ask {
+        Ask::Version { ext: Ext::Zip, .. } => max_zip,
+        _ => MAX_SMALL_FILE,
     }
 }

@@ -292,6 +292,21 @@ pub(crate) fn canonical(v: &str) -> bool {
         && build.is_none_or(ident)
 }
 
+/// A module path or version as the GOPROXY protocol spells it in a path
+/// (`!x` for `X`).
+pub(crate) fn escape(v: &str) -> String {
+    let mut s = String::with_capacity(v.len());
+    for c in v.chars() {
+        if c.is_ascii_uppercase() {
+            s.push('!');
+            s.push(c.to_ascii_lowercase());
+        } else {
+            s.push(c);
+        }
+    }
+    s
+}
+
 /// An escaped path or version as it really is: `!x` back to `X`.
 pub(crate) fn unescape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());

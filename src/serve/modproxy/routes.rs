@@ -135,8 +135,8 @@ async fn mutable(s: &Shared, mp: &ModProxy, ask: &Ask) -> Response {
         Ok(b) => b,
         Err(e) => {
             let kept = match &*e {
-                UpstreamError::Failed(_) => mp.fallback(ask).await,
                 UpstreamError::NotFound(_) => None,
+                _ => mp.fallback(ask).await,
             };
             match kept {
                 Some(kept) => {
@@ -161,7 +161,7 @@ async fn mutable(s: &Shared, mp: &ModProxy, ask: &Ask) -> Response {
 fn upstream_failed(s: &Shared, e: &UpstreamError) -> Response {
     match e {
         UpstreamError::NotFound(why) => text(StatusCode::NOT_FOUND, why.clone()),
-        UpstreamError::Failed(why) => {
+        why => {
             if s.cfg.verbose {
                 eprintln!("gocacher serve: modproxy: {why}; answering 502");
             }

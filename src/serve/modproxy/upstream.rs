@@ -26,12 +26,16 @@ pub(crate) enum UpstreamError {
     NotFound(String),
     /// It could not be reached, failed, or sent something unusable.
     Failed(String),
+    /// Not asked: a prefetch (`prefetch.rs`) found the file neither on
+    /// disk nor in the bucket, and leaves it to a request.
+    Skipped,
 }
 
 impl std::fmt::Display for UpstreamError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             UpstreamError::NotFound(t) | UpstreamError::Failed(t) => f.write_str(t),
+            UpstreamError::Skipped => f.write_str("not kept, and not asked of the upstream"),
         }
     }
 }

@@ -230,9 +230,9 @@ impl ModProxy {
                         "the checksum database {} has no record of {m}@{v} ({why}); for a private module, set GONOSUMDB or GOPRIVATE for the server",
                         key.name()
                     ),
-                    UpstreamError::Failed(why) => {
-                        format!("{m}@{v} could not be checked against the checksum database: {why}")
-                    }
+                    e => format!(
+                        "{m}@{v} could not be checked against the checksum database: {e}"
+                    ),
                 })?;
                 let lookup = Lookup::parse(m, v, &body, &key).map_err(|e| e.to_string())?;
                 let mut tiles = HashMap::new();
