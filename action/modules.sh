@@ -9,7 +9,8 @@
 #
 # In:  GOCACHER_BIN, READ_ONLY (configure.sh's decision, which the proxy's
 #      bucket writes follow), INPUT_MODULES, INPUT_REMOTE, INPUT_REGION,
-#      INPUT_ENDPOINT, RUNNER_OS, RUNNER_TEMP, GITHUB_ENV, GITHUB_OUTPUT.
+#      INPUT_ENDPOINT, RUNNER_OS, RUNNER_TEMP, GITHUB_WORKSPACE (its go.sum
+#      files are prefetched), GITHUB_ENV, GITHUB_OUTPUT.
 # Out: modules=URL of the proxy (empty when GOPROXY was left as it was).
 #
 # Nothing here fails the job but a bad `modules` input: whatever stops the
@@ -20,6 +21,9 @@ source "$GITHUB_ACTION_PATH/action/lib.sh"
 
 # How long the proxy may take to listen, in tenths of a second.
 READY_TENTHS=100
+# go.sum files looked for in the workspace: how deep, and how many at most.
+SUM_DEPTH=4
+MAX_SUMS=64
 
 skip() {
   [[ $# -gt 0 ]] && note "$*"
@@ -76,6 +80,19 @@ args=(serve --modproxy --listen 127.0.0.1:0 --dir "$dir" --remote "$INPUT_REMOTE
 [[ -n "${INPUT_REGION:-}" ]] && args+=(--s3-region "$INPUT_REGION")
 [[ -n "${INPUT_ENDPOINT:-}" ]] && args+=(--s3-endpoint "$INPUT_ENDPOINT")
 [[ "${READ_ONLY:-true}" == true ]] && args+=(--read-only)
+# The job's go.sum files: what they name is copied from the bucket to the
+# proxy's disk as it starts, many files at a time, before go asks.
+sums=()
+if [[ -d "${GITHUB_WORKSPACE:-}" ]]; then
+  while IFS= read -r -d '' f && ((${#sums[@]} < MAX_SUMS)); do
+    sums+=("$f")
+  done < <(find "$GITHUB_WORKSPACE" -maxdepth "$SUM_DEPTH" \
+    \( -name .git -o -name vendor -o -name testdata -o -name node_modules \) -prune -o \
+    -type f -name go.sum -print0 2>/dev/null || true)
+fi
+for f in ${sums[@]+"${sums[@]}"}; do
+  args+=(--modproxy-prefetch "$f")
+done
 # Its own stdin, stdout and stderr, so that no step waits for it to close
 # them, and (with setsid) its own session, so that nothing that stops this
 # step's processes stops it. The client's settings that serve refuses
@@ -128,5 +145,8 @@ if [[ "${READ_ONLY:-true}" == true ]]; then
   how="reads modules from the bucket and writes none to it"
 else
   how="reads modules from the bucket and copies those it fetches to it"
+fi
+if ((${#sums[@]} > 0)); then
+  how="$how; it copies what ${#sums[@]} go.sum file(s) name from the bucket first"
 fi
 note "module proxy at $url (pid $pid, log $log): it $how, and fetches the rest from $(redact <<<"$first"); GOPROXY=$url|$shown for the job's later steps"
