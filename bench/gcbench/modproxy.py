@@ -5,7 +5,11 @@ side in one run, round-robin:
 - `upstream`: straight from `go env GOPROXY`;
 - `tarball`: GOMODCACHE restored from a zstd tarball kept in MinIO (what
   actions/cache does: download with mc, then extract; GOPROXY=off after);
-- `gocacher`: through `gocacher serve --modproxy`, bucket warm, empty disk;
+- `gocacher`: through `gocacher serve --modproxy` as the action runs it
+  (the job's go.sum prefetched from the bucket, zips served stored), bucket
+  warm, empty disk; the server's start is part of the run;
+- `gocacher-bare`: the same server without those two flags (what a client
+  on another machine gets);
 - `go-cache-plugin`: through tailscale's `go-cache-plugin serve
   --modproxy`, bucket warm, empty disk, each proxy on its own bucket;
 - `athens`: looked up once; a row of what the module proxy refused;
@@ -39,7 +43,7 @@ from pathlib import Path
 
 from .measure import children_cpu
 from .modrender import render, summarize
-from .modways import (BUCKETS, GCP_MODULE, GCP_VERSION, PROXIES, TARBALL_KEY, WAYS, ProxyServer, athens_refusal,
+from .modways import (BUCKETS, GCP_MODULE, GCP_VERSION, GOCACHERS, PROXIES, TARBALL_KEY, WAYS, ProxyServer, athens_refusal,
                       ensure_gcp, gcp_binary, redact, repack_stored, tree_bytes, wait_uploaded)
 from .servers import S3_KEY, S3_SECRET, Minio, s3_delta
 from .util import (BENCH_DIR, BenchError, Children, Interrupted, Smoke, base_env, check_go, default_gocacher,
@@ -106,7 +110,7 @@ class Bench:
         self.minio = Minio(tools_dir() / "bin/minio", self.root / "minio", self.children)
         (self.root / "minio").mkdir()
         self.minio.start()
-        for bucket in BUCKETS.values():
+        for bucket in sorted(set(BUCKETS.values())):
             # A MinIO just started may answer 503 for a moment while it settles.
             for attempt in range(60):
                 try:
@@ -149,7 +153,8 @@ class Bench:
             run_checked([str(self.mc), "--quiet", "cp", str(self.tarball),
                          f"bench/{BUCKETS['tarball']}/{TARBALL_KEY}"], "uploading the tarball", env=self.mc_env)
             self.info["tarball_bytes"] = self.tarball.stat().st_size
-        for way in (w for w in ways if w in ("gocacher", "go-cache-plugin")):
+        for way in (w for w in ways if w in ("gocacher", "go-cache-plugin")
+                    or (w == "gocacher-bare" and "gocacher" not in ways)):
             self.new_runner()
             server = self.start_server(way, f"warm-{way}")
             log(f"# warm-up: {way}'s bucket through one go mod download")
@@ -164,9 +169,9 @@ class Bench:
 
     def start_server(self, way: str, name: str) -> ProxyServer:
         assert self.minio
-        binary = self.args.gocacher if way == "gocacher" else gcp_binary()
+        binary = self.args.gocacher if way in GOCACHERS else gcp_binary()
         return ProxyServer(way, binary, self.root / "servers" / name, self.minio.endpoint, self.children,
-                           self.first_upstream)
+                           self.first_upstream, go_sum=self.runner / "src/go.sum")
 
     # -- one timed run of one way ---------------------------------------------
 
@@ -175,13 +180,16 @@ class Bench:
         self.new_runner()
         rec: dict[str, object] = {"way": way, "run": run, "order": order,
                                   "loadavg_1m": round(os.getloadavg()[0], 2)}
+        m0 = self.minio.metrics()
+        # A proxy's start is part of the run, as it is a step of the job.
+        t0 = time.perf_counter()
         server = self.start_server(way, f"{run}-{way}") if way in PROXIES else None
+        if server:
+            rec["server_start_s"] = round(time.perf_counter() - t0, 3)
         goproxy = (server.goproxy if server else "off" if way == "tarball"
                    else self.file_proxy.as_uri() if way == "file"
                    else self.stored_proxy.as_uri() if way == "file-stored" else self.upstream)
         env = self.go_env(goproxy)
-        m0 = self.minio.metrics()
-        t0 = time.perf_counter()
         try:
             if way == "tarball":
                 dest = self.runner / TARBALL_KEY
@@ -289,7 +297,7 @@ def smoke(args: argparse.Namespace) -> bool:
     s.cmd("GOPROXY=<go env GOPROXY> go mod download && go build ./...   (warm-up: GOCACHE and the tarball)")
     s.cmd(f"mc cp bench/{BUCKETS['tarball']}/{TARBALL_KEY} <runner>/ && tar -xf ... --use-compress-program 'zstd -d'")
     s.cmd(f"gocacher serve --dir <empty> --modproxy --remote s3://{BUCKETS['gocacher']}/bench --s3-endpoint <minio> "
-          "--verbose")
+          "--verbose [--modproxy-prefetch <runner>/go.sum --modproxy-stored-zips]")
     s.cmd(f"go-cache-plugin serve --plugin <port> --http 127.0.0.1:<port> --modproxy --cache-dir <empty> "
           f"--bucket {BUCKETS['go-cache-plugin']} --s3-endpoint-url <minio> --s3-path-style")
     if "athens" in args.ways:

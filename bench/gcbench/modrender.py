@@ -34,7 +34,7 @@ def summarize(records: list[dict[str, object]]) -> list[dict[str, object]]:
         s3 = [r["s3"] for r in rs if r.get("s3")]
         row["s3_gets"] = med([float(s["get"]) for s in s3])
         row["s3_bytes_sent"] = med([float(s["bytes_sent"]) for s in s3])
-        if way == "gocacher":
+        if way in ("gocacher", "gocacher-bare"):
             lat = [r["latency_ms"] for r in rs if r.get("latency_ms")]
             kinds = sorted({k for x in lat for k in x})
             row["latency_ms"] = {k: {"n": med([x[k]["n"] for x in lat if k in x]),
@@ -46,6 +46,8 @@ def summarize(records: list[dict[str, object]]) -> list[dict[str, object]]:
             row["upstream_mutable"] = sum(int(r.get("upstream_mutable", 0)) for r in rs)
             row["from_bucket"] = med([float(r["from_bucket"]) for r in rs if "from_bucket" in r])
             row["requests_not_200"] = sum(int(r.get("requests_not_200", 0)) for r in rs)
+            row["prefetch_s"] = med([float(r["prefetch_s"]) for r in rs if "prefetch_s" in r])
+            row["server_start_s"] = med([float(r["server_start_s"]) for r in rs if "server_start_s" in r])
         if way == "go-cache-plugin":
             # Its cacher's puts are what it fetched from the upstream.
             row["upstream_immutable"] = sum(int(r.get("gcp_modcache", {}).get("put_request", 0)) for r in rs)
@@ -86,7 +88,7 @@ def goal_lines(by: dict[str, dict[str, object]], meta: dict[str, object]) -> lis
                    f"**{'met' if ratio <= GOAL_RATIO else 'missed'}**. "
                    f"Getting the modules alone (restore + `go mod download`): "
                    f"{f(g['fetch_s_vs_tarball'])}×.")
-    for peer in ("go-cache-plugin", "upstream"):
+    for peer in ("go-cache-plugin", "gocacher-bare", "upstream"):
         p = by.get(peer)
         if p and p["n"] and g["total_s"]["median"] is not None and p["total_s"]["median"] is not None:
             ahead = g["total_s"]["median"] < p["total_s"]["median"]
@@ -165,8 +167,10 @@ def render(meta: dict[str, object], summary: list[dict[str, object]], records: l
         lines += ["", f"Answers other than 200: {gc['requests_not_200']}."]
     counters = [f"- {w}: {f(by[w]['from_bucket'], 0)} files from the bucket per run (median); upstream fetches "
                 f"in all timed runs: {by[w]['upstream_immutable']}"
-                + (f" immutable, {by[w]['upstream_mutable']} mutable" if w == "gocacher" else "")
-                for w in ("gocacher", "go-cache-plugin") if w in by and by[w]["n"]]
+                + (f" immutable, {by[w]['upstream_mutable']} mutable" if w != "go-cache-plugin" else "")
+                + (f"; server start {f(by[w]['server_start_s'], 3)} s, prefetch done {f(by[w]['prefetch_s'])} s after"
+                   if by[w].get("prefetch_s") is not None else "")
+                for w in ("gocacher", "gocacher-bare", "go-cache-plugin") if w in by and by[w]["n"]]
     if counters:
         lines += ["", "The proxies' own counters (gocacher: its stop line; go-cache-plugin: its expvar "
                   "`modcache`, where a put is a fetch from the upstream):", ""] + counters
@@ -180,9 +184,11 @@ def render(meta: dict[str, object], summary: list[dict[str, object]], records: l
               "in MinIO; restore = `mc cp` to the runner's disk, then `tar -x` with `zstd -d` (as actions/cache "
               "does); then GOPROXY=off, so a missing module fails the run.",
               "- **gocacher**: `gocacher serve --modproxy --remote s3://BUCKET/bench --verbose` with an empty "
-              "`--dir`; **go-cache-plugin**: `go-cache-plugin serve --modproxy` (" + GCP_VERSION + ", built from its "
+              "`--dir`, as the action starts it: `--modproxy-prefetch` with the runner's go.sum and "
+              "`--modproxy-stored-zips`; **gocacher-bare**: the same server without those two flags, on the same "
+              "bucket; **go-cache-plugin**: `go-cache-plugin serve --modproxy` (" + GCP_VERSION + ", built from its "
               "module) with an empty `--cache-dir`; each on its own MinIO bucket, warmed once before the runs by "
-              "one `go mod download` through it, then a new server per run. GOPROXY is the server alone (no "
+              "one `go mod download` through it, then a new server per run, started inside the timed run. GOPROXY is the server alone (no "
               "fallback), GOSUMDB unchanged (go.sum has every module, so go asks it nothing).",
               "- **file**: GOPROXY=file:// of the warm-up's cache/download on the runner's disk: the least any "
               "module proxy can cost (go's own fetching, hashing and extracting; no network, no server).",

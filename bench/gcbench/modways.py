@@ -20,13 +20,15 @@ from .measure import proc_cpu
 from .servers import S3_KEY, S3_REGION, S3_SECRET
 from .util import BenchError, Children, free_port, http_get, log, run_checked, tail, vm_kb
 
-WAYS = ("upstream", "tarball", "gocacher", "go-cache-plugin", "athens", "file", "file-stored")
-PROXIES = ("gocacher", "go-cache-plugin", "athens")
+WAYS = ("upstream", "tarball", "gocacher", "gocacher-bare", "go-cache-plugin", "athens", "file", "file-stored")
+PROXIES = ("gocacher", "gocacher-bare", "go-cache-plugin", "athens")
+GOCACHERS = ("gocacher", "gocacher-bare")
 GCP_MODULE = "github.com/tailscale/go-cache-plugin"
 GCP_VERSION = "v0.1.1"
 ATHENS_MODULE = "github.com/gomods/athens"
 ATHENS_VERSIONS = ("v0.16.1", "latest")
-BUCKETS = {"tarball": "modcache-tarball", "gocacher": "modproxy-gocacher", "go-cache-plugin": "modproxy-gcp"}
+BUCKETS = {"tarball": "modcache-tarball", "gocacher": "modproxy-gocacher", "gocacher-bare": "modproxy-gocacher",
+           "go-cache-plugin": "modproxy-gcp"}
 TARBALL_KEY = "linux-go-modcache.tar.zst"
 
 
@@ -106,7 +108,7 @@ class ProxyServer:
     gocacher serve or go-cache-plugin serve, on its own MinIO bucket."""
 
     def __init__(self, way: str, binary: Path, root: Path, minio_endpoint: str, children: Children,
-                 upstream: str) -> None:
+                 upstream: str, go_sum: Path | None = None) -> None:
         self.way, self.root, self.children = way, root, children
         root.mkdir(parents=True)
         self.disk = root / "disk"
@@ -114,10 +116,14 @@ class ProxyServer:
         self.port = free_port()
         env = dict(os.environ, **aws_env(minio_endpoint))
         env = {k: v for k, v in env.items() if not k.startswith("GOCACHER_")}
-        if way == "gocacher":
+        if way in GOCACHERS:
             argv = [str(binary), "serve", "--dir", str(self.disk), "--listen", f"127.0.0.1:{self.port}",
                     "--modproxy", "--upstream", upstream, "--remote", f"s3://{BUCKETS[way]}/bench",
                     "--s3-endpoint", minio_endpoint, "--s3-region", S3_REGION, "--verbose"]
+            # As the action runs it: the job's go.sum prefetched, zips
+            # stored for a go on the same machine.
+            if way == "gocacher" and go_sum is not None:
+                argv += ["--modproxy-prefetch", str(go_sum)] + local_flags(binary)
             ready = "/gocacher/v1/info"
         else:
             # Its upstream is fixed in v0.1.1 (the default Go module proxy):
@@ -134,7 +140,7 @@ class ProxyServer:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.children.stop(self.proc)
                 raise BenchError(f"{way} did not start ({' '.join(argv)}):\n{tail(self.log)}")
-            time.sleep(0.05)
+            time.sleep(0.01)
         self.cpu0 = proc_cpu(self.proc.pid) or 0.0
 
     @property
@@ -148,7 +154,7 @@ class ProxyServer:
     def kept_files(self) -> int:
         """Files the proxy keeps on its disk (temp files left out)."""
         n = 0
-        top = self.disk / ("mod" if self.way == "gocacher" else "module")
+        top = self.disk / ("mod" if self.way in GOCACHERS else "module")
         for dirpath, _dirs, files in os.walk(top):
             n += sum(1 for f in files if not f.startswith(".") and ".tmp" not in f)
         return n
@@ -172,13 +178,21 @@ class ProxyServer:
         if self.way == "go-cache-plugin":
             out["gcp_modcache"] = self.gcp_vars()
         self.children.stop(self.proc)
-        if self.way == "gocacher":
+        if self.way in GOCACHERS:
             out.update(parse_gocacher_log(self.log.read_text(errors="replace")))
         return out
 
 
 REQ_LINE = re.compile(r"^gocacher serve: (\d{3}) GET /mod/(\S+) ([\d.]+)ms$", re.M)
-SUMMARY = re.compile(r"modproxy: upstream fetches (\d+) immutable (\d+) mutable, (\d+) from the bucket")
+SUMMARY = re.compile(r"modproxy: upstream fetches (\d+) immutable (\d+) mutable (?:\d+ tiles)?, (\d+) from the bucket")
+PREFETCH = re.compile(r"modproxy: prefetch done in ([\d.]+)s: (\d+) copied from the bucket")
+
+
+def local_flags(binary: Path) -> list[str]:
+    """`--modproxy-stored-zips` when the binary has it (zips stored, not
+    deflated, for a go on the same machine)."""
+    help_text = subprocess.run([str(binary), "serve", "--help"], capture_output=True, text=True).stdout
+    return ["--modproxy-stored-zips"] if "--modproxy-stored-zips" in help_text else []
 
 
 def parse_gocacher_log(text: str) -> dict[str, object]:
@@ -193,6 +207,9 @@ def parse_gocacher_log(text: str) -> dict[str, object]:
         by.setdefault(kind, []).append(ms)
     out: dict[str, object] = {"requests": {k: len(v) for k, v in by.items()}, "requests_not_200": bad,
                               "latency_ms": {k: latency(v) for k, v in by.items()}}
+    m = PREFETCH.search(text)
+    if m:
+        out.update(prefetch_s=float(m.group(1)), prefetched=int(m.group(2)))
     m = SUMMARY.search(text)
     if m:
         out.update(upstream_immutable=int(m.group(1)), upstream_mutable=int(m.group(2)),
