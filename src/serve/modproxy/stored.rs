@@ -134,7 +134,7 @@ impl ModProxy {
             Ok((stamp, n)) => {
                 c.stored_made.fetch_add(1, Ordering::Relaxed);
                 if self.verbose {
-                    eprintln!("gocacher serve: modproxy: made the stored copy of {rel} ({n} bytes); sending it for {rel}");
+                    eprintln!("gocacher serve: modproxy: made the stored copy of {rel} ({n} bytes); sending that for it");
                 }
                 Made::Copy(stamp, n)
             }
