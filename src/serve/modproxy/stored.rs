@@ -188,8 +188,8 @@ fn write_copy(
             .by_index_raw(i)
             .map_err(|e| format!("entry {i}: {e}"))?;
         let extra = e.extra_data().map_or(0, |x| x.len() as u64);
-        size = size
-            .saturating_add(e.size() + ENTRY_OVERHEAD + 2 * (e.name_raw().len() as u64 + extra));
+        let headers = ENTRY_OVERHEAD + 2 * (e.name_raw().len() as u64 + extra);
+        size = size.saturating_add(e.size()).saturating_add(headers);
     }
     if size > limit {
         return Err(format!(
@@ -275,8 +275,10 @@ mod tests {
         sidecar::stamp(&std::fs::metadata(p).unwrap())
     }
 
-    /// Each entry's name, method, time, attributes and content.
-    fn entries(p: &Path) -> Vec<(String, CompressionMethod, Option<DateTime>, u32, Vec<u8>)> {
+    /// An entry's name, method, time, attributes and content.
+    type Entry = (String, CompressionMethod, Option<DateTime>, u32, Vec<u8>);
+
+    fn entries(p: &Path) -> Vec<Entry> {
         let mut a = ZipArchive::new(std::fs::File::open(p).unwrap()).unwrap();
         (0..a.len())
             .map(|i| {
