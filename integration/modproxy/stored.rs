@@ -116,3 +116,34 @@ fn stored_zips_are_sent_and_the_kept_zips_stay_as_fetched() {
     assert_eq!(metric(&m(), fallback), 0);
     assert!(Path::new(&kept.join(TOML_ZIP)).is_file());
 }
+
+#[test]
+fn a_zip_too_large_stored_is_sent_as_kept() {
+    // The zip fits under --modproxy-max-zip deflated, not stored.
+    let up = Forwarder::start(&super::machine_proxy());
+    let (addr, mflags) = metrics_flag();
+    let mut flags = vec!["--modproxy-stored-zips", "--modproxy-max-zip", "600KB"];
+    flags.extend(mflags.iter().map(String::as_str));
+    let server = start_server(&up.url(), &flags, Vec::new());
+    for _ in 0..2 {
+        let (status, body) = http_get(&format!("{}/{TOML_ZIP}", goproxy(&server)));
+        assert_eq!(status, 200, "{}", server.log());
+        let kept = std::fs::read(server.store_dir().join("mod").join(TOML_ZIP)).unwrap();
+        assert!(body == kept, "not the zip as kept");
+    }
+    let m = scrape(&addr);
+    let kind = |k: &str| {
+        metric(
+            &m,
+            &format!("gocacher_serve_modproxy_stored_zips{{kind=\"{k}\"}}"),
+        )
+    };
+    assert_eq!((kind("made"), kind("fallback")), (0, 1));
+    let log = server.log();
+    assert!(
+        log.contains("no stored copy of") && log.contains("over the limit of 600000"),
+        "{log}"
+    );
+    let copy = server.store_dir().join("mod").join(stored_place(TOML_ZIP));
+    assert!(!copy.exists());
+}
