@@ -283,7 +283,7 @@ impl ModProxy {
     }
 
     async fn obtain(&self, ask: &Ask, rel: &str) -> Result<u64, UpstreamError> {
-        if let Some((n, _)) = self.from_kept(ask, rel).await {
+        if let Some((n, _)) = self.kept_copy(ask, rel).await {
             return Ok(n);
         }
         let limit = limit(ask, self.max_zip);
@@ -332,7 +332,7 @@ impl ModProxy {
 
     /// The disk's copy of `rel` if it is there and good, else the bucket's
     /// copied to disk: its length, and whether it came from the bucket.
-    async fn from_kept(&self, ask: &Ask, rel: &str) -> Option<(u64, bool)> {
+    async fn kept_copy(&self, ask: &Ask, rel: &str) -> Option<(u64, bool)> {
         match self.keep.on_disk(rel).await {
             OnDisk::Good(n, _) => return Some((n, false)),
             OnDisk::Absent => {}
