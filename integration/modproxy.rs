@@ -12,6 +12,8 @@ mod forwarder;
 mod layout;
 #[path = "modproxy/prefetch.rs"]
 mod prefetch;
+#[path = "modproxy/stored.rs"]
+mod stored;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -462,11 +464,12 @@ fn tree_size(note: &str) -> u64 {
 }
 
 /// Waits until the bucket holds every file kept on `server`'s disk (it
-/// copies them in the background); the bucket's keys under `prefix/mod/`.
+/// copies them in the background; stored copies of zips stay on disk); the
+/// bucket's keys under `prefix/mod/`.
 fn wait_for_bucket(minio: &S3Server, prefix: &str, server: &SeedServer) -> BTreeSet<String> {
     let on_disk: BTreeSet<String> = files_under(&server.store_dir().join("mod"))
         .into_iter()
-        .filter(|f| !f.contains("/.tmp-"))
+        .filter(|f| !f.contains("/.tmp-") && !f.contains("/.stored-"))
         .collect();
     let start = Instant::now();
     loop {

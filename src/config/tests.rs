@@ -251,4 +251,8 @@ fn serve_flags() {
     assert!(sc.auth.enabled());
     assert_eq!(sc.auth.issuers, ["https://i"]);
     assert!(args(&["--cache-dir", "/tmp/y"]).unwrap().serve.is_none());
+    let e = args(&["serve", "--modproxy-stored-zips"]).unwrap_err();
+    assert!(format!("{e:#}").contains("required"), "{e:#}");
+    let sc = args(&["serve", "--modproxy", "--modproxy-stored-zips"]).unwrap();
+    assert!(sc.serve.unwrap().modproxy.unwrap().stored_zips);
 }

@@ -60,6 +60,7 @@ pub struct Metrics {
     pub modproxy_fallbacks: Gauge,
     pub modproxy_checks: Family<KindLabels, Gauge>,
     pub modproxy_refused: Family<KindLabels, Gauge>,
+    pub modproxy_stored_zips: Family<KindLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -92,6 +93,7 @@ impl Default for Metrics {
             modproxy_fallbacks: Gauge::default(),
             modproxy_checks: Family::default(),
             modproxy_refused: Family::default(),
+            modproxy_stored_zips: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -197,6 +199,11 @@ impl Metrics {
             "modproxy_refused",
             "Kept module files refused since start, by where (bucket, disk): not matching their sidecar, or their sidecar malformed or not signed by a trusted key; never served",
             self.modproxy_refused.clone(),
+        );
+        self.registry.register(
+            "modproxy_stored_zips",
+            "With --modproxy-stored-zips, stored copies of module zips made since start (made), and zips sent deflated since no stored copy could be made (fallback)",
+            self.modproxy_stored_zips.clone(),
         );
     }
 

@@ -386,7 +386,7 @@ pub(crate) fn remove_left_temps(root: &Path, started: std::time::SystemTime) -> 
 
 /// Marks a kept file used, for trim (least recently used first), at most
 /// once an hour: in its access time, as named objects are.
-fn mark_used(file: &std::fs::File) {
+pub(super) fn mark_used(file: &std::fs::File) {
     let Ok(m) = file.metadata() else { return };
     let now = std::time::SystemTime::now();
     let used = crate::disk::last_used(&m);

@@ -15,6 +15,8 @@
 //!   beside each file, that every read from disk or bucket is checked
 //!   against.
 //! - `routes.rs`: the handler and its replies.
+//! - `stored.rs`: zips sent with their files stored
+//!   (`--modproxy-stored-zips`).
 //!
 //! An immutable answer (a version's `.info`, `.mod` and `.zip`; a sumdb
 //! tile, full or partial) is looked for on disk, then in the bucket, then
@@ -31,6 +33,7 @@ mod path;
 mod prefetch;
 mod routes;
 mod sidecar;
+mod stored;
 mod sumdb;
 mod upstream;
 mod verify;
@@ -89,6 +92,10 @@ pub(crate) struct Counts {
     /// sidecar unsigned by a trusted key.
     pub(crate) refused_bucket: AtomicU64,
     pub(crate) refused_disk: AtomicU64,
+    /// Stored copies of zips made, and zips sent deflated since none could
+    /// be (`--modproxy-stored-zips`).
+    pub(crate) stored_made: AtomicU64,
+    pub(crate) stored_fallbacks: AtomicU64,
 }
 
 pub(crate) struct ModProxy {
@@ -103,6 +110,8 @@ pub(crate) struct ModProxy {
     recent: moka::future::Cache<String, Bytes>,
     pub(crate) counts: Counts,
     verbose: bool,
+    /// With `--modproxy-stored-zips`.
+    stored: Option<stored::StoredZips>,
 }
 
 impl ModProxy {
@@ -150,6 +159,7 @@ impl ModProxy {
                 .build(),
             counts: Counts::default(),
             verbose,
+            stored: cfg.stored_zips.then(stored::StoredZips::new),
         })
     }
 
@@ -184,6 +194,12 @@ impl ModProxy {
             &m.modproxy_refused,
             &[("bucket", &c.refused_bucket), ("disk", &c.refused_disk)],
         );
+        if self.stored.is_some() {
+            set(
+                &m.modproxy_stored_zips,
+                &[("made", &c.stored_made), ("fallback", &c.stored_fallbacks)],
+            );
+        }
         m.modproxy_from_bucket.set(n(&c.from_bucket));
         m.modproxy_fallbacks.set(n(&c.fallbacks));
     }
@@ -205,7 +221,14 @@ impl ModProxy {
             n(&c.check_failed),
             n(&c.refused_bucket),
             n(&c.refused_disk),
-        )
+        ) + &match self.stored {
+            Some(_) => format!(
+                "; stored copies of zips {} made {} not made",
+                n(&c.stored_made),
+                n(&c.stored_fallbacks)
+            ),
+            None => String::new(),
+        }
     }
 
     /// What the start line says of the checksum database check and of
@@ -260,7 +283,7 @@ impl ModProxy {
     }
 
     async fn obtain(&self, ask: &Ask, rel: &str) -> Result<u64, UpstreamError> {
-        if let Some((n, _)) = self.from_kept(ask, rel).await {
+        if let Some((n, _)) = self.kept_copy(ask, rel).await {
             return Ok(n);
         }
         let limit = limit(ask, self.max_zip);
@@ -309,7 +332,7 @@ impl ModProxy {
 
     /// The disk's copy of `rel` if it is there and good, else the bucket's
     /// copied to disk: its length, and whether it came from the bucket.
-    async fn from_kept(&self, ask: &Ask, rel: &str) -> Option<(u64, bool)> {
+    async fn kept_copy(&self, ask: &Ask, rel: &str) -> Option<(u64, bool)> {
         match self.keep.on_disk(rel).await {
             OnDisk::Good(n, _) => return Some((n, false)),
             OnDisk::Absent => {}

@@ -148,7 +148,7 @@ impl ModProxy {
             .known
             .try_get_with(key, async move {
                 tokio::spawn(async move {
-                    let found = me.from_kept(&ask, &rel).await;
+                    let found = me.kept_copy(&ask, &rel).await;
                     // 1: it was on disk; 2: copied from the bucket.
                     let copied = found.is_some_and(|(_, copied)| copied);
                     seen.store(if copied { 2 } else { 1 }, Ordering::Relaxed);

@@ -89,6 +89,10 @@ async fn immutable(s: &Shared, mp: &Arc<ModProxy>, ask: &Ask, rel: &str) -> Resp
             Ok(f) if !mp.keep.unchanged(rel, &f) => mp.forget(rel).await,
             Ok(f) => {
                 mp.keep.mark_used(rel, &f);
+                let (f, len) = match ask {
+                    Ask::Version { ext: Ext::Zip, .. } => mp.zip_to_send(rel, f, len).await,
+                    _ => (f, len),
+                };
                 return send_file(tokio::fs::File::from_std(f), len, content_type(ask)).await;
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => mp.forget(rel).await,

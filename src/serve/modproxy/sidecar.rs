@@ -161,7 +161,7 @@ pub(crate) fn sha256_file(path: &Path) -> io::Result<(u64, [u8; 32])> {
 }
 
 /// What changes when a file is written, cut or replaced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct Stamp {
     len: u64,
     mtime: Option<std::time::SystemTime>,

@@ -1,0 +1,149 @@
+//! `--modproxy-stored-zips`: go downloads zips whose files are stored, and
+//! verifies them against go.sum, while the server's disk and the bucket
+//! keep the upstream's deflated bytes.
+
+use std::collections::BTreeSet;
+use std::io::Read;
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+use super::layout::sum_files;
+use super::support::s3server::{Kind, S3Server};
+use super::{
+    committed_sums, goproxy, graph, http_get, metric, metrics_flag, scrape, start_server,
+    wait_for_bucket, Forwarder, Machine, TOML_ZIP,
+};
+
+/// Each entry of a zip: its name, compression method, and content.
+fn entries(zip: &[u8]) -> Vec<(String, zip::CompressionMethod, Vec<u8>)> {
+    let mut a = zip::ZipArchive::new(std::io::Cursor::new(zip)).unwrap();
+    (0..a.len())
+        .map(|i| {
+            let mut e = a.by_index(i).unwrap();
+            let mut body = Vec::new();
+            e.read_to_end(&mut body).unwrap();
+            (e.name().unwrap().into_owned(), e.compression(), body)
+        })
+        .collect()
+}
+
+/// The sha256 a sidecar records.
+fn sidecar_sha256(text: &[u8]) -> String {
+    let text = String::from_utf8(text.to_vec()).unwrap();
+    let line = text.lines().find(|l| l.starts_with("sha256 ")).unwrap();
+    line["sha256 ".len()..].to_string()
+}
+
+fn sha256(b: &[u8]) -> String {
+    hex::encode(Sha256::digest(b))
+}
+
+fn stored_place(rel: &str) -> String {
+    let (module, file) = rel.rsplit_once("/@v/").unwrap();
+    format!("{module}/@v/.stored-{file}")
+}
+
+#[test]
+fn stored_zips_are_sent_and_the_kept_zips_stay_as_fetched() {
+    let minio = S3Server::start(Kind::Minio);
+    minio.create_bucket("mods");
+    let up = Forwarder::start(&super::machine_proxy());
+    let (addr, mflags) = metrics_flag();
+    let mut flags = vec!["--remote", "s3://mods/team", "--modproxy-stored-zips"];
+    flags.extend(mflags.iter().map(String::as_str));
+    let server = start_server(&up.url(), &flags, minio.env());
+    // go.sum holds every hash: go checks each zip it downloads against it.
+    let module = graph(true);
+    let machine = Machine::new(&goproxy(&server));
+    machine.download_and_build(module.path());
+
+    let zips: BTreeSet<String> = sum_files(committed_sums().iter().map(String::as_str))
+        .into_iter()
+        .filter(|f| f.ends_with(".zip"))
+        .collect();
+    assert!(zips.contains(TOML_ZIP), "{zips:#?}");
+    let kept = server.store_dir().join("mod");
+    let in_bucket = wait_for_bucket(&minio, "team", &server);
+    for rel in &zips {
+        let got = std::fs::read(machine.modcache().join("cache/download").join(rel)).unwrap();
+        let sent = entries(&got);
+        assert!(
+            sent.iter().all(|e| e.1 == zip::CompressionMethod::Stored),
+            "{rel}: go got an entry not stored"
+        );
+        // The server's disk and the bucket hold the upstream's bytes, as
+        // their sidecar records them; the same files, deflated.
+        let on_disk = std::fs::read(kept.join(rel)).unwrap();
+        let side = std::fs::read(kept.join(format!("{rel}hash"))).unwrap();
+        assert_eq!(sha256(&on_disk), sidecar_sha256(&side), "{rel}");
+        assert_eq!(minio.get_raw("mods", &format!("team/mod/{rel}")), on_disk);
+        let fetched = entries(&on_disk);
+        assert!(fetched
+            .iter()
+            .any(|e| e.1 == zip::CompressionMethod::Deflated));
+        let names = |v: &[(String, _, Vec<u8>)]| -> Vec<(String, Vec<u8>)> {
+            v.iter().map(|e| (e.0.clone(), e.2.clone())).collect()
+        };
+        assert!(names(&fetched) == names(&sent), "{rel}: other files");
+        // The stored copy is beside it, never in the bucket.
+        assert!(kept.join(stored_place(rel)).is_file(), "{rel}");
+        assert!(!in_bucket.iter().any(|k| k.contains("/.stored-")));
+    }
+    let m = || scrape(&addr);
+    let made = "gocacher_serve_modproxy_stored_zips{kind=\"made\"}";
+    assert_eq!(metric(&m(), made), zips.len() as u64, "{}", server.log());
+
+    // A second machine gets the copies already made.
+    let again = Machine::new(&goproxy(&server));
+    again.ok(graph(true).path(), &["mod", "download"]);
+    assert_eq!(metric(&m(), made), zips.len() as u64);
+
+    // A copy trimmed is made again; so is one whose zip was trimmed (then
+    // fetched again, here from the bucket), never sent stale.
+    let copy = kept.join(stored_place(TOML_ZIP));
+    for gone in [copy.clone(), kept.join(TOML_ZIP)] {
+        std::fs::remove_file(&gone).unwrap();
+        let (status, body) = http_get(&format!("{}/{TOML_ZIP}", goproxy(&server)));
+        assert_eq!(status, 200, "{}", server.log());
+        assert!(entries(&body)
+            .iter()
+            .all(|e| e.1 == zip::CompressionMethod::Stored));
+        assert_eq!(body, std::fs::read(&copy).unwrap());
+    }
+    assert_eq!(metric(&m(), made), zips.len() as u64 + 2);
+    let fallback = "gocacher_serve_modproxy_stored_zips{kind=\"fallback\"}";
+    assert_eq!(metric(&m(), fallback), 0);
+    assert!(Path::new(&kept.join(TOML_ZIP)).is_file());
+}
+
+#[test]
+fn a_zip_too_large_stored_is_sent_as_kept() {
+    // The zip fits under --modproxy-max-zip deflated, not stored.
+    let up = Forwarder::start(&super::machine_proxy());
+    let (addr, mflags) = metrics_flag();
+    let mut flags = vec!["--modproxy-stored-zips", "--modproxy-max-zip", "600KB"];
+    flags.extend(mflags.iter().map(String::as_str));
+    let server = start_server(&up.url(), &flags, Vec::new());
+    for _ in 0..2 {
+        let (status, body) = http_get(&format!("{}/{TOML_ZIP}", goproxy(&server)));
+        assert_eq!(status, 200, "{}", server.log());
+        let kept = std::fs::read(server.store_dir().join("mod").join(TOML_ZIP)).unwrap();
+        assert!(body == kept, "not the zip as kept");
+    }
+    let m = scrape(&addr);
+    let kind = |k: &str| {
+        metric(
+            &m,
+            &format!("gocacher_serve_modproxy_stored_zips{{kind=\"{k}\"}}"),
+        )
+    };
+    assert_eq!((kind("made"), kind("fallback")), (0, 1));
+    let log = server.log();
+    assert!(
+        log.contains("no stored copy of") && log.contains("over the limit of 600000"),
+        "{log}"
+    );
+    let copy = server.store_dir().join("mod").join(stored_place(TOML_ZIP));
+    assert!(!copy.exists());
+}
