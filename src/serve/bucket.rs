@@ -102,13 +102,13 @@ impl Bucket {
         let d = self.remote.describe();
         if !self.remote.in_use() {
             return Some(format!(
-                "the bucket {d} is out of use after failures; serving from the local store while it is retried"
+                "{d} is out of use after failures; serving from the local store while it is retried"
             ));
         }
         match self.remote.last_answer() {
-            None => Some(format!("the bucket {d} has not answered yet")),
+            None => Some(format!("{d} has not answered yet")),
             Some(t) if t.elapsed() > FRESH => Some(format!(
-                "the bucket {d} has not answered for {} s",
+                "{d} has not answered for {} s",
                 t.elapsed().as_secs()
             )),
             Some(_) => None,
