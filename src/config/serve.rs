@@ -163,7 +163,7 @@ pub struct ServeArgs {
         long,
         env = "GOCACHER_DRAIN",
         value_name = "DURATION",
-        default_value = "10s"
+        default_value = "5s"
     )]
     pub drain: String,
 
