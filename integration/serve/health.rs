@@ -111,7 +111,9 @@ fn healthz_and_readyz_need_no_token_and_readyz_follows_the_store() {
         "ready"
     );
     assert!(
-        server.log().contains("/readyz answers 503 until a write succeeds"),
+        server
+            .log()
+            .contains("/readyz answers 503 until a write succeeds"),
         "{}",
         server.log()
     );
@@ -144,7 +146,10 @@ fn readyz_follows_the_bucket() {
     minio.kill();
     let gone = Instant::now();
     let why = wait_for(&server, "/readyz", 503, Duration::from_secs(60));
-    println!("/readyz 503 {:?} after MinIO stopped: {why}", gone.elapsed());
+    println!(
+        "/readyz 503 {:?} after MinIO stopped: {why}",
+        gone.elapsed()
+    );
     assert!(why.contains("bucket health at"), "{why}");
     assert_eq!(get(server.addr(), "/healthz"), Some((200, "ok".into())));
 

@@ -80,7 +80,8 @@ impl Bucket {
     /// not a request comes: a read of a named object nobody writes (a miss
     /// is an answer). The first read goes as the server starts.
     pub(crate) async fn watch(self: Arc<Self>) {
-        let every = (self.remote.breaker().cooldown() / 4).clamp(Duration::from_millis(100), KEEPALIVE);
+        let every =
+            (self.remote.breaker().cooldown() / 4).clamp(Duration::from_millis(100), KEEPALIVE);
         let key = self.named_key("manifests", &"0".repeat(32));
         loop {
             let quiet = self

@@ -182,7 +182,9 @@ pub(crate) async fn shutdown(health: Arc<Health>, drain: Duration) {
         }
         health.drain();
         if drain.is_zero() {
-            eprintln!("gocacher serve: SIGTERM: stopping (--drain 0s); requests in flight finish first");
+            eprintln!(
+                "gocacher serve: SIGTERM: stopping (--drain 0s); requests in flight finish first"
+            );
             return;
         }
         eprintln!(
