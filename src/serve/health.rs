@@ -209,3 +209,35 @@ pub(crate) async fn shutdown(health: Arc<Health>, drain: Duration) {
         let _ = tokio::signal::ctrl_c().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// However often `/readyz` is asked, the store is written at most once
+    /// per [`DISK_EVERY`], and the temp file does not stay.
+    #[tokio::test]
+    async fn the_store_is_written_at_most_once_a_second() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        let h = Arc::new(Health::new(store.clone()));
+        let checks = || h.checks.load(Ordering::Relaxed);
+        let age = || h.disk.lock().unwrap().at -= DISK_EVERY;
+        for _ in 0..100 {
+            assert_eq!(h.disk_not_ready().await, None);
+        }
+        assert_eq!(checks(), 0, "checked within a second of the start's");
+        age();
+        let why = h.disk_not_ready().await.expect("no store: not ready");
+        assert!(why.contains("cannot be written"), "{why}");
+        for _ in 0..100 {
+            assert_eq!(h.disk_not_ready().await.as_ref(), Some(&why));
+        }
+        assert_eq!(checks(), 1);
+        std::fs::create_dir(&store).unwrap();
+        age();
+        assert_eq!(h.disk_not_ready().await, None);
+        assert_eq!(checks(), 2);
+        assert_eq!(std::fs::read_dir(&store).unwrap().count(), 0);
+    }
+}
