@@ -104,6 +104,8 @@ done
   unset GOCACHER_SIGN_KEY_FILE GOCACHER_SIGN_KEY GOCACHER_TRUST_KEYS GOCACHER_ALSO_READ \
     GOCACHER_READ_ONLY GOCACHER_LISTEN GOCACHER_SERVE_DIR
   export GOCACHER_MODPROXY_UPSTREAM="$first"
+  # No load balancer in front of it: SIGTERM at the job's end stops it at once.
+  export GOCACHER_DRAIN=0s
   exec ${detach[@]+"${detach[@]}"} "$GOCACHER_BIN" "${args[@]}"
 ) </dev/null >"$log" 2>&1 &
 pid=$!

@@ -5,6 +5,8 @@
 
 mod support;
 
+#[path = "serve/health.rs"]
+mod health;
 #[path = "serve/named.rs"]
 mod named;
 
@@ -487,7 +489,8 @@ fn the_store_is_kept_under_max_size_least_recently_used_first() {
 
 #[test]
 fn a_killed_server_loses_nothing_it_acknowledged() {
-    let mut server = SeedServer::start(Seed::Serve);
+    // No drain: no balancer to wait for.
+    let mut server = SeedServer::start_with(Seed::Serve, &["--drain", "0s"]);
     let addr = server.addr();
     // Writers keep putting while the server is killed under them.
     let writers: Vec<_> = (0..4)

@@ -75,7 +75,8 @@
 //!   metrics and TLS, on the same disk layout as [`disk`], optionally
 //!   backed by a bucket. `mod.rs` starts and stops it; `shared.rs` is the
 //!   state every request shares (settings, stores, namespaces);
-//!   `handlers.rs` the endpoints, `named.rs` those of manifests and packs,
+//!   `handlers.rs` the endpoints, `health.rs` `/healthz`, `/readyz` and
+//!   SIGTERM's drain, `named.rs` those of manifests and packs,
 //!   `reply.rs` how an output is sent (whole or streamed, lz4), `http.rs`
 //!   the plumbing they all use (plain replies, the caller, request bodies,
 //!   the request log); `auth.rs` sessions, token files and the JWT

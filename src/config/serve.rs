@@ -156,6 +156,17 @@ pub struct ServeArgs {
     )]
     pub idle_timeout: String,
 
+    /// On SIGTERM, keep serving this long with /readyz answering 503, so a
+    /// load balancer moves clients to other replicas first; 0s stops at
+    /// once. A second SIGTERM or Ctrl-C ends the drain.
+    #[arg(
+        long,
+        env = "GOCACHER_DRAIN",
+        value_name = "DURATION",
+        default_value = "5s"
+    )]
+    pub drain: String,
+
     /// Serve HTTPS with this PEM certificate chain (the server's first);
     /// needs --tls-key. Read at start: restart to rotate it.
     #[arg(
@@ -240,6 +251,8 @@ pub struct ServeConfig {
     pub body_timeout: Duration,
     pub max_connections: usize,
     pub idle_timeout: Duration,
+    /// `--drain`: how long SIGTERM keeps serving with `/readyz` at 503.
+    pub drain: Duration,
     pub verbose: bool,
     pub auth: AuthConfig,
     pub metrics_listen: Option<SocketAddr>,
@@ -355,6 +368,7 @@ impl ServeArgs {
             body_timeout: duration("--body-timeout", &self.body_timeout)?,
             max_connections: self.max_connections,
             idle_timeout,
+            drain: duration("--drain", &self.drain)?,
             verbose,
             auth,
             metrics_listen: match &self.metrics_listen {

@@ -130,6 +130,9 @@ pub struct Remote {
     reported: Mutex<HashSet<&'static str>>,
     /// Upload bodies kept for the pack at close (a cold machine only).
     spool: Option<Arc<spool::Spool>>,
+    /// When the bucket last answered a read or took a write (std Mutex:
+    /// never held across an await).
+    answered_at: Mutex<Option<Instant>>,
 }
 
 impl Remote {
@@ -160,6 +163,7 @@ impl Remote {
             index,
             writers: tokio::sync::Semaphore::new(DOWNLOAD_WRITERS),
             reported: Mutex::default(),
+            answered_at: Mutex::default(),
         })
     }
 
@@ -186,6 +190,12 @@ impl Remote {
                 .policy
                 .writes_paused_until()
                 .is_some_and(|t| Instant::now() < t)
+    }
+
+    /// When the bucket last answered a read (a miss too) or took a write;
+    /// `None` before its first answer.
+    pub fn last_answer(&self) -> Option<Instant> {
+        *self.answered_at.lock().unwrap()
     }
 
     /// Whether the bucket is being used for reads (the breaker is closed).

@@ -117,6 +117,7 @@ impl Remote {
     /// Records that the bucket answered a read; a bucket that was out of
     /// use is back, which the policy may say.
     pub(crate) fn answered(&self) {
+        *self.answered_at.lock().unwrap() = Some(Instant::now());
         if self.breaker.success() {
             self.policy.back_in_use(self);
         }
@@ -125,6 +126,7 @@ impl Remote {
     /// Records that the bucket took a write: closes a breaker this write
     /// probed, and ends a pause of writes.
     pub(crate) fn wrote(&self) {
+        *self.answered_at.lock().unwrap() = Some(Instant::now());
         if self.breaker.answered() {
             self.policy.back_in_use(self);
         }

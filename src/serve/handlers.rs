@@ -11,6 +11,8 @@
 //! - `GET /gocacher/v1/info`: says this server keeps named objects.
 //! - `POST /auth/exchange-token` and `GET /session/stats` (see [`super::auth`]).
 //! - With `--modproxy`, `GET /mod/...`: the module proxy ([`super::modproxy`]).
+//! - `GET /healthz` and `GET /readyz`, for load balancers, outside these
+//!   routes' auth and metrics ([`super::health`]).
 //!
 //! IDs must be 64 lower-case hex digits (400 otherwise). A PUT body is
 //! hashed while it is written and kept only if it matches its output ID and

@@ -18,6 +18,7 @@ mod auth;
 mod bucket;
 mod evict;
 mod handlers;
+mod health;
 mod http;
 mod jwks;
 mod listen;
@@ -54,7 +55,8 @@ const COMPRESSING: usize = 4;
 /// clients fetch is compressed once, not once per reply.
 const FRAME_CACHE_BYTES: u64 = 16 << 20;
 
-/// Runs the server until SIGTERM or Ctrl-C; requests in flight finish first.
+/// Runs the server until SIGTERM (after `--drain`) or Ctrl-C; requests in
+/// flight finish first.
 pub fn run(cfg: ServeConfig, remote: Option<RemoteConfig>) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -159,6 +161,7 @@ async fn serve(cfg: ServeConfig, remote: Option<RemoteConfig>) -> Result<()> {
         .await
         .with_context(|| format!("listening on {}", cfg.listen))?;
     let addr = listener.local_addr()?;
+    let disk_root = disk.root().to_path_buf();
     let shared = Arc::new(Shared {
         writes: Arc::new(Semaphore::new(cfg.max_pending_writes)),
         compressing: Semaphore::new(COMPRESSING),
@@ -174,6 +177,7 @@ async fn serve(cfg: ServeConfig, remote: Option<RemoteConfig>) -> Result<()> {
         spaces: Default::default(),
         written: AtomicU64::new(0),
         trim_due: Notify::new(),
+        health: Arc::new(health::Health::new(disk_root)),
         metrics,
         cfg,
     });
@@ -205,7 +209,8 @@ async fn serve(cfg: ServeConfig, remote: Option<RemoteConfig>) -> Result<()> {
             }
         });
     }
-    let app = handlers::router(shared.clone());
+    let app = handlers::router(shared.clone()).merge(health::routes(shared.clone()));
+    let shutdown = || health::shutdown(shared.health.clone(), shared.cfg.drain);
     let (max_conns, idle) = (
         listen::fit_connections(shared.cfg.max_connections),
         shared.cfg.idle_timeout,
@@ -255,26 +260,4 @@ async fn serve(cfg: ServeConfig, remote: Option<RemoteConfig>) -> Result<()> {
         }
     }
     Ok(())
-}
-
-async fn shutdown() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }

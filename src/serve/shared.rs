@@ -32,6 +32,8 @@ pub(crate) struct Shared {
     /// it, so the store never grows more than that past the cap.
     pub(crate) written: AtomicU64,
     pub(crate) trim_due: Notify,
+    /// The drain and the store's write check, for `/readyz`.
+    pub(crate) health: Arc<super::health::Health>,
     pub(crate) metrics: metrics::Metrics,
     /// The bucket behind the store (`--remote`): every PUT is in it before
     /// it is acknowledged, a local miss is looked up in it, and manifests and
