@@ -620,6 +620,44 @@ fn a_new_server_with_a_dead_upstream_answers_lists_latest_and_lookups_from_the_b
         "{}",
         b.log()
     );
+
+    // A partial hash tile nobody asked for yet, narrower than one kept:
+    // B cuts it from the wider one (the log only appends).
+    let now: BTreeSet<String> = minio
+        .keys("mods", "team/mod/")
+        .into_iter()
+        .map(|k| k.trim_start_matches("team/mod/").to_string())
+        .collect();
+    let on_b = files_under(&b.store_dir().join("mod"));
+    let (wide, narrow) = keys
+        .iter()
+        .filter(|k| !k.contains("/data/"))
+        .filter_map(|k| {
+            let (base, w) = k.rsplit_once(".p/")?;
+            let w: usize = w.parse().ok()?;
+            let free = (1..w).find(|n| {
+                let p = format!("{base}.p/{n}");
+                !now.contains(&p) && !on_b.contains(&p)
+            })?;
+            Some((k.clone(), format!("{base}.p/{free}")))
+        })
+        .next()
+        .unwrap_or_else(|| panic!("no partial hash tile to cut from: {keys:#?}"));
+    let (status, body) = http_get(&format!("{}/{narrow}", goproxy(&b)));
+    assert_eq!(
+        status,
+        200,
+        "{narrow}: {}\n{}",
+        String::from_utf8_lossy(&body),
+        b.log()
+    );
+    let kept = minio.get_raw("mods", &format!("team/mod/{wide}"));
+    let width: usize = narrow.rsplit_once(".p/").unwrap().1.parse().unwrap();
+    assert_eq!(
+        body,
+        kept[..width * 32],
+        "{narrow} is not the start of {wide}"
+    );
 }
 
 #[test]

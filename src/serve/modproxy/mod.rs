@@ -35,6 +35,7 @@ mod routes;
 mod sidecar;
 mod stored;
 mod sumdb;
+mod tiles;
 mod upstream;
 mod verify;
 
@@ -297,10 +298,22 @@ impl ModProxy {
         if self.verbose {
             eprintln!("gocacher serve: modproxy: fetching {rel} from the upstream");
         }
-        let n = self
+        let n = match self
             .upstream
             .to_file(&ask.upstream_path(), scratch.file.as_file_mut(), limit)
-            .await?;
+            .await
+        {
+            Ok(n) => n,
+            Err(UpstreamError::Failed(why)) => {
+                drop(scratch);
+                if let Some(n) = self.cut_from_wider(rel).await {
+                    self.counts.fallbacks.fetch_add(1, Ordering::Relaxed);
+                    return Ok(n);
+                }
+                return Err(UpstreamError::Failed(why));
+            }
+            Err(e) => return Err(e),
+        };
         let car = if sidecar::place(rel).is_some() {
             let car = self.before_keeping(ask, scratch.path()).await;
             Some(car.map_err(|r| {
