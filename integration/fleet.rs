@@ -379,8 +379,8 @@ backend replicas
 
     /// The backend's servers by name, and the backend itself as "BACKEND".
     fn stats(&self) -> HashMap<String, ServerStats> {
-        let (status, csv) = http_get(local(self.stats_port), "/stats;csv")
-            .expect("HAProxy's stats port answers");
+        let (status, csv) =
+            http_get(local(self.stats_port), "/stats;csv").expect("HAProxy's stats port answers");
         assert_eq!(status, 200, "{csv}");
         let mut lines = csv.lines();
         let header: Vec<&str> = lines
@@ -521,7 +521,7 @@ enum Client {
 /// Client `i` on a machine of its own: an empty GOCACHE and client dir.
 fn machine(i: usize, url: &str, mark: &str) -> (Client, GoEnv) {
     let env = GoEnv::new(Toolchain::Local).with_env(vec![(MARK.to_string(), mark.to_string())]);
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         (Client::Gocacher, env.with_flags(&["--cache-server", url]))
     } else {
         let bin = tool_bin("GOCACHER_GO_CACHER_BIN", "go-cacher", "install-seed.sh");
@@ -741,7 +741,13 @@ fn a_fleet_behind_haproxy_serves_every_build() {
         replicas[1].kill9();
         haproxy.wait_for("r2", false);
     });
-    report("r2 killed (SIGKILL)", &builds, wall, &before, &haproxy.stats());
+    report(
+        "r2 killed (SIGKILL)",
+        &builds,
+        wall,
+        &before,
+        &haproxy.stats(),
+    );
     replicas[1].start();
     haproxy.wait_for("r2", true);
 
@@ -796,9 +802,6 @@ fn a_fleet_behind_haproxy_serves_every_build() {
         }
     });
     report("rolling restart", &builds, wall, &before, &haproxy.stats());
-    eprintln!(
-        "fleet: done in {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
+    eprintln!("fleet: done in {:.1} s", started.elapsed().as_secs_f64());
     drop(reaper);
 }
