@@ -572,8 +572,19 @@ fn load(url: &str, module: &Path, mark: &str, during: impl FnOnce()) -> (Vec<Bui
             })
         })
         .collect();
-    during();
-    stop.store(true, Ordering::SeqCst);
+    // Set however `during` ends, so that no client starts another build
+    // after a failure.
+    struct Stop(Arc<AtomicBool>);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+    drop({
+        let stop = Stop(stop.clone());
+        during();
+        stop
+    });
     while !workers.iter().all(|w| w.is_finished()) {
         assert!(
             start.elapsed() < PHASE_LIMIT,
