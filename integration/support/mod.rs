@@ -62,6 +62,10 @@ pub struct GoRun {
     /// these on every build (e.g. it looks a link marker up under one key and
     /// stores it under another), with its own cache just the same.
     pub never_stored_misses: usize,
+    /// Gets in the protocol transcript, whatever their answer.
+    pub gets: usize,
+    /// Gets answered with an error (cmd/go takes those as misses).
+    pub get_errors: usize,
 }
 
 impl GoRun {
@@ -279,7 +283,8 @@ impl GoEnv {
                 "go {args:?}: gocacher wrote no stats file ({e}): it never reached close\n--- stderr\n{stderr}"
             ),
         };
-        let (gets, puts) = transcript(&input, &output);
+        let (gets, puts, get_errors) = transcript(&input, &output);
+        let n_gets = gets.len();
         let mut stored = self.stored.lock().unwrap();
         let mut lost = Vec::new();
         let mut never_stored_misses = 0;
@@ -299,13 +304,16 @@ impl GoEnv {
             stats,
             lost,
             never_stored_misses,
+            gets: n_gets,
+            get_errors,
         }
     }
 }
 
 /// Reads a protocol transcript: each get's action ID with whether it missed,
-/// and the action IDs of successful puts.
-fn transcript(input: &Path, output: &Path) -> (Vec<(String, bool)>, Vec<String>) {
+/// the action IDs of successful puts, and the number of gets answered with
+/// an error.
+fn transcript(input: &Path, output: &Path) -> (Vec<(String, bool)>, Vec<String>, usize) {
     let lines = |p: &Path| -> Vec<Value> {
         std::fs::read_to_string(p)
             .unwrap_or_default()
@@ -318,7 +326,7 @@ fn transcript(input: &Path, output: &Path) -> (Vec<(String, bool)>, Vec<String>)
         .into_iter()
         .filter_map(|v| Some((v["ID"].as_i64()?, v)))
         .collect();
-    let (mut gets, mut puts) = (Vec::new(), Vec::new());
+    let (mut gets, mut puts, mut get_errors) = (Vec::new(), Vec::new(), 0);
     for req in lines(input) {
         let (Some(id), Some(action)) = (req["ID"].as_i64(), req["ActionID"].as_str()) else {
             continue;
@@ -327,12 +335,17 @@ fn transcript(input: &Path, output: &Path) -> (Vec<(String, bool)>, Vec<String>)
             continue;
         };
         match req["Command"].as_str() {
-            Some("get") => gets.push((action.to_string(), resp["Miss"] == true)),
+            Some("get") => {
+                if resp["Err"].as_str().is_some_and(|e| !e.is_empty()) {
+                    get_errors += 1;
+                }
+                gets.push((action.to_string(), resp["Miss"] == true));
+            }
             Some("put") if resp["Err"].is_null() => puts.push(action.to_string()),
             _ => {}
         }
     }
-    (gets, puts)
+    (gets, puts, get_errors)
 }
 
 fn run_with_timeout(mut cmd: Command, limit: Duration) -> (ExitStatus, String, String) {

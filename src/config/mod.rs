@@ -160,6 +160,7 @@ impl Args {
                 || (keys.trust.is_some() && keys.signer.is_none()),
             breaker_cooldown: crate::remote::breaker::COOLDOWN,
             spool: true,
+            miss_ttl: crate::remote::MISS_TTL,
             keys: std::sync::Arc::new(keys),
         };
         let server = self.cache_server.as_deref().filter(|s| !s.is_empty());

@@ -46,9 +46,10 @@ pub use upload::{upload_now, UploadJob, Uploader};
 /// process. A bound on its memory, well above what one go command uses.
 const INDEX_CAPACITY: u64 = 65_536;
 
-/// How long a known miss stays known. Another machine may upload the entry
-/// meanwhile; a few minutes keeps repeated lookups in one go command cheap.
-const MISS_TTL: Duration = Duration::from_secs(300);
+/// How long a go command's tier remembers a known miss (and a corrupt
+/// object). Another machine may upload the entry meanwhile; a few minutes
+/// keeps repeated lookups in one go command cheap.
+pub const MISS_TTL: Duration = Duration::from_secs(300);
 
 /// Downloads writing to disk at once (see [`Remote::writers`]): a few keep
 /// the disk and the cores busy; more only add memory.
@@ -69,6 +70,10 @@ pub struct RemoteOptions {
     /// Keep a cold machine's upload bodies for the pack written at close
     /// (off for `gocacher serve`, which writes no packs of its own).
     pub spool: bool,
+    /// How long a known miss is remembered: [`MISS_TTL`] for a go command;
+    /// a server behind a load balancer asks the bucket again sooner, as
+    /// another replica may have stored the entry meanwhile.
+    pub miss_ttl: Duration,
     /// Signing of uploads and trust of downloads (`--sign-key`,
     /// `--trust-key`); default: nothing signed, every writer trusted.
     pub keys: Arc<crate::trust::Keys>,
@@ -145,7 +150,9 @@ impl Remote {
     ) -> Arc<Remote> {
         let index = moka::future::Cache::builder()
             .max_capacity(INDEX_CAPACITY)
-            .expire_after(KnownExpiry)
+            .expire_after(KnownExpiry {
+                miss: opts.miss_ttl,
+            })
             .build();
         let spool = (opts.spool && local.was_empty() && !opts.read_only && store.keeps_named())
             .then(|| spool::Spool::new(&*local).map(Arc::new))
@@ -320,7 +327,9 @@ impl Remote {
 }
 
 /// Known misses expire; what the bucket holds does not change under a key.
-struct KnownExpiry;
+struct KnownExpiry {
+    miss: Duration,
+}
 
 impl moka::Expiry<Id, Known> for KnownExpiry {
     fn expire_after_create(
@@ -330,7 +339,8 @@ impl moka::Expiry<Id, Known> for KnownExpiry {
         _now: std::time::Instant,
     ) -> Option<Duration> {
         match value {
-            Known::Missing | Known::Corrupt => Some(MISS_TTL),
+            Known::Missing => Some(self.miss),
+            Known::Corrupt => Some(MISS_TTL),
             Known::Present(_) => None,
         }
     }

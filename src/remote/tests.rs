@@ -35,6 +35,7 @@ fn opts() -> RemoteOptions {
         read_only: false,
         breaker_cooldown: COOLDOWN,
         spool: true,
+        miss_ttl: super::MISS_TTL,
         keys: Default::default(),
     }
 }
@@ -127,6 +128,23 @@ async fn known_misses_are_not_asked_again() {
     assert!(t.remote.fetch(action).await.is_none());
     assert_eq!(count(&t.store.gets), 1);
     assert_eq!(count(&t.remote.stats.remote_misses), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_servers_known_miss_is_asked_again_after_its_ttl() {
+    let t = tier(RemoteOptions {
+        miss_ttl: Duration::from_millis(100),
+        ..opts()
+    });
+    let (action, _, _) = entry(4);
+    assert!(t.remote.fetch(action).await.is_none());
+    // Another replica stores it; once the miss has expired, this one
+    // finds it.
+    let (_, output, _) = held(&t, 4);
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let (e, _) = t.remote.fetch(action).await.expect("found after the TTL");
+    assert_eq!(e.output_id, output);
+    assert_eq!(count(&t.store.gets), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -55,6 +55,11 @@ const COMPRESSING: usize = 4;
 /// clients fetch is compressed once, not once per reply.
 const FRAME_CACHE_BYTES: u64 = 16 << 20;
 
+/// How long a bucket miss is remembered. Replicas behind a load balancer
+/// share the bucket: an entry one of them stores after another missed it
+/// must be found by both, so the other asks the bucket again after this.
+const SERVE_MISS_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Runs the server until SIGTERM (after `--drain`) or Ctrl-C; requests in
 /// flight finish first.
 pub fn run(cfg: ServeConfig, remote: Option<RemoteConfig>) -> Result<()> {
@@ -88,6 +93,7 @@ async fn serve(cfg: ServeConfig, remote: Option<RemoteConfig>) -> Result<()> {
             };
             let opts = crate::remote::RemoteOptions {
                 spool: false,
+                miss_ttl: SERVE_MISS_TTL,
                 ..rc.opts.clone()
             };
             let remote = Remote::new(
