@@ -5,8 +5,9 @@
 //! HAProxy, half with gocacher as GOCACHEPROG (`--cache-server`), half with
 //! the seed's `go-cacher`, each on an empty GOCACHE and client dir, so every
 //! hit is the fleet's. The phases: steady; one replica SIGKILLed under load;
-//! a fourth replica on an empty disk joins; a rolling restart (SIGTERM, wait,
-//! start again) of every replica. Each phase needs every build to succeed
+//! a fourth replica on an empty disk joins; a rolling restart of every
+//! replica (SIGTERM: /readyz at 503, so HAProxy takes it out while it still
+//! serves its `--drain`; its exit; a start on the same port and disk). Each phase needs every build to succeed
 //! and at least 95% of the builds' gets answered with hits.
 //!
 //! The HAProxy configuration (written by `HaProxy::config`), and why:
