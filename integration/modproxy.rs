@@ -227,16 +227,39 @@ fn a_fresh_modcache_downloads_and_verifies_a_real_graph_through_the_proxy() {
     assert_eq!(up.counts().values().sum::<usize>(), before);
 }
 
-#[test]
-fn a_second_server_serves_the_graph_from_the_bucket_with_a_dead_upstream() {
+/// A bucket warmed by server A: MinIO with bucket `mods`, A on
+/// `s3://mods/team` in front of the machine's upstream (through a counting
+/// forwarder), and the graph, go.sum kept, downloaded and built through A.
+struct Warmed {
+    minio: S3Server,
+    up: Forwarder,
+    a: SeedServer,
+    module: tempfile::TempDir,
+}
+
+const TEAM: [&str; 2] = ["--remote", "s3://mods/team"];
+
+fn warmed() -> Warmed {
     let minio = S3Server::start(Kind::Minio);
     minio.create_bucket("mods");
-    let remote = ["--remote", "s3://mods/team"];
     let up = Forwarder::start(&machine_proxy());
-    let a = start_server(&up.url(), &remote, minio.env());
+    let a = start_server(&up.url(), &TEAM, minio.env());
     let module = graph(true);
-    let dir = module.path();
-    Machine::new(&goproxy(&a)).download_and_build(dir);
+    Machine::new(&goproxy(&a)).download_and_build(module.path());
+    Warmed {
+        minio,
+        up,
+        a,
+        module,
+    }
+}
+
+#[test]
+fn a_second_server_serves_the_graph_from_the_bucket_with_a_dead_upstream() {
+    let Warmed {
+        minio, up: _up, a, ..
+    } = warmed();
+    let remote = TEAM;
 
     // Server A copies what it kept to the bucket in the background: wait
     // until the bucket holds every module file A has.

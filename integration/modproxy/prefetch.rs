@@ -23,13 +23,13 @@ fn prefetch_done(server: &SeedServer) -> String {
 
 #[test]
 fn a_prefetching_server_holds_the_go_sums_files_before_go_asks() {
-    let minio = S3Server::start(Kind::Minio);
-    minio.create_bucket("mods");
-    let remote = ["--remote", "s3://mods/team"];
-    let up = Forwarder::start(&machine_proxy());
-    let a = start_server(&up.url(), &remote, minio.env());
-    let module = graph(true);
-    Machine::new(&goproxy(&a)).download_and_build(module.path());
+    let Warmed {
+        minio,
+        up: _up,
+        a,
+        module,
+    } = warmed();
+    let remote = TEAM;
     let in_bucket = wait_for_bucket(&minio, "team", &a);
 
     // B: an empty disk, the graph's go.sum and one more naming a version

@@ -148,6 +148,17 @@ pub fn zip_h1<R: Read + Seek>(mut reader: R, limits: &Limits) -> Result<String, 
     Ok(finish(lines))
 }
 
+/// The `h1:` of files given by name and SHA-256 of their contents, in any
+/// order (names must hold no newline).
+pub fn files_h1(mut files: Vec<(String, [u8; 32])>) -> String {
+    files.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let mut lines = Sha256::new();
+    for (name, digest) in &files {
+        push_line(&mut lines, digest, name.as_bytes());
+    }
+    finish(lines)
+}
+
 fn push_line(lines: &mut Sha256, digest: &[u8; 32], name: &[u8]) {
     lines.update(hex::encode(digest).as_bytes());
     lines.update(b"  ");

@@ -31,7 +31,7 @@ mod lookup;
 mod note;
 mod tlog;
 
-pub use hash::{mod_h1, zip_h1, zip_h1_file, Limits, GO_MAX_ZIP};
+pub use hash::{files_h1, mod_h1, zip_h1, zip_h1_file, Limits, GO_MAX_ZIP};
 pub use lookup::{Lookup, MAX_LOOKUP_BYTES};
 pub use note::{go_env_key, known_key, VerifierKey};
 pub use tlog::{Tile, Tree};

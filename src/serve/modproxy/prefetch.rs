@@ -142,6 +142,7 @@ impl ModProxy {
     }
 
     async fn prefetch_one(self: &Arc<Self>, ask: Ask, rel: String, tally: &Tally) {
+        let (ask2, rel2) = (ask.clone(), rel.clone());
         let (me, key, counted) = (self.clone(), rel.clone(), Arc::new(AtomicU64::new(0)));
         let seen = counted.clone();
         let got = self
@@ -158,6 +159,16 @@ impl ModProxy {
                 .unwrap_or_else(|e| Err(UpstreamError::Failed(e.to_string())))
             })
             .await;
+        // A zip's stored copy too (--modproxy-stored-zips), so that go's
+        // request finds it made.
+        if let (Ok(len), Some(_), Ask::Version { ext: Ext::Zip, .. }) = (&got, &self.stored, &ask2)
+        {
+            if let Ok(f) = std::fs::File::open(self.keep.path(&rel2)) {
+                if self.keep.unchanged(&rel2, &f) {
+                    drop(self.zip_to_send(&rel2, f, *len).await);
+                }
+            }
+        }
         let slot = match (got, counted.load(Ordering::Relaxed)) {
             (Err(_), _) => &tally.missing,
             (Ok(_), 2) => &tally.copied,

@@ -15,11 +15,12 @@
 //! unchanged, and made again otherwise (after a restart too). It is never
 //! copied to the bucket; trim removes it like any kept file.
 
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter, Read, Write};
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use sha2::{Digest, Sha256};
 use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, DateTime, ZipArchive, ZipWriter};
 
@@ -41,6 +42,8 @@ const END_RECORD: u64 = 22;
 /// What is known of stored copies, by the kept zip's place and stamp.
 pub(crate) struct StoredZips {
     made: moka::future::Cache<(String, Stamp), Made>,
+    /// Copies being made at once (one a core): the rest wait their turn.
+    turns: tokio::sync::Semaphore,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -53,8 +56,10 @@ enum Made {
 
 impl StoredZips {
     pub(crate) fn new() -> StoredZips {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         StoredZips {
             made: moka::future::Cache::new(super::KNOWN_FILES),
+            turns: tokio::sync::Semaphore::new(cores),
         }
     }
 }
@@ -120,6 +125,10 @@ impl ModProxy {
         let (zip, side) = (self.keep.path(rel), sidecar::place(rel).unwrap_or_default());
         let (side, copy) = (self.keep.path(&side), self.keep.path(&place(rel)));
         let max_zip = self.max_zip;
+        let _turn = match &self.stored {
+            Some(st) => st.turns.acquire().await.ok(),
+            None => None,
+        };
         let got = tokio::task::spawn_blocking(move || {
             let want = std::fs::read(&side)
                 .map_err(|e| format!("reading its sidecar: {e}"))
@@ -203,6 +212,10 @@ fn write_copy(
         .map_err(|e| format!("making a temp file in {}: {e}", dir.display()))?;
     let writing = |e: &dyn std::fmt::Display| format!("writing the copy: {e}");
     let mut out = ZipWriter::new(BufWriter::new(temp.as_file_mut()));
+    // Each file's SHA-256 as it goes into the copy, for the copy's h1; and
+    // its name and size, to check the copy's directory against.
+    let mut files = Vec::with_capacity(archive.len());
+    let mut buf = vec![0u8; 64 << 10];
     for i in 0..archive.len() {
         let mut e = archive.by_index(i).map_err(|e| format!("entry {i}: {e}"))?;
         let name = e.name_raw().to_vec();
@@ -216,15 +229,30 @@ fn write_copy(
             );
         out.start_file_with_options(options.name(&name))
             .map_err(|e| writing(&e))?;
-        io::copy(&mut e, &mut out)
-            .map_err(|e| format!("{}: {e}", String::from_utf8_lossy(&name)))?;
+        let shown = String::from_utf8_lossy(&name).into_owned();
+        let (mut sum, mut n) = (Sha256::new(), 0u64);
+        loop {
+            let got = e.read(&mut buf).map_err(|e| format!("{shown}: {e}"))?;
+            if got == 0 {
+                break;
+            }
+            sum.update(&buf[..got]);
+            out.write_all(&buf[..got]).map_err(|e| writing(&e))?;
+            n += got as u64;
+        }
+        let name = String::from_utf8(name).map_err(|_| format!("{shown}: a name not UTF-8"))?;
+        if name.contains('\n') {
+            return Err(format!("{shown}: a name with a newline"));
+        }
+        files.push((name, sum.finalize().into(), n));
     }
     out.finish()
         .map_err(|e| writing(&e))?
         .flush()
         .map_err(|e| writing(&e))?;
+    check_directory(temp.path(), &files)?;
     let limits = modverify::Limits { max_zip: limit };
-    let got = modverify::zip_h1_file(temp.path(), &limits).map_err(|e| format!("the copy: {e}"))?;
+    let got = modverify::files_h1(files.into_iter().map(|(n, h, _)| (n, h)).collect());
     let want = match want {
         Some(h) => h,
         None => modverify::zip_h1_file(zip, &limits).map_err(|e| format!("the zip: {e}"))?,
@@ -239,10 +267,38 @@ fn write_copy(
     Ok((sidecar::stamp(&m), m.len()))
 }
 
+/// Reads the copy's central directory back: every file, in order, with
+/// its name and size, each stored.
+fn check_directory(copy: &Path, files: &[(String, [u8; 32], u64)]) -> Result<(), String> {
+    let f = std::fs::File::open(copy).map_err(|e| format!("reopening the copy: {e}"))?;
+    let mut archive =
+        ZipArchive::new(io::BufReader::new(f)).map_err(|e| format!("the copy: {e}"))?;
+    if archive.len() != files.len() {
+        return Err(format!(
+            "the copy lists {} files, not {}",
+            archive.len(),
+            files.len()
+        ));
+    }
+    for (i, (name, _, size)) in files.iter().enumerate() {
+        let e = archive
+            .by_index_raw(i)
+            .map_err(|e| format!("the copy's entry {i}: {e}"))?;
+        if e.name_raw() != name.as_bytes()
+            || e.size() != *size
+            || e.compressed_size() != *size
+            || e.compression() != CompressionMethod::Stored
+        {
+            return Err(format!("the copy's entry {i} is not {name} stored"));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Read;
+    use std::path::PathBuf;
 
     /// A deflated module zip of two files, one in a directory.
     fn deflated(path: &Path) {
@@ -297,8 +353,9 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn a_stored_copy_has_the_same_files_and_hash() {
+    /// A dir holding a deflated zip, the place of its stored copy, and the
+    /// zip's h1.
+    fn a_kept_zip() -> (tempfile::TempDir, PathBuf, PathBuf, String) {
         let dir = tempfile::tempdir().unwrap();
         let (zip, copy) = (
             dir.path().join("v1.0.0.zip"),
@@ -306,6 +363,12 @@ mod tests {
         );
         deflated(&zip);
         let h1 = modverify::zip_h1_file(&zip, &Default::default()).unwrap();
+        (dir, zip, copy, h1)
+    }
+
+    #[test]
+    fn a_stored_copy_has_the_same_files_and_hash() {
+        let (_dir, zip, copy, h1) = a_kept_zip();
         let (st, n) = make(&zip, stamp_of(&zip), &copy, Some(h1.clone()), 1 << 20).unwrap();
         assert_eq!(
             (st, n),
@@ -329,13 +392,7 @@ mod tests {
 
     #[test]
     fn a_bad_zip_a_wrong_hash_or_too_large_leaves_no_copy() {
-        let dir = tempfile::tempdir().unwrap();
-        let (zip, copy) = (
-            dir.path().join("v1.0.0.zip"),
-            dir.path().join(".stored-v1.0.0.zip"),
-        );
-        deflated(&zip);
-        let h1 = modverify::zip_h1_file(&zip, &Default::default()).unwrap();
+        let (dir, zip, copy, h1) = a_kept_zip();
         let left = || {
             let mut names: Vec<String> = std::fs::read_dir(dir.path())
                 .unwrap()
