@@ -8,6 +8,7 @@ side in one run, round-robin:
 - `gocacher`: through `gocacher serve --modproxy` as the action runs it
   (the job's go.sum prefetched from the bucket, zips served stored), bucket
   warm, empty disk; the server's start is part of the run;
+- `gocacher-prefetch`: the same with the prefetch only (zips as kept);
 - `gocacher-bare`: the same server without those two flags (what a client
   on another machine gets);
 - `go-cache-plugin`: through tailscale's `go-cache-plugin serve
@@ -154,7 +155,8 @@ class Bench:
                          f"bench/{BUCKETS['tarball']}/{TARBALL_KEY}"], "uploading the tarball", env=self.mc_env)
             self.info["tarball_bytes"] = self.tarball.stat().st_size
         for way in (w for w in ways if w in ("gocacher", "go-cache-plugin")
-                    or (w == "gocacher-bare" and "gocacher" not in ways)):
+                    or (w != "gocacher" and w.startswith("gocacher") and "gocacher" not in ways
+                        and w == next(x for x in ways if x.startswith("gocacher")))):
             self.new_runner()
             server = self.start_server(way, f"warm-{way}")
             log(f"# warm-up: {way}'s bucket through one go mod download")

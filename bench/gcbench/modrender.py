@@ -34,7 +34,7 @@ def summarize(records: list[dict[str, object]]) -> list[dict[str, object]]:
         s3 = [r["s3"] for r in rs if r.get("s3")]
         row["s3_gets"] = med([float(s["get"]) for s in s3])
         row["s3_bytes_sent"] = med([float(s["bytes_sent"]) for s in s3])
-        if way in ("gocacher", "gocacher-bare"):
+        if way.startswith("gocacher"):
             lat = [r["latency_ms"] for r in rs if r.get("latency_ms")]
             kinds = sorted({k for x in lat for k in x})
             row["latency_ms"] = {k: {"n": med([x[k]["n"] for x in lat if k in x]),
@@ -88,7 +88,7 @@ def goal_lines(by: dict[str, dict[str, object]], meta: dict[str, object]) -> lis
                    f"**{'met' if ratio <= GOAL_RATIO else 'missed'}**. "
                    f"Getting the modules alone (restore + `go mod download`): "
                    f"{f(g['fetch_s_vs_tarball'])}×.")
-    for peer in ("go-cache-plugin", "gocacher-bare", "upstream"):
+    for peer in ("go-cache-plugin", "gocacher-prefetch", "gocacher-bare", "upstream"):
         p = by.get(peer)
         if p and p["n"] and g["total_s"]["median"] is not None and p["total_s"]["median"] is not None:
             ahead = g["total_s"]["median"] < p["total_s"]["median"]
@@ -170,7 +170,7 @@ def render(meta: dict[str, object], summary: list[dict[str, object]], records: l
                 + (f" immutable, {by[w]['upstream_mutable']} mutable" if w != "go-cache-plugin" else "")
                 + (f"; server start {f(by[w]['server_start_s'], 3)} s, prefetch done {f(by[w]['prefetch_s'])} s after"
                    if by[w].get("prefetch_s") is not None else "")
-                for w in ("gocacher", "gocacher-bare", "go-cache-plugin") if w in by and by[w]["n"]]
+                for w in ("gocacher", "gocacher-prefetch", "gocacher-bare", "go-cache-plugin") if w in by and by[w]["n"]]
     if counters:
         lines += ["", "The proxies' own counters (gocacher: its stop line; go-cache-plugin: its expvar "
                   "`modcache`, where a put is a fetch from the upstream):", ""] + counters
@@ -185,8 +185,8 @@ def render(meta: dict[str, object], summary: list[dict[str, object]], records: l
               "does); then GOPROXY=off, so a missing module fails the run.",
               "- **gocacher**: `gocacher serve --modproxy --remote s3://BUCKET/bench --verbose` with an empty "
               "`--dir`, as the action starts it: `--modproxy-prefetch` with the runner's go.sum and "
-              "`--modproxy-stored-zips`; **gocacher-bare**: the same server without those two flags, on the same "
-              "bucket; **go-cache-plugin**: `go-cache-plugin serve --modproxy` (" + GCP_VERSION + ", built from its "
+              "`--modproxy-stored-zips`; **gocacher-prefetch**: with the prefetch only; **gocacher-bare**: the same "
+              "server without those two flags, on the same bucket; **go-cache-plugin**: `go-cache-plugin serve --modproxy` (" + GCP_VERSION + ", built from its "
               "module) with an empty `--cache-dir`; each on its own MinIO bucket, warmed once before the runs by "
               "one `go mod download` through it, then a new server per run, started inside the timed run. GOPROXY is the server alone (no "
               "fallback), GOSUMDB unchanged (go.sum has every module, so go asks it nothing).",

@@ -20,14 +20,15 @@ from .measure import proc_cpu
 from .servers import S3_KEY, S3_REGION, S3_SECRET
 from .util import BenchError, Children, free_port, http_get, log, run_checked, tail, vm_kb
 
-WAYS = ("upstream", "tarball", "gocacher", "gocacher-bare", "go-cache-plugin", "athens", "file", "file-stored")
-PROXIES = ("gocacher", "gocacher-bare", "go-cache-plugin", "athens")
-GOCACHERS = ("gocacher", "gocacher-bare")
+WAYS = ("upstream", "tarball", "gocacher", "gocacher-prefetch", "gocacher-bare", "go-cache-plugin", "athens", "file", "file-stored")
+PROXIES = ("gocacher", "gocacher-prefetch", "gocacher-bare", "go-cache-plugin", "athens")
+GOCACHERS = ("gocacher", "gocacher-prefetch", "gocacher-bare")
 GCP_MODULE = "github.com/tailscale/go-cache-plugin"
 GCP_VERSION = "v0.1.1"
 ATHENS_MODULE = "github.com/gomods/athens"
 ATHENS_VERSIONS = ("v0.16.1", "latest")
-BUCKETS = {"tarball": "modcache-tarball", "gocacher": "modproxy-gocacher", "gocacher-bare": "modproxy-gocacher",
+BUCKETS = {"tarball": "modcache-tarball", "gocacher": "modproxy-gocacher", "gocacher-prefetch": "modproxy-gocacher",
+           "gocacher-bare": "modproxy-gocacher",
            "go-cache-plugin": "modproxy-gcp"}
 TARBALL_KEY = "linux-go-modcache.tar.zst"
 
@@ -122,8 +123,10 @@ class ProxyServer:
                     "--s3-endpoint", minio_endpoint, "--s3-region", S3_REGION, "--verbose"]
             # As the action runs it: the job's go.sum prefetched, zips
             # stored for a go on the same machine.
-            if way == "gocacher" and go_sum is not None:
-                argv += ["--modproxy-prefetch", str(go_sum)] + local_flags(binary)
+            if way in ("gocacher", "gocacher-prefetch") and go_sum is not None:
+                argv += ["--modproxy-prefetch", str(go_sum)]
+            if way == "gocacher":
+                argv += local_flags(binary)
             ready = "/gocacher/v1/info"
         else:
             # Its upstream is fixed in v0.1.1 (the default Go module proxy):

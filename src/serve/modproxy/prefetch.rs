@@ -160,12 +160,14 @@ impl ModProxy {
             })
             .await;
         // A zip's stored copy too (--modproxy-stored-zips), so that go's
-        // request finds it made.
+        // request finds it made; in a task of its own, so that the copies
+        // from the bucket go on meanwhile.
         if let (Ok(len), Some(_), Ask::Version { ext: Ext::Zip, .. }) = (&got, &self.stored, &ask2)
         {
             if let Ok(f) = std::fs::File::open(self.keep.path(&rel2)) {
                 if self.keep.unchanged(&rel2, &f) {
-                    drop(self.zip_to_send(&rel2, f, *len).await);
+                    let (me, len) = (self.clone(), *len);
+                    tokio::spawn(async move { drop(me.zip_to_send(&rel2, f, len).await) });
                 }
             }
         }
