@@ -76,9 +76,7 @@ dir="${RUNNER_TEMP:?}/gocacher-modules"
 log="$RUNNER_TEMP/gocacher-modules.log"
 # There before the proxy starts: the wait below reads it at once.
 : >"$log" 2>/dev/null || skip "cannot write $log: GOPROXY stays as it is, and no module proxy is started"
-# Zips go out with their files stored, not deflated: go, on this machine,
-# then skips inflating each file twice (docs/SERVER.md, stored zips).
-args=(serve --modproxy --modproxy-stored-zips --listen 127.0.0.1:0 --dir "$dir" --remote "$INPUT_REMOTE" --verbose)
+args=(serve --modproxy --listen 127.0.0.1:0 --dir "$dir" --remote "$INPUT_REMOTE" --verbose)
 [[ -n "${INPUT_REGION:-}" ]] && args+=(--s3-region "$INPUT_REGION")
 [[ -n "${INPUT_ENDPOINT:-}" ]] && args+=(--s3-endpoint "$INPUT_ENDPOINT")
 [[ "${READ_ONLY:-true}" == true ]] && args+=(--read-only)

@@ -5,10 +5,12 @@ side in one run, round-robin:
 - `upstream`: straight from `go env GOPROXY`;
 - `tarball`: GOMODCACHE restored from a zstd tarball kept in MinIO (what
   actions/cache does: download with mc, then extract; GOPROXY=off after);
-- `gocacher`: through `gocacher serve --modproxy` as the action runs it
-  (the job's go.sum prefetched from the bucket, zips served stored), bucket
-  warm, empty disk; the server's start is part of the run;
-- `gocacher-prefetch`: the same with the prefetch only (zips as kept);
+- `gocacher`: through `gocacher serve --modproxy` with both flags for a
+  go on the same machine (the job's go.sum prefetched from the bucket, zips
+  served stored), bucket warm, empty disk; the server's start is part of
+  the run;
+- `gocacher-prefetch`: the prefetch only (zips as kept), as the action
+  runs it;
 - `gocacher-bare`: the same server without those two flags (what a client
   on another machine gets);
 - `go-cache-plugin`: through tailscale's `go-cache-plugin serve

@@ -184,8 +184,9 @@ def render(meta: dict[str, object], summary: list[dict[str, object]], records: l
               "in MinIO; restore = `mc cp` to the runner's disk, then `tar -x` with `zstd -d` (as actions/cache "
               "does); then GOPROXY=off, so a missing module fails the run.",
               "- **gocacher**: `gocacher serve --modproxy --remote s3://BUCKET/bench --verbose` with an empty "
-              "`--dir`, as the action starts it: `--modproxy-prefetch` with the runner's go.sum and "
-              "`--modproxy-stored-zips`; **gocacher-prefetch**: with the prefetch only; **gocacher-bare**: the same "
+              "`--dir`, with `--modproxy-prefetch` (the runner's go.sum) and "
+              "`--modproxy-stored-zips`; **gocacher-prefetch**: the prefetch only, as the action starts it; "
+              "**gocacher-bare**: the same "
               "server without those two flags, on the same bucket; **go-cache-plugin**: `go-cache-plugin serve --modproxy` (" + GCP_VERSION + ", built from its "
               "module) with an empty `--cache-dir`; each on its own MinIO bucket, warmed once before the runs by "
               "one `go mod download` through it, then a new server per run, started inside the timed run. GOPROXY is the server alone (no "

@@ -121,8 +121,8 @@ class ProxyServer:
             argv = [str(binary), "serve", "--dir", str(self.disk), "--listen", f"127.0.0.1:{self.port}",
                     "--modproxy", "--upstream", upstream, "--remote", f"s3://{BUCKETS[way]}/bench",
                     "--s3-endpoint", minio_endpoint, "--s3-region", S3_REGION, "--verbose"]
-            # As the action runs it: the job's go.sum prefetched, zips
-            # stored for a go on the same machine.
+            # gocacher: the job's go.sum prefetched (as the action runs
+            # it) and zips stored for a go on the same machine.
             if way in ("gocacher", "gocacher-prefetch") and go_sum is not None:
                 argv += ["--modproxy-prefetch", str(go_sum)]
             if way == "gocacher":
