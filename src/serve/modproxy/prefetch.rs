@@ -13,7 +13,7 @@
 
 use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -105,8 +105,13 @@ impl ModProxy {
             return;
         }
         eprintln!(
-            "gocacher serve: modproxy: copying the {} files the go.sum files name from the bucket to disk, {AT_ONCE} at a time, in the background{}",
+            "gocacher serve: modproxy: copying the {} files the go.sum files name from the bucket to disk, {AT_ONCE} at a time, in the background{}{}",
             places.len(),
+            if self.stored.is_some() {
+                ", and making each zip's stored copy"
+            } else {
+                ""
+            },
             if skipped > 0 {
                 format!(" ({skipped} go.sum lines not understood, skipped)")
             } else {
@@ -132,27 +137,31 @@ impl ModProxy {
             while tasks.join_next().await.is_some() {}
             let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
             eprintln!(
-                "gocacher serve: modproxy: prefetch done in {:.2}s: {} copied from the bucket, {} already on disk, {} not in the bucket (they come from the upstream when asked for)",
+                "gocacher serve: modproxy: prefetch done in {:.2}s: {} copied from the bucket, {} already on disk, {} not in the bucket (they come from the upstream when asked for){}",
                 started.elapsed().as_secs_f64(),
                 n(&tally.copied),
                 n(&tally.on_disk),
                 n(&tally.missing),
+                if me.stored.is_some() {
+                    "; stored copies of zips not yet made are made in the background, one a core at a time"
+                } else {
+                    ""
+                },
             );
         });
     }
 
     async fn prefetch_one(self: &Arc<Self>, ask: Ask, rel: String, tally: &Tally) {
-        let (ask2, rel2) = (ask.clone(), rel.clone());
-        let (me, key, counted) = (self.clone(), rel.clone(), Arc::new(AtomicU64::new(0)));
-        let seen = counted.clone();
+        // Whether this prefetch's own fetch copied it from the bucket.
+        let copied = Arc::new(AtomicBool::new(false));
+        let (me, owned_ask, owned_rel, flag) =
+            (self.clone(), ask.clone(), rel.clone(), copied.clone());
         let got = self
             .known
-            .try_get_with(key, async move {
+            .try_get_with(rel.clone(), async move {
                 tokio::spawn(async move {
-                    let found = me.kept_copy(&ask, &rel).await;
-                    // 1: it was on disk; 2: copied from the bucket.
-                    let copied = found.is_some_and(|(_, copied)| copied);
-                    seen.store(if copied { 2 } else { 1 }, Ordering::Relaxed);
+                    let found = me.kept_copy(&owned_ask, &owned_rel).await;
+                    flag.store(found.is_some_and(|(_, c)| c), Ordering::Relaxed);
                     found.map(|(n, _)| n).ok_or(UpstreamError::Skipped)
                 })
                 .await
@@ -162,20 +171,19 @@ impl ModProxy {
         // A zip's stored copy too (--modproxy-stored-zips), so that go's
         // request finds it made; in a task of its own, so that the copies
         // from the bucket go on meanwhile.
-        if let (Ok(len), Some(_), Ask::Version { ext: Ext::Zip, .. }) = (&got, &self.stored, &ask2)
-        {
-            if let Ok(f) = std::fs::File::open(self.keep.path(&rel2)) {
-                if self.keep.unchanged(&rel2, &f) {
+        if let (Ok(len), Some(_), Ask::Version { ext: Ext::Zip, .. }) = (&got, &self.stored, &ask) {
+            if let Ok(f) = std::fs::File::open(self.keep.path(&rel)) {
+                if self.keep.unchanged(&rel, &f) {
                     let (me, len) = (self.clone(), *len);
-                    tokio::spawn(async move { drop(me.zip_to_send(&rel2, f, len).await) });
+                    tokio::spawn(async move { drop(me.zip_to_send(&rel, f, len).await) });
                 }
             }
         }
-        let slot = match (got, counted.load(Ordering::Relaxed)) {
-            (Err(_), _) => &tally.missing,
-            (Ok(_), 2) => &tally.copied,
-            // Known already, or joined a request's fetch.
-            (Ok(_), _) => &tally.on_disk,
+        let slot = match got {
+            Err(_) => &tally.missing,
+            Ok(_) if copied.load(Ordering::Relaxed) => &tally.copied,
+            // On disk already, known already, or joined a request's fetch.
+            Ok(_) => &tally.on_disk,
         };
         slot.fetch_add(1, Ordering::Relaxed);
     }
