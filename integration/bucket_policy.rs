@@ -325,9 +325,11 @@ fn serve_rides_out_a_credentials_outage() {
         thread::sleep(Duration::from_millis(500));
     }
     assert!(creds.refused.load(Ordering::Relaxed) > 0);
-    // A PUT meanwhile is kept here but not acknowledged: the bucket lacks it.
-    assert_eq!(put(server.addr(), "during"), 503);
+    // A PUT meanwhile is kept here and acknowledged (the seed's go-cacher
+    // fails a build on a PUT error); the bucket gets it once it answers.
+    assert_eq!(put(server.addr(), "during"), 204, "{}", server.log());
     assert_eq!(get(server.addr(), "during"), 200);
+    assert!(!in_bucket(&minio, "during"));
     creds.failing.store(false, Ordering::Relaxed);
 
     // Afterwards: what another writer puts in the bucket is served, and what
@@ -341,6 +343,11 @@ fn serve_rides_out_a_credentials_outage() {
         server.log()
     );
     let back = back.elapsed();
+    assert!(
+        until(Duration::from_secs(30), || in_bucket(&minio, "during")),
+        "the PUT kept during the outage never reached the bucket:\n{}",
+        server.log()
+    );
     assert_eq!(put(server.addr(), "after"), 204, "{}", server.log());
     assert!(in_bucket(&minio, "after"));
     let out_of_use = out_of_use.unwrap_or_else(|| {
@@ -379,7 +386,7 @@ fn serve_rides_out_a_credentials_outage() {
     );
     row(
         "credentials endpoint (container, STS session credentials) answers 500 for 45 s",
-        "store hits served throughout; bucket_in_use and bucket_writes 0 during, 1 after; errors{kind=credentials}; another writer's entry served and a new PUT in the bucket afterwards; no restart",
+        "store hits served throughout; bucket_in_use and bucket_writes 0 during, 1 after; errors{kind=credentials}; a PUT during it acknowledged and uploaded after it; another writer's entry served and a new PUT in the bucket afterwards; no restart",
         &server,
         started,
     );
@@ -398,23 +405,25 @@ fn serve_resumes_writes_once_the_policy_allows_them() {
         minio.env(),
     );
 
-    // Denied: the PUT is kept here but not acknowledged; reads go on.
-    assert_eq!(put(server.addr(), "denied"), 503, "{}", server.log());
+    // Denied: the PUT is kept here and acknowledged, not in the bucket yet;
+    // reads go on.
+    assert_eq!(put(server.addr(), "denied"), 204, "{}", server.log());
     assert_eq!(get(server.addr(), "denied"), 200);
     assert!(!in_bucket(&minio, "denied"));
     let while_denied = seen_state(metrics);
     assert_eq!(put(other.addr(), "read"), 204);
     assert_eq!(get(server.addr(), "read"), 200, "{}", server.log());
 
-    // Allowed again: a PUT goes through within a retry (30 s), no restart.
+    // Allowed again: the kept PUT reaches the bucket within a retry (30 s),
+    // no restart; new ones go straight through.
     minio.set_actions(&user, BUCKET, &["s3:GetObject", "s3:PutObject"]);
     let allowed = Instant::now();
     assert!(
-        until(Duration::from_secs(60), || put(server.addr(), "allowed")
-            == 204),
+        until(Duration::from_secs(60), || in_bucket(&minio, "denied")),
         "writes never resumed:\n{}",
         server.log()
     );
+    assert_eq!(put(server.addr(), "allowed"), 204, "{}", server.log());
     println!(
         "writes resumed {:.0} s after the policy allowed them",
         allowed.elapsed().as_secs_f64()
@@ -430,7 +439,7 @@ fn serve_resumes_writes_once_the_policy_allows_them() {
     assert!(log.contains("writes go through again"), "{log}");
     row(
         "bucket policy denies PutObject, then allows it (mc admin policy)",
-        "PUTs 503 and kept locally while denied, reads go on; bucket_writes 0 then 1, errors{kind=write_denied}; PUTs reach the bucket again within one retry; no restart",
+        "PUTs kept locally and acknowledged while denied, reads go on; bucket_writes 0 then 1, errors{kind=write_denied}; the kept PUT reaches the bucket within one retry; no restart",
         &server,
         started,
     );

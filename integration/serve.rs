@@ -5,6 +5,8 @@
 
 mod support;
 
+#[path = "serve/frames.rs"]
+mod frames;
 #[path = "serve/health.rs"]
 mod health;
 #[path = "serve/named.rs"]
@@ -68,7 +70,7 @@ fn the_seeds_go_cacher_fills_and_reads_gocacher_serve() {
             assert_eq!(run.stdout, expected);
         }
     }
-    assert_store_whole(&server.store_dir());
+    support::assert_store_whole(&server.store_dir());
 }
 
 #[test]
@@ -239,37 +241,6 @@ fn hex_id(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
 }
 
-/// Every file in the store's shard directories is a whole entry: an output
-/// whose bytes hash to its name, or an action line naming one; no temp file.
-fn assert_store_whole(store: &Path) {
-    support::assert_no_temp_files(store);
-    for shard in std::fs::read_dir(store).unwrap().flatten() {
-        let name = shard.file_name().to_string_lossy().to_string();
-        if name.len() != 2 || !shard.path().is_dir() {
-            continue;
-        }
-        for f in std::fs::read_dir(shard.path()).unwrap().flatten() {
-            let fname = f.file_name().to_string_lossy().to_string();
-            let bytes = std::fs::read(f.path()).unwrap();
-            if let Some(id) = fname.strip_suffix("-d") {
-                assert_eq!(hex_id(&bytes), id, "{fname}: bytes do not match their name");
-            } else {
-                assert!(fname.ends_with("-a"), "stray file {fname}");
-                assert!(bytes.ends_with(b"\n"), "{fname}: partial action line");
-            }
-        }
-    }
-}
-
-fn entries_in(store: &Path) -> usize {
-    std::fs::read_dir(store)
-        .unwrap()
-        .flatten()
-        .filter(|d| d.file_name().len() == 2 && d.path().is_dir())
-        .map(|d| std::fs::read_dir(d.path()).unwrap().count())
-        .sum()
-}
-
 #[test]
 fn bad_requests_are_refused_and_nothing_is_stored() {
     let metrics = SocketAddr::from(([127, 0, 0, 1], support::s3server::free_port()));
@@ -370,8 +341,13 @@ fn bad_requests_are_refused_and_nothing_is_stored() {
     assert_eq!(status, 400);
 
     // None of it left anything: not a partial file, not an entry.
-    assert_eq!(entries_in(&server.store_dir()), 0, "{}", server.log());
-    assert_store_whole(&server.store_dir());
+    assert_eq!(
+        support::files_in(&server.store_dir()),
+        0,
+        "{}",
+        server.log()
+    );
+    support::assert_store_whole(&server.store_dir());
     let (status, _) = request(addr, &get_head(&format!("/action/{action}"), ""), b"");
     assert_eq!(status, 404);
 
@@ -484,7 +460,7 @@ fn the_store_is_kept_under_max_size_least_recently_used_first() {
         assert_eq!(status, 200, "recent entry evicted: {reply}");
         assert!(reply.contains(output.as_str()));
     }
-    assert_store_whole(&server.store_dir());
+    support::assert_store_whole(&server.store_dir());
 }
 
 #[test]
@@ -607,7 +583,7 @@ fn two_servers_on_one_bucket_serve_each_others_entries() {
             assert_eq!(run.stdout, expected);
         }
     }
-    assert_store_whole(&b.store_dir());
+    support::assert_store_whole(&b.store_dir());
 }
 
 /// POSTs an identity token to /auth/exchange-token: the status and the

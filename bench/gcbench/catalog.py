@@ -54,7 +54,7 @@ SCENARIOS = [
              ["--runs", "5", "--workloads", "std", "--contenders", "native,gocacher,gocacher-base",
               "--scenarios", "local-warm,remote-warm", "--rtts", "0"]),
     Scenario("server-load", "gocached and `gocacher serve` under load: 16 concurrent remote-warm "
-             "`go build std`, then 1 KiB and 1 MiB request loads (bench/load)",
+             "`go build std`, then 1 KiB and 1 MiB request loads (bench/load) from 16 and 64 connections",
              "go, a dist gocacher; the seed's tools installed on first use", "~25 min", serverload),
     Scenario("serve-named", "manifests and packs on `gocacher serve`: concurrent GETs of a 400 MB pack "
              "(peak RSS), and --max-size trimming packs", "a dist gocacher; ~2 GB of temp disk", "~5 min",

@@ -9,7 +9,8 @@ the same machine and store filesystem, for each test of each run:
   Every client is the seed's go-cacher, so both servers see the same
   requests (GET /action with Want-Object and lz4, PUT).
 - `load-1KiB`, `load-1MiB`: bench/load (Go) puts N random objects from 16
-  keep-alive connections, then gets each of them twice, checking every body.
+  keep-alive connections, then gets each of them twice, checking every body;
+  `-c64`: the same from 64 connections.
 
 Each test's files stay until the end (deleting them would slow the next
 test's file creation). Peak RSS is the server's VmHWM, reset (clear_refs) when the measured part
@@ -32,8 +33,10 @@ from .util import (REPO_ROOT, BenchError, Children, Smoke, vm_kb, base_env, chec
                    tools_dir)
 
 SERVERS = ("gocached", "gocacher-serve")
-TESTS = ("builds", "load-1KiB", "load-1MiB")
-LOADS = {"load-1KiB": (1024, 20000), "load-1MiB": (1 << 20, 400)}
+TESTS = ("builds", "load-1KiB", "load-1MiB", "load-1KiB-c64", "load-1MiB-c64")
+# Object size, objects, keep-alive connections.
+LOADS = {"load-1KiB": (1024, 20000, 16), "load-1MiB": (1 << 20, 400, 16),
+         "load-1KiB-c64": (1024, 20000, 64), "load-1MiB-c64": (1 << 20, 400, 64)}
 
 
 class Server:
@@ -131,9 +134,9 @@ def builds(bins: dict[str, Path], server: Server, root: Path, env: dict[str, str
 
 
 def load(bins: dict[str, Path], server: Server, test: str) -> dict[str, object]:
-    size, n = LOADS[test]
+    size, n, conns = LOADS[test]
     cpu0 = server.mark()
-    text = run_checked([str(bins["load"]), "-url", server.url, "-size", str(size), "-n", str(n), "-c", "16"],
+    text = run_checked([str(bins["load"]), "-url", server.url, "-size", str(size), "-n", str(n), "-c", str(conns)],
                        f"the {test} load against {server.kind}")
     out: dict[str, object] = json.loads(text)
     out.update(server.measured(cpu0))
@@ -187,14 +190,14 @@ def render(meta: dict[str, object], records: list[dict[str, object]]) -> str:
                          median(rs, ("server_cpu_s",)), median(rs, ("server_peak_rss_mb",))]
                 lines.append(f"| {s} | " + " | ".join("—" if c is None else f"{c:g}" for c in cells) + " |")
         lines.append("")
-    size1k, n1k = LOADS["load-1KiB"]
-    size1m, n1m = LOADS["load-1MiB"]
+    _, n1k, conns = LOADS["load-1KiB"]
+    _, n1m, _ = LOADS["load-1MiB"]
     lines += [
         "- **builds**: after one cold `go build std` through the seed's go-cacher, that many remote-warm "
         "builds start at once, each on its own empty go-cacher dir and GOCACHE; wall until the last exits.",
-        f"- **load**: bench/load puts {n1k} objects of 1 KiB (or {n1m} of 1 MiB) from 16 keep-alive "
-        "connections, then gets each twice (`Want-Object: 1`, no compression asked); a non-2xx, a transport "
-        "error or a body that does not hash to its output ID is an error.",
+        f"- **load**: bench/load puts {n1k} objects of 1 KiB (or {n1m} of 1 MiB) from {conns} keep-alive "
+        "connections (`-c64`: 64), then gets each twice (`Want-Object: 1`, no compression asked); a non-2xx, "
+        "a transport error or a body that does not hash to its output ID is an error.",
         "- **server peak RSS**: VmHWM, reset when the measured part starts; both servers are started fresh "
         "for every test and share the two cores with the clients.",
     ]
@@ -287,10 +290,9 @@ def smoke(args: argparse.Namespace) -> bool:
     s.cmd("gocacher serve --dir <tmp>/data --listen 127.0.0.1:<port>")
     if "builds" in args.server_tests:
         s.cmd(f"go build std  x{args.clients} at once, GOCACHEPROG='go-cacher --cache-server <url> --cache-dir <dir> --verbose'")
-    for t in ("load-1KiB", "load-1MiB"):
+    for t, (size, n, conns) in LOADS.items():
         if t in args.server_tests:
-            size, n = LOADS[t]
-            s.cmd(f"<tmp>/load -url <url> -size {size} -n {n} -c 16")
+            s.cmd(f"<tmp>/load -url <url> -size {size} -n {n} -c {conns}")
     return not s.failed
 
 

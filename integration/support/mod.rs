@@ -399,6 +399,61 @@ pub fn copy_dir(src: &Path, dst: &Path) {
     }
 }
 
+/// Every file in a server's store is whole: an output whose bytes hash to
+/// its name, an action line, or an output's lz4 frame (empty where
+/// compressing does not pay) that decodes to the output; and no writer left
+/// a temp file.
+pub fn assert_store_whole(store: &Path) {
+    assert_no_temp_files(store);
+    assert_entries_whole(store);
+}
+
+/// [`assert_store_whole`], temp files aside.
+pub fn assert_entries_whole(store: &Path) {
+    use sha2::Digest;
+    let hash = |b: &[u8]| hex::encode(sha2::Sha256::digest(b));
+    for shard in std::fs::read_dir(store).unwrap().flatten() {
+        let name = shard.file_name().to_string_lossy().to_string();
+        if name.len() != 2 || !shard.path().is_dir() {
+            continue;
+        }
+        for f in std::fs::read_dir(shard.path()).unwrap().flatten() {
+            let fname = f.file_name().to_string_lossy().to_string();
+            if fname.starts_with(".tmp") {
+                continue;
+            }
+            let data = std::fs::read(f.path()).unwrap();
+            if let Some(id) = fname.strip_suffix("-d") {
+                assert_eq!(hash(&data), id, "{fname}: partial or wrong bytes");
+            } else if let Some(id) = fname.strip_suffix("-z") {
+                if !data.is_empty() {
+                    assert_eq!(hash(&unlz4(&data)), id, "{fname}: a frame of other bytes");
+                }
+            } else {
+                assert!(fname.ends_with("-a"), "stray file {fname}");
+                assert!(data.ends_with(b"\n"), "{fname}: partial action line");
+            }
+        }
+    }
+}
+
+/// An lz4 frame's bytes.
+pub fn unlz4(frame: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    std::io::Read::read_to_end(&mut lz4::Decoder::new(frame).unwrap(), &mut out).unwrap();
+    out
+}
+
+/// Files in a store's shard directories: entries' and frames.
+pub fn files_in(store: &Path) -> usize {
+    std::fs::read_dir(store)
+        .unwrap()
+        .flatten()
+        .filter(|d| d.file_name().len() == 2 && d.path().is_dir())
+        .map(|d| std::fs::read_dir(d.path()).unwrap().count())
+        .sum()
+}
+
 /// No writer left a temp file behind.
 pub fn assert_no_temp_files(cache_dir: &Path) {
     let disk = gocacher::disk::DiskCache::open(cache_dir).unwrap();

@@ -288,26 +288,13 @@ impl DiskCache {
 
     /// A new temp file beside `target`, creating the shard directory if needed.
     fn temp_file(&self, target: &Path) -> Result<(Scratch, File), PutError> {
-        let dir = target.parent().expect("cache paths have a shard dir");
-        let tmp = match temp_builder().tempfile_in(dir) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
-                temp_builder().tempfile_in(dir)
-            }
-            made => made,
-        }
-        .map_err(|e| io_err(dir, e))?;
-        let (file, path) = tmp.into_parts();
-        Ok((Scratch(Some(path)), file))
+        temp_beside(target)
     }
 
     /// A scratch file in the same directory as `path` (e.g. a compressed copy
     /// for upload), removed when the returned guard drops.
     pub fn scratch_beside(&self, path: &Path) -> io::Result<(Scratch, File)> {
-        self.temp_file(path).map_err(|e| match e {
-            PutError::Io { source, .. } => source,
-            other => io::Error::other(other.to_string()),
-        })
+        self.temp_file(path).map_err(into_io)
     }
 
     /// Temp files present in the shard directories: none once every writer
@@ -343,6 +330,37 @@ fn io_err(path: &Path, source: io::Error) -> PutError {
     PutError::Io {
         path: path.to_owned(),
         source,
+    }
+}
+
+/// A new temp file beside `target`, creating its directory if needed.
+fn temp_beside(target: &Path) -> Result<(Scratch, File), PutError> {
+    let dir = target.parent().expect("cache paths have a shard dir");
+    let tmp = match temp_builder().tempfile_in(dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+            temp_builder().tempfile_in(dir)
+        }
+        made => made,
+    }
+    .map_err(|e| io_err(dir, e))?;
+    let (file, path) = tmp.into_parts();
+    Ok((Scratch(Some(path)), file))
+}
+
+/// Writes `bytes` as the file `path`, whole or not at all, through a temp
+/// file beside it: a reader sees no file, or the old one, or the new one.
+pub fn write_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let (mut guard, mut file) = temp_beside(path).map_err(into_io)?;
+    file.write_all(bytes)?;
+    drop(file);
+    guard.commit(path).map_err(into_io)
+}
+
+fn into_io(e: PutError) -> io::Error {
+    match e {
+        PutError::Io { source, .. } => source,
+        other => io::Error::other(other.to_string()),
     }
 }
 

@@ -199,6 +199,12 @@ impl Remote {
                 .is_some_and(|t| Instant::now() < t)
     }
 
+    /// Whether writes are off for good: configured so, or denied for good
+    /// (one-shot); not paused for a while.
+    pub fn writes_off(&self) -> bool {
+        self.read_only.load(Ordering::Relaxed)
+    }
+
     /// When the bucket last answered a read (a miss too) or took a write;
     /// `None` before its first answer.
     pub fn last_answer(&self) -> Option<Instant> {

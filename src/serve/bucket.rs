@@ -6,9 +6,11 @@
 //! an endpoint down) takes the bucket out of use, or pauses writes, for the
 //! breaker's cooldown; then one request tries again. Nothing is given up for
 //! good. While the bucket is out of use the server answers from its own
-//! store, and a PUT is kept there but answered 503, as when the bucket
-//! refuses it.
+//! store; a PUT the bucket does not take is kept there, acknowledged, and
+//! uploaded once the bucket answers again (a bounded number wait; beyond
+//! them a PUT is answered 503).
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,6 +31,10 @@ pub(crate) const FRESH: Duration = Duration::from_secs(30);
 /// one small GET each time (about 17,000 a day when nothing else comes).
 const KEEPALIVE: Duration = Duration::from_secs(5);
 
+/// Entries kept on disk that the bucket did not take, waiting for it, at
+/// most (each a few hundred bytes of memory).
+const WAITING_MAX: usize = 10_000;
+
 pub(crate) struct Bucket {
     pub(crate) remote: Arc<Remote>,
     /// Key prefix of named objects: `[PREFIX/]gocacher/v1`.
@@ -37,6 +43,8 @@ pub(crate) struct Bucket {
     /// Failures by kind already added to the metrics' counters (scrapes
     /// may run at once).
     exported: Mutex<[u64; crate::remote::FAILURE_KINDS.len()]>,
+    /// Acknowledged entries the bucket did not take yet, oldest first.
+    waiting: Mutex<VecDeque<UploadJob>>,
 }
 
 impl Bucket {
@@ -46,6 +54,7 @@ impl Bucket {
             named_prefix,
             stats,
             exported: Mutex::default(),
+            waiting: Mutex::default(),
         }
     }
 
@@ -70,9 +79,56 @@ impl Bucket {
         self.remote.fetch(action).await.map(|(e, _)| e)
     }
 
-    /// Writes an entry to the bucket; whether it has it now.
+    /// An entry the store kept: written to the bucket now or, if the bucket
+    /// does not take it, once it takes writes again. `false`: neither
+    /// (`--read-only`, or too many already waiting).
     pub(crate) async fn put_entry(&self, job: UploadJob) -> bool {
-        upload_now(&self.remote, job).await
+        if upload_now(&self.remote, job.clone()).await {
+            return true;
+        }
+        if self.remote.writes_off() {
+            return false;
+        }
+        let mut waiting = self.waiting.lock().unwrap();
+        if waiting.len() >= WAITING_MAX {
+            return false;
+        }
+        if waiting.is_empty() {
+            eprintln!(
+                "gocacher serve: {} did not take an entry; acknowledging the entries it does not take from the local store, and uploading them once it answers (up to {WAITING_MAX}; more are answered 503)",
+                self.remote.describe()
+            );
+        }
+        waiting.push_back(job);
+        true
+    }
+
+    /// Uploads the entries waiting for the bucket, oldest first, until one
+    /// fails (it goes to the back of the line); one trimmed from the store
+    /// meanwhile is dropped.
+    async fn upload_waiting(&self) {
+        let mut done = 0u64;
+        loop {
+            let Some(job) = self.waiting.lock().unwrap().pop_front() else {
+                break;
+            };
+            if !job.path.exists() {
+                continue;
+            }
+            if !upload_now(&self.remote, job.clone()).await {
+                self.waiting.lock().unwrap().push_back(job);
+                break;
+            }
+            done += 1;
+        }
+        if done > 0 {
+            let left = self.waiting.lock().unwrap().len();
+            eprintln!(
+                "gocacher serve: uploaded to {} {done} of the entries kept while it did not take them; {left} still waiting{}",
+                self.remote.describe(),
+                if left > 0 { " (tried again shortly)" } else { "" }
+            );
+        }
     }
 
     /// Tries a bucket out of use again once its cooldown is over, and reads
@@ -91,6 +147,11 @@ impl Bucket {
             let due = self.remote.probe_due() || (self.remote.in_use() && quiet);
             if due && self.remote.may_read() {
                 let _ = self.remote.read_named(&key).await;
+            }
+            let waiting = !self.waiting.lock().unwrap().is_empty();
+            // Writes are tried again once a pause is over, by the next one.
+            if waiting && self.remote.in_use() && !self.remote.is_read_only() {
+                self.upload_waiting().await;
             }
             tokio::time::sleep(every).await;
         }

@@ -35,7 +35,7 @@ use super::http::{
     SharedState,
 };
 use super::named::{get_named, put_named};
-use super::reply::output;
+use super::reply::{frame_after_put, output};
 use super::shared::Shared;
 use crate::local::PutError;
 use crate::remote::UploadJob;
@@ -259,6 +259,7 @@ async fn put_entry(
     match written {
         Ok(Ok(())) => {
             s.stored(len);
+            frame_after_put(&s, target.output_path(&output_id), len);
             // With a bucket behind the store, a PUT is acknowledged once the
             // bucket has it: another server (or this one's replacement)
             // serves it from there.

@@ -16,6 +16,7 @@
 
 mod auth;
 mod bucket;
+mod buffers;
 mod evict;
 mod handlers;
 mod health;
@@ -47,13 +48,9 @@ use bucket::Bucket;
 use evict::evict;
 use shared::Shared;
 
-/// Replies compressed at once; each holds an output of up to 8 MiB and
+/// Outputs compressed at once; each holds an output of up to 8 MiB and
 /// its frame in memory.
 const COMPRESSING: usize = 4;
-
-/// The lz4 frames of recently served outputs, kept so that an output many
-/// clients fetch is compressed once, not once per reply.
-const FRAME_CACHE_BYTES: u64 = 16 << 20;
 
 /// How long a bucket miss is remembered. Replicas behind a load balancer
 /// share the bucket: an entry one of them stores after another missed it
@@ -170,12 +167,11 @@ async fn serve(cfg: ServeConfig, remote: Option<RemoteConfig>) -> Result<()> {
     let disk_root = disk.root().to_path_buf();
     let shared = Arc::new(Shared {
         writes: Arc::new(Semaphore::new(cfg.max_pending_writes)),
-        compressing: Semaphore::new(COMPRESSING),
-        whole_reads: Semaphore::new((reply::WHOLE_BUDGET / reply::WHOLE_UNIT) as usize),
-        frames: moka::future::Cache::builder()
-            .max_capacity(FRAME_CACHE_BYTES)
-            .weigher(|_, f: &shared::Frame| f.weight())
-            .build(),
+        compressing: Arc::new(Semaphore::new(COMPRESSING)),
+        whole_reads: Arc::new(Semaphore::new(
+            (reply::WHOLE_BUDGET / reply::WHOLE_UNIT) as usize,
+        )),
+        buffers: buffers::Pool::new(reply::POOL_BYTES),
         disk,
         remote: bucket,
         modproxy,

@@ -31,7 +31,7 @@ impl FailurePolicy for Pauses {
                 drop(paused);
                 if was_on {
                     eprintln!(
-                        "gocacher serve: {d}: writes denied ({}); still reading it, while PUTs are kept in the local store and answered 503; retrying writes in {retry} s",
+                        "gocacher serve: {d}: writes denied ({}); still reading it, while PUTs are kept in the local store and uploaded once writes go through; retrying writes in {retry} s",
                         err.message
                     );
                 }
@@ -71,7 +71,7 @@ impl FailurePolicy for Pauses {
             }
         };
         eprintln!(
-            "gocacher serve: {d}: {what}; serving from the local store only (PUTs are kept there and answered 503), retrying the bucket in {retry} s"
+            "gocacher serve: {d}: {what}; serving from the local store only (PUTs are kept there and uploaded once it answers), retrying the bucket in {retry} s"
         );
     }
 

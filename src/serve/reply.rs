@@ -1,17 +1,19 @@
-//! An output as a reply's body: read whole within a shared budget, or
-//! streamed from disk; lz4-compressed for a client that accepts it when
-//! that pays, with recent frames kept in [`Shared::frames`].
+//! An output as a reply's body, read whole within a shared budget or
+//! streamed from disk; for a client that accepts lz4, its frame, kept on
+//! disk beside it (made when it is stored, or by its first reply).
 
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::http::{blocking, internal, text};
-use super::shared::{Frame, Shared};
+use super::shared::Shared;
 
 /// Outputs in this size range are sent lz4-compressed to a client that
 /// accepts it, when that saves a tenth or more. Smaller ones gain nothing;
@@ -20,26 +22,31 @@ use super::shared::{Frame, Shared};
 const LZ4_MIN: u64 = 512;
 const LZ4_MAX: u64 = 8 << 20;
 
-/// Outputs up to this size are read whole for a reply, on the request's
-/// thread; larger ones are streamed from disk in chunks of [`CHUNK`].
-const READ_WHOLE: u64 = 256 << 10;
-const CHUNK: usize = 256 << 10;
-
-/// Outputs up to this size may be read whole for a reply, while all such
-/// reads in flight hold at most [`WHOLE_BUDGET`] bytes; larger ones, or
-/// any beyond the budget, are streamed.
+/// Files up to this size are read on the request's thread (page-cache
+/// reads, quicker than a hop to the blocking pool and back); larger ones
+/// on the blocking pool.
+const READ_INLINE: u64 = 256 << 10;
+/// Files over this size, or over the budget's room, are streamed in chunks
+/// of [`CHUNK`].
 const WHOLE_MAX: u64 = 4 << 20;
-/// Bytes of whole reads in flight at once (in [`WHOLE_UNIT`]s).
+const CHUNK: usize = 256 << 10;
+/// Files up to this size are read whole without the budget: the heap
+/// holds them, and malloc reuses their memory.
+const SMALL: u64 = 32 << 10;
+
+/// Bytes of whole reads held by replies at once (in [`WHOLE_UNIT`]s),
+/// from the read until the reply is sent; the pool keeps up to half as
+/// much of their buffers for the next ones.
 pub(crate) const WHOLE_BUDGET: u64 = 16 << 20;
 pub(crate) const WHOLE_UNIT: u64 = 64 << 10;
+pub(crate) const POOL_BYTES: usize = (WHOLE_BUDGET / 2) as usize;
 
-/// Outputs up to this size are lz4-compressed on the request's thread
-/// (quicker than a hop to the blocking pool and back); larger ones on the
-/// blocking pool.
+/// Outputs up to this size are lz4-compressed on the request's thread;
+/// larger ones on the blocking pool.
 const INLINE_LZ4: u64 = 64 << 10;
 
-/// An output file as the response body: lz4 when asked for and it pays,
-/// else streamed as it is.
+/// An output file as the response body: its lz4 frame when asked for and
+/// it pays, else the file as it is.
 pub(crate) async fn output(
     s: &Shared,
     path: &Path,
@@ -57,80 +64,30 @@ pub(crate) async fn output(
         )
             .into_response();
     }
-    // Compression holds the output and its frame in memory: a few at a
-    // time, and the rest go out as they are, so memory stays bounded
-    // whatever the number of clients. Outputs are named by their hash, so
-    // a frame made for one reply is right for every later one.
     if accepts_lz4(headers) && (LZ4_MIN..=LZ4_MAX).contains(&size) {
-        let frame = match s.frames.get(path).await {
-            Some(f) => Some(f),
-            None => match s.compressing.try_acquire() {
-                Err(_) => None,
-                Ok(_permit) => {
-                    let p = path.to_owned();
-                    let compressed = if size <= INLINE_LZ4 {
-                        compress(&p)
-                    } else {
-                        blocking(move || compress(&p)).await.and_then(|r| r)
-                    };
-                    match compressed {
-                        Ok((raw_len, frame)) => {
-                            let f = if (frame.len() as u64) < raw_len - raw_len / 10 {
-                                Frame::Lz4(raw_len, Bytes::from(frame))
-                            } else {
-                                Frame::Raw
-                            };
-                            s.frames.insert(path.to_owned(), f.clone()).await;
-                            Some(f)
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                            return text(StatusCode::NOT_FOUND, "evicted")
-                        }
-                        Err(e) => return internal("reading an output", e),
-                    }
-                }
-            },
-        };
-        if let Some(Frame::Lz4(raw_len, frame)) = frame {
-            s.metrics.bytes_out.inc_by(frame.len() as u64);
+        if let Some((frame_len, body)) = frame(s, path, size).await {
+            s.metrics.bytes_out.inc_by(frame_len);
             return (
                 StatusCode::OK,
                 [octets, (header::CONTENT_ENCODING, "lz4")],
-                [("x-uncompressed-length", raw_len.to_string())],
-                frame,
+                [
+                    (header::CONTENT_LENGTH, frame_len.to_string()),
+                    (
+                        header::HeaderName::from_static("x-uncompressed-length"),
+                        size.to_string(),
+                    ),
+                ],
+                body,
             )
                 .into_response();
         }
     }
-    // A small output is read in one go; a larger one is streamed in
-    // chunks big enough that each blocking read moves a lot, and small
-    // enough that memory stays flat whatever the object size.
-    let body = if size <= READ_WHOLE {
-        // On this thread, as the entry was.
-        match whole_body(std::fs::read(path), size) {
-            Ok(body) => body,
-            Err(refused) => return refused,
+    let body = match file_body(s, path, size).await {
+        Ok(body) => body,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return text(StatusCode::NOT_FOUND, "evicted")
         }
-    } else if let Some(_whole) = whole_read(s, size) {
-        // Up to a few MiB, one read on the blocking pool and one write to
-        // the socket beat a stream of chunks, each its own hand-off; the
-        // bytes held are bounded by [`WHOLE_BUDGET`].
-        let p = path.to_owned();
-        match whole_body(
-            blocking(move || std::fs::read(p)).await.and_then(|r| r),
-            size,
-        ) {
-            Ok(body) => body,
-            Err(refused) => return refused,
-        }
-    } else {
-        match tokio::fs::File::open(path).await {
-            Ok(f) => Body::from_stream(tokio_util::io::ReaderStream::with_capacity(f, CHUNK)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return text(StatusCode::NOT_FOUND, "evicted")
-            }
-            Err(e) => return internal("reading an output", e),
-        }
+        Err(e) => return internal("reading an output", e),
     };
     s.metrics.bytes_out.inc_by(size);
     (
@@ -142,28 +99,104 @@ pub(crate) async fn output(
         .into_response()
 }
 
-/// An output read whole as a reply's body, or the reply for why not (once
-/// per request: not worth boxing).
-#[allow(clippy::result_large_err)]
-fn whole_body(read: io::Result<Vec<u8>>, size: u64) -> Result<Body, Response> {
-    match read {
-        Ok(bytes) if bytes.len() as u64 == size => Ok(Body::from(bytes)),
-        Ok(_) => Err(internal("reading an output", "it changed size while read")),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            Err(text(StatusCode::NOT_FOUND, "evicted"))
+/// Where an output's lz4 frame is kept: beside it, `<hex>-z` for
+/// `<hex>-d`. An empty file there says compressing it does not pay. Frames
+/// are trimmed like any file of the store; one missing is made again.
+fn frame_path(output: &Path) -> PathBuf {
+    let name = output.file_name().unwrap_or_default().to_string_lossy();
+    let stem = name.strip_suffix("-d").unwrap_or(&name);
+    output.with_file_name(format!("{stem}-z"))
+}
+
+/// The output's lz4 frame, its length and body; `None`: send it as it is
+/// (compressing does not pay, or every compression slot is busy, or the
+/// frame could not be read).
+async fn frame(s: &Shared, path: &Path, size: u64) -> Option<(u64, Body)> {
+    let fpath = frame_path(path);
+    match std::fs::metadata(&fpath) {
+        Ok(m) if m.len() == 0 => None,
+        Ok(m) => file_body(s, &fpath, m.len())
+            .await
+            .ok()
+            .map(|b| (m.len(), b)),
+        Err(_) => {
+            // Not made yet (or trimmed): made here, as at PUT.
+            let permit = s.compressing.clone().try_acquire_owned().ok()?;
+            let made = if size <= INLINE_LZ4 {
+                keep_frame(path, &fpath, permit)
+            } else {
+                let (p, f) = (path.to_owned(), fpath);
+                blocking(move || keep_frame(&p, &f, permit)).await.ok()?
+            };
+            made.map(|frame| (frame.len() as u64, Body::from(frame)))
         }
-        Err(e) => Err(internal("reading an output", e)),
     }
 }
 
-/// A share of [`WHOLE_BUDGET`] for reading an output of `size` whole, if
-/// it is small enough and the budget has room; `None`: stream it.
-fn whole_read(s: &Shared, size: u64) -> Option<tokio::sync::SemaphorePermit<'_>> {
+/// After a PUT: the output's lz4 frame made and kept, in the background,
+/// if a compression slot is free (else its first reply makes it).
+pub(crate) fn frame_after_put(s: &Arc<Shared>, path: PathBuf, size: u64) {
+    if !(LZ4_MIN..=LZ4_MAX).contains(&size) {
+        return;
+    }
+    let fpath = frame_path(&path);
+    if std::fs::symlink_metadata(&fpath).is_ok() {
+        return;
+    }
+    let Ok(permit) = s.compressing.clone().try_acquire_owned() else {
+        return;
+    };
+    tokio::task::spawn_blocking(move || keep_frame(&path, &fpath, permit));
+}
+
+/// Compresses an output and keeps its frame at `fpath` (an empty file if
+/// it does not pay); the frame if it pays. A failure to keep it costs only
+/// the next reply's compression, so it is not reported.
+fn keep_frame(path: &Path, fpath: &Path, _permit: OwnedSemaphorePermit) -> Option<Bytes> {
+    let (raw_len, frame) = compress(path).ok()?;
+    let pays = (frame.len() as u64) < raw_len - raw_len / 10;
+    let kept = if pays { &frame[..] } else { &[][..] };
+    let _ = crate::disk::write_file(fpath, kept);
+    pays.then(|| Bytes::from(frame))
+}
+
+/// A file of `size` bytes as a body: read whole (small, or within the
+/// budget) or streamed.
+async fn file_body(s: &Shared, path: &Path, size: u64) -> io::Result<Body> {
+    if size <= SMALL {
+        return whole(std::fs::read(path)?, size).map(Body::from);
+    }
+    let Some(permit) = budget(s, size) else {
+        let f = tokio::fs::File::open(path).await?;
+        return Ok(Body::from_stream(
+            tokio_util::io::ReaderStream::with_capacity(f, CHUNK),
+        ));
+    };
+    let bytes = if size <= READ_INLINE {
+        s.buffers.read(path, size, permit)?
+    } else {
+        let (pool, p) = (s.buffers.clone(), path.to_owned());
+        blocking(move || pool.read(&p, size, permit)).await??
+    };
+    Ok(Body::from(bytes))
+}
+
+fn whole(bytes: Vec<u8>, size: u64) -> io::Result<Vec<u8>> {
+    if bytes.len() as u64 == size {
+        Ok(bytes)
+    } else {
+        Err(io::Error::other("it changed size while read"))
+    }
+}
+
+/// A share of [`WHOLE_BUDGET`] for a whole read of `size`, held until its
+/// reply is sent; `None`: too large, or no room, so stream it.
+fn budget(s: &Shared, size: u64) -> Option<OwnedSemaphorePermit> {
     if size > WHOLE_MAX {
         return None;
     }
     let units = size.div_ceil(WHOLE_UNIT) as u32;
-    s.whole_reads.try_acquire_many(units).ok()
+    s.whole_reads.clone().try_acquire_many_owned(units).ok()
 }
 
 fn accepts_lz4(headers: &HeaderMap) -> bool {
@@ -181,11 +214,15 @@ fn accepts_lz4(headers: &HeaderMap) -> bool {
         })
 }
 
-/// A file's length and its bytes as one lz4 frame.
+/// A file's length and its bytes as one lz4 frame, of independent 64 KiB
+/// blocks: Go's lz4 reader (the seed's client) decodes linked blocks far
+/// more slowly, and allocates a buffer of the frame's block size.
 fn compress(path: &Path) -> io::Result<(u64, Vec<u8>)> {
     let raw = std::fs::read(path)?;
     let mut enc = lz4::EncoderBuilder::new()
         .checksum(lz4::ContentChecksum::ChecksumEnabled)
+        .block_mode(lz4::BlockMode::Independent)
+        .block_size(lz4::BlockSize::Max64KB)
         .build(Vec::with_capacity(raw.len() / 2))?;
     io::Write::write_all(&mut enc, &raw)?;
     let (frame, done) = enc.finish();

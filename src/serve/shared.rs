@@ -1,13 +1,12 @@
 //! What every request handler shares: the settings, the global store and
-//! each namespace's, the write and read budgets, the frame cache, the
-//! metrics, the bucket and the sessions.
+//! each namespace's, the write, compression and read budgets, the read
+//! buffers, the metrics, the bucket and the sessions.
 
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use bytes::Bytes;
 use tokio::sync::{Notify, Semaphore};
 
 use super::auth::{self, Grant, GLOBAL};
@@ -21,13 +20,13 @@ pub(crate) struct Shared {
     pub(crate) cfg: ServeConfig,
     pub(crate) disk: Arc<DiskCache>,
     pub(crate) writes: Arc<Semaphore>,
-    /// Outputs being lz4-compressed for a reply ([`super::COMPRESSING`]).
-    pub(crate) compressing: Semaphore,
-    /// Bytes of outputs being read whole for a reply, in 64 KiB units
+    /// Outputs being lz4-compressed ([`super::COMPRESSING`]).
+    pub(crate) compressing: Arc<Semaphore>,
+    /// Bytes of files read whole and held by replies, in 64 KiB units
     /// ([`super::reply::WHOLE_BUDGET`]).
-    pub(crate) whole_reads: Semaphore,
-    /// Recent replies' compression ([`super::FRAME_CACHE_BYTES`]), by output path.
-    pub(crate) frames: moka::future::Cache<std::path::PathBuf, Frame>,
+    pub(crate) whole_reads: Arc<Semaphore>,
+    /// Those replies' buffers, used again.
+    pub(crate) buffers: Arc<super::buffers::Pool>,
     /// Bytes stored since the last trim; a twentieth of `--max-size` wakes
     /// it, so the store never grows more than that past the cap.
     pub(crate) written: AtomicU64,
@@ -116,24 +115,4 @@ pub(crate) fn store_roots(root: &Path) -> Vec<PathBuf> {
         roots.extend(dir.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
     }
     roots
-}
-
-/// How an output goes to a client that accepts lz4.
-#[derive(Clone)]
-pub(crate) enum Frame {
-    /// Its length and its bytes as one lz4 frame.
-    Lz4(u64, Bytes),
-    /// Compression does not pay: sent as it is.
-    Raw,
-}
-
-impl Frame {
-    /// Its share of the frame cache, in bytes.
-    pub(crate) fn weight(&self) -> u32 {
-        let held = match self {
-            Frame::Lz4(_, b) => b.len(),
-            Frame::Raw => 0,
-        };
-        u32::try_from(held + 128).unwrap_or(u32::MAX)
-    }
 }
