@@ -397,19 +397,24 @@ fn bad_requests_are_refused_and_nothing_is_stored() {
     assert!(text.contains("endpoint=\"/{action}/{output}\""), "{text}");
 }
 
+/// `size` pseudo-random bytes (incompressible), the next ones each call.
+fn noise(state: &mut u64, size: usize) -> Vec<u8> {
+    (0..size)
+        .map(|_| {
+            *state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (*state >> 33) as u8
+        })
+        .collect()
+}
+
 /// Puts `n` objects of `size` random bytes; their (action, output) IDs.
 fn put_random(addr: SocketAddr, n: usize, size: usize, seed: u64) -> Vec<(String, String)> {
     let mut state = seed;
     let mut ids = Vec::new();
     for i in 0..n {
-        let data: Vec<u8> = (0..size)
-            .map(|_| {
-                state = state
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                (state >> 33) as u8
-            })
-            .collect();
+        let data = noise(&mut state, size);
         let action = hex_id(format!("action {seed} {i}").as_bytes());
         let output = hex_id(&data);
         let (status, reply) = request(addr, &put_head(&action, &output, size), &data);

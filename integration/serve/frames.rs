@@ -54,15 +54,7 @@ fn lz4_replies_come_from_frames_kept_beside_the_outputs() {
     let text: Vec<u8> = (0..20_000)
         .flat_map(|i| format!("line {i} of a compressible output\n").into_bytes())
         .collect();
-    let mut state = 7u64;
-    let noise: Vec<u8> = (0..100_000)
-        .map(|_| {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (state >> 33) as u8
-        })
-        .collect();
+    let noise = super::noise(&mut 7, 100_000);
     let want_lz4 = "Want-Object: 1\r\nAccept-Encoding: gzip, lz4;q=0.5\r\n";
     let mut ids = Vec::new();
     for (name, data) in [("text", &text), ("noise", &noise)] {

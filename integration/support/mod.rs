@@ -454,9 +454,18 @@ pub fn files_in(store: &Path) -> usize {
         .sum()
 }
 
-/// No writer left a temp file behind.
+/// No writer left a temp file behind. One may be in flight (a server
+/// writes lz4 frames in the background), so a temp file must outlast two
+/// seconds to count as left behind.
 pub fn assert_no_temp_files(cache_dir: &Path) {
     let disk = gocacher::disk::DiskCache::open(cache_dir).unwrap();
-    let left = disk.temp_files().unwrap();
-    assert!(left.is_empty(), "left {left:?}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        let left = disk.temp_files().unwrap();
+        if left.is_empty() {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "left {left:?}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }

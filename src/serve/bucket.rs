@@ -35,6 +35,14 @@ const KEEPALIVE: Duration = Duration::from_secs(5);
 /// most (each a few hundred bytes of memory).
 const WAITING_MAX: usize = 10_000;
 
+/// Tries of a waiting entry, after which it is given up (the bucket takes
+/// others but not this one).
+const WAITING_TRIES: u32 = 5;
+
+/// Waiting entries uploaded in one pass of the watch, which then goes on
+/// checking the bucket.
+const WAITING_PASS: usize = 256;
+
 pub(crate) struct Bucket {
     pub(crate) remote: Arc<Remote>,
     /// Key prefix of named objects: `[PREFIX/]gocacher/v1`.
@@ -44,7 +52,7 @@ pub(crate) struct Bucket {
     /// may run at once).
     exported: Mutex<[u64; crate::remote::FAILURE_KINDS.len()]>,
     /// Acknowledged entries the bucket did not take yet, oldest first.
-    waiting: Mutex<VecDeque<UploadJob>>,
+    waiting: Mutex<VecDeque<(UploadJob, u32)>>,
 }
 
 impl Bucket {
@@ -99,34 +107,50 @@ impl Bucket {
                 self.remote.describe()
             );
         }
-        waiting.push_back(job);
+        waiting.push_back((job, 0));
         true
     }
 
-    /// Uploads the entries waiting for the bucket, oldest first, until one
-    /// fails (it goes to the back of the line); one trimmed from the store
-    /// meanwhile is dropped.
-    async fn upload_waiting(&self) {
-        let mut done = 0u64;
-        loop {
-            let Some(job) = self.waiting.lock().unwrap().pop_front() else {
+    /// Acknowledged entries the bucket has not taken yet.
+    pub(crate) fn waiting(&self) -> usize {
+        self.waiting.lock().unwrap().len()
+    }
+
+    /// Uploads entries waiting for the bucket, oldest first, up to
+    /// [`WAITING_PASS`], until one fails (it stays first, and is given up
+    /// after [`WAITING_TRIES`]); one trimmed from the store meanwhile is
+    /// dropped.
+    pub(crate) async fn upload_waiting(&self) {
+        let (mut done, mut dropped) = (0u64, 0u64);
+        for _ in 0..WAITING_PASS {
+            let Some((job, tries)) = self.waiting.lock().unwrap().pop_front() else {
                 break;
             };
             if !job.path.exists() {
+                dropped += 1;
                 continue;
             }
-            if !upload_now(&self.remote, job.clone()).await {
-                self.waiting.lock().unwrap().push_back(job);
-                break;
+            if upload_now(&self.remote, job.clone()).await {
+                done += 1;
+                continue;
             }
-            done += 1;
+            if tries + 1 >= WAITING_TRIES {
+                eprintln!(
+                    "gocacher serve: {} refused the entry for action {} {WAITING_TRIES} times; giving it up (it stays in the local store only)",
+                    self.remote.describe(),
+                    job.action.to_hex()
+                );
+            } else {
+                self.waiting.lock().unwrap().push_front((job, tries + 1));
+            }
+            break;
         }
-        if done > 0 {
-            let left = self.waiting.lock().unwrap().len();
+        if done + dropped > 0 {
+            let left = self.waiting();
             eprintln!(
-                "gocacher serve: uploaded to {} {done} of the entries kept while it did not take them; {left} still waiting{}",
+                "gocacher serve: uploaded to {} {done} of the entries kept while it did not take them ({dropped} trimmed from the store first); {left} still waiting{}",
                 self.remote.describe(),
-                if left > 0 { " (tried again shortly)" } else { "" }
+                if left > 0 { " (the next pass in a few seconds)" } else { "" }
             );
         }
     }

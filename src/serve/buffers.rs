@@ -56,11 +56,23 @@ impl Pool {
             pool,
             _permit: permit,
         };
-        file.take(size as u64 + 1).read_to_end(&mut held.buf)?;
-        if held.buf.len() != size {
+        let mut file = file.take(size as u64);
+        file.read_to_end(&mut held.buf)?;
+        // One byte more would say the file grew.
+        let grew = file.into_inner().read(&mut [0u8; 1])? > 0;
+        if held.buf.len() != size || grew {
             return Err(io::Error::other("it changed size while read"));
         }
         Ok(Bytes::from_owner(held))
+    }
+
+    /// The bytes a read of `size` holds: its buffer's capacity (what the
+    /// replies' budget must count).
+    pub(crate) fn held_bytes(size: u64) -> u64 {
+        match usize::try_from(size).ok().and_then(class_of) {
+            Some(class) => (SMALLEST << class) as u64,
+            None => size,
+        }
     }
 
     fn take(&self, class: usize) -> Vec<u8> {
@@ -92,14 +104,16 @@ impl Pool {
     }
 }
 
-/// The class of a buffer for `size` bytes (plus one, to see the end of the
-/// file), or `None` if the heap serves it better.
+/// The class of a buffer for `size` bytes, or `None` if the heap serves
+/// it better.
 fn class_of(size: usize) -> Option<usize> {
-    let want = size.checked_add(1)?;
-    if want <= SMALLEST / 2 {
+    if size <= SMALLEST / 2 {
         return None;
     }
-    let class = want.max(SMALLEST).next_power_of_two().trailing_zeros() as usize
+    let class = size
+        .max(SMALLEST)
+        .checked_next_power_of_two()?
+        .trailing_zeros() as usize
         - SMALLEST.trailing_zeros() as usize;
     (class < CLASSES).then_some(class)
 }
@@ -141,12 +155,16 @@ mod tests {
     #[test]
     fn classes() {
         assert_eq!(class_of(100), None);
-        assert_eq!(class_of(32 << 10), Some(0));
-        assert_eq!(class_of((64 << 10) - 1), Some(0));
-        assert_eq!(class_of(64 << 10), Some(1));
-        assert_eq!(class_of(1 << 20), Some(5));
-        assert_eq!(class_of((8 << 20) - 1), Some(7));
-        assert_eq!(class_of(8 << 20), None);
+        assert_eq!(class_of(32 << 10), None);
+        assert_eq!(class_of((32 << 10) + 1), Some(0));
+        assert_eq!(class_of(64 << 10), Some(0));
+        assert_eq!(class_of((64 << 10) + 1), Some(1));
+        assert_eq!(class_of(1 << 20), Some(4));
+        assert_eq!(class_of(4 << 20), Some(6));
+        assert_eq!(class_of(8 << 20), Some(7));
+        assert_eq!(class_of((8 << 20) + 1), None);
+        assert_eq!(Pool::held_bytes(100), 100);
+        assert_eq!(Pool::held_bytes((1 << 20) + 1), 2 << 20);
     }
 
     #[test]

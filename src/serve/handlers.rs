@@ -261,8 +261,9 @@ async fn put_entry(
             s.stored(len);
             frame_after_put(&s, target.output_path(&output_id), len);
             // With a bucket behind the store, a PUT is acknowledged once the
-            // bucket has it: another server (or this one's replacement)
-            // serves it from there.
+            // bucket has it (another server, or this one's replacement,
+            // serves it from there), or, when the bucket does not take it,
+            // once it waits for the bucket in the store (see bucket.rs).
             // Only the global namespace lives in the bucket.
             if let (Some(b), true) = (&s.remote, grant.is_global()) {
                 let job = UploadJob {

@@ -234,6 +234,17 @@ async fn serve(cfg: ServeConfig, remote: Option<RemoteConfig>) -> Result<()> {
             listen::serve(listener, app, max_conns, idle, shutdown()).await
         }
     }
+    if let Some(b) = &shared.remote {
+        if b.waiting() > 0 && b.remote.in_use() && !b.remote.is_read_only() {
+            b.upload_waiting().await;
+        }
+        let left = b.waiting();
+        if left > 0 {
+            eprintln!(
+                "gocacher serve: stopping with {left} acknowledged entries the bucket never took; they stay in the local store only"
+            );
+        }
+    }
     if shared.cfg.verbose {
         let m = &shared.metrics;
         eprintln!(

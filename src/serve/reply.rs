@@ -120,15 +120,18 @@ async fn frame(s: &Shared, path: &Path, size: u64) -> Option<(u64, Body)> {
             .ok()
             .map(|b| (m.len(), b)),
         Err(_) => {
-            // Not made yet (or trimmed): made here, as at PUT.
+            // Not made yet (or trimmed): made here, as at PUT. The frame is
+            // sent from memory, and its compression slot is held until it
+            // is, so frames in memory stay bounded whatever the clients.
             let permit = s.compressing.clone().try_acquire_owned().ok()?;
-            let made = if size <= INLINE_LZ4 {
-                keep_frame(path, &fpath, permit)
+            let frame = if size <= INLINE_LZ4 {
+                keep_frame(path, &fpath)
             } else {
                 let (p, f) = (path.to_owned(), fpath);
-                blocking(move || keep_frame(&p, &f, permit)).await.ok()?
-            };
-            made.map(|frame| (frame.len() as u64, Body::from(frame)))
+                blocking(move || keep_frame(&p, &f)).await.ok()?
+            }?;
+            let len = frame.len() as u64;
+            Some((len, Body::from(Bytes::from_owner(Slotted(frame, permit)))))
         }
     }
 }
@@ -146,18 +149,30 @@ pub(crate) fn frame_after_put(s: &Arc<Shared>, path: PathBuf, size: u64) {
     let Ok(permit) = s.compressing.clone().try_acquire_owned() else {
         return;
     };
-    tokio::task::spawn_blocking(move || keep_frame(&path, &fpath, permit));
+    tokio::task::spawn_blocking(move || {
+        keep_frame(&path, &fpath);
+        drop(permit);
+    });
 }
 
 /// Compresses an output and keeps its frame at `fpath` (an empty file if
 /// it does not pay); the frame if it pays. A failure to keep it costs only
 /// the next reply's compression, so it is not reported.
-fn keep_frame(path: &Path, fpath: &Path, _permit: OwnedSemaphorePermit) -> Option<Bytes> {
+fn keep_frame(path: &Path, fpath: &Path) -> Option<Vec<u8>> {
     let (raw_len, frame) = compress(path).ok()?;
     let pays = (frame.len() as u64) < raw_len - raw_len / 10;
     let kept = if pays { &frame[..] } else { &[][..] };
     let _ = crate::disk::write_file(fpath, kept);
-    pays.then(|| Bytes::from(frame))
+    pays.then_some(frame)
+}
+
+/// A frame in memory as a body, holding its compression slot until sent.
+struct Slotted(Vec<u8>, #[allow(dead_code)] OwnedSemaphorePermit);
+
+impl AsRef<[u8]> for Slotted {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
 }
 
 /// A file of `size` bytes as a body: read whole (small, or within the
@@ -195,7 +210,7 @@ fn budget(s: &Shared, size: u64) -> Option<OwnedSemaphorePermit> {
     if size > WHOLE_MAX {
         return None;
     }
-    let units = size.div_ceil(WHOLE_UNIT) as u32;
+    let units = super::buffers::Pool::held_bytes(size).div_ceil(WHOLE_UNIT) as u32;
     s.whole_reads.clone().try_acquire_many_owned(units).ok()
 }
 
