@@ -184,7 +184,7 @@ impl DiskCache {
         for (action, e) in entries {
             text.push_str(&entry_line(&action, &e.output_id, e.size, e.put_time_nanos));
         }
-        self.write_whole(&path, text.as_bytes())
+        super::write_whole(&path, text.as_bytes())
     }
 
     /// A get's second chance, after the `-a` file: the index. A hit marks

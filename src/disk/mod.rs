@@ -274,16 +274,7 @@ impl DiskCache {
         put_time_nanos: i64,
     ) -> Result<(), PutError> {
         let line = entry_line(action, output_id, size, put_time_nanos);
-        self.write_whole(&self.action_path(action), line.as_bytes())
-    }
-
-    /// Writes `bytes` as the file `path` through a temp file beside it, so a
-    /// reader sees the old file or the new one, whole.
-    fn write_whole(&self, path: &Path, bytes: &[u8]) -> Result<(), PutError> {
-        let (mut guard, mut file) = self.temp_file(path)?;
-        file.write_all(bytes).map_err(|e| io_err(guard.path(), e))?;
-        drop(file);
-        guard.commit(path)
+        write_whole(&self.action_path(action), line.as_bytes())
     }
 
     /// A new temp file beside `target`, creating the shard directory if needed.
@@ -351,10 +342,15 @@ fn temp_beside(target: &Path) -> Result<(Scratch, File), PutError> {
 /// Writes `bytes` as the file `path`, whole or not at all, through a temp
 /// file beside it: a reader sees no file, or the old one, or the new one.
 pub fn write_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let (mut guard, mut file) = temp_beside(path).map_err(into_io)?;
-    file.write_all(bytes)?;
+    write_whole(path, bytes).map_err(into_io)
+}
+
+/// [`write_file`], with the path in the error.
+fn write_whole(path: &Path, bytes: &[u8]) -> Result<(), PutError> {
+    let (mut guard, mut file) = temp_beside(path)?;
+    file.write_all(bytes).map_err(|e| io_err(guard.path(), e))?;
     drop(file);
-    guard.commit(path).map_err(into_io)
+    guard.commit(path)
 }
 
 fn into_io(e: PutError) -> io::Error {

@@ -103,7 +103,7 @@ impl Bucket {
         }
         if waiting.is_empty() {
             eprintln!(
-                "gocacher serve: {} did not take an entry; acknowledging the entries it does not take from the local store, and uploading them once it answers (up to {WAITING_MAX}; more are answered 503)",
+                "gocacher serve: {} did not take an entry; acknowledging the entries it does not take from the local store, and uploading them once it takes writes again (up to {WAITING_MAX}; more are answered 503)",
                 self.remote.describe()
             );
         }
@@ -120,7 +120,12 @@ impl Bucket {
     /// [`WAITING_PASS`], until one fails (it stays first, and is given up
     /// after [`WAITING_TRIES`]); one trimmed from the store meanwhile is
     /// dropped.
+    /// Nothing is tried while the bucket is out of use or its writes are
+    /// paused (once a pause is over, the next write tries again).
     pub(crate) async fn upload_waiting(&self) {
+        if self.waiting() == 0 || !self.remote.in_use() || self.remote.is_read_only() {
+            return;
+        }
         let (mut done, mut dropped) = (0u64, 0u64);
         for _ in 0..WAITING_PASS {
             let Some((job, tries)) = self.waiting.lock().unwrap().pop_front() else {
@@ -136,7 +141,7 @@ impl Bucket {
             }
             if tries + 1 >= WAITING_TRIES {
                 eprintln!(
-                    "gocacher serve: {} refused the entry for action {} {WAITING_TRIES} times; giving it up (it stays in the local store only)",
+                    "gocacher serve: {} did not take the entry for action {} in {WAITING_TRIES} tries; giving it up (it stays in the local store only)",
                     self.remote.describe(),
                     job.action.to_hex()
                 );
@@ -172,11 +177,7 @@ impl Bucket {
             if due && self.remote.may_read() {
                 let _ = self.remote.read_named(&key).await;
             }
-            let waiting = !self.waiting.lock().unwrap().is_empty();
-            // Writes are tried again once a pause is over, by the next one.
-            if waiting && self.remote.in_use() && !self.remote.is_read_only() {
-                self.upload_waiting().await;
-            }
+            self.upload_waiting().await;
             tokio::time::sleep(every).await;
         }
     }

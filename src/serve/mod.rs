@@ -235,9 +235,7 @@ async fn serve(cfg: ServeConfig, remote: Option<RemoteConfig>) -> Result<()> {
         }
     }
     if let Some(b) = &shared.remote {
-        if b.waiting() > 0 && b.remote.in_use() && !b.remote.is_read_only() {
-            b.upload_waiting().await;
-        }
+        b.upload_waiting().await;
         let left = b.waiting();
         if left > 0 {
             eprintln!(
