@@ -47,6 +47,8 @@ def summarize(records: list[dict[str, object]]) -> list[dict[str, object]]:
             row["from_bucket"] = med([float(r["from_bucket"]) for r in rs if "from_bucket" in r])
             row["requests_not_200"] = sum(int(r.get("requests_not_200", 0)) for r in rs)
             row["prefetch_s"] = med([float(r["prefetch_s"]) for r in rs if "prefetch_s" in r])
+            for k in ("stored_made", "stored_from_bucket", "stored_not_made"):
+                row[k] = sum(int(r.get(k, 0)) for r in rs)
             row["server_start_s"] = med([float(r["server_start_s"]) for r in rs if "server_start_s" in r])
         if way == "go-cache-plugin":
             # Its cacher's puts are what it fetched from the upstream.
@@ -170,6 +172,9 @@ def render(meta: dict[str, object], summary: list[dict[str, object]], records: l
                 + (f" immutable, {by[w]['upstream_mutable']} mutable" if w != "go-cache-plugin" else "")
                 + (f"; server start {f(by[w]['server_start_s'], 3)} s, prefetch done {f(by[w]['prefetch_s'])} s after"
                    if by[w].get("prefetch_s") is not None else "")
+                + (f"; stored copies of zips in all timed runs: {by[w]['stored_from_bucket']} from the bucket, "
+                   f"{by[w]['stored_made']} made, {by[w]['stored_not_made']} not made"
+                   if by[w].get("stored_made", 0) + by[w].get("stored_from_bucket", 0) else "")
                 for w in ("gocacher", "gocacher-prefetch", "gocacher-bare", "go-cache-plugin") if w in by and by[w]["n"]]
     if counters:
         lines += ["", "The proxies' own counters (gocacher: its stop line; go-cache-plugin: its expvar "

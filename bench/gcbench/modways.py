@@ -154,12 +154,13 @@ class ProxyServer:
     def goproxy(self) -> str:
         return self.url + "/mod"
 
-    def kept_files(self) -> int:
-        """Files the proxy keeps on its disk (temp files left out)."""
+    def kept_files(self, suffix: str = "") -> int:
+        """Files the proxy keeps on its disk (temp files and stored copies
+        left out), those ending in `suffix`."""
         n = 0
         top = self.disk / ("mod" if self.way in GOCACHERS else "module")
         for dirpath, _dirs, files in os.walk(top):
-            n += sum(1 for f in files if not f.startswith(".") and ".tmp" not in f)
+            n += sum(1 for f in files if not f.startswith(".") and ".tmp" not in f and f.endswith(suffix))
         return n
 
     def gcp_vars(self) -> dict[str, object]:
@@ -189,6 +190,7 @@ class ProxyServer:
 REQ_LINE = re.compile(r"^gocacher serve: (\d{3}) GET /mod/(\S+) ([\d.]+)ms$", re.M)
 SUMMARY = re.compile(r"modproxy: upstream fetches (\d+) immutable (\d+) mutable (?:\d+ tiles)?, (\d+) from the bucket")
 PREFETCH = re.compile(r"modproxy: prefetch done in ([\d.]+)s: (\d+) copied from the bucket")
+STORED = re.compile(r"stored copies of zips (\d+) made (\d+) from the bucket (\d+) not made")
 
 
 def local_flags(binary: Path) -> list[str]:
@@ -217,6 +219,9 @@ def parse_gocacher_log(text: str) -> dict[str, object]:
     if m:
         out.update(upstream_immutable=int(m.group(1)), upstream_mutable=int(m.group(2)),
                    from_bucket=int(m.group(3)))
+    m = STORED.search(text)
+    if m:
+        out.update(stored_made=int(m.group(1)), stored_from_bucket=int(m.group(2)), stored_not_made=int(m.group(3)))
     return out
 
 
@@ -232,11 +237,16 @@ def wait_uploaded(server: ProxyServer, s3, bucket: str, timeout: float = 180) ->
     background); the count."""
     deadline = time.monotonic() + timeout
     last, since = -1, time.monotonic()
+    # With stored zips, the stored copy of each zip goes to the bucket too
+    # (compressed, after it is made).
+    stored = "--modproxy-stored-zips" in server.argv
     while True:
-        n = len(s3.list_keys(bucket))
+        keys = s3.list_keys(bucket)
+        n = len(keys)
+        copies_done = not stored or sum(k.endswith(".zip.zst") for k in keys) >= server.kept_files(".zip")
         if n != last:
             last, since = n, time.monotonic()
-        elif n >= server.kept_files() and time.monotonic() - since > 2:
+        elif n >= server.kept_files() and copies_done and time.monotonic() - since > 2:
             return n
         if time.monotonic() > deadline:
             raise BenchError(f"{server.way}: bucket {bucket} has {n} objects after {timeout:.0f} s, "

@@ -33,7 +33,7 @@ pub(crate) struct Keep {
     /// `<dir>/mod`.
     pub(crate) root: PathBuf,
     pub(crate) bucket: Option<Arc<Bucket>>,
-    uploads: Arc<Semaphore>,
+    pub(crate) uploads: Arc<Semaphore>,
     /// `--sign-key` signs sidecars; `--trust-key` takes from the bucket
     /// only files whose sidecar one of its keys signed.
     pub(crate) keys: Arc<Keys>,
@@ -255,17 +255,12 @@ impl Keep {
     }
 
     /// Copies a kept file, then its sidecar, to the bucket in the
-    /// background (with `--remote`, unless `--read-only`; not with
-    /// `--trust-key` alone, whose unsigned sidecars nobody would take); a
-    /// failure is logged, and the
+    /// background (see [`Keep::uploader`]); a failure is logged, and the
     /// next server to miss it fetches it again.
     pub(crate) fn upload_later(&self, rel: &str, len: u64) {
-        let Some(b) = self.bucket.clone().filter(|b| !b.remote.is_read_only()) else {
+        let Some(b) = self.uploader() else {
             return;
         };
-        if self.keys.trust.is_some() && self.keys.signer.is_none() {
-            return;
-        }
         let mut files = vec![(self.path(rel), b.mod_key(rel), Some(len))];
         if let Some(side) = sidecar::place(rel) {
             files.push((self.path(&side), b.mod_key(&side), None));
@@ -289,6 +284,14 @@ impl Keep {
                 }
             }
         });
+    }
+
+    /// The bucket, when this server copies what it keeps to it: with
+    /// `--remote`, unless `--read-only`; not with `--trust-key` alone,
+    /// whose unsigned sidecars nobody would take.
+    pub(crate) fn uploader(&self) -> Option<Arc<Bucket>> {
+        let b = self.bucket.clone().filter(|b| !b.remote.is_read_only())?;
+        (self.keys.trust.is_none() || self.keys.signer.is_some()).then_some(b)
     }
 
     /// Marks a kept file and its sidecar used, for trim.

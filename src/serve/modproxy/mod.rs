@@ -16,7 +16,8 @@
 //!   against.
 //! - `routes.rs`: the handler and its replies.
 //! - `stored.rs`: zips sent with their files stored
-//!   (`--modproxy-stored-zips`).
+//!   (`--modproxy-stored-zips`); `stored_bucket.rs` those copies in the
+//!   bucket.
 //!
 //! An immutable answer (a version's `.info`, `.mod` and `.zip`; a sumdb
 //! tile, full or partial) is looked for on disk, then in the bucket, then
@@ -34,6 +35,7 @@ mod prefetch;
 mod routes;
 mod sidecar;
 mod stored;
+mod stored_bucket;
 mod sumdb;
 mod tiles;
 mod upstream;
@@ -93,9 +95,10 @@ pub(crate) struct Counts {
     /// sidecar unsigned by a trusted key.
     pub(crate) refused_bucket: AtomicU64,
     pub(crate) refused_disk: AtomicU64,
-    /// Stored copies of zips made, and zips sent deflated since none could
-    /// be (`--modproxy-stored-zips`).
+    /// Stored copies of zips made, taken from the bucket, and zips sent
+    /// deflated since none could be (`--modproxy-stored-zips`).
     pub(crate) stored_made: AtomicU64,
+    pub(crate) stored_from_bucket: AtomicU64,
     pub(crate) stored_fallbacks: AtomicU64,
 }
 
@@ -198,7 +201,11 @@ impl ModProxy {
         if self.stored.is_some() {
             set(
                 &m.modproxy_stored_zips,
-                &[("made", &c.stored_made), ("fallback", &c.stored_fallbacks)],
+                &[
+                    ("made", &c.stored_made),
+                    ("from_bucket", &c.stored_from_bucket),
+                    ("fallback", &c.stored_fallbacks),
+                ],
             );
         }
         m.modproxy_from_bucket.set(n(&c.from_bucket));
@@ -224,8 +231,9 @@ impl ModProxy {
             n(&c.refused_disk),
         ) + &match self.stored {
             Some(_) => format!(
-                "; stored copies of zips {} made {} not made",
+                "; stored copies of zips {} made {} from the bucket {} not made",
                 n(&c.stored_made),
+                n(&c.stored_from_bucket),
                 n(&c.stored_fallbacks)
             ),
             None => String::new(),

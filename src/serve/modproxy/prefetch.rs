@@ -108,7 +108,7 @@ impl ModProxy {
             "gocacher serve: modproxy: copying the {} files the go.sum files name from the bucket to disk, {AT_ONCE} at a time, in the background{}{}",
             places.len(),
             if self.stored.is_some() {
-                ", and making each zip's stored copy"
+                ", and each zip's stored copy (the bucket's, or made here)"
             } else {
                 ""
             },
@@ -143,7 +143,7 @@ impl ModProxy {
                 n(&tally.on_disk),
                 n(&tally.missing),
                 if me.stored.is_some() {
-                    "; stored copies of zips not yet made are made in the background, one a core at a time"
+                    "; stored copies of zips not yet on disk come in the background, one a core at a time"
                 } else {
                     ""
                 },

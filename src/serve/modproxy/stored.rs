@@ -12,8 +12,10 @@
 //! renamed into place. Its `h1:` must be the one the zip's sidecar records
 //! (or, with none recorded, the kept zip's own). Its stamp is remembered
 //! in memory with the kept zip's: it is sent only while both are
-//! unchanged, and made again otherwise (after a restart too). It is never
-//! copied to the bucket; trim removes it like any kept file.
+//! unchanged, and made again otherwise (after a restart too); trim removes
+//! it like any kept file. The bucket keeps it zstd-compressed
+//! (`stored_bucket.rs`), so that a new server fetches it instead of making
+//! it.
 
 use std::io::{self, BufWriter, Read, Write};
 use std::path::Path;
@@ -43,7 +45,7 @@ const END_RECORD: u64 = 22;
 pub(crate) struct StoredZips {
     made: moka::future::Cache<(String, Stamp), Made>,
     /// Copies being made at once (one a core): the rest wait their turn.
-    turns: tokio::sync::Semaphore,
+    pub(crate) turns: tokio::sync::Semaphore,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -119,25 +121,33 @@ impl ModProxy {
         (f, len)
     }
 
-    /// Makes the stored copy of the kept zip at `rel`, as it was when it
-    /// had the stamp `from`.
+    /// The stored copy of the kept zip at `rel`, as it was when it had the
+    /// stamp `from`: the bucket's when it has one whose files are the
+    /// zip's, else made here (and then copied to the bucket).
     async fn make_stored(&self, rel: &str, from: Stamp) -> Made {
-        let (zip, side) = (self.keep.path(rel), sidecar::place(rel).unwrap_or_default());
-        let (side, copy) = (self.keep.path(&side), self.keep.path(&place(rel)));
+        let side = self.keep.path(&sidecar::place(rel).unwrap_or_default());
+        let want = tokio::fs::read(&side)
+            .await
+            .map_err(|e| format!("reading its sidecar: {e}"))
+            .and_then(|t| Sidecar::parse(&t).map_err(|e| format!("its sidecar: {e}")))
+            .map(|car| car.h1);
+        if let Ok(Some(h1)) = &want {
+            if let Some((stamp, n)) = self.stored_from_bucket(rel, h1).await {
+                self.counts
+                    .stored_from_bucket
+                    .fetch_add(1, Ordering::Relaxed);
+                return Made::Copy(stamp, n);
+            }
+        }
+        let (zip, copy) = (self.keep.path(rel), self.keep.path(&place(rel)));
         let max_zip = self.max_zip;
         let _turn = match &self.stored {
             Some(st) => st.turns.acquire().await.ok(),
             None => None,
         };
-        let got = tokio::task::spawn_blocking(move || {
-            let want = std::fs::read(&side)
-                .map_err(|e| format!("reading its sidecar: {e}"))
-                .and_then(|t| Sidecar::parse(&t).map_err(|e| format!("its sidecar: {e}")))?
-                .h1;
-            make(&zip, from, &copy, want, max_zip)
-        })
-        .await
-        .unwrap_or_else(|e| Err(e.to_string()));
+        let got = tokio::task::spawn_blocking(move || make(&zip, from, &copy, want?, max_zip))
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
         let c = &self.counts;
         match got {
             Ok((stamp, n)) => {
@@ -145,6 +155,7 @@ impl ModProxy {
                 if self.verbose {
                     eprintln!("gocacher serve: modproxy: made the stored copy of {rel} ({n} bytes); sending that for it");
                 }
+                self.upload_stored_later(rel);
                 Made::Copy(stamp, n)
             }
             Err(why) => {
@@ -265,6 +276,45 @@ fn write_copy(
     temp.persist(copy).map_err(|e| writing(&e.error))?;
     let m = std::fs::metadata(copy).map_err(|e| writing(&e))?;
     Ok((sidecar::stamp(&m), m.len()))
+}
+
+/// Checks a stored copy that came from elsewhere (the bucket): a zip
+/// within `limit` bytes whose every file is stored and whose `h1:` is
+/// `want`.
+pub(crate) fn check_stored(copy: &Path, want: &str, limit: u64) -> Result<(), String> {
+    let f = std::fs::File::open(copy).map_err(|e| format!("opening the copy: {e}"))?;
+    let len = f.metadata().map_err(|e| format!("the copy: {e}"))?.len();
+    if len > limit.min(GO_MAX_ZIP) {
+        return Err(format!(
+            "the copy has {len} bytes, over the limit of {limit}"
+        ));
+    }
+    let mut archive =
+        ZipArchive::new(io::BufReader::new(f)).map_err(|e| format!("the copy: {e}"))?;
+    let mut files = Vec::with_capacity(archive.len());
+    let mut buf = vec![0u8; 64 << 10];
+    for i in 0..archive.len() {
+        let mut e = archive.by_index(i).map_err(|e| format!("entry {i}: {e}"))?;
+        let name = String::from_utf8(e.name_raw().to_vec())
+            .map_err(|_| format!("entry {i}: a name not UTF-8"))?;
+        if e.compression() != CompressionMethod::Stored || name.contains('\n') {
+            return Err(format!("entry {i} ({name:?}) is not a file stored"));
+        }
+        let mut sum = Sha256::new();
+        loop {
+            let got = e.read(&mut buf).map_err(|e| format!("{name}: {e}"))?;
+            if got == 0 {
+                break;
+            }
+            sum.update(&buf[..got]);
+        }
+        files.push((name, sum.finalize().into()));
+    }
+    let got = modverify::files_h1(files);
+    if got != want {
+        return Err(format!("its files hash to {got}, not {want}"));
+    }
+    Ok(())
 }
 
 /// Reads the copy's central directory back: every file, in order, with
