@@ -17,6 +17,7 @@ use crate::remote::StoreSettings;
 mod args;
 mod parse;
 pub mod serve;
+mod serve_modproxy;
 
 pub use args::{Args, Command};
 use parse::normalize_args;

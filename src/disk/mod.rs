@@ -15,6 +15,7 @@
 mod index;
 mod overflow;
 mod trim;
+mod write;
 
 /// Prefix of temp files; trim removes stale ones a crashed writer left.
 const TEMP_PREFIX: &str = ".tmp-";
@@ -37,6 +38,8 @@ pub use overflow::{has_room, Overflow};
 pub use trim::{
     last_used, trim_roots, trim_roots_with, TrimPolicy, TrimReport, MIN_AGE as TRIM_MIN_AGE,
 };
+use write::{into_io, io_err, temp_beside, temp_builder, write_whole};
+pub use write::{write_file, Scratch};
 
 /// How stale an entry's mtime may get before a hit refreshes it. Go uses an
 /// hour too: frequent enough for day-scale trimming, rare enough that hits
@@ -314,86 +317,6 @@ impl DiskCache {
     /// Trims now, whatever the daily stamp says (`gocacher trim`).
     pub fn trim_now(&self, policy: &TrimPolicy) -> io::Result<TrimReport> {
         trim::trim_now(&self.root, policy, SystemTime::now())
-    }
-}
-
-fn io_err(path: &Path, source: io::Error) -> PutError {
-    PutError::Io {
-        path: path.to_owned(),
-        source,
-    }
-}
-
-/// A new temp file beside `target`, creating its directory if needed.
-fn temp_beside(target: &Path) -> Result<(Scratch, File), PutError> {
-    let dir = target.parent().expect("cache paths have a shard dir");
-    let tmp = match temp_builder().tempfile_in(dir) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
-            temp_builder().tempfile_in(dir)
-        }
-        made => made,
-    }
-    .map_err(|e| io_err(dir, e))?;
-    let (file, path) = tmp.into_parts();
-    Ok((Scratch(Some(path)), file))
-}
-
-/// Writes `bytes` as the file `path`, whole or not at all, through a temp
-/// file beside it: a reader sees no file, or the old one, or the new one.
-pub fn write_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    write_whole(path, bytes).map_err(into_io)
-}
-
-/// [`write_file`], with the path in the error.
-fn write_whole(path: &Path, bytes: &[u8]) -> Result<(), PutError> {
-    let (mut guard, mut file) = temp_beside(path)?;
-    file.write_all(bytes).map_err(|e| io_err(guard.path(), e))?;
-    drop(file);
-    guard.commit(path)
-}
-
-fn into_io(e: PutError) -> io::Error {
-    match e {
-        PutError::Io { source, .. } => source,
-        other => io::Error::other(other.to_string()),
-    }
-}
-
-/// Temp files in the cache dir: a random name after [`TEMP_PREFIX`]
-/// (which trim and the index skip), created exclusively, so concurrent
-/// writers, threads or processes, never share one. Their mode is a plain
-/// create's (0666 less the umask), not tempfile's 0600: an entry renamed
-/// into place is as readable as Go's own cache files.
-fn temp_builder() -> tempfile::Builder<'static, 'static> {
-    let mut b = tempfile::Builder::new();
-    b.prefix(TEMP_PREFIX);
-    #[cfg(unix)]
-    b.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
-    b
-}
-
-/// A temp file in the cache dir, removed when dropped unless committed.
-pub struct Scratch(Option<tempfile::TempPath>);
-
-impl Scratch {
-    pub fn path(&self) -> &Path {
-        self.0.as_deref().expect("temp file not yet committed")
-    }
-
-    /// Renames the temp file onto `target`, atomically replacing it. On
-    /// failure it stays, to be removed on drop.
-    pub fn commit_to(&mut self, target: &Path) -> io::Result<()> {
-        let tmp = self.0.take().expect("temp file not yet committed");
-        tmp.persist(target).map_err(|e| {
-            self.0 = Some(e.path);
-            e.error
-        })
-    }
-
-    /// [`Scratch::commit_to`], for the writers in this module.
-    fn commit(&mut self, target: &Path) -> Result<(), PutError> {
-        self.commit_to(target).map_err(|e| io_err(target, e))
     }
 }
 
