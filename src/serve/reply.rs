@@ -2,7 +2,7 @@
 //! streamed from disk; for a client that accepts lz4, its frame, kept on
 //! disk beside it (made when it is stored, or by its first reply).
 
-use std::io;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -44,6 +44,8 @@ pub(crate) const POOL_BYTES: usize = (WHOLE_BUDGET / 2) as usize;
 /// Outputs up to this size are lz4-compressed on the request's thread;
 /// larger ones on the blocking pool.
 const INLINE_LZ4: u64 = 64 << 10;
+/// A frame's block: the most of a file compressed at once.
+const BLOCK: usize = 64 << 10;
 
 /// An output file as the response body: its lz4 frame when asked for and
 /// it pays, else the file as it is.
@@ -159,11 +161,15 @@ pub(crate) fn frame_after_put(s: &Arc<Shared>, path: PathBuf, size: u64) {
 /// it does not pay); the frame if it pays. A failure to keep it costs only
 /// the next reply's compression, so it is not reported.
 fn keep_frame(path: &Path, fpath: &Path) -> Option<Vec<u8>> {
-    let (raw_len, frame) = compress(path).ok()?;
-    let pays = (frame.len() as u64) < raw_len - raw_len / 10;
-    let kept = if pays { &frame[..] } else { &[][..] };
-    let _ = crate::disk::write_file(fpath, kept);
-    pays.then_some(frame)
+    let frame = match start_pays(path).ok()? {
+        true => {
+            let (raw_len, frame) = compress(path).ok()?;
+            ((frame.len() as u64) < raw_len - raw_len / 10).then_some(frame)
+        }
+        false => None,
+    };
+    let _ = crate::disk::write_file(fpath, frame.as_deref().unwrap_or_default());
+    frame
 }
 
 /// A frame in memory as a body, holding its compression slot until sent.
@@ -229,6 +235,22 @@ fn accepts_lz4(headers: &HeaderMap) -> bool {
         })
 }
 
+/// Whether the first block of a file larger than one block compresses by
+/// a tenth or more. A file whose start does not (packed or random bytes)
+/// is kept as it is without compressing the rest, which costs a reply
+/// nothing: it is sent as stored.
+fn start_pays(path: &Path) -> io::Result<bool> {
+    let mut head = Vec::with_capacity(BLOCK + 1);
+    std::fs::File::open(path)?
+        .take(BLOCK as u64 + 1)
+        .read_to_end(&mut head)?;
+    if head.len() <= BLOCK {
+        return Ok(true);
+    }
+    let packed = lz4::block::compress(&head[..BLOCK], None, false)?;
+    Ok(packed.len() < BLOCK - BLOCK / 10)
+}
+
 /// A file's length and its bytes as one lz4 frame, of independent 64 KiB
 /// blocks: Go's lz4 reader (the seed's client) decodes linked blocks far
 /// more slowly, and allocates a buffer of the frame's block size.
@@ -243,4 +265,58 @@ fn compress(path: &Path) -> io::Result<(u64, Vec<u8>)> {
     let (frame, done) = enc.finish();
     done?;
     Ok((raw.len() as u64, frame))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bytes no compressor shrinks (xorshift).
+    fn noise(n: usize) -> Vec<u8> {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    fn unlz4(frame: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        lz4::Decoder::new(frame)
+            .unwrap()
+            .read_to_end(&mut out)
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn a_frame_is_kept_when_it_pays_and_a_file_starting_with_noise_is_not_compressed() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases: [(&str, Vec<u8>, bool); 4] = [
+            ("text-d", b"package main // filler\n".repeat(4000), true),
+            ("small-d", b"abcabcabc".repeat(1000), true),
+            ("noise-d", noise(1 << 20), false),
+            // Its start is noise: the rest, however compressible, is not
+            // compressed.
+            ("mixed-d", [noise(BLOCK), vec![0; 1 << 20]].concat(), false),
+        ];
+        for (name, body, pays) in cases {
+            let path = dir.path().join(name);
+            std::fs::write(&path, &body).unwrap();
+            let fpath = frame_path(&path);
+            let got = keep_frame(&path, &fpath);
+            let kept = std::fs::read(&fpath).unwrap();
+            assert_eq!(got.is_some(), pays, "{name}");
+            if pays {
+                assert_eq!(got.unwrap(), kept, "{name}");
+                assert_eq!(unlz4(&kept), body, "{name}");
+            } else {
+                assert!(kept.is_empty(), "{name}: a frame kept");
+            }
+        }
+    }
 }
