@@ -93,6 +93,10 @@ fi
 for f in ${sums[@]+"${sums[@]}"}; do
   args+=(--modproxy-prefetch "$f")
 done
+# go runs on this machine: zips go to it with their files stored, which it
+# reads without inflating them (taken from the bucket, where the first
+# writer job to need each one put it).
+args+=(--modproxy-stored-zips)
 # Its own stdin, stdout and stderr, so that no step waits for it to close
 # them, and (with setsid) its own session, so that nothing that stops this
 # step's processes stops it. The client's settings that serve refuses

@@ -190,7 +190,8 @@ def render(meta: dict[str, object], summary: list[dict[str, object]], records: l
               "does); then GOPROXY=off, so a missing module fails the run.",
               "- **gocacher**: `gocacher serve --modproxy --remote s3://BUCKET/bench --verbose` with an empty "
               "`--dir`, with `--modproxy-prefetch` (the runner's go.sum) and "
-              "`--modproxy-stored-zips`; **gocacher-prefetch**: the prefetch only, as the action starts it; "
+              "`--modproxy-stored-zips` (copies taken from the bucket, where the warm-up put them), as the action "
+              "starts it; **gocacher-prefetch**: the prefetch only; "
               "**gocacher-bare**: the same "
               "server without those two flags, on the same bucket; **go-cache-plugin**: `go-cache-plugin serve --modproxy` (" + GCP_VERSION + ", built from its "
               "module) with an empty `--cache-dir`; each on its own MinIO bucket, warmed once before the runs by "

@@ -231,12 +231,58 @@ fn a_new_server_takes_stored_copies_from_the_bucket_and_refuses_a_changed_one() 
         log.contains("REFUSED the bucket's") && log.contains(&stored_key(TOML_ZIP)),
         "{log}"
     );
+    // B took each good copy without its zip; only the refused one's zip
+    // was fetched (from the bucket), to make the copy from.
+    let kept = b.store_dir().join("mod");
+    for rel in &zips {
+        assert_eq!(kept.join(rel).exists(), rel == TOML_ZIP, "{rel}");
+        assert!(kept.join(stored_place(rel)).is_file(), "{rel}");
+    }
     // The copy B made is kept in the bucket in place of the changed one.
     let start = Instant::now();
     while zstd::decode_all(&minio.get_raw("mods", &stored_key(TOML_ZIP))[..]).unwrap() != *good {
         assert!(start.elapsed() < Duration::from_secs(30), "{}", b.log());
         std::thread::sleep(Duration::from_millis(200));
     }
+    drop(b);
+
+    // Server C prefetches the go.sum's files: every zip comes as its
+    // stored copy alone, before go asks, and no zip is fetched.
+    let module = graph(true);
+    let sum = module.path().join("go.sum");
+    let (c_addr, c_mflags) = metrics_flag();
+    let mut c_flags = flags.to_vec();
+    c_flags.extend(["--modproxy-prefetch", sum.to_str().unwrap()]);
+    c_flags.extend(c_mflags.iter().map(String::as_str));
+    let c = start_server("http://127.0.0.1:1", &c_flags, minio.env());
+    let start = Instant::now();
+    while !c.log().contains("prefetch done") {
+        assert!(start.elapsed() < Duration::from_secs(30), "{}", c.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let kept = c.store_dir().join("mod");
+    for rel in &zips {
+        assert!(
+            !kept.join(rel).exists(),
+            "{rel}: the zip was fetched\n{}",
+            c.log()
+        );
+        assert!(kept.join(stored_place(rel)).is_file(), "{rel}");
+    }
+    Machine::new(&goproxy(&c)).download_and_build(module.path());
+    let m = scrape(&c_addr);
+    let kind = |k: &str| {
+        metric(
+            &m,
+            &format!("gocacher_serve_modproxy_stored_zips{{kind=\"{k}\"}}"),
+        )
+    };
+    assert_eq!(
+        (kind("from_bucket"), kind("made")),
+        (zips.len() as u64, 0),
+        "{}",
+        c.log()
+    );
 }
 
 #[test]

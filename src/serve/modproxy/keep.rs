@@ -166,29 +166,11 @@ impl Keep {
         let unusable = NotTaken::Unusable;
         let key = b.mod_key(rel);
         // The sidecar and the file at once: one round trip, not two.
-        let side = sidecar::place(rel).map(|side| (b.mod_key(&side), side));
-        let side_text = async {
-            match &side {
-                None => Ok(None),
-                Some((k, _)) => self.small_object(b, k).await.map(Some),
-            }
-        };
-        let (side_text, file) = tokio::join!(side_text, b.remote.read_named(&key));
-        let car = match (side, side_text.map_err(unusable)?) {
+        let (car, file) = tokio::join!(self.bucket_sidecar(rel), b.remote.read_named(&key));
+        let car = match (sidecar::place(rel), car?) {
             (None, _) => None,
-            (Some(_), Some(None)) | (Some(_), None) => return Ok(None),
-            (Some((side_key, side)), Some(Some(text))) => {
-                let car = Sidecar::parse(&text)
-                    .map_err(|e| NotTaken::Refused(format!("{side_key}: {e}")))?;
-                if let Some(t) = &self.keys.trust {
-                    if !car.signed_by(rel, t) {
-                        return Err(NotTaken::Refused(format!(
-                            "{side_key} is not signed by a --trust-key key"
-                        )));
-                    }
-                }
-                Some((side, car, text))
-            }
+            (Some(_), None) => return Ok(None),
+            (Some(side), Some((car, text))) => Some((side, car, text)),
         };
         let (mut body, wire_len) = match file {
             Ok(Fetched::Missing) => return Ok(None),
@@ -232,6 +214,39 @@ impl Keep {
                 .map_err(|e| unusable(format!("keeping {side}: {e}")))?;
         }
         Ok(Some(n))
+    }
+
+    /// The bucket's sidecar of `rel`, checked (its form and, with
+    /// `--trust-key`, its signature), with its text; `None` when `rel` has
+    /// no sidecar or the bucket none for it, or is out of use.
+    pub(crate) async fn bucket_sidecar(
+        &self,
+        rel: &str,
+    ) -> Result<Option<(Sidecar, Vec<u8>)>, NotTaken> {
+        let (Some(b), Some(side)) = (
+            self.bucket.as_ref().filter(|b| b.remote.may_read()),
+            sidecar::place(rel),
+        ) else {
+            return Ok(None);
+        };
+        let side_key = b.mod_key(&side);
+        let Some(text) = self
+            .small_object(b, &side_key)
+            .await
+            .map_err(NotTaken::Unusable)?
+        else {
+            return Ok(None);
+        };
+        let car =
+            Sidecar::parse(&text).map_err(|e| NotTaken::Refused(format!("{side_key}: {e}")))?;
+        if let Some(t) = &self.keys.trust {
+            if !car.signed_by(rel, t) {
+                return Err(NotTaken::Refused(format!(
+                    "{side_key} is not signed by a --trust-key key"
+                )));
+            }
+        }
+        Ok(Some((car, text)))
     }
 
     /// A sidecar object, whole; `None` if missing.

@@ -152,6 +152,14 @@ impl ModProxy {
     }
 
     async fn prefetch_one(self: &Arc<Self>, ask: Ask, rel: String, tally: &Tally) {
+        // With stored zips, a zip's stored copy alone when the bucket has
+        // it: the zip itself is then never needed.
+        if let Ask::Version { ext: Ext::Zip, .. } = ask {
+            if self.stored_alone(&rel).await.is_some() {
+                tally.copied.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
         // Whether this prefetch's own fetch copied it from the bucket.
         let copied = Arc::new(AtomicBool::new(false));
         let (me, owned_ask, owned_rel, flag) =

@@ -77,6 +77,12 @@ fn content_type(ask: &Ask) -> &'static str {
 }
 
 async fn immutable(s: &Shared, mp: &Arc<ModProxy>, ask: &Ask, rel: &str) -> Response {
+    // A zip's stored copy from the bucket, with no need of the zip.
+    if let Ask::Version { ext: Ext::Zip, .. } = ask {
+        if let Some((f, len)) = mp.stored_alone(rel).await {
+            return send_file(tokio::fs::File::from_std(f), len, content_type(ask)).await;
+        }
+    }
     // Three times at most: a file trimmed between its lookup and its
     // opening is fetched again, and one changed since it was last checked
     // is checked again.

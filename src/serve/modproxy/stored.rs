@@ -28,6 +28,7 @@ use zip::{CompressionMethod, DateTime, ZipArchive, ZipWriter};
 
 use super::keep::{self, TEMP_PREFIX};
 use super::sidecar::{self, Sidecar, Stamp};
+use super::stored_bucket::Taken;
 use super::ModProxy;
 use crate::modverify::{self, GO_MAX_ZIP};
 
@@ -44,6 +45,8 @@ const END_RECORD: u64 = 22;
 /// What is known of stored copies, by the kept zip's place and stamp.
 pub(crate) struct StoredZips {
     made: moka::future::Cache<(String, Stamp), Made>,
+    /// Copies taken from the bucket without their zip, by the zip's place.
+    pub(crate) taken: moka::future::Cache<String, Taken>,
     /// Copies being made at once (one a core): the rest wait their turn.
     pub(crate) turns: tokio::sync::Semaphore,
 }
@@ -61,6 +64,7 @@ impl StoredZips {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         StoredZips {
             made: moka::future::Cache::new(super::KNOWN_FILES),
+            taken: moka::future::Cache::new(super::KNOWN_FILES),
             turns: tokio::sync::Semaphore::new(cores),
         }
     }
@@ -131,8 +135,14 @@ impl ModProxy {
             .map_err(|e| format!("reading its sidecar: {e}"))
             .and_then(|t| Sidecar::parse(&t).map_err(|e| format!("its sidecar: {e}")))
             .map(|car| car.h1);
-        if let Ok(Some(h1)) = &want {
-            if let Some((stamp, n)) = self.stored_from_bucket(rel, h1).await {
+        // Not if the bucket's copy was refused already, when it was taken
+        // without the zip.
+        let refused = match &self.stored {
+            Some(st) => matches!(st.taken.get(rel).await, Some(Taken::Refused)),
+            None => false,
+        };
+        if let (Ok(Some(h1)), false) = (&want, refused) {
+            if let Taken::Copy(stamp, n) = self.stored_from_bucket(rel, h1).await {
                 self.counts
                     .stored_from_bucket
                     .fetch_add(1, Ordering::Relaxed);

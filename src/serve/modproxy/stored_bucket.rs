@@ -14,8 +14,9 @@
 use std::io::{self, Read, Write};
 use std::path::Path;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
-use super::keep::TEMP_PREFIX;
+use super::keep::{self, TEMP_PREFIX};
 use super::sidecar::{self, Stamp};
 use super::stored::{check_stored, place};
 use super::ModProxy;
@@ -39,17 +40,102 @@ enum NotTaken {
     Unusable(String),
 }
 
+/// A stored copy as the bucket gave it (or did not).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Taken {
+    /// Kept on disk: its stamp and length.
+    Copy(Stamp, u64),
+    /// The bucket has none, or is out of use, or failed.
+    Absent,
+    /// The bucket's copy is not the zip's files: counted and logged once.
+    Refused,
+}
+
 impl ModProxy {
-    /// The bucket's stored copy of the kept zip at `rel`, kept on disk once
-    /// its files hash to `h1`: its stamp and length; `None` if the bucket
-    /// has none, is out of use, or its copy is refused (logged).
-    pub(crate) async fn stored_from_bucket(&self, rel: &str, h1: &str) -> Option<(Stamp, u64)> {
-        let b = self.keep.bucket.as_ref().filter(|b| b.remote.may_read())?;
+    /// For a zip whose own bytes this server has not kept: its stored copy
+    /// taken from the bucket without the zip (the zip's sidecar gives the
+    /// hash), once however many ask at once; the copy opened, and its
+    /// length. `None`: go the zip's way (no stored zips, the zip is
+    /// known here, or the bucket has no good copy).
+    pub(crate) async fn stored_alone(self: &Arc<Self>, rel: &str) -> Option<(std::fs::File, u64)> {
+        let st = self.stored.as_ref()?;
+        if self.known.contains_key(rel) {
+            return None;
+        }
+        let (me, owned) = (self.clone(), rel.to_string());
+        let got = st
+            .taken
+            .get_with(rel.to_string(), async move {
+                // A task of its own: a client that goes away does not stop
+                // what others may be waiting for.
+                tokio::spawn(async move { me.take_alone(&owned).await })
+                    .await
+                    .unwrap_or(Taken::Absent)
+            })
+            .await;
+        let Taken::Copy(stamp, n) = got else {
+            return None;
+        };
+        match std::fs::File::open(self.keep.path(&place(rel))) {
+            Ok(c) if c.metadata().is_ok_and(|m| sidecar::stamp(&m) == stamp) => {
+                keep::mark_used(&c);
+                Some((c, n))
+            }
+            _ => {
+                st.taken.invalidate(rel).await;
+                None
+            }
+        }
+    }
+
+    async fn take_alone(&self, rel: &str) -> Taken {
+        let car = match self.keep.bucket_sidecar(rel).await {
+            Ok(Some((car, _))) => car,
+            // The zip's way counts and logs what is wrong with it.
+            _ => return Taken::Absent,
+        };
+        let Some(h1) = car.h1 else {
+            return Taken::Absent;
+        };
+        // A copy this server took before it restarted: its hash is checked
+        // again rather than the bucket read again.
+        let copy = self.keep.path(&place(rel));
+        let limit = self.max_zip.min(GO_MAX_ZIP);
+        if copy.is_file() {
+            let (c, want) = (copy.clone(), h1.clone());
+            let checked = tokio::task::spawn_blocking(move || {
+                check_stored(&c, &want, limit)?;
+                let m = std::fs::metadata(&c).map_err(|e| e.to_string())?;
+                Ok::<_, String>((sidecar::stamp(&m), m.len()))
+            })
+            .await;
+            if let Ok(Ok((stamp, n))) = checked {
+                self.counts
+                    .stored_from_bucket
+                    .fetch_add(1, Ordering::Relaxed);
+                return Taken::Copy(stamp, n);
+            }
+        }
+        let got = self.stored_from_bucket(rel, &h1).await;
+        if let Taken::Copy(..) = got {
+            self.counts
+                .stored_from_bucket
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        got
+    }
+
+    /// The bucket's stored copy of the zip at `rel`, kept on disk once its
+    /// files hash to `h1` (a refusal is counted and logged).
+    pub(crate) async fn stored_from_bucket(&self, rel: &str, h1: &str) -> Taken {
+        let Some(b) = self.keep.bucket.as_ref().filter(|b| b.remote.may_read()) else {
+            return Taken::Absent;
+        };
         let key = b.mod_key(&bucket_place(rel));
         let copy = self.keep.path(&place(rel));
         let limit = self.max_zip.min(GO_MAX_ZIP);
         let got = match b.remote.read_named(&key).await {
-            Ok(Fetched::Missing) => return None,
+            Ok(Fetched::Missing) => return Taken::Absent,
             Ok(Fetched::Found { body, wire_len, .. }) if wire_len <= limit => {
                 self.unpack(body, wire_len, &copy, h1, limit).await
             }
@@ -59,27 +145,26 @@ impl ModProxy {
             Err(e) => Err(NotTaken::Unusable(e.to_string())),
         };
         match got {
-            Ok(made) => {
+            Ok((stamp, n)) => {
                 if self.verbose {
                     eprintln!(
-                        "gocacher serve: modproxy: took the stored copy of {rel} from the bucket ({} bytes); sending that for it",
-                        made.1
+                        "gocacher serve: modproxy: took the stored copy of {rel} from the bucket ({n} bytes); sending that for it"
                     );
                 }
-                Some(made)
+                Taken::Copy(stamp, n)
             }
             Err(NotTaken::Unusable(why)) => {
                 eprintln!(
-                    "gocacher serve: modproxy: the bucket's {key} is unusable ({why}); making the stored copy from the kept zip"
+                    "gocacher serve: modproxy: the bucket's {key} is unusable ({why}); making the stored copy from the zip"
                 );
-                None
+                Taken::Absent
             }
             Err(NotTaken::Refused(why)) => {
                 self.counts.refused_bucket.fetch_add(1, Ordering::Relaxed);
                 eprintln!(
-                    "gocacher serve: modproxy: REFUSED the bucket's {key}: {why}; not served, making the stored copy from the kept zip and copying it to the bucket"
+                    "gocacher serve: modproxy: REFUSED the bucket's {key}: {why}; not served, making the stored copy from the zip and copying it to the bucket"
                 );
-                None
+                Taken::Refused
             }
         }
     }
@@ -98,6 +183,8 @@ impl ModProxy {
         let dir = copy
             .parent()
             .ok_or(NotTaken::Unusable("no directory".into()))?;
+        // The zip's directory, if nothing of it is kept yet.
+        std::fs::create_dir_all(dir).map_err(|e| unusable(&e))?;
         let mut packed = tempfile::Builder::new()
             .prefix(TEMP_PREFIX)
             .tempfile_in(dir)
