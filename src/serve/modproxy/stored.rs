@@ -49,6 +49,8 @@ pub(crate) struct StoredZips {
     pub(crate) taken: moka::future::Cache<String, Taken>,
     /// Copies being made at once (one a core): the rest wait their turn.
     pub(crate) turns: tokio::sync::Semaphore,
+    /// Room in memory for compressed copies from the bucket.
+    pub(crate) packed: Arc<tokio::sync::Semaphore>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -66,6 +68,9 @@ impl StoredZips {
             made: moka::future::Cache::new(super::KNOWN_FILES),
             taken: moka::future::Cache::new(super::KNOWN_FILES),
             turns: tokio::sync::Semaphore::new(cores),
+            packed: Arc::new(tokio::sync::Semaphore::new(
+                super::stored_bucket::PACKED_BUDGET as usize,
+            )),
         }
     }
 }

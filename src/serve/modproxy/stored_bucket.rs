@@ -9,7 +9,11 @@
 //! database (and signed, with `--sign-key`). A copy from the bucket is
 //! unpacked to a temp file and kept only if it is a zip of stored files
 //! with that very hash; anything else is counted as refused, and the copy
-//! is made from the kept zip and copied to the bucket in its place.
+//! is made from the zip and copied to the bucket in its place.
+//!
+//! A server that has not kept a zip takes its copy alone, when asked for
+//! the zip or prefetching it: the zip's sidecar comes from the bucket (and
+//! its signature is checked under `--trust-key`), the zip itself never.
 
 use std::io::{self, Read, Write};
 use std::path::Path;
@@ -30,6 +34,19 @@ const LEVEL: i32 = 3;
 /// The bucket's place of the stored copy of the kept zip at `rel`.
 pub(crate) fn bucket_place(rel: &str) -> String {
     format!("{}.zst", place(rel))
+}
+
+/// Bytes of compressed copies held in memory at once, while they are
+/// unpacked (in KiB permits); a copy beyond it goes through a temp file.
+pub(crate) const PACKED_BUDGET: u32 = 16 << 10;
+
+/// A compressed copy as downloaded.
+enum Packed {
+    Memory(
+        Vec<u8>,
+        #[allow(dead_code)] tokio::sync::OwnedSemaphorePermit,
+    ),
+    File(tempfile::NamedTempFile),
 }
 
 /// Why the bucket's copy was not taken.
@@ -169,8 +186,9 @@ impl ModProxy {
         }
     }
 
-    /// Downloads the compressed copy to a temp file, then unpacks and
-    /// checks it (a core at a time, as copies are made) into `copy`.
+    /// Downloads the compressed copy (into memory within
+    /// [`PACKED_BUDGET`], else to a temp file), then unpacks and checks it
+    /// (a core at a time, as copies are made) into `copy`.
     async fn unpack(
         &self,
         mut body: crate::remote::store::Body,
@@ -180,15 +198,25 @@ impl ModProxy {
         limit: u64,
     ) -> Result<(Stamp, u64), NotTaken> {
         let unusable = |e: &dyn std::fmt::Display| NotTaken::Unusable(e.to_string());
+        let st = self
+            .stored
+            .as_ref()
+            .ok_or(NotTaken::Unusable("no stored zips".into()))?;
         let dir = copy
             .parent()
             .ok_or(NotTaken::Unusable("no directory".into()))?;
         // The zip's directory, if nothing of it is kept yet.
         std::fs::create_dir_all(dir).map_err(|e| unusable(&e))?;
-        let mut packed = tempfile::Builder::new()
-            .prefix(TEMP_PREFIX)
-            .tempfile_in(dir)
-            .map_err(|e| unusable(&e))?;
+        let kib = u32::try_from(wire_len.div_ceil(1024)).unwrap_or(u32::MAX);
+        let mut packed = match st.packed.clone().try_acquire_many_owned(kib) {
+            Ok(permit) => Packed::Memory(Vec::with_capacity(wire_len as usize), permit),
+            Err(_) => Packed::File(
+                tempfile::Builder::new()
+                    .prefix(TEMP_PREFIX)
+                    .tempfile_in(dir)
+                    .map_err(|e| unusable(&e))?,
+            ),
+        };
         let mut n = 0u64;
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(|e| unusable(&format!("reading it: {e}")))?;
@@ -196,19 +224,25 @@ impl ModProxy {
             if n > wire_len {
                 return Err(unusable(&"longer than announced"));
             }
-            packed.write_all(&chunk).map_err(|e| unusable(&e))?;
+            match &mut packed {
+                Packed::Memory(v, _) => v.extend_from_slice(&chunk),
+                Packed::File(f) => f.write_all(&chunk).map_err(|e| unusable(&e))?,
+            }
         }
         if n != wire_len {
             return Err(unusable(&format!("stopped at {n} of {wire_len} bytes")));
         }
-        let _turn = match &self.stored {
-            Some(st) => st.turns.acquire().await.ok(),
-            None => None,
-        };
+        let _turn = st.turns.acquire().await.ok();
         let (copy, h1) = (copy.to_path_buf(), h1.to_string());
-        tokio::task::spawn_blocking(move || unpack_checked(packed.path(), &copy, &h1, limit))
-            .await
-            .unwrap_or_else(|e| Err(NotTaken::Unusable(e.to_string())))
+        tokio::task::spawn_blocking(move || {
+            let from: Box<dyn Read + '_> = match &packed {
+                Packed::Memory(v, _) => Box::new(&v[..]),
+                Packed::File(f) => Box::new(f.reopen().map_err(|e| unusable(&e))?),
+            };
+            unpack_checked(from, &copy, &h1, limit)
+        })
+        .await
+        .unwrap_or_else(|e| Err(NotTaken::Unusable(e.to_string())))
     }
 
     /// Copies the stored copy just made of `rel` to the bucket,
@@ -253,7 +287,7 @@ impl ModProxy {
 /// beside it, renamed into place once whole and checked): its stamp and
 /// length.
 fn unpack_checked(
-    packed: &Path,
+    packed: impl Read,
     copy: &Path,
     h1: &str,
     limit: u64,
@@ -266,8 +300,7 @@ fn unpack_checked(
         .prefix(TEMP_PREFIX)
         .tempfile_in(dir)
         .map_err(unusable)?;
-    let decoder = zstd::stream::read::Decoder::new(std::fs::File::open(packed).map_err(unusable)?)
-        .map_err(unusable)?;
+    let decoder = zstd::stream::read::Decoder::new(packed).map_err(unusable)?;
     let mut out = io::BufWriter::new(temp.as_file_mut());
     let n = io::copy(&mut decoder.take(limit + 1), &mut out)
         .map_err(|e| NotTaken::Refused(format!("not a zstd frame: {e}")))?;
@@ -301,6 +334,7 @@ fn pack(copy: &Path, dir: &Path) -> io::Result<(tempfile::NamedTempFile, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::File;
 
     /// A zip of `files`, each stored or deflated.
     fn zip_of(path: &Path, files: &[(&str, &str)], method: zip::CompressionMethod) {
@@ -328,7 +362,7 @@ mod tests {
         zip_of(&copy, &files, zip::CompressionMethod::Stored);
         let (packed, _) = pack(&copy, dir.path()).unwrap();
         let want = h1(&copy);
-        let (stamp, n) = unpack_checked(packed.path(), &back, &want, 1 << 20)
+        let (stamp, n) = unpack_checked(File::open(packed.path()).unwrap(), &back, &want, 1 << 20)
             .ok()
             .unwrap();
         assert_eq!(std::fs::read(&back).unwrap(), std::fs::read(&copy).unwrap());
@@ -339,7 +373,10 @@ mod tests {
         std::fs::remove_file(&back).unwrap();
 
         let refused = |packed: &Path, want: &str, limit: u64| match unpack_checked(
-            packed, &back, want, limit,
+            File::open(packed).unwrap(),
+            &back,
+            want,
+            limit,
         ) {
             Err(NotTaken::Refused(why)) => why,
             Err(NotTaken::Unusable(why)) => panic!("unusable: {why}"),
