@@ -38,7 +38,7 @@ pub(crate) fn bucket_place(rel: &str) -> String {
 
 /// Bytes of compressed copies held in memory at once, while they are
 /// unpacked (in KiB permits); a copy beyond it goes through a temp file.
-pub(crate) const PACKED_BUDGET: u32 = 16 << 10;
+pub(crate) const PACKED_BUDGET: u32 = 4 << 10;
 
 /// A compressed copy as downloaded.
 enum Packed {
