@@ -21,8 +21,9 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 
-use super::keep::{semver_cmp, Scratch};
+use super::keep::Scratch;
 use super::path::{canonical, escape, unescape, Ask, Ext, SumdbKind};
+use super::semver::semver_cmp;
 use super::upstream::MAX_SMALL;
 use super::ModProxy;
 use crate::remote::store::Fetched;
@@ -211,7 +212,7 @@ impl ModProxy {
 /// semantic version.
 fn latest_order(a: &str, b: &str) -> std::cmp::Ordering {
     let rank = |v: &str| {
-        if super::keep::pseudo(v) {
+        if super::semver::pseudo(v) {
             0
         } else if v.trim_end_matches("+incompatible").contains('-') {
             1

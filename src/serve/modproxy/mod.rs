@@ -5,6 +5,7 @@
 //!
 //! - `path.rs`: what a URL asks for, checked strictly; `sumdb.rs` the
 //!   checksum database's paths.
+//! - `semver.rs`: the order of versions.
 //! - `keep.rs`: immutable answers on disk (`<dir>/mod/...`) and in the
 //!   bucket (`<prefix>/mod/...`), in the GOPROXY layout.
 //! - `upstream.rs`: the module proxy behind this one.
@@ -33,6 +34,7 @@ mod lastgood;
 mod path;
 mod prefetch;
 mod routes;
+mod semver;
 mod sidecar;
 mod stored;
 mod stored_bucket;
