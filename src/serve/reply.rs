@@ -238,7 +238,7 @@ fn accepts_lz4(headers: &HeaderMap) -> bool {
 /// Whether the first block of a file larger than one block compresses by
 /// a tenth or more. A file whose start does not (packed or random bytes)
 /// is kept as it is without compressing the rest, which costs a reply
-/// nothing: it is sent as stored.
+/// nothing: it is sent as it is.
 fn start_pays(path: &Path) -> io::Result<bool> {
     let mut head = Vec::with_capacity(BLOCK + 1);
     std::fs::File::open(path)?

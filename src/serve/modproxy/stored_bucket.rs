@@ -178,8 +178,12 @@ impl ModProxy {
             }
             Err(NotTaken::Refused(why)) => {
                 self.counts.refused_bucket.fetch_add(1, Ordering::Relaxed);
+                let then = match self.keep.uploader() {
+                    Some(_) => " and copying it to the bucket",
+                    None => "",
+                };
                 eprintln!(
-                    "gocacher serve: modproxy: REFUSED the bucket's {key}: {why}; not served, making the stored copy from the zip and copying it to the bucket"
+                    "gocacher serve: modproxy: REFUSED the bucket's {key}: {why}; not served, making the stored copy from the zip{then}"
                 );
                 Taken::Refused
             }
