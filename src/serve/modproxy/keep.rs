@@ -27,6 +27,13 @@ use crate::trust::Keys;
 /// path element starts with a dot), and listings skip them.
 pub(crate) const TEMP_PREFIX: &str = ".tmp-";
 
+/// A temp file in `dir`, under a name no request can ask for.
+pub(crate) fn temp_in(dir: &Path) -> io::Result<tempfile::NamedTempFile> {
+    tempfile::Builder::new()
+        .prefix(TEMP_PREFIX)
+        .tempfile_in(dir)
+}
+
 /// Bucket uploads under way at once; more wait their turn.
 const UPLOADS: usize = 8;
 
@@ -92,9 +99,7 @@ impl Keep {
         let target = self.path(rel);
         let dir = target.parent().expect("a kept file has a directory");
         std::fs::create_dir_all(dir)?;
-        let file = tempfile::Builder::new()
-            .prefix(TEMP_PREFIX)
-            .tempfile_in(dir)?;
+        let file = temp_in(dir)?;
         Ok(Scratch { file, target })
     }
 

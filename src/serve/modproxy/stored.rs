@@ -26,7 +26,7 @@ use sha2::{Digest, Sha256};
 use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, DateTime, ZipArchive, ZipWriter};
 
-use super::keep::{self, TEMP_PREFIX};
+use super::keep;
 use super::sidecar::{self, Sidecar, Stamp};
 use super::stored_bucket::Taken;
 use super::ModProxy;
@@ -232,10 +232,8 @@ fn write_copy(
         ));
     }
     let dir = copy.parent().ok_or("the copy has no directory")?;
-    let mut temp = tempfile::Builder::new()
-        .prefix(TEMP_PREFIX)
-        .tempfile_in(dir)
-        .map_err(|e| format!("making a temp file in {}: {e}", dir.display()))?;
+    let mut temp =
+        keep::temp_in(dir).map_err(|e| format!("making a temp file in {}: {e}", dir.display()))?;
     let writing = |e: &dyn std::fmt::Display| format!("writing the copy: {e}");
     let mut out = ZipWriter::new(BufWriter::new(temp.as_file_mut()));
     // Each file's SHA-256 as it goes into the copy, for the copy's h1; and

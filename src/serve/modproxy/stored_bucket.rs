@@ -20,7 +20,7 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::keep::{self, TEMP_PREFIX};
+use super::keep;
 use super::sidecar::{self, Stamp};
 use super::stored::{check_stored, place};
 use super::ModProxy;
@@ -214,12 +214,7 @@ impl ModProxy {
         let kib = u32::try_from(wire_len.div_ceil(1024)).unwrap_or(u32::MAX);
         let mut packed = match st.packed.clone().try_acquire_many_owned(kib) {
             Ok(permit) => Packed::Memory(Vec::with_capacity(wire_len as usize), permit),
-            Err(_) => Packed::File(
-                tempfile::Builder::new()
-                    .prefix(TEMP_PREFIX)
-                    .tempfile_in(dir)
-                    .map_err(|e| unusable(&e))?,
-            ),
+            Err(_) => Packed::File(keep::temp_in(dir).map_err(|e| unusable(&e))?),
         };
         let mut n = 0u64;
         while let Some(chunk) = body.next().await {
@@ -300,10 +295,7 @@ fn unpack_checked(
     let dir = copy
         .parent()
         .ok_or(NotTaken::Unusable("no directory".into()))?;
-    let mut temp = tempfile::Builder::new()
-        .prefix(TEMP_PREFIX)
-        .tempfile_in(dir)
-        .map_err(unusable)?;
+    let mut temp = keep::temp_in(dir).map_err(unusable)?;
     let decoder = zstd::stream::read::Decoder::new(packed).map_err(unusable)?;
     let mut out = io::BufWriter::new(temp.as_file_mut());
     let n = io::copy(&mut decoder.take(limit + 1), &mut out)
@@ -325,9 +317,7 @@ fn unpack_checked(
 /// length.
 fn pack(copy: &Path, dir: &Path) -> io::Result<(tempfile::NamedTempFile, u64)> {
     let mut from = std::fs::File::open(copy)?;
-    let mut temp = tempfile::Builder::new()
-        .prefix(TEMP_PREFIX)
-        .tempfile_in(dir)?;
+    let mut temp = keep::temp_in(dir)?;
     let mut enc = zstd::stream::write::Encoder::new(io::BufWriter::new(temp.as_file_mut()), LEVEL)?;
     io::copy(&mut from, &mut enc)?;
     enc.finish()?.flush()?;
