@@ -57,6 +57,17 @@ pub struct ServeArgs {
     )]
     pub max_pending_writes: usize,
 
+    /// Outputs of up to 4 MiB are read whole into memory for their replies,
+    /// this many bytes at once; replies beyond it are streamed from disk.
+    /// Up to half of it is kept as read buffers for the next replies.
+    #[arg(
+        long,
+        env = "GOCACHER_REPLY_MEMORY",
+        value_name = "SIZE",
+        default_value = "64MiB"
+    )]
+    pub reply_memory: String,
+
     /// How long a request body may take, plus one second per 256 KiB of it;
     /// a body that trickles longer is cut off with 408 and nothing is kept.
     #[arg(
@@ -249,6 +260,8 @@ pub struct ServeConfig {
     pub max_age: Duration,
     pub max_object_size: u64,
     pub max_pending_writes: usize,
+    /// `--reply-memory`: bytes of outputs read whole for replies at once.
+    pub reply_memory: u64,
     pub body_timeout: Duration,
     pub max_connections: usize,
     pub idle_timeout: Duration,
@@ -320,6 +333,12 @@ impl ServeArgs {
         if self.max_pending_writes == 0 {
             bail!("--max-pending-writes must be at least 1");
         }
+        let reply_memory = parse_size(&self.reply_memory).with_context(|| {
+            format!(
+                "--reply-memory {:?}: not a size like 64MiB (0: every reply streams)",
+                self.reply_memory
+            )
+        })?;
         let claims = |flag: &str, v: &[String]| -> Result<Vec<Claim>> {
             v.iter().map(|c| parse_claim(flag, c)).collect()
         };
@@ -366,6 +385,7 @@ impl ServeArgs {
             max_age: duration("--max-age", &self.max_age)?,
             max_object_size,
             max_pending_writes: self.max_pending_writes,
+            reply_memory,
             body_timeout: duration("--body-timeout", &self.body_timeout)?,
             max_connections: self.max_connections,
             idle_timeout,

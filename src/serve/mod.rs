@@ -169,9 +169,9 @@ async fn serve(cfg: ServeConfig, remote: Option<RemoteConfig>) -> Result<()> {
         writes: Arc::new(Semaphore::new(cfg.max_pending_writes)),
         compressing: Arc::new(Semaphore::new(COMPRESSING)),
         whole_reads: Arc::new(Semaphore::new(
-            (reply::WHOLE_BUDGET / reply::WHOLE_UNIT) as usize,
+            (cfg.reply_memory / reply::WHOLE_UNIT).min(Semaphore::MAX_PERMITS as u64) as usize,
         )),
-        buffers: buffers::Pool::new(reply::POOL_BYTES),
+        buffers: buffers::Pool::new(usize::try_from(cfg.reply_memory / 2).unwrap_or(usize::MAX)),
         disk,
         remote: bucket,
         modproxy,

@@ -34,12 +34,9 @@ const CHUNK: usize = 256 << 10;
 /// holds them, and malloc reuses their memory.
 const SMALL: u64 = 32 << 10;
 
-/// Bytes of whole reads held by replies at once (in [`WHOLE_UNIT`]s),
-/// from the read until the reply is sent; the pool keeps up to half as
-/// much of their buffers for the next ones.
-pub(crate) const WHOLE_BUDGET: u64 = 16 << 20;
+/// Whole reads held by replies, from the read until the reply is sent,
+/// are counted in these units against `--reply-memory`.
 pub(crate) const WHOLE_UNIT: u64 = 64 << 10;
-pub(crate) const POOL_BYTES: usize = (WHOLE_BUDGET / 2) as usize;
 
 /// Outputs up to this size are lz4-compressed on the request's thread;
 /// larger ones on the blocking pool.
@@ -210,7 +207,7 @@ fn whole(bytes: Vec<u8>, size: u64) -> io::Result<Vec<u8>> {
     }
 }
 
-/// A share of [`WHOLE_BUDGET`] for a whole read of `size`, held until its
+/// A share of `--reply-memory` for a whole read of `size`, held until its
 /// reply is sent; `None`: too large, or no room, so stream it.
 fn budget(s: &Shared, size: u64) -> Option<OwnedSemaphorePermit> {
     if size > WHOLE_MAX {

@@ -22,8 +22,8 @@ pub(crate) struct Shared {
     pub(crate) writes: Arc<Semaphore>,
     /// Outputs being lz4-compressed ([`super::COMPRESSING`]).
     pub(crate) compressing: Arc<Semaphore>,
-    /// Bytes of files read whole and held by replies, in 64 KiB units
-    /// ([`super::reply::WHOLE_BUDGET`]).
+    /// Bytes of files read whole and held by replies, in units of
+    /// [`super::reply::WHOLE_UNIT`] (`--reply-memory`).
     pub(crate) whole_reads: Arc<Semaphore>,
     /// Those replies' buffers, used again.
     pub(crate) buffers: Arc<super::buffers::Pool>,
