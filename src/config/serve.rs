@@ -450,4 +450,29 @@ mod tests {
         assert!(parse_claim("--jwt-claim", "novalue").is_err());
         assert!(parse_claim("--jwt-claim", "=x").is_err());
     }
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn validate(args: &[&str]) -> Result<ServeConfig> {
+        use clap::Parser;
+        let cli = Cli::try_parse_from(["serve", "--dir", "/nonexistent"].iter().chain(args))?;
+        cli.serve.validate(None, false)
+    }
+
+    #[test]
+    fn reply_memory_is_a_size() {
+        assert_eq!(validate(&[]).unwrap().reply_memory, 64 << 20);
+        let got = validate(&["--reply-memory", "8MiB"]).unwrap();
+        assert_eq!(got.reply_memory, 8 << 20);
+        assert_eq!(validate(&["--reply-memory", "0"]).unwrap().reply_memory, 0);
+        let err = validate(&["--reply-memory", "lots"]).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("--reply-memory \"lots\": not a size like 64MiB"),
+            "{err:#}"
+        );
+    }
 }
