@@ -44,6 +44,13 @@ SCENARIOS = [
              "--cache-server", NEEDS_SEED, "~7 min", compare,
              ["--runs", "3", "--workloads", "std", "--contenders", "native,seed,gocacher-http",
               "--seed-server", "gocacher-serve", "--scenarios", "remote-warm,remote-warm-50ms", "--rtts", "50"]),
+    Scenario("std-serve-remote", "`go build std` through `gocacher serve --remote` on MinIO: what the server "
+             "asks of its bucket for each build (cold, remote-warm, and remote-warm through a new replica on an "
+             "empty disk)", NEEDS_SEED + "; MinIO",
+             "~6 min", compare,
+             ["--runs", "3", "--workloads", "std", "--contenders", "seed,gocacher-http",
+              "--seed-server", "gocacher-serve", "--serve-remote", "--bucket-state", "carry",
+              "--scenarios", "cold,remote-warm,new-replica"]),
     Scenario("std-signed", "`go build std`: gocacher against gocacher signing its uploads and checking "
              "every signature", NEEDS_BUILDS, "~6 min", compare,
              ["--runs", "3", "--workloads", "std", "--contenders", "native,gocacher,gocacher-signed",

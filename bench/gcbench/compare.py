@@ -45,13 +45,18 @@ def add_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--scenarios", default=None,
                     help="the build cases, comma list: cold, local-warm, local-warm-remote, remote-warm, "
                          "remote-warm-<N>ms, remote-warm-rtt (one per --rtts), one-file-change, "
-                         "one-file-change-<N>ms (default: all, from --rtts and --edit-rtts)")
+                         "one-file-change-<N>ms, new-replica (with --serve-remote: remote-warm through a server "
+                         "restarted on an empty disk) (default: all but new-replica, from --rtts and --edit-rtts)")
     ap.add_argument("--rtts", default="10,50,100", help="RTTs in ms for the remote-warm-<N>ms cases (default 10,50,100)")
     ap.add_argument("--edit-rtts", default="0,50",
                     help="RTTs in ms for one-file-change (0 = loopback direct; default 0,50)")
     ap.add_argument("--seed-server", choices=("go-cacher-server", "gocached", "gocacher-serve"), default="go-cacher-server",
                     help="the server that seed and gocacher-http use (each its own; default go-cacher-server; "
                          "gocacher-serve: the gocacher binary's own `serve`)")
+    ap.add_argument("--serve-remote", action="store_true",
+                    help="with --seed-server gocacher-serve: each server also keeps its entries in MinIO "
+                         "(`serve --remote s3://<run's bucket>/serve-<contender>`), and each build of seed and "
+                         "gocacher-http records the server's S3 requests in place of its own request counts")
     ap.add_argument("--gocacher", type=Path, default=None,
                     help="gocacher binary (default $CARGO_TARGET_DIR/dist/gocacher, else target/dist/gocacher)")
     ap.add_argument("--base-gocacher", type=Path, default=None,
@@ -88,6 +93,12 @@ def check_args(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         ap.error("--runs must be at least 1")
     if not args.workloads or not args.contenders:
         ap.error("--workloads and --contenders need at least one entry")
+    if args.serve_remote and args.seed_server != "gocacher-serve":
+        ap.error("--serve-remote needs --seed-server gocacher-serve")
+    if "new-replica" in cases and not args.serve_remote:
+        ap.error("scenario new-replica needs --serve-remote (a server on an empty disk has only its bucket)")
+    if args.serve_remote and args.bucket_state != "carry":
+        ap.error("--serve-remote needs --bucket-state carry (a server's bucket is not put back between builds)")
     args.plan = (cases, rtts, edit_rtts)
 
 
@@ -121,7 +132,7 @@ def smoke(args: argparse.Namespace) -> bool:
     if "gocacher-base" in args.contenders:
         s.tool("gocacher-base", Path(args.base_gocacher or "--base-gocacher not given").resolve(),
                "pass --base-gocacher with a dist build of the commit to compare against")
-    if any(c in args.contenders for c in ON_MINIO):
+    if any(c in args.contenders for c in ON_MINIO) or args.serve_remote:
         s.tool("MinIO", tools / "bin/minio", "", ["bash", "integration/tools/install-minio.sh"])
     if any(c in args.contenders for c in SEED_SERVED):
         names = ["go-cacher"] + ([args.seed_server] if args.seed_server != "gocacher-serve" else [])

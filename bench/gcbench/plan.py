@@ -45,10 +45,13 @@ NOT_RUN = {
 
 SETTLE = "settle"
 LOCAL_WARM_REMOTE = "local-warm-remote"
+# A remote-warm build through a server just restarted on an empty disk, its
+# bucket warm (--serve-remote): a replica joining a fleet.
+NEW_REPLICA = "new-replica"
 # Kinds whose builds read the bucket / server (and so are restored after).
 STORE_KINDS = ("remote-warm", LOCAL_WARM_REMOTE, "one-file-change")
 # Kinds after which a build should have missed only the link steps.
-WARM_KINDS = ("local-warm", LOCAL_WARM_REMOTE, "remote-warm", SETTLE)
+WARM_KINDS = ("local-warm", LOCAL_WARM_REMOTE, "remote-warm", SETTLE, NEW_REPLICA)
 
 
 def scenario_rtt(scenario: str) -> float:
@@ -58,9 +61,9 @@ def scenario_rtt(scenario: str) -> float:
 
 def scenario_kind(scenario: str) -> str:
     """cold | local-warm | local-warm-remote | remote-warm | one-file-change |
-    settle (the untimed remote-warm build after a cold one; never in the
-    tables)"""
-    if scenario in (SETTLE, LOCAL_WARM_REMOTE):
+    new-replica | settle (the untimed remote-warm build after a cold one;
+    never in the tables)"""
+    if scenario in (SETTLE, LOCAL_WARM_REMOTE, NEW_REPLICA):
         return scenario
     for kind in ("one-file-change", "remote-warm", "local-warm", "cold"):
         if scenario.startswith(kind):
@@ -73,7 +76,7 @@ def native_scenario(scenario: str) -> str:
     remote-warm* and local-warm-remote map to its local-warm, and
     one-file-change* to one one-file-change build on its warm GOCACHE."""
     kind = scenario_kind(scenario)
-    return {"remote-warm": "local-warm", LOCAL_WARM_REMOTE: "local-warm"}.get(kind, kind)
+    return {"remote-warm": "local-warm", LOCAL_WARM_REMOTE: "local-warm", NEW_REPLICA: "local-warm"}.get(kind, kind)
 
 
 def ratio_base(scenario: str) -> str:
@@ -84,10 +87,13 @@ def ratio_base(scenario: str) -> str:
 def takes_part(contender: str, scenario: str) -> bool:
     """Whether a contender builds in a scenario. native always does (through
     native_scenario); floor has no remote tier, so only cold and local-warm;
-    local-warm-remote is gocacher's alone (native's local-warm is its base)."""
+    local-warm-remote is gocacher's alone (native's local-warm is its base);
+    new-replica is the seed server's clients' alone."""
     kind = scenario_kind(scenario)
     if contender == "floor":
         return kind in ("cold", "local-warm")
+    if kind == NEW_REPLICA:
+        return contender in ("native",) + SEED_SERVED
     if kind == LOCAL_WARM_REMOTE:
         return contender in ("native",) + ON_MINIO
     return True
@@ -105,13 +111,14 @@ def expand_scenarios(spec: str | None, rtts: list[str], edit_rtts: list[str]) ->
     for s in parse_list(spec, None, "scenario"):
         if s == "remote-warm-rtt":
             out += [name("remote-warm", r) for r in rtts if float(r)]
-        elif s in ("cold", "local-warm", LOCAL_WARM_REMOTE) or \
+        elif s in ("cold", "local-warm", LOCAL_WARM_REMOTE, NEW_REPLICA) or \
                 re.fullmatch(r"(remote-warm|one-file-change)(-\d+(\.\d+)?ms)?", s):
             out.append(s)
         else:
             raise argparse.ArgumentTypeError(
                 f"unknown scenario {s!r}: use cold, local-warm, local-warm-remote, remote-warm, remote-warm-<N>ms, "
-                f"remote-warm-rtt (every --rtts), one-file-change, one-file-change-<N>ms")
+                f"remote-warm-rtt (every --rtts), one-file-change, one-file-change-<N>ms, new-replica "
+                f"(with --serve-remote)")
     # cold always runs first: every other scenario starts from its state.
     out = ["cold"] + [s for s in out if s != "cold"]
     return list(dict.fromkeys(out))

@@ -167,6 +167,10 @@ def render(meta: dict[str, object], workloads: dict[str, object], rows: list[dic
          "the same state local-warm starts from) plus the bucket on loopback, as remote-warm uses it: what a "
          "warm machine with a bucket configured pays."
          if "local-warm-remote" in m.get("scenarios", ()) else None),
+        ("- **new-replica** (seed and gocacher-http, with `--serve-remote`): right before the build, untimed, "
+         "the server is stopped and started again on an empty disk, its bucket as the run's earlier builds left "
+         "it: a replica joining a fleet; then a remote-warm build through it."
+         if "new-replica" in m.get("scenarios", ()) else None),
         ("- Every remote build of a run starts from the bucket / server as that run's cold build"
          + (" and settle build" if m.get("settle") else "") + " left it "
          "(what later builds added or overwrote is undone between builds, untimed)."
@@ -189,6 +193,10 @@ def render(meta: dict[str, object], workloads: dict[str, object], rows: list[dic
         "- **GET/PUT/HEAD/LIST**: gocacher's S3 requests as counted by MinIO (v3 metrics, scraped before and "
         "after each build). ¹ the seed's requests as logged by go-cacher-server: GET = GET /action lookups + "
         "GET /output downloads (two round trips per remote hit).",
+        ("- `--serve-remote`: each `gocacher serve` keeps its entries in MinIO too (`--remote`); the GET/PUT/"
+         "HEAD/LIST columns of seed and gocacher-http are then the server's requests to its bucket during the "
+         "build (MinIO's metrics), and the JSON's `s3` has their bytes (`bytes_received`: up, `bytes_sent`: down)."
+         if m.get("serve_remote") else None),
         "- **wire MB**: bytes through the delay proxy, both directions, on -Nms rows; ² on loopback rows "
         "of gocacher, S3 body bytes from MinIO's metrics (no headers); the seed's loopback rows have no proxy "
         "and no byte count.",

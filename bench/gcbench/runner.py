@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from .measure import parse_seed_stats, time_wrapper, timed_build
-from .plan import (BENCH_SIGN_KEY, CONTENDERS, LOCAL_WARM_REMOTE, MINIO_PREFIXES, ON_MINIO, REMOTE_HELPERS, SEED_MODULE, SEED_SERVED, SETTLE,
+from .plan import (BENCH_SIGN_KEY, CONTENDERS, LOCAL_WARM_REMOTE, MINIO_PREFIXES, NEW_REPLICA, ON_MINIO, REMOTE_HELPERS, SEED_MODULE, SEED_SERVED, SETTLE,
                    STORE_KINDS, WARM_KINDS, FLOOR_SOURCE, native_scenario, scenario_kind, scenario_rtt, takes_part)
 from .render import progress_line, write_outputs
 from .servers import S3_KEY, S3_REGION, S3_SECRET, BucketSnapshot, DelayProxy, Minio, SeedServer, s3_delta
@@ -43,6 +43,7 @@ def run_meta(args: argparse.Namespace, scenarios: list[str], rtts: list[str], ed
         "rtts_ms": [float(r) for r in rtts],
         "edit_rtts_ms": [float(r) for r in edit_rtts],
         "bucket_state": args.bucket_state,
+        "serve_remote": bool(getattr(args, "serve_remote", False)),
         "settle": args.settle,
         "settle_note": (
             "after each helper's cold build, one untimed remote-warm build (loopback, empty local dir and "
@@ -115,7 +116,7 @@ class Bench:
             shutil.copy2(base, self.gocacher_base)
             meta["gocacher_base_binary"] = {"path": str(base),
                                             "sha256": hashlib.sha256(self.gocacher_base.read_bytes()).hexdigest()[:16]}
-        if any(c in args.contenders for c in ON_MINIO):
+        if any(c in args.contenders for c in ON_MINIO) or args.serve_remote:
             minio_bin = tools / "bin" / "minio"
             ensure_tool(minio_bin, ["bash", str(REPO_ROOT / "integration/tools/install-minio.sh")], "MinIO")
             stamp = tools / "bin" / ".minio.version"
@@ -146,6 +147,18 @@ class Bench:
             stamp = tools / "bin" / ".seed.version"
             meta["seed_version"] = f"{SEED_MODULE}@" + (stamp.read_text().strip() if stamp.exists() else "?")
             meta["seed_server"] = args.seed_server
+
+    @staticmethod
+    def bucket_env() -> dict[str, str]:
+        """MinIO's credentials, and nothing else of the AWS chain."""
+        return {"AWS_ACCESS_KEY_ID": S3_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET, "AWS_REGION": S3_REGION,
+                "AWS_EC2_METADATA_DISABLED": "true", "AWS_CONFIG_FILE": "/nonexistent",
+                "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent"}
+
+    def on_bucket(self, contender: str) -> bool:
+        """Whether the contender's builds reach MinIO: its own requests
+        (gocacher) or its server's (`--serve-remote`)."""
+        return contender in ON_MINIO or (self.args.serve_remote and contender in SEED_SERVED)
 
     # -- one build of one contender ------------------------------------
     def build(self, wl: Workload, contender: str, scenario: str, run: int, state: dict[str, object],
@@ -201,9 +214,7 @@ class Bench:
                     if contender == "gocacher-signed":
                         env["GOCACHER_SIGN_KEY"] = BENCH_SIGN_KEY
                     # The scope travels by env so that a binary without --scope still works.
-                    env.update(AWS_ACCESS_KEY_ID=S3_KEY, AWS_SECRET_ACCESS_KEY=S3_SECRET, AWS_REGION=S3_REGION,
-                               AWS_EC2_METADATA_DISABLED="true", AWS_CONFIG_FILE="/nonexistent",
-                               AWS_SHARED_CREDENTIALS_FILE="/nonexistent", GOCACHER_SCOPE=f"bench-{wl.name}")
+                    env.update(self.bucket_env(), GOCACHER_SCOPE=f"bench-{wl.name}")
             elif contender == "floor":
                 assert self.floor and kind in ("cold", "local-warm"), (contender, scenario)  # no remote tier
                 helper = [str(self.floor), "-dir", str(local)]
@@ -215,6 +226,11 @@ class Bench:
                     assert self.gocacher
                     helper = [str(self.gocacher), "--cache-dir", str(local), "--stats-file", str(stats_file)]
                 seed: SeedServer = state[f"{contender}_server"]
+                if kind == NEW_REPLICA:
+                    # Untimed: the server again, on an empty disk.
+                    seed.stop()
+                    self.discard(seed.root / "data")
+                    seed.start()
                 server = seed
                 if remote:
                     url = seed.url
@@ -231,7 +247,7 @@ class Bench:
             wl.apply_edit(self.edit_counter)
             rec["edit"] = {"file": wl.info["edit"]["file"], "n": self.edit_counter}
 
-        metrics0 = self.minio.metrics() if contender in ON_MINIO and self.minio else None
+        metrics0 = self.minio.metrics() if self.on_bucket(contender) and self.minio else None
         seed_off = state["seed_server"].log_offset() if contender == "seed" else None
         if server is not None:
             server_cpu0 = server.cpu()
@@ -261,9 +277,9 @@ class Bench:
                 rec["stats"] = json.loads(stats_file.read_text())
             except (OSError, ValueError) as err:
                 rec["stats_error"] = f"{stats_file}: {err}"
-            if self.minio and contender in ON_MINIO:
+            if self.minio and self.on_bucket(contender):
                 rec["s3"] = s3_delta(metrics0, self.minio.metrics())
-                if rec["s3"] is not None and "wire_bytes" not in rec:
+                if rec["s3"] is not None and "wire_bytes" not in rec and contender in ON_MINIO:
                     rec["wire_bytes"] = rec["s3"]["bytes_received"] + rec["s3"]["bytes_sent"]
                     rec["wire_source"] = "MinIO metrics: S3 request and response bodies"
         elif contender == "seed":
@@ -274,6 +290,8 @@ class Bench:
                 rec["stats_error"] = "no 'cacher: closing' line from go-cacher --verbose"
             time.sleep(0.1)  # the server logs a request as its handler returns
             rec["seed_requests"] = state["seed_server"].requests_since(seed_off)
+            if self.minio and self.on_bucket(contender):
+                rec["s3"] = s3_delta(metrics0, self.minio.metrics())
         for p in cleanup:
             self.discard(p)
         self.discard(bdir)
@@ -338,13 +356,18 @@ class Bench:
             state["native_gocache"].mkdir()
             for c in CONTENDERS:
                 state[f"{c}_local_cold"] = run_root / f"{c}-local"
-            if any(c in contenders for c in ON_MINIO):
+            if any(c in contenders for c in ON_MINIO) or args.serve_remote:
                 state["bucket"] = f"{wl.name}-run{run}"
                 self.minio.create_bucket(state["bucket"])
             for c in SEED_SERVED:
                 if c in contenders:
+                    extra, senv = [], None
+                    if args.serve_remote:
+                        extra = ["--remote", f"s3://{state['bucket']}/serve-{c}", "--s3-endpoint",
+                                 self.minio.endpoint, "--s3-region", S3_REGION]
+                        senv = dict(os.environ, **self.bucket_env())
                     server = SeedServer(self.seed_server_bin, run_root / f"{c}-server", self.children,
-                                        serve=self.args.seed_server == "gocacher-serve")
+                                        serve=self.args.seed_server == "gocacher-serve", extra=extra, env=senv)
                     server.start()
                     state[f"{c}_server"] = server
             # Rotate the contenders' order from run to run.

@@ -157,10 +157,14 @@ METRIC_LINE = re.compile(r'^(minio_api_requests_\w+)\{([^}]*)\}\s+(\S+)$')
 
 
 class Minio:
-    def __init__(self, binary: Path, root: Path, children: Children, serve: bool = False) -> None:
-        """`serve`: `binary` is gocacher, run as `gocacher serve`."""
+    def __init__(self, binary: Path, root: Path, children: Children, serve: bool = False,
+                 extra: list[str] | None = None, env: dict[str, str] | None = None) -> None:
+        """`serve`: `binary` is gocacher, run as `gocacher serve`; `extra`
+        and `env`: more flags and environment for it (say, a bucket)."""
         self.binary = binary
         self.serve = serve
+        self.extra = extra or []
+        self.env = env
         self.root = root
         self.children = children
         self.port = 0
@@ -281,8 +285,8 @@ class SeedServer:
             # --verbose logs one line per request: "<status> <method> <uri>".
             self.proc = self.children.start(
                 [str(self.binary), *(["serve", "--dir"] if self.serve else ["--cache-dir"]), str(self.root / "data"),
-                 "--listen", f"127.0.0.1:{self.port}", "--verbose"],
-                stdout=logf, stderr=subprocess.STDOUT)
+                 "--listen", f"127.0.0.1:{self.port}", "--verbose", *self.extra],
+                stdout=logf, stderr=subprocess.STDOUT, env=self.env)
         deadline = time.monotonic() + 30
         while http_get(f"http://127.0.0.1:{self.port}/", timeout=2)[0] == 0:
             if self.proc.poll() is not None:
