@@ -157,14 +157,8 @@ METRIC_LINE = re.compile(r'^(minio_api_requests_\w+)\{([^}]*)\}\s+(\S+)$')
 
 
 class Minio:
-    def __init__(self, binary: Path, root: Path, children: Children, serve: bool = False,
-                 extra: list[str] | None = None, env: dict[str, str] | None = None) -> None:
-        """`serve`: `binary` is gocacher, run as `gocacher serve`; `extra`
-        and `env`: more flags and environment for it (say, a bucket)."""
+    def __init__(self, binary: Path, root: Path, children: Children) -> None:
         self.binary = binary
-        self.serve = serve
-        self.extra = extra or []
-        self.env = env
         self.root = root
         self.children = children
         self.port = 0
@@ -268,10 +262,14 @@ SEED_LOG_LINE = re.compile(r"(\d{3}) (GET|PUT|HEAD|POST|DELETE) (\S+)")
 
 
 class SeedServer:
-    def __init__(self, binary: Path, root: Path, children: Children, serve: bool = False) -> None:
-        """`serve`: `binary` is gocacher, run as `gocacher serve`."""
+    def __init__(self, binary: Path, root: Path, children: Children, serve: bool = False,
+                 extra: list[str] | None = None, env: dict[str, str] | None = None) -> None:
+        """`serve`: `binary` is gocacher, run as `gocacher serve`; `extra`
+        and `env`: more flags and environment for it (say, a bucket)."""
         self.binary = binary
         self.serve = serve
+        self.extra = extra or []
+        self.env = env
         self.root = root
         self.children = children
         self.log = root / "server.log"
