@@ -59,7 +59,8 @@ pub struct ServeArgs {
 
     /// Outputs of up to 4 MiB are read whole into memory for their replies,
     /// this many bytes at once; replies beyond it are streamed from disk.
-    /// Up to half of it is kept as read buffers for the next replies.
+    /// Up to half as much again is kept in free read buffers for the next
+    /// replies.
     #[arg(
         long,
         env = "GOCACHER_REPLY_MEMORY",
