@@ -276,7 +276,7 @@ fn readme_workflow_push_new_runner_and_fork() {
     // gives every job a new random workspace path, and Go keys such a
     // result on the absolute paths of the files the test opened. GitHub's
     // runners check out to the same path in every job;
-    // `fix_mtimes_keeps_test_results_across_clones` below shows the
+    // `fix_mtimes_keeps_test_results_across_clones` (action/fix_mtimes.rs) shows the
     // difference there.)
     let job = released(
         bucket_job(
